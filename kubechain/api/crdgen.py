@@ -1,0 +1,102 @@
+"""Generate CustomResourceDefinitions from the pydantic models (`make crds`, `kubechain crds`).
+
+Pydantic's JSON Schema is close to what Kubernetes wants; a CRD needs a *structural* schema:
+no $ref, no nullable unions, no `additionalProperties: false`, free-form maps marked with
+`x-kubernetes-preserve-unknown-fields`. This module does exactly that translation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .v1alpha1 import CATEGORY, GROUP, KINDS, VERSION, KindInfo
+
+KEEP = {"type", "description", "properties", "items", "required", "enum", "default", "format", "pattern",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems",
+        "maxItems", "oneOf", "x-kubernetes-preserve-unknown-fields"}
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any], *, defaults: bool = True) -> dict[str, Any]:
+    """One pydantic schema node, rewritten as a structural CRD schema node."""
+    node = dict(schema)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **node}  # a field's own description wins over the type's docstring
+    if "anyOf" in node:  # Optional[X]: omitted fields stand for null, so keep only X
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"unions other than Optional are not supported in CRDs: {schema}")
+        inner = structural(options[0], defs, defaults=defaults)
+        node = {**inner, **{k: v for k, v in node.items() if k != "default" or v is not None}}
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if node.get("type") == "object" and "properties" not in node:
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    if node.get("default", 0) is None or not defaults:
+        node.pop("default", None)
+    out = {k: v for k, v in node.items() if k in KEEP}
+    if "properties" in out:
+        out["properties"] = {k: structural(v, defs, defaults=defaults) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = structural(out["items"], defs, defaults=defaults)
+    if "description" in out:
+        out["description"] = " ".join(out["description"].split())
+    return out
+
+
+def schema_of(model: type, *, defaults: bool) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return structural(raw, raw.get("$defs", {}), defaults=defaults)
+
+
+def crd(info: KindInfo) -> dict[str, Any]:
+    spec_schema = schema_of(info.spec, defaults=True)
+    # Status is written by the operator and the actors; server-side defaults there would only add noise.
+    status_schema = schema_of(info.status, defaults=False)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": info.name},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": info.kind, "plural": info.plural, "singular": info.singular or info.kind.lower(),
+                      "listKind": f"{info.kind}List", "shortNames": list(info.short_names), "categories": [CATEGORY]},
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {k: v for k, v in {"name": c.name, "type": c.type, "jsonPath": c.json_path,
+                                       "description": c.description, "priority": c.priority}.items() if v}
+                    for c in info.columns],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object", "description": info.description,
+                    "properties": {
+                        "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
+                        "kind": {"type": "string", "description": "REST resource this object represents."},
+                        "metadata": {"type": "object"},
+                        "spec": {**spec_schema, "description": f"Desired state of the {info.kind}."},
+                        "status": {**status_schema, "description": f"Observed state of the {info.kind}."},
+                    },
+                    "required": ["spec"],
+                }},
+            }],
+        },
+    }
+
+
+def render(info: KindInfo) -> str:
+    header = "# Generated from kubechain/api by `make crds`. Do not edit.\n"
+    return header + yaml.safe_dump(crd(info), sort_keys=False, width=120)
+
+
+def write_all(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for info in KINDS:
+        path = directory / f"{GROUP}_{info.plural}.yaml"
+        path.write_text(render(info))
+        paths.append(path)
+    return paths

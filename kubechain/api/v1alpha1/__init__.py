@@ -1,0 +1,13 @@
+"""kubechain.dev/v1alpha1: the API types, the single source of the CRD schemas."""
+from . import agent, llm, task, taskrun, tool, toolset
+from .agent import AgentSpec, AgentStatus
+from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, LocalObjectReference, Model, SecretKeyRef
+from .llm import LLMSpec, LLMStatus
+from .task import TaskSpec, TaskStatus
+from .taskrun import (ActorRef, FunctionCall, Message, Phase, PhaseTransition, TaskRunSpec, TaskRunStatus, ToolCall,
+                      ToolCallRecord, Usage)
+from .tool import ToolExecution, ToolSpec, ToolStatus
+from .toolset import InlineTool, ToolSetSpec, ToolSetStatus
+
+KINDS: tuple[KindInfo, ...] = (llm.KIND, tool.KIND, toolset.KIND, agent.KIND, task.KIND, taskrun.KIND)
+KIND_BY_NAME = {k.kind: k for k in KINDS}

@@ -1,0 +1,104 @@
+"""Types shared by every kind: references, conditions, the base model and kind metadata.
+
+Types only, no I/O (see the import-linter contract in pyproject.toml).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubechain.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "kubechain"
+
+
+class Model(BaseModel):
+    """Base of every API type: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict:
+        """The JSON-ready dict as stored in Kubernetes (aliases, no nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class LocalObjectReference(Model):
+    name: str = Field(min_length=1, description="Name of an object in the same namespace.")
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, description="Name of a Secret in the same namespace.")
+    key: str = Field(min_length=1, description="Key within the Secret's data.")
+
+
+class Condition(Model):
+    """A Kubernetes-style condition, for `kubectl wait --for=condition=...`."""
+
+    type: str = Field(description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="CamelCase machine-readable reason.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(default="", description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="metadata.generation this condition was computed from.")
+
+
+class ReadyStatus(Model):
+    """Status shared by kinds that are either usable or not (LLM, Tool, ToolSet, Agent)."""
+
+    ready: bool = Field(default=False, description="True when the object is valid and all of its dependencies are ready.")
+    message: str = Field(default="", description="Why the object is (not) ready.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions; `Ready` mirrors `ready`.")
+    observed_generation: int | None = Field(default=None, description="metadata.generation the status was computed from.")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ready_condition(ready: bool, reason: str, message: str, previous: list[Condition], generation: int | None) -> list[Condition]:
+    """The conditions list with `Ready` set; keeps lastTransitionTime when the status did not flip."""
+    status = "True" if ready else "False"
+    old = next((c for c in previous if c.type == "Ready"), None)
+    since = old.last_transition_time if old and old.status == status else now_rfc3339()
+    cond = Condition(type="Ready", status=status, reason=reason, message=message,
+                     last_transition_time=since, observed_generation=generation)
+    return [c for c in previous if c.type != "Ready"] + [cond]
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """Everything the CRD generator and the controllers need to know about a kind."""
+
+    kind: str
+    plural: str
+    spec: type[Model]
+    status: type[Model]
+    short_names: tuple[str, ...] = ()
+    columns: tuple[PrinterColumn, ...] = ()
+    description: str = ""
+    singular: str = field(default="")
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+READY_COLUMNS = (
+    PrinterColumn("Ready", ".status.ready", "boolean", "Whether the object is usable."),
+    PrinterColumn("Message", ".status.message", "string", "Why it is (not) ready.", priority=1),
+)
+AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")

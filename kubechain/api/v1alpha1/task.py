@@ -1,0 +1,34 @@
+"""Task: a request to an agent. Launching it creates a TaskRun owned by the Task."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import AGE, KindInfo, LocalObjectReference, Model, PrinterColumn
+
+
+class ContextStorageRef(Model):
+    kind: Literal["ConfigMap", "PersistentVolumeClaim"] = Field(description="Kind of the object that stores large contexts.")
+    name: str = Field(min_length=1, description="Its name, in the Task's namespace.")
+
+
+class TaskSpec(Model):
+    agent_ref: LocalObjectReference = Field(description="The agent that works on the task.")
+    user_input: str = Field(min_length=1, description="The user's message that starts the conversation.")
+    launch_immediately: bool = Field(default=True, description="Create the TaskRun right away; false waits until it is set to true.")
+    context_storage_ref: ContextStorageRef | None = Field(
+        default=None, description="Where large contexts are stored out of line (accepted now, used by a later release).")
+
+
+class TaskStatus(Model):
+    task_run_name: str = Field(default="", description="Name of the TaskRun this Task launched.")
+    message: str = Field(default="", description="What the Task is waiting for, if anything.")
+
+
+KIND = KindInfo(
+    kind="Task", plural="tasks", singular="task", spec=TaskSpec, status=TaskStatus, short_names=("tk",),
+    description="A request to an agent.",
+    columns=(PrinterColumn("Agent", ".spec.agentRef.name"), PrinterColumn("TaskRun", ".status.taskRunName"),
+             PrinterColumn("Input", ".spec.userInput", priority=1), AGE),
+)

@@ -1,0 +1,107 @@
+"""TaskRun: one execution of a Task by one Ray actor, checkpointed into its status after every step."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
+
+from .common import AGE, Condition, KindInfo, LocalObjectReference, Model, PrinterColumn
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED_FOR_USER_INPUT = "PausedForUserInput"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.COMPLETED, Phase.FAILED)
+
+
+class FunctionCall(Model):
+    name: str = Field(description="Function (tool) name the model asked for.")
+    arguments: str = Field(description="Arguments as the raw JSON string the model produced.")
+
+
+class ToolCall(Model):
+    id: str = Field(description="Tool call id assigned by the model.")
+    type: Literal["function"] = Field(default="function", description="Always `function`.")
+    function: FunctionCall = Field(description="The requested call.")
+
+
+class Message(Model):
+    """One chat message in OpenAI chat-completions format (field names as OpenAI spells them)."""
+
+    role: Literal["system", "user", "assistant", "tool"] = Field(description="Author of the message.")
+    content: str | None = Field(default=None, description="Text of the message.")
+    tool_calls: list[ToolCall] | None = Field(default=None, alias="tool_calls", description="Tool calls requested by an assistant message.")
+    tool_call_id: str | None = Field(default=None, alias="tool_call_id", description="For role `tool`: the call this message answers.")
+    name: str | None = Field(default=None, description="Optional author name.")
+
+
+class ToolCallRecord(Model):
+    id: str = Field(description="Tool call id (as in the context window).")
+    step: int = Field(description="Step in which the LLM asked for the call.")
+    tool: str = Field(description="Tool name.")
+    arguments: str = Field(description="Arguments as the raw JSON string from the LLM.")
+    result: str | None = Field(default=None, description="The tool's result, when it succeeded.")
+    error: str | None = Field(default=None, description="The error reported to the LLM, when it failed.")
+    start_time: str = Field(description="When the call started (RFC 3339).")
+    end_time: str | None = Field(default=None, description="When the call ended (RFC 3339).")
+
+
+class PhaseTransition(Model):
+    phase: Phase = Field(description="The phase entered.")
+    time: str = Field(description="When (RFC 3339).")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="Details.")
+
+
+class Usage(Model):
+    prompt_tokens: int = Field(default=0, description="Prompt tokens summed over all LLM requests.")
+    completion_tokens: int = Field(default=0, description="Completion tokens summed over all LLM requests.")
+    total_tokens: int = Field(default=0, description="Sum of the two.")
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens,
+                     total_tokens=self.total_tokens + other.total_tokens)
+
+
+class ActorRef(Model):
+    name: str = Field(description="Name of the Ray actor (in Ray namespace `namespace`).")
+    namespace: str = Field(description="Ray namespace of the actor.")
+    id: str = Field(default="", description="Ray actor id, as shown in the Ray dashboard.")
+    restarts: int = Field(default=0, description="How many times an actor was (re)started for this run after the first.")
+
+
+class TaskRunSpec(Model):
+    task_ref: LocalObjectReference = Field(description="The Task this run executes.")
+
+
+class TaskRunStatus(Model):
+    phase: Phase = Field(default=Phase.PENDING, description="Pending, Running, PausedForUserInput, Completed or Failed.")
+    message: str = Field(default="", description="What is happening, or why not.")
+    agent: str = Field(default="", description="The agent running this TaskRun (from the Task).")
+    step: int = Field(default=0, description="Number of LLM turns taken so far.")
+    context_window: list[Message] = Field(default_factory=list, description="The conversation so far (OpenAI chat format).")
+    tool_call_history: list[ToolCallRecord] = Field(default_factory=list, description="Every tool call: arguments, result or error, timing.")
+    phase_history: list[PhaseTransition] = Field(default_factory=list, description="Timestamped phase transitions with reasons.")
+    output: str | None = Field(default=None, description="The agent's final answer, once Completed.")
+    error: str | None = Field(default=None, description="Why the run failed, once Failed.")
+    usage: Usage = Field(default_factory=Usage, description="Tokens used by the run.")
+    actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+
+
+KIND = KindInfo(
+    kind="TaskRun", plural="taskruns", singular="taskrun", spec=TaskRunSpec, status=TaskRunStatus,
+    short_names=("tr",), description="One execution of a Task by a Ray actor.",
+    columns=(PrinterColumn("Agent", ".status.agent"), PrinterColumn("Phase", ".status.phase"),
+             PrinterColumn("Step", ".status.step", "integer"),
+             PrinterColumn("Tokens", ".status.usage.totalTokens", "integer"),
+             PrinterColumn("Actor", ".status.actor.name", priority=1), AGE),
+)

@@ -1,0 +1,80 @@
+"""Tool: something an agent can call. Exactly one execution kind: builtin, container or delegate."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .common import AGE, READY_COLUMNS, KindInfo, LocalObjectReference, Model, PrinterColumn, ReadyStatus
+
+BuiltinName = Literal["calculator", "current_time", "text", "echo"]
+TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class BuiltinExecution(Model):
+    name: BuiltinName = Field(
+        description="Builtin to run: `calculator` (safe arithmetic), `current_time` (now, in a time zone), "
+                    "`text` (string utilities), `echo` (returns its arguments; no-op for tests and benchmarks).")
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, description="Environment variable name.")
+    value: str = Field(default="", description="Literal value.")
+
+
+class ContainerExecution(Model):
+    image: str = Field(min_length=1, description="Container image that runs the tool.")
+    command: list[str] = Field(default_factory=list, description="Entrypoint override.")
+    args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables.")
+    timeout_seconds: int = Field(default=300, ge=1, description="Kill the tool after this many seconds.")
+
+
+class DelegateExecution(Model):
+    agent_ref: LocalObjectReference = Field(description="Agent that handles the call as a child TaskRun.")
+
+
+EXECUTION_KINDS = ("builtin", "container", "delegate")
+
+
+class ToolExecution(Model):
+    """Exactly one of `builtin`, `container`, `delegate`."""
+
+    builtin: BuiltinExecution | None = Field(default=None, description="Run a tool built into kubechain.")
+    container: ContainerExecution | None = Field(default=None, description="Run the tool in a container (not supported yet: reported to the LLM as a tool error).")
+    delegate: DelegateExecution | None = Field(default=None, description="Delegate the call to another agent (not supported yet: reported to the LLM as a tool error).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ToolExecution":
+        chosen = [k for k in EXECUTION_KINDS if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"execution must set exactly one of {', '.join(EXECUTION_KINDS)}; got {chosen or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in EXECUTION_KINDS if getattr(self, k) is not None)
+
+
+# The apiserver enforces "exactly one" too (a structural schema may carry oneOf of `required`).
+ToolExecution.model_config["json_schema_extra"] = {"oneOf": [{"required": [k]} for k in EXECUTION_KINDS]}
+
+
+class ToolSpec(Model):
+    description: str = Field(min_length=1, description="What the tool does; shown to the LLM.")
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema (type object) of the tool's arguments, shown to the LLM. Default: the builtin's "
+                    "own schema, else an object with no properties.")
+    execution: ToolExecution = Field(description="How the tool runs: exactly one of builtin, container, delegate.")
+
+
+class ToolStatus(ReadyStatus):
+    pass
+
+
+KIND = KindInfo(
+    kind="Tool", plural="tools", singular="tool", spec=ToolSpec, status=ToolStatus, short_names=("tl",),
+    description="A tool that agents can call.",
+    columns=(PrinterColumn("Description", ".spec.description", priority=1), *READY_COLUMNS, AGE),
+)

@@ -1,0 +1,46 @@
+"""LLM: ready when its spec is valid and its API key Secret holds the key."""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubechain.api.v1alpha1 import GROUP, VERSION, LLMSpec
+from kubechain.kube import Kube
+from kubechain.resolve import Readiness, not_ready, parse
+from kubechain.settings import Settings
+
+from .catalog import IndexCatalog
+from .readiness import reevaluate_dependents, write_readiness
+
+RECHECK_SECONDS = Settings().reconcile.pending_retry_seconds * 3
+
+
+async def llm_readiness(kube: Kube, namespace: str, raw_spec: dict[str, Any]) -> Readiness:
+    spec, error = parse(LLMSpec, raw_spec)
+    if error:
+        return not_ready("InvalidSpec", error)
+    if spec.api_key_secret_ref:
+        ref = spec.api_key_secret_ref
+        secret = await kube.secret_value(namespace, ref.name, ref.key)
+        if secret.problem:
+            return not_ready("SecretNotFound", secret.problem)
+    return Readiness(True, "Ready", f"{spec.provider} model {spec.model!r}")
+
+
+@kopf.on.resume(GROUP, VERSION, "llms")
+@kopf.on.create(GROUP, VERSION, "llms")
+@kopf.on.update(GROUP, VERSION, "llms")
+# Secrets are not watched (that would need cluster-wide Secret access): a timer notices a key that appears,
+# disappears or is rotated.
+@kopf.timer(GROUP, VERSION, "llms", id="recheck", interval=RECHECK_SECONDS, initial_delay=RECHECK_SECONDS)
+async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
+                    memo: kopf.Memo, **_: Any) -> None:
+    readiness = await llm_readiness(memo.kube, namespace, dict(spec))
+    await write_readiness(memo.kube, "LLM", namespace, name, uid, meta.get("generation"), dict(status), readiness)
+
+
+@kopf.on.event(GROUP, VERSION, "llms")
+async def notify_agents(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    await reevaluate_dependents(memo.kube, IndexCatalog(kwargs), "Agent", namespace,
+                                depends_on=lambda agent: (agent.get("llmRef") or {}).get("name") == name)

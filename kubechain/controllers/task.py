@@ -1,0 +1,30 @@
+"""Task: launches one TaskRun (owned by the Task), now or once launchImmediately becomes true."""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubechain.api.v1alpha1 import GROUP, VERSION, TaskSpec
+from kubechain.builders import taskrun_for_task
+from kubechain.resolve import parse
+
+
+@kopf.on.resume(GROUP, VERSION, "tasks")
+@kopf.on.create(GROUP, VERSION, "tasks")
+@kopf.on.update(GROUP, VERSION, "tasks")
+async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                    patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    task, error = parse(TaskSpec, dict(spec))
+    if error:
+        patch.status["message"] = f"invalid spec: {error}"
+        return
+    if not task.launch_immediately:
+        patch.status["message"] = "not launched: set spec.launchImmediately to true to start it"
+        return
+    body = taskrun_for_task(namespace, name, uid, task.agent_ref.name)
+    run_name = body["metadata"]["name"]
+    if await memo.kube.create("taskruns", namespace, body):  # an existing run (retried handler) is fine
+        logger.info("created TaskRun %s", run_name)
+    if status.get("taskRunName") != run_name or status.get("message"):
+        patch.status.update(taskRunName=run_name, message="")

@@ -1,0 +1,63 @@
+"""The operator's Kubernetes calls beyond the object a kopf handler is handling.
+
+The kubernetes client is synchronous; calls run in threads so kopf's event loop never blocks.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kubechain.api.v1alpha1 import GROUP, VERSION
+
+
+@dataclass(frozen=True)
+class SecretValue:
+    value: str | None
+    problem: str | None  # why there is no value: the Secret or the key is missing
+
+
+class Kube:
+    def __init__(self) -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api = client.ApiClient()
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return SecretValue(None, f"Secret {name!r} not found")
+            raise
+        data = secret.data or {}
+        if key not in data:
+            return SecretValue(None, f"Secret {name!r} has no key {key!r}")
+        return SecretValue(base64.b64decode(data[key]).decode(), None)
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status of a kubechain object; a vanished object is not an error."""
+        try:
+            await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status,
+                                    GROUP, VERSION, namespace, plural, name, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a kubechain object; False when it already exists (so retries are idempotent)."""
+        try:
+            await asyncio.to_thread(self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True

@@ -1,0 +1,22 @@
+"""Names, labels and references of the objects kubechain creates, in one place."""
+from __future__ import annotations
+
+from kubechain.api.v1alpha1 import GROUP
+
+LABEL_TASK = f"{GROUP}/task"
+LABEL_AGENT = f"{GROUP}/agent"
+
+
+def actor_name(namespace: str, name: str, uid: str) -> str:
+    """Ray actor name of a TaskRun: readable in the dashboard, unique per TaskRun object (uid)."""
+    return f"{namespace}/{name}/{uid[:8]}"
+
+
+def taskrun_name(task_name: str) -> str:
+    """The TaskRun a Task launches; deterministic so a retried handler finds, not duplicates, it."""
+    return f"{task_name}-run"[:253]
+
+
+def llm_tool_name(tool_object_name: str) -> str:
+    """OpenAI function names allow [a-zA-Z0-9_-]; Kubernetes names may contain dots."""
+    return tool_object_name.replace(".", "_")[:64]

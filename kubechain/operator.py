@@ -1,0 +1,33 @@
+"""The kopf operator: `kopf run -m kubechain.operator` (or `kubechain operator`)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kubechain.api.v1alpha1 import GROUP
+from kubechain.controllers import agent, catalog, llm, task, taskrun, tool, toolset  # noqa: F401  (registers handlers)
+from kubechain.kube import Kube
+from kubechain.raygateway import RayGateway
+from kubechain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Keep kopf's bookkeeping in annotations under our own prefix, and status for our fields only.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.WARNING  # Events are posted deliberately (kopf.info/kopf.event), not per log line
+    settings.batching.batch_window = 0.01  # react to a watch event within ~10 ms, not kopf's default 100 ms
+    memo.settings = Settings()
+    memo.kube = Kube()
+    memo.ray = RayGateway(memo.settings.ray)
+    try:
+        await asyncio.to_thread(memo.ray.connect)
+    except Exception as exc:  # TaskRun handlers retry the connection; the operator still serves the other kinds
+        log.warning("Ray is not reachable at %s yet: %s", memo.settings.ray.address, exc)

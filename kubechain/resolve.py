@@ -1,0 +1,159 @@
+"""Readiness and resolution of the kinds that reference each other, as pure functions of a Catalog.
+
+The Catalog is the operator's in-memory view of LLMs, Tools, ToolSets, Agents and Tasks (kopf
+indexes in production, a dict in tests), so none of this does I/O.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from pydantic import ValidationError
+
+from kubechain.api.builtins import BUILTIN_ARGUMENTS
+from kubechain.api.runspec import ResolvedTool, RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ToolSetSpec, ToolSpec
+from kubechain.naming import llm_tool_name
+
+EMPTY_ARGUMENTS = {"type": "object", "properties": {}}
+
+
+class Catalog(Protocol):
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """{"spec": ..., "status": ...} of an object, or None when it does not exist."""
+
+    def names(self, kind: str, namespace: str) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    message: str
+    tools: list[str] = field(default_factory=list)
+
+
+def not_ready(reason: str, message: str) -> Readiness:
+    return Readiness(False, reason, message)
+
+
+def tool_problem(spec: ToolSpec) -> str | None:
+    """Why a tool definition cannot be offered to an LLM, or None."""
+    if spec.arguments is None:
+        return None
+    if spec.arguments.get("type") != "object":
+        return "arguments must be a JSON Schema of type object"
+    import jsonschema  # only needed when a schema is given
+
+    try:
+        jsonschema.validators.validator_for(spec.arguments).check_schema(spec.arguments)
+    except jsonschema.SchemaError as exc:
+        return f"arguments is not a valid JSON Schema: {exc.message}"
+    return None
+
+
+def _is_ready(obj: dict[str, Any] | None) -> bool:
+    return bool(obj and (obj.get("status") or {}).get("ready"))
+
+
+def _message(obj: dict[str, Any]) -> str:
+    return (obj.get("status") or {}).get("message", "")
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted(n for n, count in Counter(names).items() if count > 1)
+
+
+def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog) -> Readiness:
+    names: list[str] = []
+    for tool in spec.tools:
+        if problem := tool_problem(tool):
+            return not_ready("InvalidTool", f"tool {tool.name!r}: {problem}")
+        names.append(tool.name)
+    for ref in spec.tool_refs:
+        obj = catalog.get("Tool", namespace, ref.name)
+        if obj is None:
+            return not_ready("ToolNotFound", f"Tool {ref.name!r} not found")
+        if not _is_ready(obj):
+            return not_ready("ToolNotReady", f"Tool {ref.name!r} is not ready: {_message(obj)}")
+        names.append(llm_tool_name(ref.name))
+    if dupes := _duplicates(names):
+        return not_ready("DuplicateTool", f"duplicate tool names: {', '.join(dupes)}")
+    return Readiness(True, "Ready", f"{len(names)} tools", names)
+
+
+def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog) -> Readiness:
+    llm = catalog.get("LLM", namespace, spec.llm_ref.name)
+    if llm is None:
+        return not_ready("LLMNotFound", f"LLM {spec.llm_ref.name!r} not found")
+    if not _is_ready(llm):
+        return not_ready("LLMNotReady", f"LLM {spec.llm_ref.name!r} is not ready: {_message(llm)}")
+    names: list[str] = []
+    for ref in spec.toolset_refs:
+        toolset = catalog.get("ToolSet", namespace, ref.name)
+        if toolset is None:
+            return not_ready("ToolSetNotFound", f"ToolSet {ref.name!r} not found")
+        if not _is_ready(toolset):
+            return not_ready("ToolSetNotReady", f"ToolSet {ref.name!r} is not ready: {_message(toolset)}")
+        names.extend(toolset["status"].get("tools", []))
+    if dupes := _duplicates(names):
+        return not_ready("DuplicateTool", f"tool names offered by more than one ToolSet: {', '.join(dupes)}")
+    return Readiness(True, "Ready", f"LLM {spec.llm_ref.name!r} and {len(names)} tools ready", names)
+
+
+def _resolved(name: str, spec: ToolSpec) -> ResolvedTool:
+    default = BUILTIN_ARGUMENTS[spec.execution.builtin.name] if spec.execution.builtin else EMPTY_ARGUMENTS
+    return ResolvedTool(name=name, description=spec.description, parameters=spec.arguments or default,
+                        execution=spec.execution)
+
+
+def resolve_tools(namespace: str, spec: AgentSpec, catalog: Catalog) -> list[ResolvedTool]:
+    """The tools an agent offers its LLM. Call only when the agent is ready."""
+    tools: list[ResolvedTool] = []
+    for ref in spec.toolset_refs:
+        toolset = ToolSetSpec.model_validate(catalog.get("ToolSet", namespace, ref.name)["spec"])
+        tools.extend(_resolved(t.name, t) for t in toolset.tools)
+        for tool_ref in toolset.tool_refs:
+            tool_spec = ToolSpec.model_validate(catalog.get("Tool", namespace, tool_ref.name)["spec"])
+            tools.append(_resolved(llm_tool_name(tool_ref.name), tool_spec))
+    return tools
+
+
+def parse(model: type, raw: dict[str, Any]) -> tuple[Any, str | None]:
+    """(model, None) or (None, a one-line error) — for specs the schema let through but pydantic rejects."""
+    try:
+        return model.model_validate(raw or {}), None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        return None, f"{where}: {first['msg']}"
+
+
+def tool_readiness(spec: ToolSpec) -> Readiness:
+    if problem := tool_problem(spec):
+        return not_ready("InvalidTool", problem)
+    kind = spec.execution.kind
+    note = "" if kind == "builtin" else f" ({kind} execution is not supported yet: calls will return a tool error)"
+    return Readiness(True, "Ready", f"{kind} tool{note}")
+
+
+def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catalog) -> Readiness:
+    """Readiness of a Tool, ToolSet or Agent from its raw spec."""
+    model = {"Tool": ToolSpec, "ToolSet": ToolSetSpec, "Agent": AgentSpec}[kind]
+    spec, error = parse(model, raw_spec)
+    if error:
+        return not_ready("InvalidSpec", error)
+    if kind == "Tool":
+        return tool_readiness(spec)
+    if kind == "ToolSet":
+        return toolset_readiness(namespace, spec, catalog)
+    return agent_readiness(namespace, spec, catalog)
+
+
+def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None) -> RunSpec:
+    """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
+    agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
+    llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
+    return RunSpec(taskrun=ref, agent=agent_name, llm=llm, api_key=api_key, system_prompt=agent.system_prompt,
+                   user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog))

@@ -1,0 +1,33 @@
+"""Operator settings, read from the environment in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str = field(default_factory=lambda: _env("RAY_ADDRESS", "auto"))
+    """Where the Ray head is: `ray://host:10001` (Ray Client, e.g. a KubeRay head service), a GCS
+    address `host:6379` (operator on a Ray node) or `auto`. Token auth: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
+    or ~/.ray/auth_token (RAY_AUTH_MODE=token is implied when a token is found)."""
+    namespace: str = field(default_factory=lambda: _env("KUBECHAIN_RAY_NAMESPACE", "kubechain"))
+    """Ray namespace of the TaskRun actors."""
+    actor_num_cpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_ACTOR_NUM_CPUS", "0")))
+    """CPUs reserved per actor. 0: actors are I/O-bound, so many share a node."""
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    pending_retry_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_PENDING_RETRY_SECONDS", "10")))
+    """How often a blocked object (missing Secret, Task or Agent) is looked at again, besides change events."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    ray: RaySettings = field(default_factory=RaySettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)

@@ -1,0 +1,90 @@
+"""The TaskRun state machine, in one place.
+
+    Pending ──ActorScheduled──▶ Running ──FinalAnswer──▶ Completed
+       │                          │  ▲
+       │                          │  └──Resumed── PausedForUserInput   (later release)
+       └──────InvalidSpec──┐      ├──AskedHuman─▶ PausedForUserInput
+                           ▼      ▼
+                           Failed (LLMError, ...)
+
+The operator owns Pending → Running (it resolves the Task and Agent and schedules the actor);
+the actor owns every edge out of Running. `decide()` is the operator's half as a pure function
+of what it observed; `enter()` records any transition the same way for both halves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubechain.api.v1alpha1 import Phase, PhaseTransition, TaskRunStatus
+from kubechain.api.v1alpha1.common import now_rfc3339
+
+EDGES: dict[Phase, frozenset[Phase]] = {
+    Phase.PENDING: frozenset({Phase.RUNNING, Phase.FAILED}),
+    Phase.RUNNING: frozenset({Phase.COMPLETED, Phase.FAILED, Phase.PAUSED_FOR_USER_INPUT}),
+    Phase.PAUSED_FOR_USER_INPUT: frozenset({Phase.RUNNING, Phase.FAILED}),
+    Phase.COMPLETED: frozenset(),
+    Phase.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+def enter(status: TaskRunStatus, phase: Phase, reason: str, message: str = "") -> TaskRunStatus:
+    """`status` moved to `phase`, with the transition appended to phaseHistory."""
+    if phase not in EDGES[status.phase]:
+        raise IllegalTransition(f"{status.phase.value} -> {phase.value} ({reason})")
+    history = [*status.phase_history, PhaseTransition(phase=phase, time=now_rfc3339(), reason=reason, message=message)]
+    return status.model_copy(update={"phase": phase, "message": message, "phase_history": history})
+
+
+# What the operator observed about a TaskRun's surroundings.
+@dataclass(frozen=True)
+class Observation:
+    task_found: bool
+    agent_name: str = ""
+    agent_ready: bool = False
+    agent_message: str = ""
+
+
+# What the operator should do next; the controller applies it.
+@dataclass(frozen=True)
+class Wait:
+    """Stay Pending, say why, look again later (or when a dependency changes)."""
+    message: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Enter Running and start the actor."""
+
+
+@dataclass(frozen=True)
+class EnsureActor:
+    """The run is in flight: its actor must exist (re-attach, or restore a fresh one from the checkpoint)."""
+
+
+@dataclass(frozen=True)
+class Nothing:
+    """The run ended; nothing to do."""
+
+
+Decision = Wait | Schedule | EnsureActor | Nothing
+
+
+def decide(status: TaskRunStatus, seen: Observation) -> Decision:
+    match status.phase:
+        case Phase.PENDING if not seen.task_found:
+            return Wait("waiting for its Task to exist")
+        case Phase.PENDING if not seen.agent_ready:
+            return Wait(f"waiting for Agent {seen.agent_name!r} to be ready: {seen.agent_message}")
+        case Phase.PENDING:
+            return Schedule()
+        case Phase.RUNNING:
+            return EnsureActor()
+        case Phase.PAUSED_FOR_USER_INPUT:
+            # Paused runs hold no actor; answers resume them (later release).
+            return Nothing()
+        case Phase.COMPLETED | Phase.FAILED:
+            return Nothing()

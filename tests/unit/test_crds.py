@@ -1,0 +1,49 @@
+"""crds/ must be exactly what the models generate, and structural enough for the apiserver."""
+from pathlib import Path
+
+import yaml
+
+from kubechain.api.crdgen import crd, render
+from kubechain.api.v1alpha1 import GROUP, KINDS
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+def test_crds_dir_is_up_to_date():
+    stale = [info.plural for info in KINDS if (CRDS / f"{GROUP}_{info.plural}.yaml").read_text() != render(info)]
+    assert not stale, f"crds/ is stale for {stale}: run `make crds`"
+    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(f"{GROUP}_{i.plural}.yaml" for i in KINDS)
+
+
+def _walk(schema, path="$"):
+    yield path, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+    if "items" in schema:
+        yield from _walk(schema["items"], f"{path}[]")
+
+
+def test_every_field_is_described_and_typed():
+    for info in KINDS:
+        root = crd(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(root):
+            if path.endswith(".metadata"):
+                continue
+            assert "type" in node, f"{info.kind} {path} has no type"
+            assert not {"$ref", "anyOf", "title", "additionalProperties"} & node.keys(), f"{info.kind} {path}"
+            assert node.get("description") or path.endswith("[]") or path == "$", f"{info.kind} {path} undocumented"
+
+
+def test_names_columns_and_category():
+    taskrun = yaml.safe_load((CRDS / f"{GROUP}_taskruns.yaml").read_text())
+    assert taskrun["spec"]["names"]["categories"] == ["kubechain"]
+    assert "tr" in taskrun["spec"]["names"]["shortNames"]
+    columns = [c["name"] for c in taskrun["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Agent", "Phase", "Step", "Tokens", "Age"]
+    assert taskrun["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+def test_tool_execution_is_one_of_in_the_schema():
+    tool = crd(next(i for i in KINDS if i.kind == "Tool"))
+    execution = tool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["execution"]
+    assert execution["oneOf"] == [{"required": ["builtin"]}, {"required": ["container"]}, {"required": ["delegate"]}]

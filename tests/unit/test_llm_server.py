@@ -1,0 +1,228 @@
+"""The scripted LLM server, driven through the real openai SDK as the agents would drive it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from kubechain.testing.llm_server import ScriptedLLMServer
+
+CALCULATOR = {"type": "function", "function": {
+    "name": "calculator", "description": "Evaluate arithmetic",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}
+CURRENT_TIME = {"type": "function", "function": {
+    "name": "current_time", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log(server: ScriptedLLMServer) -> None:
+    server.clear_requests()
+
+
+def client(server: ScriptedLLMServer, **kwargs) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key="test-key", **kwargs)
+
+
+def test_tool_call_then_templated_final_answer(server: ScriptedLLMServer) -> None:
+    server.set_script("calc", [
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]},
+        {"content": "The result is {last_tool_result}!"},
+    ])
+    llm = client(server)
+    messages = [{"role": "system", "content": "be terse"}, {"role": "user", "content": "2+2?"}]
+
+    first = llm.chat.completions.create(model="calc", messages=messages, tools=[CALCULATOR])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert first.object == "chat.completion" and first.model == "calc"
+    (call,) = choice.message.tool_calls
+    assert (call.id, call.type, call.function.name) == ("call_0_0", "function", "calculator")
+    assert json.loads(call.function.arguments) == {"expression": "2+2"}
+
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "4"}]
+    second = llm.chat.completions.create(model="calc", messages=messages, tools=[CALCULATOR])
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == "The result is 4!"
+    assert second.choices[0].message.tool_calls is None
+
+    log = server.requests()
+    assert [(r["model"], r["step"], r["status"], r["tools"]) for r in log] == [
+        ("calc", 0, 200, ["calculator"]), ("calc", 1, 200, ["calculator"])]
+    assert log[1]["messages"][-1]["content"] == "4"
+
+
+def test_usage_follows_the_character_formula(server: ScriptedLLMServer) -> None:
+    server.set_script("usage", [{"content": "x" * 41}])
+    messages = [{"role": "system", "content": "s" * 10},
+                {"role": "user", "content": "u" * 25},
+                {"role": "assistant", "content": None, "tool_calls": [{
+                    "id": "c1", "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": "1+1"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "2"}]
+    # 10 + 25 + len('{"expression": "1+1"}')=21 + 1 = 57 chars -> 14 tokens; 41 chars -> 10 tokens
+    usage = client(server).chat.completions.create(model="usage", messages=messages).usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (14, 10, 24)
+
+    tiny = client(server).chat.completions.create(
+        model="usage", messages=[{"role": "user", "content": "hi"}]).usage
+    assert tiny.prompt_tokens == 1  # never zero
+
+    server.set_script("usage-tools", [{"tool_calls": [{"name": "f", "arguments": "a" * 17}]}])
+    reply = client(server).chat.completions.create(
+        model="usage-tools", messages=[{"role": "user", "content": "u" * 8}])
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (2, 4)
+
+
+def test_step_is_chosen_by_assistant_message_count(server: ScriptedLLMServer) -> None:
+    server.set_script("steps", [{"content": "zero"}, {"content": "one"}, {"content": "last"}])
+    llm = client(server)
+
+    def ask(n_assistant: int) -> str | None:
+        messages = [{"role": "user", "content": "q"}]
+        for i in range(n_assistant):
+            messages += [{"role": "assistant", "content": f"a{i}"}, {"role": "user", "content": "q"}]
+        return llm.chat.completions.create(model="steps", messages=messages).choices[0].message.content
+
+    # out of order and repeated: no hidden per-server progress
+    assert [ask(1), ask(0), ask(1), ask(2), ask(5), ask(0)] == ["one", "zero", "one", "last", "last", "zero"]
+
+
+def test_rate_limit_is_retried_by_the_sdk(server: ScriptedLLMServer) -> None:
+    server.set_script("flaky", [{"content": "finally", "error": {"status": 429, "times": 1}}])
+    messages = [{"role": "user", "content": "rate limit me"}]
+    reply = client(server, max_retries=2).chat.completions.create(model="flaky", messages=messages)
+    assert reply.choices[0].message.content == "finally"
+    assert [r["status"] for r in server.requests()] == [429, 200]
+
+    # the error budget is per conversation: another conversation gets its own 429
+    with pytest.raises(openai.RateLimitError) as info:
+        client(server, max_retries=0).chat.completions.create(
+            model="flaky", messages=[{"role": "user", "content": "another"}])
+    assert info.value.status_code == 429
+    assert info.value.body["type"] == "rate_limit_error"
+    # the SDK ignores "retry-after: 0" (backs off 0.5 s); retry-after-ms keeps retries instant
+    assert info.value.response.headers["retry-after-ms"] == "1"
+
+
+def test_server_error_without_retries_raises(server: ScriptedLLMServer) -> None:
+    server.set_script("broken", [{"content": "ok", "error": {"status": 500, "times": 1}}])
+    messages = [{"role": "user", "content": "break"}]
+    with pytest.raises(openai.InternalServerError) as info:
+        client(server, max_retries=0).chat.completions.create(model="broken", messages=messages)
+    assert info.value.status_code == 500
+    assert set(info.value.body) >= {"message", "type", "code"}
+    # budget used up: the same conversation now succeeds
+    reply = client(server, max_retries=0).chat.completions.create(model="broken", messages=messages)
+    assert reply.choices[0].message.content == "ok"
+    assert [r["status"] for r in server.requests()] == [500, 200]
+
+
+def test_malformed_arguments_pass_through_verbatim(server: ScriptedLLMServer) -> None:
+    raw = '{"expression": "2+2"'
+    server.set_script("sloppy", [{"tool_calls": [{"name": "calculator", "arguments": raw, "id": "x1"}]}])
+    reply = client(server).chat.completions.create(
+        model="sloppy", messages=[{"role": "user", "content": "go"}], tools=[CALCULATOR])
+    (call,) = reply.choices[0].message.tool_calls
+    assert (call.id, call.function.arguments) == ("x1", raw)
+
+
+def test_latency_is_injected(server: ScriptedLLMServer) -> None:
+    server.set_script("slow", [{"content": "done", "latency": 0.3}])
+    started = time.monotonic()
+    client(server).chat.completions.create(model="slow", messages=[{"role": "user", "content": "x"}])
+    assert time.monotonic() - started >= 0.3
+
+
+def test_demo_calls_calculator_then_answers(server: ScriptedLLMServer) -> None:
+    llm = client(server)
+    messages = [{"role": "user", "content": "Please compute (12 + 3) * 4 for me."}]
+    first = llm.chat.completions.create(model="demo", messages=messages, tools=[CALCULATOR, CURRENT_TIME])
+    (call,) = first.choices[0].message.tool_calls
+    assert call.function.name == "calculator"
+    assert json.loads(call.function.arguments) == {"expression": "(12 + 3) * 4"}
+
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "60"}]
+    final = llm.chat.completions.create(model="demo", messages=messages, tools=[CALCULATOR])
+    assert final.choices[0].message.content == "The answer is 60."
+
+    timed = llm.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "What time is it?"}], tools=[CURRENT_TIME])
+    assert timed.choices[0].message.tool_calls[0].function.name == "current_time"
+    echo = llm.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hello"}])
+    assert echo.choices[0].message.content == "You said: hello"
+    assert "demo" in [m.id for m in llm.models.list()]
+
+
+def test_stream_is_rejected(server: ScriptedLLMServer) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client(server).chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "x"}], stream=True)
+
+
+def test_api_key_is_enforced() -> None:
+    with ScriptedLLMServer(api_key="sekret") as srv:
+        srv.set_script("m", [{"content": "authorized"}])
+        messages = [{"role": "user", "content": "hi"}]
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0).chat.completions.create(
+                model="m", messages=messages)
+        ok = openai.OpenAI(base_url=srv.base_url, api_key="sekret").chat.completions.create(
+            model="m", messages=messages)
+        assert ok.choices[0].message.content == "authorized"
+        assert [r["status"] for r in srv.requests()] == [401, 200]
+
+
+def test_control_api_over_http(server: ScriptedLLMServer) -> None:
+    def call(method: str, path: str, body: object = None) -> object:
+        data = None if body is None else json.dumps(body).encode()
+        url = server.base_url.removesuffix("/v1") + path
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method)) as resp:
+            return json.loads(resp.read())
+
+    call("PUT", "/_scripts/http-model", [{"content": "via http"}])
+    reply = client(server).chat.completions.create(
+        model="http-model", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "via http"
+    assert [r["model"] for r in call("GET", "/_requests")] == ["http-model"]
+    call("DELETE", "/_requests")
+    assert call("GET", "/_requests") == []
+    call("DELETE", "/_scripts/http-model")
+    assert "http-model" not in [m.id for m in client(server).models.list()]
+
+
+def test_invalid_script_is_refused(server: ScriptedLLMServer) -> None:
+    with pytest.raises(ValueError):
+        server.set_script("bad", [{"contnet": "typo"}])
+
+
+def test_cli_prints_listening_line(tmp_path) -> None:
+    script = tmp_path / "steps.yaml"
+    script.write_text("- content: from yaml\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubechain.testing.llm_server", "--port", "0",
+         "--script", f"cli-model={script}"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("listening on http://127.0.0.1:") and line.endswith("/v1")
+        base_url = line.removeprefix("listening on ")
+        reply = openai.OpenAI(base_url=base_url, api_key="k").chat.completions.create(
+            model="cli-model", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "from yaml"
+    finally:
+        proc.terminate()
+        proc.wait(5)

@@ -1,0 +1,90 @@
+"""The agent loop with a fake LLM and an in-memory checkpoint store (real builtins)."""
+import asyncio
+
+from actors.llm import LLMError, LLMReply
+from actors.loop import AgentLoop
+from actors.tools.executor import LocalToolExecutor
+from kubechain.api.runspec import ResolvedTool, RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import (FunctionCall, LLMSpec, Message, Phase, TaskRunStatus, ToolCall, ToolExecution,
+                                    Usage)
+from kubechain.taskrun_lifecycle import enter
+
+
+class ScriptedLLM:
+    def __init__(self, *replies):
+        self.replies, self.calls = list(replies), []
+
+    async def complete(self, messages, tools):
+        self.calls.append((list(messages), tools))
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+class MemoryStore:
+    def __init__(self):
+        self.saved, self.events = [], []
+
+    async def load(self):
+        return TaskRunStatus()
+
+    async def save(self, status):
+        self.saved.append(status.model_copy(deep=True))
+
+    async def event(self, reason, message, warning=False):
+        self.events.append((reason, warning))
+
+
+def call(id_, name, arguments):
+    return ToolCall(id=id_, function=FunctionCall(name=name, arguments=arguments))
+
+
+def assistant(content=None, calls=None, tokens=(10, 5)):
+    return LLMReply(Message(role="assistant", content=content, tool_calls=calls),
+                    Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1], total_tokens=sum(tokens)))
+
+
+SPEC = RunSpec(
+    taskrun=TaskRunRef(namespace="ns", name="run", uid="u"), agent="a", llm=LLMSpec(model="m"),
+    system_prompt="be brief", user_input="what is 2+3?",
+    tools=[ResolvedTool(name="calculator", description="math", parameters={"type": "object"},
+                        execution=ToolExecution.model_validate({"builtin": {"name": "calculator"}}))])
+
+
+def run(llm, store):
+    status = enter(TaskRunStatus(), Phase.RUNNING, "ActorScheduled")
+    return asyncio.run(AgentLoop(SPEC, llm, LocalToolExecutor(SPEC.tools), store).run(status))
+
+
+def test_tool_call_then_answer_checkpoints_every_step():
+    llm = ScriptedLLM(assistant(calls=[call("c1", "calculator", '{"expression": "2+3"}')]), assistant("It is 5."))
+    store = MemoryStore()
+    final = run(llm, store)
+    assert final.phase is Phase.COMPLETED and final.output == "It is 5."
+    assert [m.role for m in final.context_window] == ["system", "user", "assistant", "tool", "assistant"]
+    assert final.context_window[3].content == "5" and final.context_window[3].tool_call_id == "c1"
+    assert final.usage == Usage(prompt_tokens=20, completion_tokens=10, total_tokens=30)
+    assert final.step == 2 and [s.step for s in store.saved] == [1, 2]
+    assert final.tool_call_history[0].result == "5" and final.tool_call_history[0].error is None
+    # The second request carries the tool result, in OpenAI wire format.
+    assert llm.calls[1][0][-1] == {"role": "tool", "content": "5", "tool_call_id": "c1"}
+    assert llm.calls[0][1][0]["function"]["name"] == "calculator"
+    assert store.events == [("FinalAnswer", False)]
+
+
+def test_unknown_tool_and_bad_json_go_back_to_the_llm():
+    llm = ScriptedLLM(assistant(calls=[call("c1", "nope", "{}"), call("c2", "calculator", '{"expression": ')]),
+                      assistant("sorry"))
+    final = run(llm, MemoryStore())
+    errors = [r.error for r in final.tool_call_history]
+    assert "unknown tool 'nope'" in errors[0] and "not valid JSON" in errors[1]
+    assert final.context_window[3].content.startswith("Error: unknown tool")
+    assert final.phase is Phase.COMPLETED
+
+
+def test_llm_failure_fails_the_run_with_the_error():
+    store = MemoryStore()
+    final = run(ScriptedLLM(LLMError("RateLimitError: slow down")), store)
+    assert final.phase is Phase.FAILED and final.error == "RateLimitError: slow down"
+    assert store.saved[-1].phase is Phase.FAILED and store.events == [("LLMError", True)]
