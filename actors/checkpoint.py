@@ -59,7 +59,7 @@ class KubeCheckpointStore:
         return TaskRunStatus.model_validate(obj.get("status") or {})
 
     async def save(self, status: TaskRunStatus) -> None:
-        fields = status.model_dump(mode="json", by_alias=True, exclude_none=True, include=ACTOR_FIELDS)
+        fields = status.to_wire(include=ACTOR_FIELDS)
         # The uid makes the patch fail on a different object of the same name.
         body = {"metadata": {"uid": self.ref.uid}, "status": fields}
         await self._call(self._custom.patch_namespaced_custom_object_status,

@@ -25,6 +25,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING  # Events are posted deliberately (kopf.info/kopf.event), not per log line
     settings.batching.batch_window = 0.01  # react to a watch event within ~10 ms, not kopf's default 100 ms
     memo.settings = Settings()
+    memo.locks = {}  # TaskRun uid -> asyncio.Lock
+    memo.scheduled = set()  # TaskRun uids this process moved to Running
     memo.kube = Kube()
     memo.ray = RayGateway(memo.settings.ray)
     try:

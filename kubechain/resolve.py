@@ -58,7 +58,7 @@ def _is_ready(obj: dict[str, Any] | None) -> bool:
 
 
 def _message(obj: dict[str, Any]) -> str:
-    return (obj.get("status") or {}).get("message", "")
+    return (obj.get("status") or {}).get("message") or "not reconciled yet"
 
 
 def _duplicates(names: list[str]) -> list[str]:

@@ -34,8 +34,12 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], *, defaults: bool =
         node["enum"] = [node.pop("const")]
     if node.get("type") == "object" and "properties" not in node:
         node["x-kubernetes-preserve-unknown-fields"] = True
-    if node.get("default", 0) is None or not defaults:
+    # Empty defaults are what pydantic fills anyway, and apiserver 1.20 reads `default: ""` as null.
+    if node.get("default", 0) in (None, "", [], {}) or not defaults:
         node.pop("default", None)
+    for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), (int, float)) and not isinstance(node[bound], bool):
+            node[inclusive], node[bound] = node[bound], True  # OpenAPI v3.0 spelling
     out = {k: v for k, v in node.items() if k in KEEP}
     if "properties" in out:
         out["properties"] = {k: structural(v, defs, defaults=defaults) for k, v in out["properties"].items()}

@@ -1,5 +1,6 @@
-"""Agent: ready when its LLM and every ToolSet are ready. LLM and ToolSet changes re-evaluate it too
-(see notify_agents in llm.py and toolset.py), so readiness follows dependencies both ways."""
+"""Agent: ready when its LLM and every ToolSet are ready. LLM and ToolSet events re-evaluate it too
+(see llm.py and toolset.py), so readiness follows its dependencies both ways. An Agent turning
+ready wakes the TaskRuns that wait for it."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,10 +13,14 @@ from .catalog import IndexCatalog
 from .readiness import reconcile_readiness
 
 
-@kopf.on.resume(GROUP, VERSION, "agents")
-@kopf.on.create(GROUP, VERSION, "agents")
-@kopf.on.update(GROUP, VERSION, "agents")
-async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-                    memo: kopf.Memo, **kwargs: Any) -> None:
-    await reconcile_readiness(memo.kube, IndexCatalog(kwargs), "Agent", namespace, name, uid,
-                              meta.get("generation"), dict(spec), dict(status))
+@kopf.on.event(GROUP, VERSION, "agents")  # every event: see tool.py
+async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                    meta: kopf.Meta, memo: kopf.Memo, pending_taskruns: kopf.Index, **kwargs: Any) -> None:
+    if type == "DELETED":
+        return
+    became_ready = await reconcile_readiness(memo.kube, IndexCatalog(kwargs), "Agent", namespace, name, uid,
+                                             meta.get("generation"), dict(spec), dict(status))
+    if became_ready:
+        for run in pending_taskruns.get((namespace, name), []):
+            # A status write is a watch event for the TaskRun: its schedule handler runs now, not at its next timer tick.
+            await memo.kube.patch_status("taskruns", namespace, run, {"message": f"Agent {name!r} is ready"})

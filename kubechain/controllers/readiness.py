@@ -6,7 +6,7 @@ from typing import Any, Callable
 import kopf
 
 from kubechain.api.v1alpha1 import KIND_BY_NAME, Condition
-from kubechain.api.v1alpha1.common import ready_condition
+from kubechain.api.v1alpha1.common import ready_condition, without_empty_strings
 from kubechain.kube import Kube
 from kubechain.resolve import Catalog, Readiness, evaluate
 
@@ -19,12 +19,12 @@ async def write_readiness(kube: Kube, kind: str, namespace: str, name: str, uid:
     new: dict[str, Any] = {"ready": readiness.ready, "message": readiness.message, "observedGeneration": generation}
     if with_tools:
         new["tools"] = readiness.tools
-    if all(status.get(k) == v for k, v in new.items()):
+    if all(status.get(k, "") == v for k, v in new.items()):
         return False
     previous = [Condition.model_validate(c) for c in status.get("conditions", [])]
     conditions = ready_condition(readiness.ready, readiness.reason, readiness.message, previous, generation)
     new["conditions"] = [c.to_wire() for c in conditions]
-    await kube.patch_status(KIND_BY_NAME[kind].plural, namespace, name, new)
+    await kube.patch_status(KIND_BY_NAME[kind].plural, namespace, name, without_empty_strings(new))
     if status.get("ready") != readiness.ready or status.get("message") != readiness.message:
         kopf.event(ref_body(kind, namespace, name, uid), type="Normal" if readiness.ready else "Warning",
                    reason=readiness.reason, message=readiness.message)
@@ -32,10 +32,14 @@ async def write_readiness(kube: Kube, kind: str, namespace: str, name: str, uid:
 
 
 async def reconcile_readiness(kube: Kube, catalog: Catalog, kind: str, namespace: str, name: str, uid: str,
-                              generation: int | None, spec: dict[str, Any], status: dict[str, Any]) -> None:
-    """Evaluate a Tool, ToolSet or Agent and write its status if it changed."""
-    await write_readiness(kube, kind, namespace, name, uid, generation, status,
-                          evaluate(kind, namespace, spec, catalog), with_tools=kind != "Tool")
+                              generation: int | None, spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Evaluate a Tool, ToolSet or Agent and write its status if it changed. True when it became ready."""
+    # The index holds the newest status we know of (fresher than a queued event's body).
+    known = (catalog.get(kind, namespace, name) or {}).get("status", status)
+    readiness = evaluate(kind, namespace, spec, catalog)
+    written = await write_readiness(kube, kind, namespace, name, uid, generation, known, readiness,
+                                    with_tools=kind != "Tool")
+    return written and readiness.ready and not known.get("ready")
 
 
 async def reevaluate_dependents(kube: Kube, catalog: Catalog, kind: str, namespace: str,

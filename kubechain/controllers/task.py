@@ -27,4 +27,4 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
     if await memo.kube.create("taskruns", namespace, body):  # an existing run (retried handler) is fine
         logger.info("created TaskRun %s", run_name)
     if status.get("taskRunName") != run_name or status.get("message"):
-        patch.status.update(taskRunName=run_name, message="")
+        patch.status.update(taskRunName=run_name, message=None)

@@ -11,16 +11,14 @@ from .catalog import IndexCatalog
 from .readiness import reconcile_readiness, reevaluate_dependents
 
 
-@kopf.on.resume(GROUP, VERSION, "tools")
-@kopf.on.create(GROUP, VERSION, "tools")
-@kopf.on.update(GROUP, VERSION, "tools")
-async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-                    memo: kopf.Memo, **kwargs: Any) -> None:
-    await reconcile_readiness(memo.kube, IndexCatalog(kwargs), "Tool", namespace, name, uid,
-                              meta.get("generation"), dict(spec), dict(status))
-
-
+# Readiness is a pure function of in-memory indexes, so every watch event (our own status writes
+# included) re-evaluates it: concurrent evaluations converge instead of leaving a stale verdict.
 @kopf.on.event(GROUP, VERSION, "tools")
-async def notify_toolsets(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    await reevaluate_dependents(memo.kube, IndexCatalog(kwargs), "ToolSet", namespace,
+async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                    meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
+    catalog = IndexCatalog(kwargs)
+    if type != "DELETED":
+        await reconcile_readiness(memo.kube, catalog, "Tool", namespace, name, uid,
+                                  meta.get("generation"), dict(spec), dict(status))
+    await reevaluate_dependents(memo.kube, catalog, "ToolSet", namespace,
                                 depends_on=lambda ts: any(r.get("name") == name for r in ts.get("toolRefs", [])))

@@ -11,16 +11,12 @@ from .catalog import IndexCatalog
 from .readiness import reconcile_readiness, reevaluate_dependents
 
 
-@kopf.on.resume(GROUP, VERSION, "toolsets")
-@kopf.on.create(GROUP, VERSION, "toolsets")
-@kopf.on.update(GROUP, VERSION, "toolsets")
-async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-                    memo: kopf.Memo, **kwargs: Any) -> None:
-    await reconcile_readiness(memo.kube, IndexCatalog(kwargs), "ToolSet", namespace, name, uid,
-                              meta.get("generation"), dict(spec), dict(status))
-
-
-@kopf.on.event(GROUP, VERSION, "toolsets")
-async def notify_agents(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    await reevaluate_dependents(memo.kube, IndexCatalog(kwargs), "Agent", namespace,
+@kopf.on.event(GROUP, VERSION, "toolsets")  # every event: see tool.py
+async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                    meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
+    catalog = IndexCatalog(kwargs)
+    if type != "DELETED":
+        await reconcile_readiness(memo.kube, catalog, "ToolSet", namespace, name, uid,
+                                  meta.get("generation"), dict(spec), dict(status))
+    await reevaluate_dependents(memo.kube, catalog, "Agent", namespace,
                                 depends_on=lambda ag: any(r.get("name") == name for r in ag.get("toolsetRefs", [])))

@@ -83,13 +83,18 @@ def session_members(sid: int) -> list[int]:
     return pids
 
 
-def kill_session(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    """Send `sig` to every process in the session that `proc` leads."""
-    for pid in session_members(proc.pid):
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
+def kill_session(proc: subprocess.Popen, wait: float = 5.0) -> None:
+    """SIGKILL every process in the session that `proc` leads and wait (up to `wait` s)
+    until they are gone, so ports and files are free when this returns."""
+    deadline = time.monotonic() + wait
+    while (members := session_members(proc.pid)) and time.monotonic() < deadline:
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        proc.poll()  # reap the leader if it is ours and has died
+        time.sleep(0.05)
 
 
 def stop_process(proc: subprocess.Popen | None, grace: float = 10.0) -> None:

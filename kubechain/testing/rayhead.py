@@ -39,9 +39,10 @@ PORT_NAMES = ("port", "ray-client-server-port", "dashboard-port",
               "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
               "object-manager-port")
 WORKER_PORTS = 200
-# Worker ports come from below the kernel's ephemeral range, where free_ports() picks the
-# others, so the two can never overlap (Ray refuses to start when they do).
-WORKER_RANGE_LOW, WORKER_RANGE_HIGH = 20000, 30000
+# Worker ports come from below the kernel's ephemeral range (32768+), where free_ports()
+# picks the others, so the two never overlap (Ray refuses to start when they do), and above
+# 23000-23999, which the Ray Client proxy hard-codes for its per-client servers.
+WORKER_RANGE_LOW, WORKER_RANGE_HIGH = 24000, 32000
 # Variables of the calling environment that would point the head at another cluster/token.
 INHERITED_RAY_VARS = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
 

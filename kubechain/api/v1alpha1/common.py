@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -22,9 +22,24 @@ class Model(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    def to_wire(self) -> dict:
-        """The JSON-ready dict as stored in Kubernetes (aliases, no nulls)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    def to_wire(self, include: set[str] | None = None) -> dict:
+        """The JSON-ready dict as stored in Kubernetes: aliases, no nulls, no empty strings."""
+        return without_empty_strings(self.model_dump(mode="json", by_alias=True, exclude_none=True, include=include))
+
+
+def without_empty_strings(value: Any) -> Any:
+    """`value` with "" turned into None (null), which a merge patch reads as "remove the field".
+
+    Empty strings and absent fields mean the same thing in these models, and the kube-apiserver 1.20
+    that the local control plane builds rejects "" inside custom resources as null.
+    """
+    if value == "":
+        return None
+    if isinstance(value, dict):
+        return {k: without_empty_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_empty_strings(v) for v in value]
+    return value
 
 
 class LocalObjectReference(Model):

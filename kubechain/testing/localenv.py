@@ -1,0 +1,123 @@
+"""Everything kubechain runs on, locally and for real: control plane, CRDs, Ray head, scripted LLM, operator.
+
+Used by the integration tests, `make demo` and `make bench`. The operator runs as its own process
+(`kopf run -m kubechain.operator`) against a Ray head started with `ray start --head`, as in production.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .controlplane import REPO_ROOT, LocalControlPlane, StartupError, free_ports, http_get, log_tail, spawn, stop_process
+from .llm_server import ScriptedLLMServer
+from .rayhead import LocalRayHead
+
+KUBECTL = str(Path(sys.executable).with_name("kubectl"))
+
+
+class KubectlError(RuntimeError):
+    pass
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([KUBECTL, f"--kubeconfig={kubeconfig}", *args], input=input, text=True,
+                            capture_output=True, timeout=60)
+    if check and result.returncode != 0:
+        raise KubectlError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def install_crds(kubeconfig: Path) -> None:
+    kubectl(kubeconfig, "apply", "-f", str(REPO_ROOT / "crds"))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    # `kubectl get kubechain` needs discovery of every kind: wait until all of them are served.
+    deadline = time.monotonic() + 30
+    while kubectl(kubeconfig, "get", "kubechain", "-A", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise StartupError("CRDs are not served after 30 s")
+        time.sleep(0.3)
+
+
+@dataclass
+class Operator:
+    """The operator as a separate process, `kopf run`, exactly as deployed."""
+
+    workdir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    log: Path = field(init=False)
+    health_port: int = 0
+
+    def __post_init__(self) -> None:
+        self.log = self.workdir / "logs" / "operator.log"
+
+    def start(self, timeout: float = 60) -> None:
+        (self.health_port,) = free_ports(1)
+        cmd = [sys.executable, "-m", "kopf", "run", "-m", "kubechain.operator", "--all-namespaces",
+               "--standalone", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
+        self.proc = spawn(cmd, self.log, env={**os.environ, **self.env}, cwd=REPO_ROOT)
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise StartupError(f"the operator did not start:\n{log_tail(self.log)}")
+            time.sleep(0.2)
+
+    def healthy(self) -> bool:
+        try:
+            return http_get(f"http://127.0.0.1:{self.health_port}/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=10)
+        self.proc = None
+
+
+class LocalEnvironment:
+    """Start and stop the whole stack in `workdir`. Attributes: controlplane, ray, llm, operator, kubeconfig."""
+
+    def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None):
+        self.workdir = workdir
+        self.controlplane = LocalControlPlane(workdir / "k8s")
+        self.ray: LocalRayHead | None = None
+        self.llm = ScriptedLLMServer(api_key=llm_api_key)
+        self.operator: Operator | None = None
+        self.operator_env = operator_env or {}
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.controlplane.kubeconfig
+
+    def start(self) -> "LocalEnvironment":
+        try:
+            self.controlplane.start()
+            install_crds(self.kubeconfig)
+            # Actors inherit the head's environment: that is how they get their Kubernetes credentials locally.
+            self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.kubeconfig)})
+            self.ray.start()
+            self.llm.start()
+            self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig), **self.ray.driver_env(),
+                                                    "KUBECHAIN_PENDING_RETRY_SECONDS": "1", **self.operator_env})
+            self.operator.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for part in (self.operator, self.llm, self.ray, self.controlplane):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # stopping must go on for the other parts
+                    pass
+
+    def __enter__(self) -> "LocalEnvironment":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
