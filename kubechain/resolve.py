@@ -53,12 +53,20 @@ def tool_problem(spec: ToolSpec) -> str | None:
     return None
 
 
-def _is_ready(obj: dict[str, Any] | None) -> bool:
-    return bool(obj and (obj.get("status") or {}).get("ready"))
+# Readiness reasons that are only a moment of start-up, not a problem worth a Warning event.
+TRANSIENT_REASONS = frozenset({"DependencyPending"})
 
 
-def _message(obj: dict[str, Any]) -> str:
-    return (obj.get("status") or {}).get("message") or "not reconciled yet"
+def _dependency_problem(kind: str, name: str, obj: dict[str, Any] | None) -> Readiness | None:
+    """Why a referenced object keeps its dependent from being ready, or None if it is ready."""
+    if obj is None:
+        return not_ready(f"{kind}NotFound", f"{kind} {name!r} not found")
+    status = obj.get("status") or {}
+    if status.get("ready"):
+        return None
+    if "ready" not in status:
+        return not_ready("DependencyPending", f"{kind} {name!r} is not reconciled yet")
+    return not_ready(f"{kind}NotReady", f"{kind} {name!r} is not ready: {status.get('message', '')}")
 
 
 def _duplicates(names: list[str]) -> list[str]:
@@ -72,11 +80,8 @@ def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog) -> Re
             return not_ready("InvalidTool", f"tool {tool.name!r}: {problem}")
         names.append(tool.name)
     for ref in spec.tool_refs:
-        obj = catalog.get("Tool", namespace, ref.name)
-        if obj is None:
-            return not_ready("ToolNotFound", f"Tool {ref.name!r} not found")
-        if not _is_ready(obj):
-            return not_ready("ToolNotReady", f"Tool {ref.name!r} is not ready: {_message(obj)}")
+        if problem := _dependency_problem("Tool", ref.name, catalog.get("Tool", namespace, ref.name)):
+            return problem
         names.append(llm_tool_name(ref.name))
     if dupes := _duplicates(names):
         return not_ready("DuplicateTool", f"duplicate tool names: {', '.join(dupes)}")
@@ -84,18 +89,13 @@ def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog) -> Re
 
 
 def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog) -> Readiness:
-    llm = catalog.get("LLM", namespace, spec.llm_ref.name)
-    if llm is None:
-        return not_ready("LLMNotFound", f"LLM {spec.llm_ref.name!r} not found")
-    if not _is_ready(llm):
-        return not_ready("LLMNotReady", f"LLM {spec.llm_ref.name!r} is not ready: {_message(llm)}")
+    if problem := _dependency_problem("LLM", spec.llm_ref.name, catalog.get("LLM", namespace, spec.llm_ref.name)):
+        return problem
     names: list[str] = []
     for ref in spec.toolset_refs:
         toolset = catalog.get("ToolSet", namespace, ref.name)
-        if toolset is None:
-            return not_ready("ToolSetNotFound", f"ToolSet {ref.name!r} not found")
-        if not _is_ready(toolset):
-            return not_ready("ToolSetNotReady", f"ToolSet {ref.name!r} is not ready: {_message(toolset)}")
+        if problem := _dependency_problem("ToolSet", ref.name, toolset):
+            return problem
         names.extend(toolset["status"].get("tools", []))
     if dupes := _duplicates(names):
         return not_ready("DuplicateTool", f"tool names offered by more than one ToolSet: {', '.join(dupes)}")

@@ -8,7 +8,7 @@ import kopf
 from kubechain.api.v1alpha1 import KIND_BY_NAME, Condition
 from kubechain.api.v1alpha1.common import ready_condition, without_empty_strings
 from kubechain.kube import Kube
-from kubechain.resolve import Catalog, Readiness, evaluate
+from kubechain.resolve import TRANSIENT_REASONS, Catalog, Readiness, evaluate
 
 from .catalog import ref_body
 
@@ -25,7 +25,8 @@ async def write_readiness(kube: Kube, kind: str, namespace: str, name: str, uid:
     conditions = ready_condition(readiness.ready, readiness.reason, readiness.message, previous, generation)
     new["conditions"] = [c.to_wire() for c in conditions]
     await kube.patch_status(KIND_BY_NAME[kind].plural, namespace, name, without_empty_strings(new))
-    if status.get("ready") != readiness.ready or status.get("message") != readiness.message:
+    changed = status.get("ready") != readiness.ready or status.get("message") != readiness.message
+    if changed and readiness.reason not in TRANSIENT_REASONS:
         kopf.event(ref_body(kind, namespace, name, uid), type="Normal" if readiness.ready else "Warning",
                    reason=readiness.reason, message=readiness.message)
     return True
