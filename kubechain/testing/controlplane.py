@@ -83,11 +83,20 @@ def session_members(sid: int) -> list[int]:
     return pids
 
 
+def own_session_members(proc: subprocess.Popen) -> list[int]:
+    """Members of the session `proc` led, guarding against PID reuse: the kernel only hands
+    a leader's PID out again once its session is empty, so if a process with that PID
+    exists after our leader was reaped, the session of that PID is somebody else's."""
+    if proc.poll() is not None and os.path.exists(f"/proc/{proc.pid}"):
+        return []
+    return session_members(proc.pid)
+
+
 def kill_session(proc: subprocess.Popen, wait: float = 5.0) -> None:
     """SIGKILL every process in the session that `proc` leads and wait (up to `wait` s)
     until they are gone, so ports and files are free when this returns."""
     deadline = time.monotonic() + wait
-    while (members := session_members(proc.pid)) and time.monotonic() < deadline:
+    while (members := own_session_members(proc)) and time.monotonic() < deadline:
         for pid in members:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -97,7 +97,8 @@ class LocalEnvironment:
             self.controlplane.start()
             install_crds(self.kubeconfig)
             # Actors inherit the head's environment: that is how they get their Kubernetes credentials locally.
-            self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.kubeconfig)})
+            self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.kubeconfig),
+                                                               "RAY_preload_python_modules": "actors.preload"})
             self.ray.start()
             self.llm.start()
             self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig), **self.ray.driver_env(),

@@ -66,6 +66,14 @@ def session_err_tails(temp_dir: Path, lines: int = 20) -> str:
     return "\n".join(log_tail(p, lines) for p in logs if p.stat().st_size > 0)
 
 
+def keep_session_logs(temp_dir: Path, dest: Path) -> None:
+    """Copy Ray's session logs out of the temp dir (which is removed) for post-mortems."""
+    logs = temp_dir / "session_latest" / "logs"
+    if logs.is_dir():
+        shutil.copytree(logs, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True,
+                        symlinks=True)
+
+
 class LocalRayHead:
     """A Ray head process with token auth, started in its own session in `workdir`."""
 
@@ -144,6 +152,7 @@ class LocalRayHead:
         stop_process(self.proc, self.grace)
         self.proc = None
         if self.temp_dir is not None:
+            keep_session_logs(self.temp_dir, self.workdir / "logs" / "ray-session")
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
         atexit.unregister(self.stop)
@@ -177,6 +186,11 @@ class LocalRayHead:
 
     def _head_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in INHERITED_RAY_VARS}
+        # Scratch files of Ray's helpers (multiprocessing dirs, the client server's default
+        # temp dir) then land in our temp dir, which stop() removes, instead of /tmp.
+        env["TMPDIR"] = str(self.temp_dir)
+        # A lone head has nowhere to drain to; draining only delays stop() by up to 30 s.
+        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
         env.update(self.extra_env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
                    RAY_USAGE_STATS_ENABLED="0")
