@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from typing import Protocol
 
 from kubechain.api.runspec import TaskRunRef
@@ -27,8 +28,16 @@ class KubeError(Exception):
     """The apiserver refused a checkpoint or event write."""
 
 
+class Conflict(Exception):
+    """resourceVersion moved on since this actor last read or wrote the TaskRun."""
+
+
 class RunGone(Exception):
     """The TaskRun was deleted (or replaced by a new object of the same name): stop working on it."""
+
+
+class Fenced(RunGone):
+    """A newer actor (higher epoch) owns the run: this one is stale and must stop without writing."""
 
 
 class CheckpointStore(Protocol):
@@ -56,33 +65,54 @@ class KubeREST:
 
     def request(self, method: str, path: str, body: dict | None = None,
                 content_type: str = "application/json") -> tuple[int, dict]:
+        """(status, JSON body). Connection failures come back as status 0, so callers retry them like 5xx."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         # Refreshes rotating credentials (in-cluster tokens, exec plugins) like the generated methods do.
         self._api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
-        response = self._api.call_api(method, self._api.configuration.host + path, headers, body)
-        data = response.read()
+        try:
+            response = self._api.call_api(method, self._api.configuration.host + path, headers, body)
+            data = response.read()
+        except Exception as exc:  # urllib3 connection/protocol errors: the apiserver is away
+            return 0, {"message": f"{type(exc).__name__}: {exc}"}
         return response.status, (json.loads(data) if data else {})
 
 
 class KubeCheckpointStore:
     """Checkpoints in the TaskRun's status, written with the actor's own Kubernetes credentials."""
 
-    def __init__(self, ref: TaskRunRef, rest: KubeREST | None = None):
-        self.ref = ref
+    def __init__(self, ref: TaskRunRef, epoch: int, rest: KubeREST | None = None, retry_seconds: float = 300):
+        self.ref, self.epoch, self.retry_seconds = ref, epoch, retry_seconds
         self._rest = rest or KubeREST()
         self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/taskruns/{ref.name}/status"
+        self._version = ""  # resourceVersion of the object as this actor last wrote or read it
 
     async def load(self) -> TaskRunStatus:
         obj = await self._call("GET", self._path)
-        if obj["metadata"]["uid"] != self.ref.uid:
-            raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name} was replaced")
-        return TaskRunStatus.model_validate(obj.get("status") or {})
+        status = TaskRunStatus.model_validate(obj.get("status") or {})
+        self._check_owner(obj, status)
+        self._version = obj["metadata"]["resourceVersion"]
+        return status
 
     async def save(self, status: TaskRunStatus) -> None:
+        """Write the actor's fields; optimistic concurrency on resourceVersion fences out stale actors."""
         fields = status.to_wire(include=ACTOR_FIELDS)
-        # The uid makes the patch fail on a different object of the same name.
-        body = {"metadata": {"uid": self.ref.uid}, "status": fields}
-        await self._call("PATCH", self._path, body, "application/merge-patch+json")
+        while True:
+            # uid: never write into a different object of the same name; resourceVersion: nobody wrote since.
+            body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version}, "status": fields}
+            try:
+                obj = await self._call("PATCH", self._path, body, "application/merge-patch+json")
+            except Conflict:
+                await self.load()  # the operator wrote (e.g. the actor id): fine unless it raised the epoch
+                continue
+            self._version = obj["metadata"]["resourceVersion"]
+            return
+
+    def _check_owner(self, obj: dict, status: TaskRunStatus) -> None:
+        if obj["metadata"]["uid"] != self.ref.uid:
+            raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name} was replaced")
+        if status.epoch != self.epoch:
+            raise Fenced(f"TaskRun {self.ref.namespace}/{self.ref.name} is at epoch {status.epoch}, "
+                         f"this actor holds {self.epoch}")
 
     async def event(self, reason: str, message: str, warning: bool = False) -> None:
         now = now_rfc3339()
@@ -101,10 +131,20 @@ class KubeCheckpointStore:
 
     async def _call(self, method: str, path: str, body: dict | None = None,
                     content_type: str = "application/json") -> dict:
-        status, data = await asyncio.to_thread(self._rest.request, method, path, body, content_type)
-        if status < 400:
-            return data
-        message = data.get("message", "") if isinstance(data, dict) else str(data)
-        if status == 404 or (status in (409, 422) and "uid" in message.lower()):
-            raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name}: {status} {message}")
-        raise KubeError(f"{method} {path}: {status} {message}")
+        """One request; an unreachable or failing apiserver is retried with backoff for `retry_seconds`."""
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.1
+        while True:
+            status, data = await asyncio.to_thread(self._rest.request, method, path, body, content_type)
+            if 0 < status < 400:
+                return data
+            message = data.get("message", "") if isinstance(data, dict) else str(data)
+            if status == 404 or (status in (409, 422) and "uid" in message.lower()):
+                raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name}: {status} {message}")
+            if status == 409:
+                raise Conflict(message)
+            if (status == 0 or status == 429 or status >= 500) and time.monotonic() < deadline:
+                log.warning("%s %s: %s %s; retrying in %.1f s", method, path, status, message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            raise KubeError(f"{method} {path}: {status} {message}")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from typing import Any
 
 from kubechain.api.runspec import RunSpec
 
@@ -17,10 +15,9 @@ class TaskRunActor:
     def __init__(self, spec: RunSpec):
         self.spec = spec
         self._task: asyncio.Task[str] | None = None
-        self._step = 0
 
     def __repr__(self) -> str:  # what the Ray dashboard and logs show for this actor
-        return f"TaskRun({self.spec.taskrun.namespace}/{self.spec.taskrun.name})"
+        return f"TaskRun({self.spec.taskrun.namespace}/{self.spec.taskrun.name}, epoch {self.spec.epoch})"
 
     async def run(self) -> str:
         if self._task is None:
@@ -29,18 +26,15 @@ class TaskRunActor:
         _exit_soon()
         return phase
 
-    async def ping(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "taskrun": f"{self.spec.taskrun.namespace}/{self.spec.taskrun.name}",
-                "running": self._task is not None and not self._task.done()}
-
     async def _main(self) -> str:
         from .checkpoint import KubeCheckpointStore, RunGone
         from .llm import OpenAIChatClient
         from .loop import AgentLoop
         from .tools.executor import LocalToolExecutor
 
+        store = None
         try:
-            store = KubeCheckpointStore(self.spec.taskrun)
+            store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch)
             status = await store.load()
             if status.phase.terminal:
                 return status.phase.value
@@ -48,9 +42,26 @@ class TaskRunActor:
             llm = OpenAIChatClient(self.spec.llm, key)
             status = await AgentLoop(self.spec, llm, LocalToolExecutor(self.spec.tools), store).run(status)
             return status.phase.value
-        except RunGone as exc:
+        except RunGone as exc:  # deleted, replaced, or fenced out by a newer actor: stop without writing
             log.warning("%r stops: %s", self, exc)
             return "Gone"
+        except Exception as exc:  # a bug or a broken store: fail the run if the store still takes writes
+            log.exception("%r failed", self)
+            if store is None:
+                raise
+            return await _fail(store, exc)
+
+
+async def _fail(store, exc: Exception) -> str:
+    """Record an unexpected error as Failed; if even that cannot be written, let Ray report the actor failed
+    so the operator restores a fresh one from the last checkpoint."""
+    from kubechain.taskrun_lifecycle import enter
+    from kubechain.api.v1alpha1 import Phase
+
+    error = f"internal error: {type(exc).__name__}: {exc}"[:2000]
+    status = await store.load()  # the last checkpoint, not the half-done step in memory
+    await store.save(enter(status.model_copy(update={"error": error}), Phase.FAILED, "InternalError", error))
+    return Phase.FAILED.value
 
 
 def _exit_soon() -> None:

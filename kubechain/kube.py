@@ -43,11 +43,31 @@ class Kube:
             return SecretValue(None, f"Secret {name!r} has no key {key!r}")
         return SecretValue(base64.b64decode(data[key]).decode(), None)
 
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A kubechain object fresh from the apiserver, or None when it does not exist."""
+        try:
+            return await asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
+                                           plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status of a kubechain object; a vanished object is not an error."""
         try:
             await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status,
                                     GROUP, VERSION, namespace, plural, name, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def wake(self, plural: str, namespace: str, name: str, reason: str) -> None:
+        """Touch an object so its watch handlers run now. Repeating the same reason writes nothing."""
+        body = {"metadata": {"annotations": {f"{GROUP}/wake": reason}}}
+        try:
+            await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                    name, body)
         except ApiException as exc:
             if exc.status != 404:
                 raise

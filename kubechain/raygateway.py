@@ -5,11 +5,12 @@ pass any object with the same methods.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubechain.api.runspec import RunSpec
 from kubechain.api.v1alpha1 import ActorRef
@@ -19,8 +20,19 @@ from kubechain.settings import RaySettings
 log = logging.getLogger(__name__)
 
 
+class ActorDied(Exception):
+    """The actor process is gone (killed, crashed, node lost) before its run ended."""
+
+
+class RayUnavailable(Exception):
+    """Ray cannot be reached or refuses to create actors right now."""
+
+
 class ActorGateway(Protocol):
-    def ensure_actor(self, spec: RunSpec) -> ActorRef: ...
+    def find(self, spec: RunSpec) -> Any | None: ...
+    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
+    def join(self, handle: Any) -> Any: ...
+    async def wait(self, run: Any) -> str: ...
 
 
 def configure_token_auth() -> None:
@@ -57,19 +69,70 @@ class RayGateway:
                      log_to_driver=False, configure_logging=False)
             log.info("connected to Ray at %s", self.settings.address)
 
-    def ensure_actor(self, spec: RunSpec) -> ActorRef:
-        """The TaskRun's actor, started if it does not exist; its run loop is (re)joined idempotently."""
+    def find(self, spec: RunSpec) -> Any | None:
+        """The live actor of this TaskRun, if there is one."""
         import ray
 
-        self.connect()
+        self._connect_or_raise()
+        try:
+            return ray.get_actor(self.actor_name(spec), namespace=self.settings.namespace)
+        except ValueError:
+            return None
+
+    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
+        """Start the TaskRun's actor (get_if_exists: a racing duplicate request finds the same actor)."""
+        self._connect_or_raise()
+        name = self.actor_name(spec)
+        try:
+            handle = self._remote_class().options(
+                name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
+                num_cpus=self.settings.actor_num_cpus, max_restarts=0,
+            ).remote(spec)
+        except Exception as exc:
+            raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc
+        return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
+                                restarts=max(spec.epoch - 1, 0))
+
+    def join(self, handle: Any) -> Any:
+        """Start or join the actor's run loop (idempotent); returns the future of its final phase."""
+        return handle.run.remote()
+
+    async def wait(self, run: Any) -> str:
+        """The final phase the actor returns; ActorDied when its process went away first."""
+        import ray
+
+        try:
+            return await asyncio.wrap_future(run.future())
+        except ray.exceptions.RayActorError as exc:
+            raise ActorDied(str(exc).splitlines()[0]) from None
+        except ray.exceptions.RayError as exc:  # e.g. the loop raised: the actor restarts from its checkpoint
+            raise ActorDied(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+    def actor_name(self, spec: RunSpec) -> str:
         ref = spec.taskrun
-        name = actor_name(ref.namespace, ref.name, ref.uid)
-        handle = self._remote_class().options(
-            name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
-            num_cpus=self.settings.actor_num_cpus, max_restarts=0,
-        ).remote(spec)
-        handle.run.remote()  # fire and forget: the actor reports through the TaskRun status
-        return ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex())
+        return actor_name(ref.namespace, ref.name, ref.uid)
+
+    def kill(self, namespace: str, name: str, uid: str) -> None:
+        """Stop a TaskRun's actor, if it lives (its TaskRun is gone)."""
+        import ray
+
+        try:
+            ray.kill(ray.get_actor(actor_name(namespace, name, uid), namespace=self.settings.namespace))
+        except ValueError:
+            pass
+
+    def disconnect(self) -> None:
+        """Forget the connection, so the next call connects afresh (e.g. to a restarted head)."""
+        import ray
+
+        with self._lock:
+            ray.shutdown()
+
+    def _connect_or_raise(self) -> None:
+        try:
+            self.connect()
+        except Exception as exc:
+            raise RayUnavailable(f"Ray at {self.settings.address} is unreachable: {exc}") from exc
 
     def _remote_class(self):
         import ray

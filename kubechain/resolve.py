@@ -105,7 +105,7 @@ def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog) -> Readin
 def _resolved(name: str, spec: ToolSpec) -> ResolvedTool:
     default = BUILTIN_ARGUMENTS[spec.execution.builtin.name] if spec.execution.builtin else EMPTY_ARGUMENTS
     return ResolvedTool(name=name, description=spec.description, parameters=spec.arguments or default,
-                        execution=spec.execution)
+                        execution=spec.execution, idempotent=spec.idempotent)
 
 
 def resolve_tools(namespace: str, spec: AgentSpec, catalog: Catalog) -> list[ResolvedTool]:
@@ -134,7 +134,7 @@ def tool_readiness(spec: ToolSpec) -> Readiness:
     if problem := tool_problem(spec):
         return not_ready("InvalidTool", problem)
     kind = spec.execution.kind
-    note = "" if kind == "builtin" else f" ({kind} execution is not supported yet: calls will return a tool error)"
+    note = "" if kind in ("builtin", "http") else f" ({kind} execution is not supported yet: calls will return a tool error)"
     return Readiness(True, "Ready", f"{kind} tool{note}")
 
 
@@ -151,9 +151,10 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
     return agent_readiness(namespace, spec, catalog)
 
 
-def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None) -> RunSpec:
+def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None,
+             epoch: int = 1) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
-    return RunSpec(taskrun=ref, agent=agent_name, llm=llm, api_key=api_key, system_prompt=agent.system_prompt,
+    return RunSpec(taskrun=ref, epoch=epoch, agent=agent_name, llm=llm, api_key=api_key, system_prompt=agent.system_prompt,
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog))

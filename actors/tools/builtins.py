@@ -51,13 +51,13 @@ def calculator(expression: str) -> str:
         raise ToolError("expression is too long")
     try:
         value = _evaluate(ast.parse(expression.strip(), mode="eval"))
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
+        return str(value)  # may raise too: Python caps int-to-str conversion at 4300 digits
     except SyntaxError as exc:
         raise ToolError(f"not an arithmetic expression: {exc.msg}") from None
     except (ArithmeticError, ValueError, TypeError) as exc:
         raise ToolError(f"cannot evaluate {expression!r}: {exc}") from None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        value = int(value)
-    return str(value)
 
 
 def current_time(timezone: str = "UTC") -> str:

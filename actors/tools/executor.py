@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubechain.api.runspec import ResolvedTool
+from kubechain.api.v1alpha1.tool import HTTPExecution
 
 from .builtins import BUILTINS, ToolError
+
+MAX_RESULT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -22,16 +25,17 @@ class ToolOutcome:
 
 
 class ToolExecutor(Protocol):
-    async def execute(self, name: str, arguments: str, call_id: str) -> ToolOutcome: ...
+    async def execute(self, name: str, arguments: str, call_id: str, idempotency_key: str) -> ToolOutcome: ...
 
 
 class LocalToolExecutor:
-    """Runs builtins in the actor's process; container and delegate tools come in later releases."""
+    """Runs builtins in the actor's process and http tools from it; container and delegate come later."""
 
     def __init__(self, tools: list[ResolvedTool]):
         self._tools = {t.name: t for t in tools}
+        self._http: Any = None
 
-    async def execute(self, name: str, arguments: str, call_id: str) -> ToolOutcome:
+    async def execute(self, name: str, arguments: str, call_id: str, idempotency_key: str) -> ToolOutcome:
         tool = self._tools.get(name)
         if tool is None:
             return ToolOutcome(error=f"unknown tool {name!r}; available: {', '.join(sorted(self._tools)) or 'none'}")
@@ -41,12 +45,35 @@ class LocalToolExecutor:
             return ToolOutcome(error=f"arguments are not valid JSON ({exc.msg} at position {exc.pos})")
         if not isinstance(args, dict):
             return ToolOutcome(error="arguments must be a JSON object")
-        kind = tool.execution.kind
-        if kind != "builtin":
-            return ToolOutcome(error=f"{kind} tools are not supported yet")
+        execution = tool.execution
+        if execution.builtin is not None:
+            return _builtin(execution.builtin.name, args)
+        if execution.http is not None:
+            return await self._post(execution.http, args, idempotency_key)
+        return ToolOutcome(error=f"{execution.kind} tools are not supported yet")
+
+    async def _post(self, http: HTTPExecution, args: dict[str, Any], idempotency_key: str) -> ToolOutcome:
+        import httpx  # comes with openai
+
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        headers = {h.name: h.value for h in http.headers} | {"Idempotency-Key": idempotency_key}
         try:
-            return ToolOutcome(result=BUILTINS[tool.execution.builtin.name](**args))
-        except ToolError as exc:
-            return ToolOutcome(error=str(exc))
-        except TypeError as exc:  # wrong or missing argument names
-            return ToolOutcome(error=f"bad arguments for {name}: {exc}")
+            response = await self._http.post(http.url, json=args, headers=headers, timeout=http.timeout_seconds)
+        except httpx.HTTPError as exc:
+            return ToolOutcome(error=f"{type(exc).__name__}: {exc}")
+        body = response.content[:MAX_RESULT_BYTES].decode(errors="replace")
+        if response.is_success:
+            return ToolOutcome(result=body)
+        return ToolOutcome(error=f"HTTP {response.status_code}: {body[:1024]}")
+
+
+def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:
+    try:
+        return ToolOutcome(result=BUILTINS[name](**args))
+    except ToolError as exc:
+        return ToolOutcome(error=str(exc))
+    except TypeError as exc:  # wrong or missing argument names
+        return ToolOutcome(error=f"bad arguments for {name}: {exc}")
+    except Exception as exc:  # whatever the LLM's input provokes is the LLM's to read, never a crash
+        return ToolOutcome(error=f"{name} failed: {type(exc).__name__}: {exc}")

@@ -17,6 +17,7 @@ class ResolvedTool(Model):
     description: str = Field(description="Description shown to the LLM.")
     parameters: dict[str, Any] = Field(description="JSON Schema of the arguments.")
     execution: ToolExecution = Field(description="How the tool runs.")
+    idempotent: bool = Field(default=False, description="Safe to repeat with the same idempotency key.")
 
     def openai_schema(self) -> dict[str, Any]:
         return {"type": "function",
@@ -31,6 +32,7 @@ class TaskRunRef(Model):
 
 class RunSpec(Model):
     taskrun: TaskRunRef
+    epoch: int = Field(default=1, description="The fencing epoch this actor holds (see TaskRunStatus.epoch).")
     agent: str
     llm: LLMSpec
     api_key: SecretStr | None = Field(default=None, description="From the LLM's Secret; repr-masked, never serialised to status.")
@@ -44,6 +46,3 @@ class TaskRunActorAPI(Protocol):
 
     async def run(self) -> str:
         """Run (or join the running) loop until the TaskRun ends; returns the final phase. Idempotent."""
-
-    async def ping(self) -> dict[str, Any]:
-        """Liveness and identity: pid, TaskRun, step."""

@@ -1,6 +1,6 @@
 """Agent: ready when its LLM and every ToolSet are ready. LLM and ToolSet events re-evaluate it too
 (see llm.py and toolset.py), so readiness follows its dependencies both ways. An Agent turning
-ready wakes the TaskRuns that wait for it."""
+ready wakes the TaskRuns that wait for it (an annotation write is a watch event for them)."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,9 +18,10 @@ async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.S
                     meta: kopf.Meta, memo: kopf.Memo, pending_taskruns: kopf.Index, **kwargs: Any) -> None:
     if type == "DELETED":
         return
-    became_ready = await reconcile_readiness(memo.kube, IndexCatalog(kwargs), "Agent", namespace, name, uid,
-                                             meta.get("generation"), dict(spec), dict(status))
-    if became_ready:
+    catalog = IndexCatalog(kwargs)
+    await reconcile_readiness(memo.kube, catalog, "Agent", namespace, name, uid, meta.get("generation"),
+                              dict(spec), dict(status))
+    # Whoever made the agent ready (this event, an LLM or a ToolSet), its waiting runs start now.
+    if ((catalog.get("Agent", namespace, name) or {}).get("status") or {}).get("ready"):
         for run in pending_taskruns.get((namespace, name), []):
-            # A status write is a watch event for the TaskRun: its schedule handler runs now, not at its next timer tick.
-            await memo.kube.patch_status("taskruns", namespace, run, {"message": f"Agent {name!r} is ready"})
+            await memo.kube.wake("taskruns", namespace, run, reason=f"agent {name} ready")

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import kopf
 
 from kubechain.api.v1alpha1 import KIND_BY_NAME, Condition
-from kubechain.api.v1alpha1.common import ready_condition, without_empty_strings
+from kubechain.api.v1alpha1.common import with_condition, without_empty_strings
 from kubechain.kube import Kube
 from kubechain.resolve import TRANSIENT_REASONS, Catalog, Readiness, evaluate
 
@@ -22,7 +22,7 @@ async def write_readiness(kube: Kube, kind: str, namespace: str, name: str, uid:
     if all(status.get(k, "") == v for k, v in new.items()):
         return False
     previous = [Condition.model_validate(c) for c in status.get("conditions", [])]
-    conditions = ready_condition(readiness.ready, readiness.reason, readiness.message, previous, generation)
+    conditions = with_condition(previous, "Ready", readiness.ready, readiness.reason, readiness.message, generation)
     new["conditions"] = [c.to_wire() for c in conditions]
     await kube.patch_status(KIND_BY_NAME[kind].plural, namespace, name, without_empty_strings(new))
     changed = status.get("ready") != readiness.ready or status.get("message") != readiness.message

@@ -24,7 +24,12 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
         return
     body = taskrun_for_task(namespace, name, uid, task.agent_ref.name)
     run_name = body["metadata"]["name"]
-    if await memo.kube.create("taskruns", namespace, body):  # an existing run (retried handler) is fine
+    if await memo.kube.create("taskruns", namespace, body):
         logger.info("created TaskRun %s", run_name)
+    else:  # ours from a retried handler is fine; a predecessor's (same Task name) must be gone first
+        existing = await memo.kube.get("taskruns", namespace, run_name)
+        owners = [o.get("uid") for o in ((existing or {}).get("metadata") or {}).get("ownerReferences", [])]
+        if existing is None or uid not in owners:
+            raise kopf.TemporaryError(f"TaskRun {run_name} of a previous Task {name!r} still exists", delay=2)
     if status.get("taskRunName") != run_name or status.get("message"):
         patch.status.update(taskRunName=run_name, message=None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -60,7 +61,7 @@ def test_task_runs_to_completion_with_tool_calls(kube, stack):
     assert (call["tool"], call["result"], call["step"]) == ("calculator", "42", 1) and "error" not in call
     assert status["step"] == 2 and status["agent"] == "mathematician"
     assert [(t["phase"], t["reason"]) for t in status["phaseHistory"]] == [
-        ("Running", "ActorScheduled"), ("Completed", "FinalAnswer")]
+        ("Running", "Scheduled"), ("Completed", "FinalAnswer")]
 
     requests = [r for r in stack.llm.requests() if r["model"] == model]
     assert [r["status"] for r in requests] == [200, 200]
@@ -73,7 +74,7 @@ def test_task_runs_to_completion_with_tool_calls(kube, stack):
     assert run["metadata"]["ownerReferences"][0]["kind"] == "Task"
     assert kube.get("task", "question")["status"]["taskRunName"] == "question-run"
     reasons = [e["reason"] for e in kube.events("question-run")]
-    assert "ActorScheduled" in reasons and "FinalAnswer" in reasons
+    assert "ActorStarted" in reasons and "FinalAnswer" in reasons
 
     # The API key is used (the server demands it) but never shows in status or events.
     everything = kube.run("get", "taskrun,task,agent,llm,events", "-o", "json").stdout
@@ -85,6 +86,12 @@ def test_task_runs_to_completion_with_tool_calls(kube, stack):
     actors = [a for a in dashboard_actors(stack) if a.get("name") == actor_name]
     assert len(actors) == 1 and actors[0]["ray_namespace"] == "kubechain"
     assert actors[0]["actor_id"] == status["actor"]["id"]
+    deadline = time.monotonic() + 15
+    while actors[0]["state"] != "DEAD" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        actors = [a for a in dashboard_actors(stack) if a.get("name") == actor_name]
+    assert actors[0]["state"] == "DEAD", actors[0]
+    assert (status["epoch"], status["actor"]["restarts"]) == (1, 0)
 
 
 def test_unknown_tool_and_malformed_arguments_go_back_to_the_llm(kube, stack):

@@ -17,6 +17,7 @@ def test_calculator(expression, expected):
     ("__import__('os').system('id')", "unsupported"), ("open('/etc/passwd')", "unsupported"),
     ("1/0", "cannot evaluate"), ("2 +", "not an arithmetic expression"), ("9**9**9", "too large"),
     ("x + 1", "unsupported"), ("'a' * 3", "unsupported"), ("1" * 2000, "too long"),
+    ("9**9999", "cannot evaluate"),
 ])
 def test_calculator_refuses(expression, error):
     with pytest.raises(ToolError, match=error):

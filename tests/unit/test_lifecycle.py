@@ -26,9 +26,9 @@ def test_wait_says_why():
 
 
 def test_enter_records_history_and_refuses_illegal_edges():
-    status = enter(TaskRunStatus(), Phase.RUNNING, "ActorScheduled", "go")
+    status = enter(TaskRunStatus(), Phase.RUNNING, "Scheduled", "go")
     status = enter(status, Phase.COMPLETED, "FinalAnswer")
     assert [(t.phase, t.reason) for t in status.phase_history] == [
-        (Phase.RUNNING, "ActorScheduled"), (Phase.COMPLETED, "FinalAnswer")]
+        (Phase.RUNNING, "Scheduled"), (Phase.COMPLETED, "FinalAnswer")]
     with pytest.raises(IllegalTransition, match="Completed -> Running"):
         enter(status, Phase.RUNNING, "Again")

@@ -88,3 +88,70 @@ def test_llm_failure_fails_the_run_with_the_error():
     final = run(ScriptedLLM(LLMError("RateLimitError: slow down")), store)
     assert final.phase is Phase.FAILED and final.error == "RateLimitError: slow down"
     assert store.saved[-1].phase is Phase.FAILED and store.events == [("LLMError", True)]
+
+
+# --- the write-ahead tool journal -------------------------------------------------------------
+
+from actors.loop import INTERRUPTED  # noqa: E402
+from actors.tools.executor import ToolOutcome  # noqa: E402
+from kubechain.api.v1alpha1 import CallState, ToolCallRecord  # noqa: E402
+
+
+class CountingExecutor:
+    def __init__(self):
+        self.calls = []
+
+    async def execute(self, name, arguments, call_id, idempotency_key):
+        self.calls.append((name, idempotency_key))
+        return ToolOutcome(result=f"posted {arguments}")
+
+
+def http_tool(name, idempotent):
+    return ResolvedTool(name=name, description="side effects", parameters={"type": "object"}, idempotent=idempotent,
+                        execution=ToolExecution.model_validate({"http": {"url": "http://counter/"}}))
+
+
+EFFECT_SPEC = SPEC.model_copy(update={"tools": [http_tool("post", False), http_tool("put", True)]})
+
+
+def test_side_effecting_call_is_journaled_before_it_runs():
+    llm = ScriptedLLM(assistant(calls=[call("c1", "post", "{}")]), assistant("done"))
+    store, tools = MemoryStore(), CountingExecutor()
+    final = asyncio.run(AgentLoop(EFFECT_SPEC, llm, tools, store).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+    states = [[r.state for r in s.tool_call_history] for s in store.saved]
+    assert states[:3] == [[CallState.PENDING], [CallState.STARTED], [CallState.SUCCEEDED]]
+    assert store.saved[0].context_window[-1].tool_calls[0].id == "c1"  # the reply is in the first checkpoint
+    assert tools.calls == [("post", "u/1/c1")] and final.tool_call_history[0].idempotency_key == "u/1/c1"
+
+
+def resumed(tool: str, state: CallState) -> TaskRunStatus:
+    """A status as a crashed actor left it: step 1's reply journaled, its call in `state`."""
+    status = enter(TaskRunStatus(), Phase.RUNNING, "x")
+    status.step = 1
+    status.context_window = [Message(role="system", content="s"), Message(role="user", content="u"),
+                             Message(role="assistant", tool_calls=[call("c1", tool, "{}")])]
+    status.tool_call_history = [ToolCallRecord(id="c1", step=1, tool=tool, arguments="{}", state=state,
+                                               idempotency_key="u/1/c1", attempts=int(state is CallState.STARTED))]
+    return status
+
+
+def test_started_call_of_a_non_idempotent_tool_is_reported_interrupted_not_rerun():
+    llm, tools = ScriptedLLM(assistant("ok")), CountingExecutor()
+    final = asyncio.run(AgentLoop(EFFECT_SPEC, llm, tools, MemoryStore()).run(resumed("post", CallState.STARTED)))
+    assert tools.calls == [] and final.tool_call_history[0].state is CallState.INTERRUPTED
+    assert len(llm.calls) == 1  # only the next step: step 1's reply was not asked for again
+    assert llm.calls[0][0][-1] == {"role": "tool", "tool_call_id": "c1", "content": f"Error: {INTERRUPTED}"}
+
+
+def test_started_call_of_an_idempotent_tool_reruns_with_the_same_key():
+    tools = CountingExecutor()
+    final = asyncio.run(AgentLoop(EFFECT_SPEC, ScriptedLLM(assistant("ok")), tools, MemoryStore())
+                        .run(resumed("put", CallState.STARTED)))
+    assert tools.calls == [("put", "u/1/c1")]
+    assert final.tool_call_history[0].state is CallState.SUCCEEDED and final.tool_call_history[0].attempts == 2
+
+
+def test_pending_call_runs_without_asking_the_llm_again():
+    llm, tools = ScriptedLLM(assistant("ok")), CountingExecutor()
+    final = asyncio.run(AgentLoop(EFFECT_SPEC, llm, tools, MemoryStore()).run(resumed("post", CallState.PENDING)))
+    assert tools.calls == [("post", "u/1/c1")] and len(llm.calls) == 1 and final.step == 2

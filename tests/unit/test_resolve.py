@@ -64,7 +64,7 @@ def test_toolset_readiness_names_the_tool():
 
 def test_invalid_spec_is_reported_not_raised():
     readiness = evaluate("Tool", "ns", {"description": "x", "execution": {}}, catalog())
-    assert readiness.reason == "InvalidSpec" and "exactly one of builtin, container, delegate" in readiness.message
+    assert readiness.reason == "InvalidSpec" and "exactly one of builtin, http, container, delegate" in readiness.message
 
 
 def test_run_spec_resolves_tools_with_builtin_default_schemas():

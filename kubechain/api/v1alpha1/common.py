@@ -75,14 +75,15 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def ready_condition(ready: bool, reason: str, message: str, previous: list[Condition], generation: int | None) -> list[Condition]:
-    """The conditions list with `Ready` set; keeps lastTransitionTime when the status did not flip."""
-    status = "True" if ready else "False"
-    old = next((c for c in previous if c.type == "Ready"), None)
+def with_condition(previous: list[Condition], type: str, ok: bool, reason: str, message: str,
+                   generation: int | None = None) -> list[Condition]:
+    """`previous` with condition `type` set; lastTransitionTime moves only when the status flips."""
+    status = "True" if ok else "False"
+    old = next((c for c in previous if c.type == type), None)
     since = old.last_transition_time if old and old.status == status else now_rfc3339()
-    cond = Condition(type="Ready", status=status, reason=reason, message=message,
+    cond = Condition(type=type, status=status, reason=reason, message=message,
                      last_transition_time=since, observed_generation=generation)
-    return [c for c in previous if c.type != "Ready"] + [cond]
+    return [c for c in previous if c.type != type] + [cond]
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,33 @@ class Message(Model):
     name: str | None = Field(default=None, description="Optional author name.")
 
 
+class CallState(str, Enum):
+    PENDING = "Pending"          # asked for by the LLM, not started
+    STARTED = "Started"          # journaled before a side-effecting tool ran; no outcome recorded yet
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    INTERRUPTED = "Interrupted"  # started, then the actor died; not idempotent, so not run again
+
+    @property
+    def finished(self) -> bool:
+        return self in (CallState.SUCCEEDED, CallState.FAILED, CallState.INTERRUPTED)
+
+
 class ToolCallRecord(Model):
+    """One entry of the write-ahead tool journal."""
+
     id: str = Field(description="Tool call id (as in the context window).")
     step: int = Field(description="Step in which the LLM asked for the call.")
     tool: str = Field(description="Tool name.")
     arguments: str = Field(description="Arguments as the raw JSON string from the LLM.")
+    state: CallState = Field(default=CallState.PENDING,
+                             description="Pending, Started, Succeeded, Failed or Interrupted (outcome unknown).")
+    idempotency_key: str = Field(default="", description="Stable key of this call (TaskRun uid, step, call id), "
+                                                         "handed to tools so a service can de-duplicate.")
+    attempts: int = Field(default=0, description="How many times the tool was started for this call.")
     result: str | None = Field(default=None, description="The tool's result, when it succeeded.")
     error: str | None = Field(default=None, description="The error reported to the LLM, when it failed.")
-    start_time: str = Field(description="When the call started (RFC 3339).")
+    start_time: str | None = Field(default=None, description="When the call started (RFC 3339).")
     end_time: str | None = Field(default=None, description="When the call ended (RFC 3339).")
 
 
@@ -94,6 +113,8 @@ class TaskRunStatus(Model):
     error: str | None = Field(default=None, description="Why the run failed, once Failed.")
     usage: Usage = Field(default_factory=Usage, description="Tokens used by the run.")
     actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
+    epoch: int = Field(default=0, description="Fencing number, raised each time an actor is started for this run: "
+                                              "only the actor holding the current epoch may write checkpoints.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
 
 

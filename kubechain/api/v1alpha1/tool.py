@@ -30,17 +30,31 @@ class ContainerExecution(Model):
     timeout_seconds: int = Field(default=300, ge=1, description="Kill the tool after this many seconds.")
 
 
+class HTTPHeader(Model):
+    name: str = Field(min_length=1, description="Header name.")
+    value: str = Field(description="Header value.")
+
+
+class HTTPExecution(Model):
+    url: str = Field(pattern=r"^https?://", description="Endpoint that receives each call: a POST of the arguments "
+                     "as JSON, with an Idempotency-Key header. The response body (up to 64 KiB) is the result; "
+                     "a non-2xx status is a tool error.")
+    headers: list[HTTPHeader] = Field(default_factory=list, description="Extra request headers.")
+    timeout_seconds: float = Field(default=30, gt=0, description="Request timeout, in seconds.")
+
+
 class DelegateExecution(Model):
     agent_ref: LocalObjectReference = Field(description="Agent that handles the call as a child TaskRun.")
 
 
-EXECUTION_KINDS = ("builtin", "container", "delegate")
+EXECUTION_KINDS = ("builtin", "http", "container", "delegate")
 
 
 class ToolExecution(Model):
-    """Exactly one of `builtin`, `container`, `delegate`."""
+    """Exactly one of `builtin`, `http`, `container`, `delegate`."""
 
     builtin: BuiltinExecution | None = Field(default=None, description="Run a tool built into kubechain.")
+    http: HTTPExecution | None = Field(default=None, description="Call an HTTP endpoint.")
     container: ContainerExecution | None = Field(default=None, description="Run the tool in a container (not supported yet: reported to the LLM as a tool error).")
     delegate: DelegateExecution | None = Field(default=None, description="Delegate the call to another agent (not supported yet: reported to the LLM as a tool error).")
 
@@ -55,6 +69,11 @@ class ToolExecution(Model):
     def kind(self) -> str:
         return next(k for k in EXECUTION_KINDS if getattr(self, k) is not None)
 
+    @property
+    def pure(self) -> bool:
+        """Builtins have no effects outside the actor: running one twice is harmless."""
+        return self.builtin is not None
+
 
 # The apiserver enforces "exactly one" too (a structural schema may carry oneOf of `required`).
 ToolExecution.model_config["json_schema_extra"] = {"oneOf": [{"required": [k]} for k in EXECUTION_KINDS]}
@@ -66,7 +85,11 @@ class ToolSpec(Model):
         default=None,
         description="JSON Schema (type object) of the tool's arguments, shown to the LLM. Default: the builtin's "
                     "own schema, else an object with no properties.")
-    execution: ToolExecution = Field(description="How the tool runs: exactly one of builtin, container, delegate.")
+    execution: ToolExecution = Field(description="How the tool runs: exactly one of builtin, http, container, delegate.")
+    idempotent: bool = Field(
+        default=False,
+        description="Calls may be repeated safely with the same idempotency key. A call cut short by a crash is then "
+                    "run again; otherwise it is reported to the LLM as interrupted, outcome unknown - never run twice.")
 
 
 class ToolStatus(ReadyStatus):
