@@ -53,19 +53,20 @@ class LocalToolExecutor:
         return ToolOutcome(error=f"{execution.kind} tools are not supported yet")
 
     async def _post(self, http: HTTPExecution, args: dict[str, Any], idempotency_key: str) -> ToolOutcome:
-        import httpx  # comes with openai
+        import aiohttp
 
         if self._http is None:
-            self._http = httpx.AsyncClient()
+            self._http = aiohttp.ClientSession()
         headers = {h.name: h.value for h in http.headers} | {"Idempotency-Key": idempotency_key}
         try:
-            response = await self._http.post(http.url, json=args, headers=headers, timeout=http.timeout_seconds)
-        except httpx.HTTPError as exc:
+            async with self._http.post(http.url, json=args, headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=http.timeout_seconds)) as response:
+                body = (await response.content.read(MAX_RESULT_BYTES)).decode(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return ToolOutcome(error=f"{type(exc).__name__}: {exc}")
-        body = response.content[:MAX_RESULT_BYTES].decode(errors="replace")
-        if response.is_success:
+        if response.ok:
             return ToolOutcome(result=body)
-        return ToolOutcome(error=f"HTTP {response.status_code}: {body[:1024]}")
+        return ToolOutcome(error=f"HTTP {response.status}: {body[:1024]}")
 
 
 def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:

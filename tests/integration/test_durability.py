@@ -1,0 +1,144 @@
+"""Chaos: kill actors (at step boundaries and mid-tool) and the operator; runs complete, nothing is repeated.
+
+The agent calls a non-idempotent tool (`charge`), an idempotent one (`book`) and a builtin. Both
+HTTP tools hit EffectCounter, a service outside the actor that records every POST by Idempotency-Key.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from .chaos import EffectCounter, actor_pid, kill_actor, wait_until
+from .conftest import agent, llm, secret, task
+
+pytestmark = pytest.mark.integration
+LATENCY = 0.4  # every LLM reply takes this long, so a kill can land while a request is in flight
+SCRIPT = [
+    {"tool_calls": [{"name": "charge", "arguments": {"amount": 5}}], "latency": LATENCY},
+    {"tool_calls": [{"name": "book", "arguments": {"seat": "1A"}}], "latency": LATENCY},
+    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}], "latency": LATENCY},
+    {"content": "booked, 2+2={last_tool_result}", "latency": LATENCY},
+]
+
+
+@pytest.fixture
+def counter():
+    server = EffectCounter()
+    yield server
+    server.close()
+
+
+def setup_agent(kube, stack, counter) -> str:
+    model = f"{kube.namespace}-model"
+    stack.llm.set_script(model, SCRIPT)
+    http = lambda url, idem: {"http": {"url": url}}  # noqa: E731
+    tools = [{"name": "charge", "description": "charge a card", "execution": http(counter.url, False)},
+             {"name": "book", "description": "book a seat", "idempotent": True, "execution": http(counter.url, True)},
+             {"name": "calculator", "description": "math", "execution": {"builtin": {"name": "calculator"}}}]
+    kube.apply([secret(), llm("model", stack.llm.base_url, model),
+                {"apiVersion": "kubechain.dev/v1alpha1", "kind": "ToolSet", "metadata": {"name": "effects"},
+                 "spec": {"tools": tools}},
+                agent("clerk", "model", ["effects"])])
+    kube.wait_ready("agent", "clerk")
+    return model
+
+
+def start(kube, name: str) -> None:
+    kube.apply([task(name, "clerk", "Charge 5, book 1A, add 2+2.")])
+
+
+def requests_by_step(stack, model: str) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for r in stack.llm.requests():
+        if r["model"] == model:
+            counts[r["step"]] = counts.get(r["step"], 0) + 1
+    return counts
+
+
+def transcript(run: dict) -> list[dict]:
+    return run["status"]["contextWindow"]
+
+
+def test_no_fault_reference(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    start(kube, "calm")
+    run = kube.wait_phase("calm-run", "Completed")
+    assert run["status"]["output"] == "booked, 2+2=4"
+    assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}]
+    assert [c["state"] for c in run["status"]["toolCallHistory"]] == ["Succeeded"] * 3
+    assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3], ids=lambda s: f"kill-while-asking-step-{s}")
+def test_actor_killed_between_steps_resumes_without_repeating(kube, stack, counter, step):
+    model = setup_agent(kube, stack, counter)
+    start(kube, "calm")
+    reference = kube.wait_phase("calm-run", "Completed")
+    start(kube, "chaos")
+    running = kube.wait_for("taskrun", "chaos-run", lambda o: (o.get("status") or {}).get("actor", {}).get("id"))
+    chaos_uid, pid = running["metadata"]["uid"], actor_pid(stack, running["status"]["actor"]["name"])
+    # The reference asked every step once; the kill lands while the chaos run waits for step `step`'s reply.
+    wait_until(lambda: requests_by_step(stack, model).get(step, 0) >= 2, what=f"step {step} asked")
+    os.kill(pid, signal.SIGKILL)
+
+    run = kube.wait_phase("chaos-run", "Completed")
+    assert transcript(run) == transcript(reference)
+    assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (2, 1)
+    # Two runs asked each step once; the killed step was asked once more (its reply was never checkpointed).
+    assert requests_by_step(stack, model) == {s: 3 if s == step else 2 for s in range(4)}
+    assert [p["body"] for p in counter.of(chaos_uid)] == [{"amount": 5}, {"seat": "1A"}]
+    assert any(e["reason"] == "ActorRestarted" for e in kube.events("chaos-run"))
+    assert any(e["reason"] == "ActorLost" for e in kube.events("chaos-run"))
+
+
+def test_actor_killed_mid_call_of_a_non_idempotent_tool_reports_interrupted(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    counter.hold(1)  # the charge
+    start(kube, "chaos")
+    wait_until(counter.held.is_set, what="the charge in flight")
+    kill_actor(stack, kube.get("taskrun", "chaos-run")["status"]["actor"]["name"])
+    counter.release()
+
+    run = kube.wait_phase("chaos-run", "Completed")
+    charge = run["status"]["toolCallHistory"][0]
+    assert (charge["tool"], charge["state"], charge["attempts"]) == ("charge", "Interrupted", 1)
+    assert "outcome unknown" in charge["error"]
+    assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}]  # at most once
+    tool_message = transcript(run)[3]
+    assert tool_message["role"] == "tool" and "interrupted" in tool_message["content"]
+    assert requests_by_step(stack, model)[0] == 1  # the reply asking for the charge was checkpointed first
+
+
+def test_actor_killed_mid_call_of_an_idempotent_tool_reruns_it_with_the_same_key(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    counter.hold(2)  # the booking
+    start(kube, "chaos")
+    wait_until(counter.held.is_set, what="the booking in flight")
+    kill_actor(stack, kube.get("taskrun", "chaos-run")["status"]["actor"]["name"])
+    counter.release()
+
+    run = kube.wait_phase("chaos-run", "Completed")
+    book = run["status"]["toolCallHistory"][1]
+    assert (book["state"], book["attempts"]) == ("Succeeded", 2)
+    posts = counter.of(run["metadata"]["uid"])
+    assert [p["body"] for p in posts] == [{"amount": 5}, {"seat": "1A"}, {"seat": "1A"}]
+    assert posts[1]["key"] == posts[2]["key"] == book["idempotencyKey"]  # the service sees one effect
+    assert len({p["key"] for p in posts}) == 2
+    assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
+
+
+def test_operator_killed_mid_run_reattaches_without_a_second_actor(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    start(kube, "chaos")
+    wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
+    stack.operator.proc.kill()  # SIGKILL: no chance to clean up
+    stack.operator.proc.wait()
+    stack.operator.start()
+
+    run = kube.wait_phase("chaos-run", "Completed")
+    assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
+    assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert len(counter.of(run["metadata"]["uid"])) == 2
