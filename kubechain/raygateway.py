@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class RayGateway:
         self.settings = settings
         self._lock = threading.Lock()
         self._actor_class = None
+        self._endpoint = ""
 
     def connect(self) -> None:
         import ray
@@ -67,6 +69,8 @@ class RayGateway:
             configure_token_auth()
             ray.init(address=self.settings.address, namespace=self.settings.namespace,
                      log_to_driver=False, configure_logging=False)
+            address = self.settings.address.removeprefix("ray://")
+            self._endpoint = address if ":" in address else ray.get_runtime_context().gcs_address
             log.info("connected to Ray at %s", self.settings.address)
 
     def find(self, spec: RunSpec) -> Any | None:
@@ -98,15 +102,31 @@ class RayGateway:
         return handle.run.remote()
 
     async def wait(self, run: Any) -> str:
-        """The final phase the actor returns; ActorDied when its process went away first."""
+        """The final phase the actor returns. ActorDied when its process went away first (Ray fails the
+        future at once); RayUnavailable when the head itself is gone (Ray would hang: we probe it)."""
         import ray
 
+        result = asyncio.ensure_future(asyncio.wrap_future(run.future()))
         try:
-            return await asyncio.wrap_future(run.future())
+            while not (await asyncio.wait({result}, timeout=self.settings.health_interval_seconds))[0]:
+                if not await asyncio.to_thread(self.reachable):
+                    raise RayUnavailable(f"the Ray head at {self._endpoint} stopped answering")
+            return result.result()
         except ray.exceptions.RayActorError as exc:
             raise ActorDied(str(exc).splitlines()[0]) from None
         except ray.exceptions.RayError as exc:  # e.g. the loop raised: the actor restarts from its checkpoint
             raise ActorDied(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        finally:
+            result.cancel()
+
+    def reachable(self) -> bool:
+        """A TCP connect to the address we reached Ray at: cheap, and cannot hang like a Ray call can."""
+        host, _, port = self._endpoint.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            return True
+        except (OSError, ValueError):
+            return False
 
     def actor_name(self, spec: RunSpec) -> str:
         ref = spec.taskrun

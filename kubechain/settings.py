@@ -19,6 +19,8 @@ class RaySettings:
     """Ray namespace of the TaskRun actors."""
     actor_num_cpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_ACTOR_NUM_CPUS", "0")))
     """CPUs reserved per actor. 0: actors are I/O-bound, so many share a node."""
+    health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
+    """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once)."""
 
 
 @dataclass(frozen=True)

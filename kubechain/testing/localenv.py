@@ -101,7 +101,9 @@ class LocalEnvironment:
                                                                "RAY_preload_python_modules": "actors.preload"})
             self.ray.start()
             self.llm.start()
-            self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig), **self.ray.driver_env(),
+            # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
+            self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig),
+                                                    **self.ray.driver_env(self.ray.client_address),
                                                     "KUBECHAIN_PENDING_RETRY_SECONDS": "1", **self.operator_env})
             self.operator.start()
         except BaseException:

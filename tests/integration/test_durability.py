@@ -142,3 +142,21 @@ def test_operator_killed_mid_run_reattaches_without_a_second_actor(kube, stack, 
     assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
     assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
     assert len(counter.of(run["metadata"]["uid"])) == 2
+
+
+def test_ray_head_killed_and_restarted_mid_run(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    start(kube, "chaos")
+    wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
+    stack.ray.kill_head()  # every actor is gone with it
+    kube.wait_for("taskrun", "chaos-run", lambda o: any(
+        c["type"] == "RayAvailable" and c["status"] == "False" for c in o["status"].get("conditions", [])),
+        what="RayAvailable=False")
+    assert kube.get("taskrun", "chaos-run")["status"]["phase"] == "Running"  # nothing is marked Failed
+    stack.ray.start()
+
+    run = kube.wait_phase("chaos-run", "Completed", timeout=120)
+    assert run["status"]["epoch"] == 2
+    assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}]
+    ray_available = next(c for c in run["status"]["conditions"] if c["type"] == "RayAvailable")
+    assert ray_available["status"] == "True"
