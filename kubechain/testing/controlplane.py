@@ -260,6 +260,7 @@ class LocalControlPlane:
         self._write_auth_files()
         etcd_port, peer_port, api_port, kcm_port = free_ports(4)
         self.server = f"https://127.0.0.1:{api_port}"
+        self._apiserver_args = (bins, etcd_port, api_port)
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         try:
@@ -270,6 +271,14 @@ class LocalControlPlane:
         except BaseException:
             self.stop()
             raise
+
+    def restart_apiserver(self, down_seconds: float = 0, timeout: float = 60) -> None:
+        """Stop kube-apiserver (SIGKILL), wait, and start it again on the same port: clients see it vanish."""
+        proc, _ = self.procs.pop("kube-apiserver")
+        kill_session(proc)
+        proc.wait()
+        time.sleep(down_seconds)
+        self._start_apiserver(*self._apiserver_args, time.monotonic() + timeout)
 
     def stop(self) -> None:
         """Stop the processes, newest first. Idempotent."""

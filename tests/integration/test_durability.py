@@ -160,3 +160,16 @@ def test_ray_head_killed_and_restarted_mid_run(kube, stack, counter):
     assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}]
     ray_available = next(c for c in run["status"]["conditions"] if c["type"] == "RayAvailable")
     assert ray_available["status"] == "True"
+
+
+def test_apiserver_restarted_mid_run(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    stack.llm.set_script(model, [{**s, "latency": 1.5} for s in SCRIPT])  # the restart lands mid-request
+    start(kube, "chaos")
+    wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
+    stack.controlplane.restart_apiserver(down_seconds=3)  # the step's checkpoint finds nobody listening
+
+    run = kube.wait_phase("chaos-run", "Completed", timeout=90)
+    assert (run["status"]["epoch"], run["status"]["output"]) == (1, "booked, 2+2=4")
+    assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}]
