@@ -43,6 +43,7 @@ demo: $(STAMP) k8s
 
 bench: $(STAMP) k8s
 	$(PY) bench/bench_slice.py
+	$(PY) bench/bench_recovery.py
 
 clean:
 	rm -rf .work $(VENV) *.egg-info

@@ -109,9 +109,16 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
         except kopf.TemporaryError as exc:
             failures += 1
             await memo.kube.patch_status("taskruns", namespace, name, {"message": str(exc)})
-        await stopped.wait(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** max(failures - 1, 0)) if failures else 0.2)
+        await stopped.wait(backoff(failures))
     if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
         await asyncio.to_thread(memo.ray.kill, namespace, name, uid)
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next attempt: a first failure is retried at once, repeated ones back off."""
+    if failures == 0:
+        return 0.2  # the actor returned but the run is still Running (e.g. a fenced actor): look again soon
+    return 0.0 if failures == 1 else min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (failures - 2))
 
 
 async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, task_name: str,
