@@ -13,13 +13,13 @@ import os
 import time
 from typing import Protocol
 
+from kubechain.api.context import DATA_KEY, configmaps, decode, described, part_name
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
 
-# The operator owns `agent`, `actor` and `conditions`; the actor writes only these.
-ACTOR_FIELDS = {"phase", "message", "step", "context_window", "tool_call_history", "phase_history",
-                "output", "error", "usage"}
+from .layout import Layout, Seal
+
 COMPONENT = "kubechain-actor"
 log = logging.getLogger(__name__)
 
@@ -84,28 +84,62 @@ class KubeCheckpointStore:
         self.ref, self.epoch, self.retry_seconds = ref, epoch, retry_seconds
         self._rest = rest or KubeREST()
         self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/taskruns/{ref.name}/status"
+        self._configmaps = f"/api/v1/namespaces/{ref.namespace}/configmaps"
         self._version = ""  # resourceVersion of the object as this actor last wrote or read it
+        self.layout = Layout(ref.name)
 
     async def load(self) -> TaskRunStatus:
-        obj = await self._call("GET", self._path)
-        status = TaskRunStatus.model_validate(obj.get("status") or {})
-        self._check_owner(obj, status)
-        self._version = obj["metadata"]["resourceVersion"]
-        return status
+        """The full status: the tail in TaskRun.status with the sealed chunks in front of it."""
+        status = await self._refresh()
+        self.layout = Layout(self.ref.name, status.sealed_context)
+        messages, calls = [], []
+        for index in range(status.sealed_context.chunks):
+            chunk_messages, chunk_calls = await self._read_chunk(index)
+            messages += chunk_messages
+            calls += chunk_calls
+        return status.model_copy(update={"context_window": messages + status.context_window,
+                                         "tool_call_history": calls + status.tool_call_history})
 
     async def save(self, status: TaskRunStatus) -> None:
         """Write the actor's fields; optimistic concurrency on resourceVersion fences out stale actors."""
-        fields = status.to_wire(include=ACTOR_FIELDS)
+        if seal := self.layout.plan(status):
+            await self._write_chunk(seal)
+            self.layout.sealed(seal)
+        fields = self.layout.status_fields(status)
         while True:
             # uid: never write into a different object of the same name; resourceVersion: nobody wrote since.
             body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version}, "status": fields}
             try:
                 obj = await self._call("PATCH", self._path, body, "application/merge-patch+json")
             except Conflict:
-                await self.load()  # the operator wrote (e.g. the actor id): fine unless it raised the epoch
+                await self._refresh()  # the operator wrote (e.g. the actor id): fine unless it raised the epoch
                 continue
             self._version = obj["metadata"]["resourceVersion"]
             return
+
+    async def _refresh(self) -> TaskRunStatus:
+        """The stored status (tail only); checks this actor still owns the run and remembers the version."""
+        obj = await self._call("GET", self._path)
+        status = TaskRunStatus.model_validate(obj.get("status") or {})
+        self._check_owner(obj, status)
+        self._version = obj["metadata"]["resourceVersion"]
+        return status
+
+    async def _read_chunk(self, index: int) -> tuple[list, list]:
+        part0 = await self._call("GET", f"{self._configmaps}/{part_name(self.ref.name, index, 0)}")
+        chunk = described(part0)
+        parts = [part0] + [await self._call("GET", f"{self._configmaps}/{part_name(self.ref.name, index, i)}")
+                           for i in range(1, chunk.parts)]
+        return decode(chunk, [p["data"][DATA_KEY] for p in parts])
+
+    async def _write_chunk(self, seal: Seal) -> None:
+        """Create the chunk's ConfigMaps. A leftover from a crash before its status write is not referenced
+        yet, so it is replaced."""
+        for body in configmaps(self.ref.name, self.ref.uid, seal.chunk, seal.text):
+            try:
+                await self._call("POST", self._configmaps, body)
+            except Conflict:
+                await self._call("PUT", f"{self._configmaps}/{body['metadata']['name']}", body)
 
     def _check_owner(self, obj: dict, status: TaskRunStatus) -> None:
         if obj["metadata"]["uid"] != self.ref.uid:
@@ -142,7 +176,8 @@ class KubeCheckpointStore:
                 raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name}: {status} {message}")
             if status == 409:
                 raise Conflict(message)
-            if (status == 0 or status == 429 or status >= 500) and time.monotonic() < deadline:
+            transient = status in (0, 429) or (status >= 500 and "too large" not in message)
+            if transient and time.monotonic() < deadline:
                 log.warning("%s %s: %s %s; retrying in %.1f s", method, path, status, message, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

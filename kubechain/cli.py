@@ -25,6 +25,15 @@ def operator(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def transcript(args: argparse.Namespace) -> int:
+    """Print a TaskRun's whole conversation, out-of-line chunks included."""
+    from kubechain import transcript as t
+
+    status, messages, _ = t.load(args.namespace, args.taskrun)
+    print(t.as_json(messages) if args.json else t.render(status, messages))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubechain", description=__doc__)
     sub = parser.add_subparsers(required=True)
@@ -35,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(fn=operator)
+    p = sub.add_parser("transcript", help="print a TaskRun's full conversation")
+    p.add_argument("taskrun")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--json", action="store_true", help="the messages as OpenAI-format JSON")
+    p.set_defaults(fn=transcript)
     args = parser.parse_args(argv)
     return args.fn(args)
 

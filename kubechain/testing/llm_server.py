@@ -327,7 +327,7 @@ async def requests_endpoint(request: web.Request) -> web.Response:
 
 
 def create_app(state: ScriptState) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=256 * 1024 * 1024)  # long conversations are big requests
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)

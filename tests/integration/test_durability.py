@@ -5,8 +5,11 @@ HTTP tools hit EffectCounter, a service outside the actor that records every POS
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -173,3 +176,37 @@ def test_apiserver_restarted_mid_run(kube, stack, counter):
     assert (run["status"]["epoch"], run["status"]["output"]) == (1, "booked, 2+2=4")
     assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
     assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}]
+
+
+def test_a_large_context_lives_out_of_line_and_survives_a_kill(kube, stack, counter):
+    """~2 MB of tool results: the status stays small, chunks are ConfigMaps owned by the run, a restored
+    actor rebuilds the whole context, and `kubechain transcript` prints all of it."""
+    model = f"{kube.namespace}-model"
+    big = [{"tool_calls": [{"name": "echo", "arguments": {"i": i, "blob": f"{i}" + "x" * 100_000}}]} for i in range(20)]
+    stack.llm.set_script(model, big + [{"content": "all echoed", "latency": 0.3}])
+    kube.apply([secret(), llm("model", stack.llm.base_url, model),
+                {"apiVersion": "kubechain.dev/v1alpha1", "kind": "ToolSet", "metadata": {"name": "echo"},
+                 "spec": {"tools": [{"name": "echo", "description": "echo", "execution": {"builtin": {"name": "echo"}}}]}},
+                agent("parrot", "model", ["echo"])])
+    kube.apply([task("big", "parrot", "Echo twenty blobs.")])
+    running = kube.wait_for("taskrun", "big-run", lambda o: (o.get("status") or {}).get("actor", {}).get("id"))
+    pid = actor_pid(stack, running["status"]["actor"]["name"])
+    wait_until(lambda: requests_by_step(stack, model).get(12), what="step 12 asked")
+    os.kill(pid, signal.SIGKILL)
+
+    run = kube.wait_phase("big-run", "Completed", timeout=120)
+    status = run["status"]
+    assert status["epoch"] == 2 and status["output"] == "all echoed"
+    assert len(json.dumps(status)) < 64 * 1024 and status["sealedContext"]["chunks"] > 0
+    configmaps = json.loads(kube.run("get", "configmaps", "-l", "kubechain.dev/taskrun=big-run", "-o", "json").stdout)
+    assert len(configmaps["items"]) >= status["sealedContext"]["chunks"]
+    assert all(cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"] for cm in configmaps["items"])
+
+    printed = subprocess.run([sys.executable, "-m", "kubechain.cli", "transcript", "big-run", "-n", kube.namespace,
+                              "--json"], env={**os.environ, "KUBECONFIG": str(stack.kubeconfig)},
+                             capture_output=True, text=True, check=True).stdout
+    messages = json.loads(printed)
+    assert [m["role"] for m in messages] == ["system", "user"] + ["assistant", "tool"] * 20 + ["assistant"]
+    blobs = [json.loads(m["content"])["i"] for m in messages if m["role"] == "tool"]
+    assert blobs == list(range(20))  # every step exactly once, in order, across the kill
+    assert sum(len(m.get("content") or "") for m in messages) > 2_000_000

@@ -97,6 +97,27 @@ class ActorRef(Model):
     restarts: int = Field(default=0, description="How many times an actor was (re)started for this run after the first.")
 
 
+class SealedContext(Model):
+    """How much of the conversation lives out of line. Chunk i is in ConfigMaps `<taskrun>-ctx-<i>-<part>`;
+    part 0 carries the chunk's description (annotation kubechain.dev/chunk). Constant size, however long the run."""
+
+    chunks: int = Field(default=0, description="Number of sealed chunks.")
+    messages: int = Field(default=0, description="Messages sealed (they precede contextWindow).")
+    tool_calls: int = Field(default=0, description="Tool call records sealed (they precede toolCallHistory).")
+    bytes: int = Field(default=0, description="Size of the sealed JSON.")
+
+
+class ContextChunk(Model):
+    """A sealed, immutable piece of a conversation, stored out of line (ConfigMaps `<name>-<part>`)."""
+
+    name: str = Field(description="ConfigMap name prefix; the parts are `<name>-0`, `<name>-1`, ...")
+    parts: int = Field(description="How many ConfigMaps hold the chunk.")
+    messages: int = Field(description="Messages in the chunk.")
+    tool_calls: int = Field(description="Tool call records in the chunk.")
+    bytes: int = Field(description="Size of the chunk's JSON.")
+    sha256: str = Field(description="SHA-256 of the chunk's JSON, checked when it is read back.")
+
+
 class TaskRunSpec(Model):
     task_ref: LocalObjectReference = Field(description="The Task this run executes.")
 
@@ -106,8 +127,15 @@ class TaskRunStatus(Model):
     message: str = Field(default="", description="What is happening, or why not.")
     agent: str = Field(default="", description="The agent running this TaskRun (from the Task).")
     step: int = Field(default=0, description="Number of LLM turns taken so far.")
-    context_window: list[Message] = Field(default_factory=list, description="The conversation so far (OpenAI chat format).")
-    tool_call_history: list[ToolCallRecord] = Field(default_factory=list, description="Every tool call: arguments, result or error, timing.")
+    context_window: list[Message] = Field(
+        default_factory=list, description="The latest messages of the conversation (OpenAI chat format); older ones "
+                                          "are in contextChunks. `kubechain transcript` prints all of it.")
+    tool_call_history: list[ToolCallRecord] = Field(
+        default_factory=list, description="The latest tool calls (the write-ahead journal: arguments, state, result "
+                                          "or error, timing); older finished ones are in contextChunks.")
+    sealed_context: SealedContext = Field(
+        default_factory=lambda: SealedContext(), description="Older messages and tool calls, sealed in order into "
+                                                             "ConfigMaps owned by the TaskRun: written once, never rewritten.")
     phase_history: list[PhaseTransition] = Field(default_factory=list, description="Timestamped phase transitions with reasons.")
     output: str | None = Field(default=None, description="The agent's final answer, once Completed.")
     error: str | None = Field(default=None, description="Why the run failed, once Failed.")

@@ -1,0 +1,89 @@
+"""Where each part of a checkpoint goes: the bounded tail in TaskRun.status, the rest in sealed chunks.
+
+Pure bookkeeping (no I/O): it remembers how much of the conversation is sealed and decides, after
+each step, whether to seal more, so the status written per step stays small whatever the length
+of the conversation, and every byte is written out of line exactly once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubechain.api.context import chunk_name, describe, encode
+from kubechain.api.v1alpha1 import ContextChunk, Message, SealedContext, TaskRunStatus, ToolCallRecord
+
+SEAL_BYTES = 32 * 1024   # a tail above this is sealed ...
+SEAL_MESSAGES = 64
+KEEP_BYTES = 8 * 1024    # ... down to the newest messages within these bounds,
+KEEP_MESSAGES = 8
+KEEP_CALLS = 8           # and the newest finished tool calls within KEEP_BYTES (open ones always stay: the journal)
+SMALL_FIELDS = {"phase", "message", "step", "phase_history", "output", "error", "usage"}
+
+
+@dataclass(frozen=True)
+class Seal:
+    """A chunk to write before the status that references it."""
+    chunk: ContextChunk
+    text: str
+
+
+def _size(model: Message | ToolCallRecord) -> int:
+    return len(json.dumps(model.to_wire(), separators=(",", ":")))
+
+
+class Layout:
+    def __init__(self, taskrun: str, sealed: SealedContext | None = None):
+        self.taskrun = taskrun
+        self.summary = sealed or SealedContext()
+        self._sizes: dict[int, int] = {}  # message index -> JSON size; messages never change once appended
+
+    def plan(self, status: TaskRunStatus) -> Seal | None:
+        """The chunk to seal now, if the tail has grown past its bounds."""
+        messages = status.context_window
+        tail = range(self.sealed_messages, len(messages))
+        sizes = [self._sizes.setdefault(i, _size(messages[i])) for i in tail]
+        calls = status.tool_call_history[self.sealed_calls:]
+        if sum(sizes) + sum(map(_size, calls)) <= SEAL_BYTES and len(sizes) <= SEAL_MESSAGES:
+            return None
+        keep = kept = 0
+        for size in reversed(sizes):
+            if keep == KEEP_MESSAGES or kept + size > KEEP_BYTES:
+                break
+            keep, kept = keep + 1, kept + size
+        cut_messages = len(messages) - keep
+        cut_calls, history = self.sealed_calls, status.tool_call_history
+        calls_bytes = sum(map(_size, calls))
+        while (cut_calls < len(history) and history[cut_calls].state.finished
+               and (len(history) - cut_calls > KEEP_CALLS or calls_bytes > KEEP_BYTES)):
+            calls_bytes -= _size(history[cut_calls])
+            cut_calls += 1
+        if (cut_messages, cut_calls) == (self.sealed_messages, self.sealed_calls):
+            return None
+        sealed_m = messages[self.sealed_messages:cut_messages]
+        sealed_c = status.tool_call_history[self.sealed_calls:cut_calls]
+        text = encode(sealed_m, sealed_c)
+        return Seal(describe(chunk_name(self.taskrun, self.summary.chunks), text, len(sealed_m), len(sealed_c)), text)
+
+    @property
+    def sealed_messages(self) -> int:
+        return self.summary.messages
+
+    @property
+    def sealed_calls(self) -> int:
+        return self.summary.tool_calls
+
+    def sealed(self, seal: Seal) -> None:
+        """Record a chunk as written."""
+        for i in range(self.sealed_messages, self.sealed_messages + seal.chunk.messages):
+            self._sizes.pop(i, None)
+        self.summary = SealedContext(chunks=self.summary.chunks + 1, messages=self.sealed_messages + seal.chunk.messages,
+                                     tool_calls=self.sealed_calls + seal.chunk.tool_calls,
+                                     bytes=self.summary.bytes + seal.chunk.bytes)
+
+    def status_fields(self, status: TaskRunStatus) -> dict[str, Any]:
+        """What goes into TaskRun.status: small fields, the unsealed tail and the chunk references."""
+        return {**status.to_wire(include=SMALL_FIELDS),
+                "contextWindow": [m.to_wire() for m in status.context_window[self.sealed_messages:]],
+                "toolCallHistory": [c.to_wire() for c in status.tool_call_history[self.sealed_calls:]],
+                "sealedContext": self.summary.to_wire()}

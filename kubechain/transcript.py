@@ -1,0 +1,45 @@
+"""The full conversation of a TaskRun: its sealed context chunks followed by the tail in its status."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+from kubernetes import client, config
+
+from kubechain.api.context import DATA_KEY, decode, described, part_name
+from kubechain.api.v1alpha1 import GROUP, VERSION, Message, TaskRunStatus, ToolCallRecord
+
+
+def load(namespace: str, name: str) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
+    config.load_config()
+    obj = client.CustomObjectsApi().get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name)
+    status = TaskRunStatus.model_validate(obj.get("status") or {})
+    core = client.CoreV1Api()
+    messages: list[Message] = []
+    calls: list[ToolCallRecord] = []
+    for index in range(status.sealed_context.chunks):
+        part0 = core.read_namespaced_config_map(part_name(name, index, 0), namespace)
+        chunk = described({"metadata": {"annotations": part0.metadata.annotations}})
+        parts = [part0.data[DATA_KEY]] + [core.read_namespaced_config_map(part_name(name, index, i), namespace)
+                                          .data[DATA_KEY] for i in range(1, chunk.parts)]
+        chunk_messages, chunk_calls = decode(chunk, parts)
+        messages += chunk_messages
+        calls += chunk_calls
+    return status, messages + status.context_window, calls + status.tool_call_history
+
+
+def render(status: TaskRunStatus, messages: list[Message], width: int = 100) -> str:
+    lines = []
+    for message in messages:
+        text = message.content or ""
+        for call in message.tool_calls or []:
+            text += f"→ {call.function.name}({call.function.arguments})"
+        lines.append(textwrap.shorten(f"[{message.role}] {text}", width=width * 4, placeholder=" …")
+                     if len(text) > width * 4 else f"[{message.role}] {text}")
+    lines.append(f"-- {status.phase.value}, {status.step} steps, {status.usage.total_tokens} tokens, "
+                 f"{len(messages)} messages ({status.sealed_context.chunks} sealed chunks)")
+    return "\n".join(lines)
+
+
+def as_json(messages: list[Message]) -> str:
+    return json.dumps([m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in messages], indent=1)
