@@ -44,6 +44,7 @@ demo: $(STAMP) k8s
 bench: $(STAMP) k8s
 	$(PY) bench/bench_slice.py
 	$(PY) bench/bench_recovery.py
+	$(PY) bench/bench_checkpoint.py
 
 clean:
 	rm -rf .work $(VENV) *.egg-info

@@ -59,7 +59,7 @@ class KubeREST:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config()
         else:
-            config.load_kube_config()  # $KUBECONFIG, as handed to the Ray head locally
+            config.load_kube_config(os.environ.get("KUBECONFIG"))  # as handed to the Ray head locally
         self._api = client.ApiClient()
         self._error = client.exceptions.ApiException
 

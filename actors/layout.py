@@ -13,9 +13,9 @@ from typing import Any
 from kubechain.api.context import chunk_name, describe, encode
 from kubechain.api.v1alpha1 import ContextChunk, Message, SealedContext, TaskRunStatus, ToolCallRecord
 
-SEAL_BYTES = 32 * 1024   # a tail above this is sealed ...
+SEAL_BYTES = 16 * 1024   # a tail above this is sealed (the apiserver's work per write grows with the object) ...
 SEAL_MESSAGES = 64
-KEEP_BYTES = 8 * 1024    # ... down to the newest messages within these bounds,
+KEEP_BYTES = 4 * 1024    # ... down to the newest messages within these bounds,
 KEEP_MESSAGES = 8
 KEEP_CALLS = 8           # and the newest finished tool calls within KEEP_BYTES (open ones always stay: the journal)
 SMALL_FIELDS = {"phase", "message", "step", "phase_history", "output", "error", "usage"}
@@ -28,23 +28,25 @@ class Seal:
     text: str
 
 
-def _size(model: Message | ToolCallRecord) -> int:
-    return len(json.dumps(model.to_wire(), separators=(",", ":")))
+def _size(wire: dict[str, Any]) -> int:
+    return len(json.dumps(wire, separators=(",", ":")))
 
 
 class Layout:
     def __init__(self, taskrun: str, sealed: SealedContext | None = None):
         self.taskrun = taskrun
         self.summary = sealed or SealedContext()
-        self._sizes: dict[int, int] = {}  # message index -> JSON size; messages never change once appended
+        # Messages never change once appended: their wire form and size are computed once.
+        self._wire: dict[int, tuple[dict[str, Any], int]] = {}
 
     def plan(self, status: TaskRunStatus) -> Seal | None:
         """The chunk to seal now, if the tail has grown past its bounds."""
         messages = status.context_window
         tail = range(self.sealed_messages, len(messages))
-        sizes = [self._sizes.setdefault(i, _size(messages[i])) for i in tail]
+        sizes = [self._wired(messages, i)[1] for i in tail]
         calls = status.tool_call_history[self.sealed_calls:]
-        if sum(sizes) + sum(map(_size, calls)) <= SEAL_BYTES and len(sizes) <= SEAL_MESSAGES:
+        call_sizes = [_size(c.to_wire()) for c in calls]
+        if sum(sizes) + sum(call_sizes) <= SEAL_BYTES and len(sizes) <= SEAL_MESSAGES:
             return None
         keep = kept = 0
         for size in reversed(sizes):
@@ -53,10 +55,10 @@ class Layout:
             keep, kept = keep + 1, kept + size
         cut_messages = len(messages) - keep
         cut_calls, history = self.sealed_calls, status.tool_call_history
-        calls_bytes = sum(map(_size, calls))
+        calls_bytes = sum(call_sizes)
         while (cut_calls < len(history) and history[cut_calls].state.finished
                and (len(history) - cut_calls > KEEP_CALLS or calls_bytes > KEEP_BYTES)):
-            calls_bytes -= _size(history[cut_calls])
+            calls_bytes -= call_sizes[cut_calls - self.sealed_calls]
             cut_calls += 1
         if (cut_messages, cut_calls) == (self.sealed_messages, self.sealed_calls):
             return None
@@ -64,6 +66,12 @@ class Layout:
         sealed_c = status.tool_call_history[self.sealed_calls:cut_calls]
         text = encode(sealed_m, sealed_c)
         return Seal(describe(chunk_name(self.taskrun, self.summary.chunks), text, len(sealed_m), len(sealed_c)), text)
+
+    def _wired(self, messages: list[Message], i: int) -> tuple[dict[str, Any], int]:
+        if i not in self._wire:
+            wire = messages[i].to_wire()
+            self._wire[i] = (wire, _size(wire))
+        return self._wire[i]
 
     @property
     def sealed_messages(self) -> int:
@@ -76,7 +84,7 @@ class Layout:
     def sealed(self, seal: Seal) -> None:
         """Record a chunk as written."""
         for i in range(self.sealed_messages, self.sealed_messages + seal.chunk.messages):
-            self._sizes.pop(i, None)
+            self._wire.pop(i, None)
         self.summary = SealedContext(chunks=self.summary.chunks + 1, messages=self.sealed_messages + seal.chunk.messages,
                                      tool_calls=self.sealed_calls + seal.chunk.tool_calls,
                                      bytes=self.summary.bytes + seal.chunk.bytes)
@@ -84,6 +92,7 @@ class Layout:
     def status_fields(self, status: TaskRunStatus) -> dict[str, Any]:
         """What goes into TaskRun.status: small fields, the unsealed tail and the chunk references."""
         return {**status.to_wire(include=SMALL_FIELDS),
-                "contextWindow": [m.to_wire() for m in status.context_window[self.sealed_messages:]],
+                "contextWindow": [self._wired(status.context_window, i)[0]
+                                  for i in range(self.sealed_messages, len(status.context_window))],
                 "toolCallHistory": [c.to_wire() for c in status.tool_call_history[self.sealed_calls:]],
                 "sealedContext": self.summary.to_wire()}
