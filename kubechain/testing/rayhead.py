@@ -121,7 +121,17 @@ class LocalRayHead:
         return {"RAY_ADDRESS": address or self.gcs_address, "RAY_AUTH_MODE": "token",
                 "RAY_AUTH_TOKEN": self.token}
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, attempts: int = 2) -> None:
+        """Start the head and wait until it answers; a start that fails is tried once more (on a busy
+        2-core machine the raylet now and then misses its registration deadline)."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except StartupError:
+                if attempt == attempts - 1:
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         """Start the head (reusing ports and temp dir from an earlier start) and wait until
         its GCS, client server and dashboard answer and its node is alive."""
         if self.proc is not None and self.proc.poll() is None:

@@ -10,10 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from .chaos import EffectCounter, actor_pid, kill_actor, wait_until
+from .chaos import EffectCounter, actor_pid, actors, kill_actor, wait_until
 from .conftest import agent, llm, secret, task
 
 pytestmark = pytest.mark.integration
@@ -210,3 +211,61 @@ def test_a_large_context_lives_out_of_line_and_survives_a_kill(kube, stack, coun
     blobs = [json.loads(m["content"])["i"] for m in messages if m["role"] == "tool"]
     assert blobs == list(range(20))  # every step exactly once, in order, across the kill
     assert sum(len(m.get("content") or "") for m in messages) > 2_000_000
+
+
+def test_deleting_a_running_taskrun_stops_its_actor(kube, stack, counter):
+    model = setup_agent(kube, stack, counter)
+    stack.llm.set_script(model, [{**s, "latency": 1.0} for s in SCRIPT])
+    start(kube, "doomed")
+    running = kube.wait_for("taskrun", "doomed-run", lambda o: (o.get("status") or {}).get("actor", {}).get("id"))
+    name = running["status"]["actor"]["name"]
+    actor_pid(stack, name)  # alive
+    kube.run("delete", "taskrun", "doomed-run", "--wait=true")
+    wait_until(lambda: all(a["state"] == "DEAD" for a in actors(stack) if a.get("name") == name),
+               timeout=20, what="the actor to stop")
+    before = len(stack.llm.requests())
+    time.sleep(2)  # nothing comes back to life: no new actor, no more LLM calls for it
+    assert all(a["state"] == "DEAD" for a in actors(stack) if a.get("name") == name)
+    assert [r for r in stack.llm.requests()[before:] if r["model"] == model] == []
+
+
+def test_a_5mb_2000_message_context_is_rebuilt_exactly_from_the_real_apiserver(kube, stack, monkeypatch):
+    """The actor's store against the real kube-apiserver: write a 5 MB run step by step, restore it in a
+    new store (as a fresh actor would), compare hashes; the TaskRun object itself stays small."""
+    import asyncio
+    import hashlib
+
+    from actors.checkpoint import KubeCheckpointStore
+    from kubechain.api.runspec import TaskRunRef
+    from kubechain.api.v1alpha1 import CallState, FunctionCall, Message, Phase, ToolCall, ToolCallRecord
+
+    monkeypatch.setenv("KUBECONFIG", str(stack.kubeconfig))
+    body = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "TaskRun", "metadata": {"name": "long"},
+            "spec": {"taskRef": {"name": "none"}}}  # no Task: the operator leaves it Pending
+    kube.apply([body])
+    uid = kube.get("taskrun", "long")["metadata"]["uid"]
+    ref = TaskRunRef(namespace=kube.namespace, name="long", uid=uid)
+
+    async def write() -> str:
+        store = KubeCheckpointStore(ref, epoch=0)
+        status = (await store.load()).model_copy(update={"phase": Phase.RUNNING})
+        for i in range(1, 1001):
+            call = ToolCall(id=f"c{i}", function=FunctionCall(name="echo", arguments=json.dumps({"i": i})))
+            status.context_window += [Message(role="assistant", tool_calls=[call]),
+                                      Message(role="tool", tool_call_id=f"c{i}", content=f"{i}" + "z" * 5000)]
+            status.tool_call_history.append(ToolCallRecord(id=f"c{i}", step=i, tool="echo", arguments="{}",
+                                                           state=CallState.SUCCEEDED, result="ok"))
+            status.step = i
+            if i % 10 == 0 or i == 1000:  # a checkpoint per 10 steps keeps the test quick; the layout is the same
+                await store.save(status)
+        return digest(status)
+
+    def digest(status) -> str:
+        wire = [m.to_wire() for m in status.context_window] + [c.to_wire() for c in status.tool_call_history]
+        return hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()
+
+    written = asyncio.run(write())
+    restored = asyncio.run(KubeCheckpointStore(ref, epoch=0).load())
+    assert len(restored.context_window) == 2000 and digest(restored) == written
+    assert sum(len(m.content or "") for m in restored.context_window) > 5_000_000
+    assert len(kube.run("get", "taskrun", "long", "-o", "json").stdout) < 64 * 1024
