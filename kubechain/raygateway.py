@@ -36,6 +36,25 @@ class ActorGateway(Protocol):
     async def wait(self, run: Any) -> str: ...
 
 
+def _detached(future: Any) -> asyncio.Future:
+    """An asyncio view of Ray's concurrent future that can be cancelled without cancelling Ray's own:
+    Ray Client's data thread crashes when it completes a future someone cancelled."""
+    loop = asyncio.get_running_loop()
+    view = loop.create_future()
+
+    def transfer(done: Any) -> None:
+        if not view.done():
+            error = done.exception()
+            view.set_exception(error) if error is not None else view.set_result(done.result())
+
+    def on_done(done: Any) -> None:
+        if not loop.is_closed():  # after the operator's loop stopped, nobody waits for it any more
+            loop.call_soon_threadsafe(transfer, done)
+
+    future.add_done_callback(on_done)
+    return view
+
+
 def configure_token_auth() -> None:
     """Ray 2.60 heads enforce token auth by default: find the token the way Ray does and pass it on.
 
@@ -58,19 +77,26 @@ class RayGateway:
         self.settings = settings
         self._lock = threading.Lock()
         self._actor_class = None
-        self._endpoint = ""
+        address = settings.address.removeprefix("ray://")
+        self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
+        self._lost = False
 
     def connect(self) -> None:
         import ray
 
         with self._lock:
+            if self._lost:  # the head went away: drop the dead session once, then connect afresh
+                ray.shutdown()
+                self._lost = False
             if ray.is_initialized():
                 return
+            if self._endpoint and not self.reachable():  # fail fast instead of Ray Client's long retries
+                raise RayUnavailable(f"the Ray head at {self._endpoint} does not answer")
             configure_token_auth()
             ray.init(address=self.settings.address, namespace=self.settings.namespace,
                      log_to_driver=False, configure_logging=False)
-            address = self.settings.address.removeprefix("ray://")
-            self._endpoint = address if ":" in address else ray.get_runtime_context().gcs_address
+            if not self._endpoint:
+                self._endpoint = ray.get_runtime_context().gcs_address
             log.info("connected to Ray at %s", self.settings.address)
 
     def find(self, spec: RunSpec) -> Any | None:
@@ -106,7 +132,7 @@ class RayGateway:
         future at once); RayUnavailable when the head itself is gone (Ray would hang: we probe it)."""
         import ray
 
-        result = asyncio.ensure_future(asyncio.wrap_future(run.future()))
+        result = _detached(run.future())
         try:
             while not (await asyncio.wait({result}, timeout=self.settings.health_interval_seconds))[0]:
                 if not await asyncio.to_thread(self.reachable):
@@ -142,15 +168,14 @@ class RayGateway:
             pass
 
     def disconnect(self) -> None:
-        """Forget the connection, so the next call connects afresh (e.g. to a restarted head)."""
-        import ray
-
-        with self._lock:
-            ray.shutdown()
+        """Mark the session dead, so the next call connects afresh (e.g. to a restarted head)."""
+        self._lost = True
 
     def _connect_or_raise(self) -> None:
         try:
             self.connect()
+        except RayUnavailable:
+            raise
         except Exception as exc:
             raise RayUnavailable(f"Ray at {self.settings.address} is unreachable: {exc}") from exc
 

@@ -25,7 +25,7 @@ from kubechain.taskrun_lifecycle import Nothing, Observation, Schedule, Wait, de
 from .catalog import IndexCatalog
 
 RETRY_SECONDS = Settings().reconcile.pending_retry_seconds
-MAX_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
 
 
 def is_pending(status: kopf.Status, **_: Any) -> bool:
