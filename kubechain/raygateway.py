@@ -142,6 +142,8 @@ class RayGateway:
             raise ActorDied(str(exc).splitlines()[0]) from None
         except ray.exceptions.RayError as exc:  # e.g. the loop raised: the actor restarts from its checkpoint
             raise ActorDied(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        except ConnectionError as exc:  # Ray Client lost its server: the head (or the proxy) is gone
+            raise RayUnavailable(f"lost the connection to Ray: {str(exc).splitlines()[0]}") from None
         finally:
             result.cancel()
 

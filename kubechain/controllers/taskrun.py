@@ -79,7 +79,7 @@ async def schedule(namespace: str, name: str, uid: str, spec: kopf.Spec, status:
                 pass
 
 
-@kopf.daemon(GROUP, VERSION, "taskruns", when=is_running, cancellation_timeout=1.0)
+@kopf.daemon(GROUP, VERSION, "taskruns", when=is_running, cancellation_timeout=1.0, backoff=RETRY_SECONDS)
 async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid: str, spec: kopf.Spec,
                     body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
     ref = TaskRunRef(namespace=namespace, name=name, uid=uid)
