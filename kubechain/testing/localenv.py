@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,18 +45,38 @@ def install_crds(kubeconfig: Path) -> None:
 
 @dataclass
 class Operator:
-    """The operator as a separate process, `kopf run`, exactly as deployed."""
+    """The operator as a separate process, `kopf run`, exactly as deployed - and, like a Deployment's
+    pod, started again whenever it exits (kopf exits on some apiserver errors, e.g. a 404 on a watch
+    while a restarted apiserver is not yet serving the CRDs)."""
 
     workdir: Path
     env: dict[str, str]
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
     health_port: int = 0
+    restarts: int = 0
+    _keep_running: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.log = self.workdir / "logs" / "operator.log"
 
     def start(self, timeout: float = 60) -> None:
+        self._spawn(timeout)
+        self._keep_running.set()
+        threading.Thread(target=self._restart_on_exit, daemon=True).start()
+
+    def kill(self) -> None:
+        """SIGKILL the operator, as a node failure would; it is started again (like a pod) by the watcher."""
+        self.proc.kill()
+
+    def wait_restarted(self, restarts: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.restarts < restarts or not self.healthy():
+            if time.monotonic() > deadline:
+                raise StartupError(f"the operator did not come back:\n{log_tail(self.log)}")
+            time.sleep(0.2)
+
+    def _spawn(self, timeout: float) -> None:
         (self.health_port,) = free_ports(1)
         cmd = [sys.executable, "-m", "kopf", "run", "-m", "kubechain.operator", "--all-namespaces",
                "--standalone", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
@@ -66,6 +87,20 @@ class Operator:
                 raise StartupError(f"the operator did not start:\n{log_tail(self.log)}")
             time.sleep(0.2)
 
+    def _restart_on_exit(self) -> None:
+        while self._keep_running.is_set():
+            proc = self.proc
+            if proc is not None and proc.poll() is not None and self._keep_running.is_set():
+                time.sleep(1)  # a crash-looping pod backs off too
+                try:
+                    self._spawn(60)
+                    self.restarts += 1
+                except StartupError:
+                    continue
+                if not self._keep_running.is_set():  # stopped while we were starting it
+                    stop_process(self.proc, grace=10)
+            time.sleep(0.3)
+
     def healthy(self) -> bool:
         try:
             return http_get(f"http://127.0.0.1:{self.health_port}/healthz")[0] == 200
@@ -73,6 +108,7 @@ class Operator:
             return False
 
     def stop(self) -> None:
+        self._keep_running.clear()
         stop_process(self.proc, grace=10)
         self.proc = None
 

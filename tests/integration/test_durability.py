@@ -138,9 +138,9 @@ def test_operator_killed_mid_run_reattaches_without_a_second_actor(kube, stack, 
     model = setup_agent(kube, stack, counter)
     start(kube, "chaos")
     wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
-    stack.operator.proc.kill()  # SIGKILL: no chance to clean up
-    stack.operator.proc.wait()
-    stack.operator.start()
+    restarts = stack.operator.restarts
+    stack.operator.kill()  # SIGKILL: no chance to clean up; it comes back like a Deployment's pod
+    stack.operator.wait_restarted(restarts + 1)
 
     run = kube.wait_phase("chaos-run", "Completed")
     assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
