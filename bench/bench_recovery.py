@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import time
 import urllib.request
 
-from kubernetes import client, config
+from kubernetes import client
 
-from common import NS, ROOT, create, noop_agent, quantiles, record, table, taskrun_status, wait_done, wait_ready
+from common import create, noop_agent, quantiles, record, stack, table, taskrun_status, wait_done, wait_ready
 from kubechain.testing.localenv import LocalEnvironment
 
 KILLS = int(os.environ.get("BENCH_KILLS", "10"))
@@ -76,12 +75,7 @@ def first_request_after(env: LocalEnvironment, text: str, when: float) -> dict:
 
 
 def main() -> int:
-    workdir = ROOT / ".work" / "bench-recovery"
-    shutil.rmtree(workdir, ignore_errors=True)
-    with LocalEnvironment(workdir) as env:
-        config.load_kube_config(str(env.kubeconfig))
-        api = client.CustomObjectsApi()
-        client.CoreV1Api().create_namespace({"metadata": {"name": NS}})
+    with stack("bench-recovery") as (env, api):
         noop_agent(api, "victim", env.llm.base_url, "bench-recovery")
         env.llm.set_script("bench-recovery", [{"tool_calls": [{"name": "noop", "arguments": {}}], "latency": 0.5}] * 3
                            + [{"content": "done", "latency": 0.5}])

@@ -8,13 +8,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 
-from kubernetes import client, config
+from kubernetes import client
 
-from common import NS, ROOT, create, noop_agent, quantiles, record, table, wait_done, wait_ready
+from common import create, noop_agent, quantiles, record, stack, table, wait_done, wait_ready
 from kubechain.testing.localenv import LocalEnvironment
 
 FIRST_SAMPLES = int(os.environ.get("BENCH_FIRST_SAMPLES", "20"))
@@ -32,12 +31,7 @@ def run_task(env: LocalEnvironment, api: client.CustomObjectsApi, name: str, age
 
 
 def main() -> int:
-    workdir = ROOT / ".work" / "bench"
-    shutil.rmtree(workdir, ignore_errors=True)
-    with LocalEnvironment(workdir) as env:
-        config.load_kube_config(str(env.kubeconfig))
-        api = client.CustomObjectsApi()
-        client.CoreV1Api().create_namespace({"metadata": {"name": NS}})
+    with stack("bench") as (env, api):
         noop_agent(api, "first", env.llm.base_url, "bench-first")
         noop_agent(api, "steps", env.llm.base_url, "bench-steps")
         env.llm.set_script("bench-first", [{"content": "done"}])

@@ -4,19 +4,34 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, config
+
+from kubechain.testing.localenv import LocalEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 NS = "bench"
 GV = ("kubechain.dev", "v1alpha1")
 API = "kubechain.dev/v1alpha1"
+
+
+@contextmanager
+def stack(name: str):
+    """A fresh local stack in .work/<name> with the `bench` namespace: yields (env, CustomObjectsApi)."""
+    workdir = ROOT / ".work" / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    with LocalEnvironment(workdir) as env:
+        config.load_kube_config(str(env.kubeconfig))
+        client.CoreV1Api().create_namespace({"metadata": {"name": NS}})
+        yield env, client.CustomObjectsApi()
 
 
 def quantiles(values: list[float], scale: float = 1.0) -> dict[str, float]:

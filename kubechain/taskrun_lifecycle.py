@@ -61,16 +61,12 @@ class Schedule:
 
 
 @dataclass(frozen=True)
-class EnsureActor:
-    """The run is in flight: its actor must exist (re-attach, or restore a fresh one from the checkpoint)."""
-
-
-@dataclass(frozen=True)
 class Nothing:
-    """The run ended; nothing to do."""
+    """Not the scheduler's business: a Running run is the supervisor's (controllers/taskrun.py), ended runs
+    need nothing, and paused runs hold no actor (answers resume them, later release)."""
 
 
-Decision = Wait | Schedule | EnsureActor | Nothing
+Decision = Wait | Schedule | Nothing
 
 
 def decide(status: TaskRunStatus, seen: Observation) -> Decision:
@@ -81,10 +77,5 @@ def decide(status: TaskRunStatus, seen: Observation) -> Decision:
             return Wait(f"waiting for Agent {seen.agent_name!r} to be ready: {seen.agent_message}")
         case Phase.PENDING:
             return Schedule()
-        case Phase.RUNNING:
-            return EnsureActor()
-        case Phase.PAUSED_FOR_USER_INPUT:
-            # Paused runs hold no actor; answers resume them (later release).
-            return Nothing()
-        case Phase.COMPLETED | Phase.FAILED:
+        case Phase.RUNNING | Phase.PAUSED_FOR_USER_INPUT | Phase.COMPLETED | Phase.FAILED:
             return Nothing()

@@ -1,7 +1,7 @@
 import pytest
 
 from kubechain.api.v1alpha1 import Phase, TaskRunStatus
-from kubechain.taskrun_lifecycle import (EnsureActor, IllegalTransition, Nothing, Observation, Schedule, Wait,
+from kubechain.taskrun_lifecycle import (IllegalTransition, Nothing, Observation, Schedule, Wait,
                                          decide, enter)
 
 READY = Observation(task_found=True, agent_name="a", agent_ready=True)
@@ -11,7 +11,7 @@ READY = Observation(task_found=True, agent_name="a", agent_ready=True)
     pytest.param(Phase.PENDING, Observation(task_found=False), Wait, id="pending-no-task->wait"),
     pytest.param(Phase.PENDING, Observation(True, "a", False, "LLM down"), Wait, id="pending-agent-not-ready->wait"),
     pytest.param(Phase.PENDING, READY, Schedule, id="pending->running"),
-    pytest.param(Phase.RUNNING, READY, EnsureActor, id="running->ensure-actor"),
+    pytest.param(Phase.RUNNING, READY, Nothing, id="running->supervisor's"),
     pytest.param(Phase.PAUSED_FOR_USER_INPUT, READY, Nothing, id="paused->nothing"),
     pytest.param(Phase.COMPLETED, READY, Nothing, id="completed->nothing"),
     pytest.param(Phase.FAILED, READY, Nothing, id="failed->nothing"),
