@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubechain.api.runspec import RunSpec
+from kubechain.api.runspec import RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import ActorRef
 from kubechain.naming import actor_name
 from kubechain.settings import RaySettings
@@ -30,7 +30,7 @@ class RayUnavailable(Exception):
 
 
 class ActorGateway(Protocol):
-    def find(self, spec: RunSpec) -> Any | None: ...
+    def find(self, ref: TaskRunRef) -> Any | None: ...
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
     def join(self, handle: Any) -> Any: ...
     async def wait(self, run: Any) -> str: ...
@@ -99,20 +99,20 @@ class RayGateway:
                 self._endpoint = ray.get_runtime_context().gcs_address
             log.info("connected to Ray at %s", self.settings.address)
 
-    def find(self, spec: RunSpec) -> Any | None:
+    def find(self, ref: TaskRunRef) -> Any | None:
         """The live actor of this TaskRun, if there is one."""
         import ray
 
         self._connect_or_raise()
         try:
-            return ray.get_actor(self.actor_name(spec), namespace=self.settings.namespace)
+            return ray.get_actor(actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
         except ValueError:
             return None
 
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
         """Start the TaskRun's actor (get_if_exists: a racing duplicate request finds the same actor)."""
         self._connect_or_raise()
-        name = self.actor_name(spec)
+        name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
         try:
             handle = self._remote_class().options(
                 name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
@@ -155,10 +155,6 @@ class RayGateway:
             return True
         except (OSError, ValueError):
             return False
-
-    def actor_name(self, spec: RunSpec) -> str:
-        ref = spec.taskrun
-        return actor_name(ref.namespace, ref.name, ref.uid)
 
     def kill(self, namespace: str, name: str, uid: str) -> None:
         """Stop a TaskRun's actor, if it lives (its TaskRun is gone)."""

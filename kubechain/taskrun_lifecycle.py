@@ -1,14 +1,12 @@
 """The TaskRun state machine, in one place.
 
-    Pending ──ActorScheduled──▶ Running ──FinalAnswer──▶ Completed
-       │                          │  ▲
-       │                          │  └──Resumed── PausedForUserInput   (later release)
-       └──────InvalidSpec──┐      ├──AskedHuman─▶ PausedForUserInput
-                           ▼      ▼
-                           Failed (LLMError, ...)
+    Pending ──Scheduled──▶ Running ──FinalAnswer──▶ Completed
+                              │  ▲
+                              │  └──(answers, later release)── PausedForUserInput
+                              └──LLMError / InternalError──▶ Failed
 
-The operator owns Pending → Running (it resolves the Task and Agent and schedules the actor);
-the actor owns every edge out of Running. `decide()` is the operator's half as a pure function
+The operator owns Pending → Running (it resolves the Task and Agent; its supervisor starts the
+actor); the actor owns every edge out of Running. `decide()` is the operator's half as a pure function
 of what it observed; `enter()` records any transition the same way for both halves.
 """
 from __future__ import annotations

@@ -124,10 +124,9 @@ def backoff(failures: int) -> float:
 async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, task_name: str,
                  latest: TaskRunStatus, body: kopf.Body) -> Any:
     """The future of the run's final phase, from the live actor or from a fresh one at a higher epoch."""
-    spec = await build_spec(memo, catalog, ref, task_name, latest.epoch)
-    handle = await asyncio.to_thread(memo.ray.find, spec)
-    if handle is None:
-        spec = spec.model_copy(update={"epoch": latest.epoch + 1})
+    handle = await asyncio.to_thread(memo.ray.find, ref)
+    if handle is None:  # only a new actor needs the run resolved (Agent, LLM, tools, the key's Secret)
+        spec = await build_spec(memo, catalog, ref, task_name, latest.epoch + 1)
         # Raise the epoch before the actor exists: any older actor still writing is fenced out from now on.
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"epoch": spec.epoch})
         handle, actor = await asyncio.to_thread(memo.ray.create, spec)
