@@ -134,6 +134,9 @@ async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, task_n
         restored = f"restored from the checkpoint at step {latest.step}" if latest.step else "new run"
         kopf.event(dict(body), type="Normal", reason="ActorStarted" if spec.epoch == 1 else "ActorRestarted",
                    message=f"actor {actor.name} (epoch {spec.epoch}): {restored}")
+    else:  # after an operator restart (or a clean return): the run goes on in the same actor
+        kopf.event(dict(body), type="Normal", reason="ActorAttached",
+                   message=f"supervising the running actor (epoch {latest.epoch})")
     return await asyncio.to_thread(memo.ray.join, handle)
 
 

@@ -269,3 +269,20 @@ def test_a_5mb_2000_message_context_is_rebuilt_exactly_from_the_real_apiserver(k
     assert len(restored.context_window) == 2000 and digest(restored) == written
     assert sum(len(m.content or "") for m in restored.context_window) > 5_000_000
     assert len(kube.run("get", "taskrun", "long", "-o", "json").stdout) < 64 * 1024
+
+
+def test_operator_restart_reattaches_even_when_the_run_can_no_longer_be_resolved(kube, stack, counter):
+    """The live actor holds everything it needs: a deleted Secret must not keep the new operator from joining it."""
+    model = setup_agent(kube, stack, counter)
+    stack.llm.set_script(model, [{**s, "latency": 2.5} for s in SCRIPT])  # still running when the operator is back
+    start(kube, "chaos")
+    wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
+    kube.run("delete", "secret", "llm-key")
+    restarts = stack.operator.restarts
+    stack.operator.kill()
+    stack.operator.wait_restarted(restarts + 1)
+
+    run = kube.wait_phase("chaos-run", "Completed")
+    assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
+    assert requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert any(e["reason"] == "ActorAttached" for e in kube.events("chaos-run"))  # the new operator joined it
