@@ -7,20 +7,25 @@ Durability rules (the write-ahead tool journal is `status.toolCallHistory`):
 - A side-effecting call is journaled as Started before it runs. A restored run re-runs a Started
   call only if the tool is idempotent (with the same idempotency key); otherwise the LLM is told it
   was interrupted with an unknown outcome. Nothing runs twice silently.
+- Calls that wait (ask_human, a tool that requires approval, a delegate call) are journaled as
+  Waiting; once the step's other calls are done the run enters PausedForUserInput or Delegating and
+  the actor ends. The operator resumes the run with what the calls waited for (RunSpec.inputs).
 Pure with respect to I/O: the LLM, the tools and the checkpoint store come in as interfaces.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kubechain.api.runspec import ResolvedTool, RunSpec
-from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunStatus, ToolCallRecord
+from kubechain.api.runspec import CallInput, ResolvedTool, RunSpec
+from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunStatus, ToolCallRecord, WaitingFor
 from kubechain.api.v1alpha1.common import now_rfc3339
+from kubechain.naming import child_taskrun_name
 from kubechain.taskrun_lifecycle import enter
 
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError
-from .tools.executor import ToolExecutor, ToolOutcome
+from .tools.executor import ToolExecutor, ToolOutcome, parse_arguments
 
 INTERRUPTED = ("interrupted by a crash while running; outcome unknown. It was not run again because the tool "
                "is not idempotent.")
@@ -54,6 +59,10 @@ class AgentLoop:
     async def step(self, status: TaskRunStatus) -> TaskRunStatus:
         open_calls = [r for r in status.tool_call_history if not r.state.finished]
         if not open_calls:  # otherwise a restored run finishes the journaled step first
+            if status.step >= self.spec.max_turns:
+                message = f"the agent did not answer within maxTurns={self.spec.max_turns} LLM requests"
+                return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
+                                          "MaxTurnsExceeded", message)
             try:
                 reply = await self.llm.complete(self._messages, self._tool_schemas)
             except LLMError as exc:
@@ -72,6 +81,12 @@ class AgentLoop:
                 await self.store.save(status)
         for record in open_calls:
             await self._call(status, record)
+        if waiting := [r for r in open_calls if r.state is CallState.WAITING]:
+            human = [r for r in waiting if r.waiting_for is not WaitingFor.CHILD_RUN]
+            phase = Phase.PAUSED_FOR_USER_INPUT if human else Phase.DELEGATING
+            what = (f"{len(human)} call(s) wait for a human: see spec.responses" if human
+                    else f"waiting for child TaskRun(s) {', '.join(r.child_run or '' for r in waiting)}")
+            return await self._finish(status, phase, "WaitingForInput" if human else "Delegated", what)
         await self.store.save(status)
         return status
 
@@ -81,6 +96,20 @@ class AgentLoop:
 
     async def _call(self, status: TaskRunStatus, record: ToolCallRecord) -> None:
         tool = self._by_name.get(record.tool)
+        if record.state is CallState.WAITING:
+            given = self.spec.inputs.get(record.id)
+            if given is None:
+                return  # still waiting: the operator resumed the run for another call's input
+            record.response = given.response
+            if record.waiting_for is not WaitingFor.APPROVAL:
+                return self._record(status, record, CallState.SUCCEEDED if given.accepted else CallState.FAILED,
+                                    ToolOutcome(result=given.text) if given.accepted else ToolOutcome(error=given.text))
+            if not given.accepted:
+                reason = f": {given.text}" if given.text else ""
+                return self._record(status, record, CallState.FAILED, ToolOutcome(error=f"rejected by a human{reason}"))
+            record.state = CallState.PENDING  # approved: runs below like any call
+        elif record.state is CallState.PENDING and tool is not None and self._waits(status, record, tool):
+            return
         if record.state is CallState.STARTED and tool is not None and not (tool.idempotent or tool.execution.pure):
             return self._record(status, record, CallState.INTERRUPTED, ToolOutcome(error=INTERRUPTED))
         record.state, record.attempts, record.start_time = CallState.STARTED, record.attempts + 1, now_rfc3339()
@@ -88,6 +117,50 @@ class AgentLoop:
             await self.store.save(status)  # write-ahead: the journal says Started before the effect happens
         outcome = await self.tools.execute(record.tool, record.arguments, record.id, record.idempotency_key)
         self._record(status, record, CallState.SUCCEEDED if outcome.error is None else CallState.FAILED, outcome)
+
+    def _waits(self, status: TaskRunStatus, record: ToolCallRecord, tool: ResolvedTool) -> bool:
+        """Whether a new call must wait for a human or a child run (then it is journaled Waiting), or fails
+        before it starts (bad arguments, a delegation too deep or in a cycle)."""
+        if tool.requires_approval:
+            expires = None
+            if tool.approval_timeout_seconds:
+                deadline = datetime.now(timezone.utc) + timedelta(seconds=tool.approval_timeout_seconds)
+                expires = deadline.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            self._wait(record, WaitingFor.APPROVAL, question=f"run {record.tool}({record.arguments})?",
+                       expires_at=expires)
+            return True
+        ask = tool.execution.builtin is not None and tool.execution.builtin.name == "ask_human"
+        if not ask and tool.execution.delegate is None:
+            return False
+        args, error = parse_arguments(record.arguments)
+        key = "question" if ask else "message"
+        if error is None and not (isinstance(args.get(key), str) and args[key].strip()):
+            error = f"argument {key!r} (a non-empty string) is required"
+        if error is None and not ask:
+            error = self._delegation_problem(tool.execution.delegate.agent_ref.name)
+        if error is not None:
+            self._record(status, record, CallState.FAILED, ToolOutcome(error=error))
+        elif ask:
+            self._wait(record, WaitingFor.ANSWER, question=args[key])
+        else:
+            self._wait(record, WaitingFor.CHILD_RUN, child_run=child_taskrun_name(self.spec.taskrun.name, record.id),
+                       delegated_to=tool.execution.delegate.agent_ref.name)
+        return True
+
+    def _delegation_problem(self, agent: str) -> str | None:
+        chain = [*self.spec.lineage, self.spec.agent]
+        if agent in chain:
+            return f"delegation cycle refused: {' -> '.join([*chain, agent])}"
+        if len(chain) >= self.spec.max_delegation_depth:
+            return (f"delegation depth limit ({self.spec.max_delegation_depth}) reached: "
+                    f"{' -> '.join([*chain, agent])}")
+        return None
+
+    @staticmethod
+    def _wait(record: ToolCallRecord, waiting_for: WaitingFor, **fields: Any) -> None:
+        record.state, record.waiting_for, record.start_time = CallState.WAITING, waiting_for, now_rfc3339()
+        for name, value in fields.items():
+            setattr(record, name, value)
 
     def _record(self, status: TaskRunStatus, record: ToolCallRecord, state: CallState, outcome: ToolOutcome) -> None:
         record.state, record.result, record.error, record.end_time = state, outcome.result, outcome.error, now_rfc3339()

@@ -5,6 +5,7 @@ import asyncio
 import logging
 
 from kubechain.api.runspec import RunSpec
+from kubechain.api.v1alpha1 import Phase
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class TaskRunActor:
         try:
             store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch)
             status = await store.load()
-            if status.phase.terminal:
+            if status.phase is not Phase.RUNNING:  # ended, or waiting (no actor needed until the operator resumes it)
                 return status.phase.value
             key = self.spec.api_key.get_secret_value() if self.spec.api_key else None
             llm = OpenAIChatClient(self.spec.llm, key)

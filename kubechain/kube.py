@@ -53,24 +53,48 @@ class Kube:
                 return None
             raise
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status of a kubechain object; a vanished object is not an error."""
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any],
+                           version: str | None = None) -> bool:
+        """Merge-patch the status of a kubechain object; a vanished object is not an error. With `version`
+        (a resourceVersion) the patch applies only if nobody wrote since: False when someone did."""
+        body: dict[str, Any] = {"status": status}
+        if version is not None:
+            body["metadata"] = {"resourceVersion": version}
         try:
             await asyncio.to_thread(self.custom.patch_namespaced_custom_object_status,
-                                    GROUP, VERSION, namespace, plural, name, {"status": status})
+                                    GROUP, VERSION, namespace, plural, name, body)
         except ApiException as exc:
+            if exc.status == 409 and version is not None:
+                return False
             if exc.status != 404:
                 raise
+            return False
+        return True
 
-    async def wake(self, plural: str, namespace: str, name: str, reason: str) -> None:
-        """Touch an object so its watch handlers run now. Repeating the same reason writes nothing."""
-        body = {"metadata": {"annotations": {f"{GROUP}/wake": reason}}}
+    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """Merge-patch a kubechain object (not its status); a vanished object is not an error."""
         try:
             await asyncio.to_thread(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural,
                                     name, body)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def delete(self, plural: str, namespace: str, name: str, uid: str) -> None:
+        """Delete this very object (uid precondition: never a successor of the same name); its dependents
+        follow through garbage collection."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid),
+                                         propagation_policy="Background")
+        try:
+            await asyncio.to_thread(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                    name, body=options)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    async def wake(self, plural: str, namespace: str, name: str, reason: str) -> None:
+        """Touch an object so its watch handlers run now. Repeating the same reason writes nothing."""
+        await self.patch(plural, namespace, name, {"metadata": {"annotations": {f"{GROUP}/wake": reason}}})
 
     async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
         """Create a kubechain object; False when it already exists (so retries are idempotent)."""

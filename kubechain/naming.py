@@ -1,10 +1,14 @@
 """Names, labels and references of the objects kubechain creates, in one place."""
 from __future__ import annotations
 
+import hashlib
+
 from kubechain.api.v1alpha1 import GROUP
 
 LABEL_TASK = f"{GROUP}/task"
 LABEL_AGENT = f"{GROUP}/agent"
+LABEL_PARENT_UID = f"{GROUP}/parent-uid"  # on child TaskRuns: the delegating TaskRun (names may exceed 63 chars)
+ANNOTATION_TOOL_CALL = f"{GROUP}/tool-call-id"
 
 
 def actor_name(namespace: str, name: str, uid: str) -> str:
@@ -20,3 +24,8 @@ def taskrun_name(task_name: str) -> str:
 def llm_tool_name(tool_object_name: str) -> str:
     """OpenAI function names allow [a-zA-Z0-9_-]; Kubernetes names may contain dots."""
     return tool_object_name.replace(".", "_")[:64]
+
+
+def child_taskrun_name(parent: str, call_id: str) -> str:
+    """The TaskRun a delegate call runs as; deterministic so a retried delegation finds, not duplicates, it."""
+    return f"{parent[:200]}-{hashlib.sha256(call_id.encode()).hexdigest()[:8]}"

@@ -27,6 +27,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.settings = Settings()
     memo.locks = {}  # TaskRun uid -> asyncio.Lock
     memo.scheduled = set()  # TaskRun uids this process moved to Running
+    memo.task_phases = {}  # (namespace, Task) -> the TaskRun phase last shown in the Task's status
     memo.kube = Kube()
     memo.ray = RayGateway(memo.settings.ray)
     try:

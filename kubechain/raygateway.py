@@ -157,9 +157,10 @@ class RayGateway:
             return False
 
     def kill(self, namespace: str, name: str, uid: str) -> None:
-        """Stop a TaskRun's actor, if it lives (its TaskRun is gone)."""
+        """Stop a TaskRun's actor, if it lives (its TaskRun is gone or stopped)."""
         import ray
 
+        self._connect_or_raise()
         try:
             ray.kill(ray.get_actor(actor_name(namespace, name, uid), namespace=self.settings.namespace))
         except ValueError:

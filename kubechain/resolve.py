@@ -11,8 +11,8 @@ from typing import Any, Iterable, Protocol
 
 from pydantic import ValidationError
 
-from kubechain.api.builtins import BUILTIN_ARGUMENTS
-from kubechain.api.runspec import ResolvedTool, RunSpec, TaskRunRef
+from kubechain.api.builtins import BUILTIN_ARGUMENTS, DELEGATE_ARGUMENTS
+from kubechain.api.runspec import CallInput, ResolvedTool, RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ToolSetSpec, ToolSpec
 from kubechain.naming import llm_tool_name
 
@@ -103,9 +103,12 @@ def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog) -> Readin
 
 
 def _resolved(name: str, spec: ToolSpec) -> ResolvedTool:
-    default = BUILTIN_ARGUMENTS[spec.execution.builtin.name] if spec.execution.builtin else EMPTY_ARGUMENTS
+    execution = spec.execution
+    default = (BUILTIN_ARGUMENTS[execution.builtin.name] if execution.builtin
+               else DELEGATE_ARGUMENTS if execution.delegate else EMPTY_ARGUMENTS)
     return ResolvedTool(name=name, description=spec.description, parameters=spec.arguments or default,
-                        execution=spec.execution, idempotent=spec.idempotent)
+                        execution=execution, idempotent=spec.idempotent, requires_approval=spec.requires_approval,
+                        approval_timeout_seconds=spec.approval_timeout_seconds)
 
 
 def resolve_tools(namespace: str, spec: AgentSpec, catalog: Catalog) -> list[ResolvedTool]:
@@ -134,7 +137,7 @@ def tool_readiness(spec: ToolSpec) -> Readiness:
     if problem := tool_problem(spec):
         return not_ready("InvalidTool", problem)
     kind = spec.execution.kind
-    note = "" if kind in ("builtin", "http") else f" ({kind} execution is not supported yet: calls will return a tool error)"
+    note = "" if kind != "container" else f" ({kind} execution is not supported yet: calls will return a tool error)"
     return Readiness(True, "Ready", f"{kind} tool{note}")
 
 
@@ -152,9 +155,11 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
 
 
 def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None,
-             epoch: int = 1) -> RunSpec:
+             epoch: int = 1, *, max_turns: int = 50, lineage: list[str] | None = None,
+             inputs: dict[str, CallInput] | None = None, max_delegation_depth: int = 5) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
     return RunSpec(taskrun=ref, epoch=epoch, agent=agent_name, llm=llm, api_key=api_key, system_prompt=agent.system_prompt,
-                   user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog))
+                   user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
+                   lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth)

@@ -27,6 +27,8 @@ class RaySettings:
 class ReconcileSettings:
     pending_retry_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_PENDING_RETRY_SECONDS", "10")))
     """How often a blocked object (missing Secret, Task or Agent) is looked at again, besides change events."""
+    max_delegation_depth: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_DELEGATION_DEPTH", "5")))
+    """How many runs a chain of delegations may hold, root included: a deeper delegate call is a tool error."""
 
 
 @dataclass(frozen=True)

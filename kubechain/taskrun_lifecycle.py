@@ -1,25 +1,36 @@
 """The TaskRun state machine, in one place.
 
     Pending ──Scheduled──▶ Running ──FinalAnswer──▶ Completed
-                              │  ▲
-                              │  └──(answers, later release)── PausedForUserInput
-                              └──LLMError / InternalError──▶ Failed
+                            │  ▲ ▲
+          ask_human or a    │  │ └──ChildrenFinished── Delegating ◀──delegate call(s)──┐
+          call to approve   │  └──InputReceived── PausedForUserInput ◀──────────────────┤
+                            └──LLMError / MaxTurnsExceeded / InternalError──▶ Failed    │
+                            └───────────────────────────────────────────────────────────┘
+    any phase not ended ──Cancelled (spec.cancel) / Timeout (spec.timeoutSeconds)──▶ Failed
 
-The operator owns Pending → Running (it resolves the Task and Agent; its supervisor starts the
-actor); the actor owns every edge out of Running. `decide()` is the operator's half as a pure function
-of what it observed; `enter()` records any transition the same way for both halves.
+The operator owns Pending → Running (its supervisor starts the actor), the way back from waiting
+(PausedForUserInput / Delegating → Running, once every waiting call has what it waits for) and the
+stops (Cancelled, Timeout: it raises the epoch, so a live actor is fenced out, and kills it). The
+actor owns every edge out of Running, and holds no process while the run waits. `decide()` and
+`decide_waiting()` are the operator's half as pure functions of what it observed; `enter()` records
+any transition the same way for both halves.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from kubechain.api.v1alpha1 import Phase, PhaseTransition, TaskRunStatus
+from kubechain.api.runspec import CallInput
+from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, PhaseTransition, RunLimits, TaskRunStatus,
+                                    ToolCallRecord, WaitingFor)
 from kubechain.api.v1alpha1.common import now_rfc3339
 
+WAITING_PHASES = frozenset({Phase.PAUSED_FOR_USER_INPUT, Phase.DELEGATING})
 EDGES: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.RUNNING, Phase.FAILED}),
-    Phase.RUNNING: frozenset({Phase.COMPLETED, Phase.FAILED, Phase.PAUSED_FOR_USER_INPUT}),
+    Phase.RUNNING: frozenset({Phase.COMPLETED, Phase.FAILED, *WAITING_PHASES}),
     Phase.PAUSED_FOR_USER_INPUT: frozenset({Phase.RUNNING, Phase.FAILED}),
+    Phase.DELEGATING: frozenset({Phase.RUNNING, Phase.FAILED}),
     Phase.COMPLETED: frozenset(),
     Phase.FAILED: frozenset(),
 }
@@ -61,10 +72,24 @@ class Schedule:
 @dataclass(frozen=True)
 class Nothing:
     """Not the scheduler's business: a Running run is the supervisor's (controllers/taskrun.py), ended runs
-    need nothing, and paused runs hold no actor (answers resume them, later release)."""
+    need nothing, and waiting runs are `decide_waiting()`'s."""
 
 
-Decision = Wait | Schedule | Nothing
+@dataclass(frozen=True)
+class Resume:
+    """Every waiting call has its input: back to Running (the supervisor starts an actor)."""
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the run now, as Failed with this reason."""
+    reason: str
+    message: str
+
+
+Decision = Wait | Schedule | Nothing | Resume | Stop
 
 
 def decide(status: TaskRunStatus, seen: Observation) -> Decision:
@@ -77,3 +102,125 @@ def decide(status: TaskRunStatus, seen: Observation) -> Decision:
             return Schedule()
         case Phase.RUNNING | Phase.PAUSED_FOR_USER_INPUT | Phase.COMPLETED | Phase.FAILED:
             return Nothing()
+
+
+def _time(rfc3339: str) -> datetime:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+
+
+def started_at(status: TaskRunStatus) -> datetime | None:
+    """When the run first entered Running: timeouts count from here, across restarts and pauses."""
+    return next((_time(t.time) for t in status.phase_history if t.phase is Phase.RUNNING), None)
+
+
+def finished_at(status: TaskRunStatus) -> datetime | None:
+    if not status.phase.terminal or not status.phase_history:
+        return None
+    return _time(status.phase_history[-1].time)
+
+
+def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: datetime) -> Stop | None:
+    """Whether a run that has not ended must be stopped now: cancelled, or past its deadline."""
+    if status.phase.terminal:
+        return None
+    if cancel:
+        return Stop("Cancelled", "cancelled: spec.cancel is true")
+    start = started_at(status)
+    if limits.timeout_seconds and start and now >= start + timedelta(seconds=limits.timeout_seconds):
+        return Stop("Timeout", f"timed out: still not finished {limits.timeout_seconds} s after it started")
+    return None
+
+
+def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
+    """The next moment something is due without any event: the run's timeout, an approval's expiry, or
+    (for an ended run) its deletion after ttlSecondsAfterFinished."""
+    if status.phase.terminal:
+        end = finished_at(status)
+        return end + timedelta(seconds=limits.ttl_seconds_after_finished) \
+            if end and limits.ttl_seconds_after_finished is not None else None
+    moments = [_time(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
+    if limits.timeout_seconds and (start := started_at(status)):
+        moments.append(start + timedelta(seconds=limits.timeout_seconds))
+    return min(moments, default=None)
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """What the operator knows of a child TaskRun: its phase (None: not created yet), output and error."""
+    phase: Phase | None
+    output: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Gathered:
+    inputs: dict[str, CallInput] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # what is still awaited, one line per call
+
+
+def _valid(record: ToolCallRecord, response: HumanResponse | None) -> bool:
+    if response is None:
+        return False
+    if record.waiting_for is WaitingFor.ANSWER:
+        return bool(response.answer)
+    return record.waiting_for is WaitingFor.APPROVAL and response.approved is not None
+
+
+def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], children: dict[str, ChildOutcome],
+                  now: datetime) -> Gathered:
+    """For each waiting call, its input if it has arrived: an answer, a decision (an expired approval is a
+    rejection), or a child run that ended."""
+    gathered = Gathered()
+    for record in status.tool_call_history:
+        if record.state is not CallState.WAITING:
+            continue
+        response = responses.get(record.id)
+        if record.waiting_for is WaitingFor.CHILD_RUN:
+            child = children.get(record.child_run or "") or ChildOutcome(None)
+            if child.phase is not None and child.phase.terminal:
+                ok = child.phase is Phase.COMPLETED
+                text = child.output if ok else f"the delegated run {record.child_run} failed: {child.error}"
+                gathered.inputs[record.id] = CallInput(accepted=ok, text=text)
+            else:
+                gathered.missing.append(f"child TaskRun {record.child_run} ({(child.phase or Phase.PENDING).value})")
+        elif _valid(record, response):
+            text = response.answer if record.waiting_for is WaitingFor.ANSWER else response.reason
+            gathered.inputs[record.id] = CallInput(accepted=response.approved is not False, text=text or "",
+                                                   response=response)
+        elif record.expires_at and now >= _time(record.expires_at):
+            gathered.inputs[record.id] = CallInput(accepted=False, text="no decision before the approval deadline "
+                                                                        f"{record.expires_at}")
+        else:
+            what = "an answer to" if record.waiting_for is WaitingFor.ANSWER else "approval of"
+            gathered.missing.append(f"{what} call {record.id} ({record.tool})")
+    return gathered
+
+
+def decide_waiting(status: TaskRunStatus, gathered: Gathered) -> Resume | Wait:
+    if gathered.missing:
+        return Wait("waiting for " + "; ".join(gathered.missing))
+    children = any(r.waiting_for is WaitingFor.CHILD_RUN for r in status.tool_call_history
+                   if r.id in gathered.inputs)
+    reason = "ChildrenFinished" if status.phase is Phase.DELEGATING and children else "InputReceived"
+    return Resume(reason, f"resuming with {len(gathered.inputs)} result(s)")
+
+
+def response_problems(status: TaskRunStatus, responses: dict[str, HumanResponse], sealed: bool = False) -> list[str]:
+    """Replies that are refused, each with why. A reply is accepted once, for a call waiting for a human.
+    `sealed`: older calls are out of line, so a call not in the tail may be one of them (then no verdict)."""
+    records = {r.id: r for r in status.tool_call_history}
+    problems = []
+    for call_id, response in sorted(responses.items()):
+        record = records.get(call_id)
+        if record is None:
+            if not sealed:
+                problems.append(f"{call_id}: no such tool call in this run")
+        elif record.state is CallState.WAITING and record.waiting_for is not WaitingFor.CHILD_RUN:
+            if not _valid(record, response):
+                need = "an `answer`" if record.waiting_for is WaitingFor.ANSWER else "`approved: true|false`"
+                problems.append(f"{call_id}: this call waits for {need}")
+        elif record.response is None:
+            problems.append(f"{call_id}: the call ({record.tool}) is not waiting for a human")
+        elif record.response != response:
+            problems.append(f"{call_id}: already answered ({record.response.to_wire()}); the new reply is ignored")
+    return problems

@@ -39,12 +39,9 @@ class LocalToolExecutor:
         tool = self._tools.get(name)
         if tool is None:
             return ToolOutcome(error=f"unknown tool {name!r}; available: {', '.join(sorted(self._tools)) or 'none'}")
-        try:
-            args = json.loads(arguments or "{}")
-        except json.JSONDecodeError as exc:
-            return ToolOutcome(error=f"arguments are not valid JSON ({exc.msg} at position {exc.pos})")
-        if not isinstance(args, dict):
-            return ToolOutcome(error="arguments must be a JSON object")
+        args, error = parse_arguments(arguments)
+        if error is not None:
+            return ToolOutcome(error=error)
         execution = tool.execution
         if execution.builtin is not None:
             return _builtin(execution.builtin.name, args)
@@ -67,6 +64,17 @@ class LocalToolExecutor:
         if response.ok:
             return ToolOutcome(result=body)
         return ToolOutcome(error=f"HTTP {response.status}: {body[:1024]}")
+
+
+def parse_arguments(arguments: str) -> tuple[dict[str, Any], str | None]:
+    """The LLM's arguments as a dict, or the error the LLM should read."""
+    try:
+        args = json.loads(arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return {}, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+    if not isinstance(args, dict):
+        return {}, "arguments must be a JSON object"
+    return args, None
 
 
 def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:

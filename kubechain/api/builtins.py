@@ -11,4 +11,9 @@ BUILTIN_ARGUMENTS: dict[str, dict[str, Any]] = {
                                                                      "word_count", "title", "json_pretty"]},
                             "text": {"type": "string"}}},
     "echo": {"type": "object", "properties": {}, "additionalProperties": True},
+    "ask_human": {"type": "object", "required": ["question"],
+                  "properties": {"question": {"type": "string", "description": "What to ask the human"}}},
 }
+DELEGATE_ARGUMENTS: dict[str, Any] = {
+    "type": "object", "required": ["message"],
+    "properties": {"message": {"type": "string", "description": "The task for the other agent, self-contained"}}}

@@ -15,7 +15,7 @@ from .v1alpha1 import CATEGORY, GROUP, KINDS, VERSION, KindInfo
 
 KEEP = {"type", "description", "properties", "items", "required", "enum", "default", "format", "pattern",
         "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems",
-        "maxItems", "oneOf", "x-kubernetes-preserve-unknown-fields"}
+        "maxItems", "oneOf", "additionalProperties", "x-kubernetes-preserve-unknown-fields"}
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any], *, defaults: bool = True) -> dict[str, Any]:
@@ -32,7 +32,11 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], *, defaults: bool =
         node = {**inner, **{k: v for k, v in node.items() if k != "default" or v is not None}}
     if "const" in node:
         node["enum"] = [node.pop("const")]
-    if node.get("type") == "object" and "properties" not in node:
+    if isinstance(node.get("additionalProperties"), dict):  # a map with typed values, e.g. spec.responses
+        node["additionalProperties"] = structural(node["additionalProperties"], defs, defaults=defaults)
+    else:
+        node.pop("additionalProperties", None)
+    if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
         node["x-kubernetes-preserve-unknown-fields"] = True
     # Empty defaults are what pydantic fills anyway, and apiserver 1.20 reads `default: ""` as null.
     if node.get("default", 0) in (None, "", [], {}) or not defaults:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from pydantic import Field, SecretStr
 
-from .v1alpha1 import LLMSpec, Model, ToolExecution
+from .v1alpha1 import HumanResponse, LLMSpec, Model, ToolExecution
 
 
 class ResolvedTool(Model):
@@ -18,6 +18,8 @@ class ResolvedTool(Model):
     parameters: dict[str, Any] = Field(description="JSON Schema of the arguments.")
     execution: ToolExecution = Field(description="How the tool runs.")
     idempotent: bool = Field(default=False, description="Safe to repeat with the same idempotency key.")
+    requires_approval: bool = Field(default=False, description="Each call waits for a human's approval.")
+    approval_timeout_seconds: int | None = Field(default=None, description="No decision by then is a rejection.")
 
     def openai_schema(self) -> dict[str, Any]:
         return {"type": "function",
@@ -30,6 +32,14 @@ class TaskRunRef(Model):
     uid: str
 
 
+class CallInput(Model):
+    """What a waiting tool call waited for, gathered by the operator when it resumes the run."""
+
+    accepted: bool = Field(description="Answered, approved, or the child run Completed.")
+    text: str = Field(default="", description="The answer, the rejection's reason, or the child's output or error.")
+    response: HumanResponse | None = Field(default=None, description="The human reply it came from, if any.")
+
+
 class RunSpec(Model):
     taskrun: TaskRunRef
     epoch: int = Field(default=1, description="The fencing epoch this actor holds (see TaskRunStatus.epoch).")
@@ -39,6 +49,10 @@ class RunSpec(Model):
     system_prompt: str
     user_input: str
     tools: list[ResolvedTool] = Field(default_factory=list)
+    max_turns: int = Field(default=50, description="LLM requests allowed.")
+    lineage: list[str] = Field(default_factory=list, description="Agents of the ancestor runs, root first.")
+    max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")
+    inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")
 
 
 class TaskRunActorAPI(Protocol):

@@ -7,6 +7,7 @@ import kopf
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, TaskSpec
 from kubechain.builders import taskrun_for_task
+from kubechain.naming import LABEL_TASK
 from kubechain.resolve import parse
 
 
@@ -22,7 +23,7 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
     if not task.launch_immediately:
         patch.status["message"] = "not launched: set spec.launchImmediately to true to start it"
         return
-    body = taskrun_for_task(namespace, name, uid, task.agent_ref.name)
+    body = taskrun_for_task(namespace, name, uid, task.agent_ref.name, task)
     run_name = body["metadata"]["name"]
     if await memo.kube.create("taskruns", namespace, body):
         logger.info("created TaskRun %s", run_name)
@@ -33,3 +34,15 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
             raise kopf.TemporaryError(f"TaskRun {run_name} of a previous Task {name!r} still exists", delay=2)
     if status.get("taskRunName") != run_name or status.get("message"):
         patch.status.update(taskRunName=run_name, message=None)
+
+
+@kopf.on.event(GROUP, VERSION, "taskruns", labels={LABEL_TASK: kopf.PRESENT})
+async def mirror_run(type: str, namespace: str, labels: kopf.Labels, status: kopf.Status, memo: kopf.Memo,
+                     **_: Any) -> None:
+    """The Task shows its TaskRun's phase and result, so `kubectl get tasks` tells how each request went."""
+    phase = status.get("phase", "Pending")
+    if type == "DELETED" or memo.task_phases.get((namespace, labels[LABEL_TASK])) == phase:
+        return
+    await memo.kube.patch_status("tasks", namespace, labels[LABEL_TASK],
+                                 {"phase": phase, "output": status.get("output"), "error": status.get("error")})
+    memo.task_phases[(namespace, labels[LABEL_TASK])] = phase

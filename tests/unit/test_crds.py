@@ -21,6 +21,8 @@ def _walk(schema, path="$"):
         yield from _walk(sub, f"{path}.{name}")
     if "items" in schema:
         yield from _walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _walk(schema["additionalProperties"], f"{path}{{}}")
 
 
 def test_every_field_is_described_and_typed():
@@ -30,7 +32,8 @@ def test_every_field_is_described_and_typed():
             if path.endswith(".metadata"):
                 continue
             assert "type" in node, f"{info.kind} {path} has no type"
-            assert not {"$ref", "anyOf", "title", "additionalProperties"} & node.keys(), f"{info.kind} {path}"
+            assert not {"$ref", "anyOf", "title"} & node.keys(), f"{info.kind} {path}"
+            assert isinstance(node.get("additionalProperties", {}), dict), f"{info.kind} {path}: only typed maps"
             assert node.get("description") or path.endswith("[]") or path == "$", f"{info.kind} {path} undocumented"
 
 
@@ -39,7 +42,7 @@ def test_names_columns_and_category():
     assert taskrun["spec"]["names"]["categories"] == ["kubechain"]
     assert "tr" in taskrun["spec"]["names"]["shortNames"]
     columns = [c["name"] for c in taskrun["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Agent", "Phase", "Step", "Tokens", "Age"]
+    assert columns == ["Agent", "Phase", "Parent", "Step", "Tokens", "Age"]
     assert taskrun["spec"]["versions"][0]["subresources"] == {"status": {}}
 
 

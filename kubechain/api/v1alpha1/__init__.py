@@ -4,8 +4,9 @@ from .agent import AgentSpec, AgentStatus
 from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, LocalObjectReference, Model, SecretKeyRef
 from .llm import LLMSpec, LLMStatus
 from .task import TaskSpec, TaskStatus
-from .taskrun import (ActorRef, CallState, ContextChunk, FunctionCall, Message, Phase, PhaseTransition, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall,
-                      ToolCallRecord, Usage)
+from .taskrun import (ActorRef, CallState, ContextChunk, FunctionCall, HumanResponse, Message, ParentRef, Phase,
+                      PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
+                      Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus
 from .toolset import InlineTool, ToolSetSpec, ToolSetStatus
 

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from .common import AGE, KindInfo, LocalObjectReference, Model, PrinterColumn
+from .taskrun import RunLimits
 
 
 class ContextStorageRef(Model):
@@ -13,7 +14,7 @@ class ContextStorageRef(Model):
     name: str = Field(min_length=1, description="Its name, in the Task's namespace.")
 
 
-class TaskSpec(Model):
+class TaskSpec(RunLimits):
     agent_ref: LocalObjectReference = Field(description="The agent that works on the task.")
     user_input: str = Field(min_length=1, description="The user's message that starts the conversation.")
     launch_immediately: bool = Field(default=True, description="Create the TaskRun right away; false waits until it is set to true.")
@@ -24,11 +25,15 @@ class TaskSpec(Model):
 class TaskStatus(Model):
     task_run_name: str = Field(default="", description="Name of the TaskRun this Task launched.")
     message: str = Field(default="", description="What the Task is waiting for, if anything.")
+    phase: str = Field(default="", description="Phase of its TaskRun.")
+    output: str | None = Field(default=None, description="Its TaskRun's final answer, once Completed.")
+    error: str | None = Field(default=None, description="Why its TaskRun failed, once Failed.")
 
 
 KIND = KindInfo(
     kind="Task", plural="tasks", singular="task", spec=TaskSpec, status=TaskStatus, short_names=("tk",),
     description="A request to an agent.",
     columns=(PrinterColumn("Agent", ".spec.agentRef.name"), PrinterColumn("TaskRun", ".status.taskRunName"),
+             PrinterColumn("Phase", ".status.phase"), PrinterColumn("Output", ".status.output", priority=1),
              PrinterColumn("Input", ".spec.userInput", priority=1), AGE),
 )

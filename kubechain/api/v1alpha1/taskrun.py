@@ -6,15 +6,18 @@ from typing import Literal
 
 from pydantic import Field
 
+from pydantic import model_validator
+
 from .common import AGE, Condition, KindInfo, LocalObjectReference, Model, PrinterColumn
 
 
 class Phase(str, Enum):
     PENDING = "Pending"
     RUNNING = "Running"
-    PAUSED_FOR_USER_INPUT = "PausedForUserInput"
+    PAUSED_FOR_USER_INPUT = "PausedForUserInput"  # a human must answer or approve; no actor is held
+    DELEGATING = "Delegating"                     # waiting for child TaskRuns; no actor is held
     COMPLETED = "Completed"
-    FAILED = "Failed"
+    FAILED = "Failed"                             # reason says why: LLMError, Cancelled, Timeout, MaxTurnsExceeded...
 
     @property
     def terminal(self) -> bool:
@@ -44,6 +47,7 @@ class Message(Model):
 
 class CallState(str, Enum):
     PENDING = "Pending"          # asked for by the LLM, not started
+    WAITING = "Waiting"          # waits for a human's answer or approval, or for a child TaskRun (see waitingFor)
     STARTED = "Started"          # journaled before a side-effecting tool ran; no outcome recorded yet
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -52,6 +56,22 @@ class CallState(str, Enum):
     @property
     def finished(self) -> bool:
         return self in (CallState.SUCCEEDED, CallState.FAILED, CallState.INTERRUPTED)
+
+
+class HumanResponse(Model):
+    """A human's reply to one waiting tool call, written into spec.responses under the call's id:
+    `kubectl patch taskrun R --type merge -p '{"spec":{"responses":{"<call id>":{"answer":"..."}}}}'`."""
+
+    answer: str | None = Field(default=None, description="The reply to an ask_human question.")
+    approved: bool | None = Field(default=None, description="The decision on a call that requires approval.")
+    reason: str = Field(default="", description="Why (a rejection's reason reaches the LLM).")
+    by: str = Field(default="", description="Who responded (free text, for the audit trail).")
+
+
+class WaitingFor(str, Enum):
+    ANSWER = "Answer"        # ask_human: a human's reply is the result
+    APPROVAL = "Approval"    # a tool with requiresApproval: a human approves (the tool runs) or rejects
+    CHILD_RUN = "ChildRun"   # a delegate tool: the child TaskRun's output is the result
 
 
 class ToolCallRecord(Model):
@@ -68,6 +88,13 @@ class ToolCallRecord(Model):
     attempts: int = Field(default=0, description="How many times the tool was started for this call.")
     result: str | None = Field(default=None, description="The tool's result, when it succeeded.")
     error: str | None = Field(default=None, description="The error reported to the LLM, when it failed.")
+    waiting_for: WaitingFor | None = Field(default=None, description="While Waiting: Answer, Approval or ChildRun.")
+    question: str | None = Field(default=None, description="What the human is asked (ask_human), or what needs approval.")
+    expires_at: str | None = Field(default=None, description="Approval deadline (RFC 3339): no decision by then "
+                                                             "counts as a rejection.")
+    response: HumanResponse | None = Field(default=None, description="The human reply this call used (audit).")
+    child_run: str | None = Field(default=None, description="The child TaskRun a delegate call runs as.")
+    delegated_to: str | None = Field(default=None, description="The Agent the child TaskRun runs.")
     start_time: str | None = Field(default=None, description="When the call started (RFC 3339).")
     end_time: str | None = Field(default=None, description="When the call ended (RFC 3339).")
 
@@ -118,8 +145,49 @@ class ContextChunk(Model):
     sha256: str = Field(description="SHA-256 of the chunk's JSON, checked when it is read back.")
 
 
-class TaskRunSpec(Model):
-    task_ref: LocalObjectReference = Field(description="The Task this run executes.")
+class RunLimits(Model):
+    """Limits of a run, set on a Task (copied to its TaskRun) or on a TaskRun."""
+
+    max_turns: int = Field(default=50, ge=1, description="LLM requests allowed; one more fails the run with reason "
+                                                         "MaxTurnsExceeded.")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Wall-clock limit from the run's start "
+                                        "(pauses included; operator restarts do not reset it); then the run fails "
+                                        "with reason Timeout. Default: none.")
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete the TaskRun this many "
+                                                   "seconds after it Completed or Failed. Default: keep it.")
+
+
+class ParentRef(Model):
+    """Where a child TaskRun comes from: set by the operator when it delegates."""
+
+    name: str = Field(description="The parent TaskRun.")
+    uid: str = Field(description="The parent TaskRun's uid.")
+    tool_call_id: str = Field(description="The parent's delegate call this run answers.")
+    agents: list[str] = Field(default_factory=list, description="Agents of the ancestors, root first (depth limit "
+                                                                "and cycle detection).")
+
+
+class TaskRunSpec(RunLimits):
+    task_ref: LocalObjectReference | None = Field(default=None, description="The Task this run executes (or set "
+                                                                            "agentRef and userInput).")
+    agent_ref: LocalObjectReference | None = Field(default=None, description="The agent, for a run without a Task "
+                                                                            "(child runs of a delegation).")
+    user_input: str | None = Field(default=None, description="The user's message, for a run without a Task.")
+    parent: ParentRef | None = Field(default=None, description="Set on child TaskRuns: the delegating parent.")
+    responses: dict[str, HumanResponse] = Field(
+        default_factory=dict, description="Human replies keyed by tool call id (see status.toolCallHistory, state "
+                                          "Waiting). Each call is answered once; a reply for another call, a second "
+                                          "different reply or a reply to a run that is not paused is refused "
+                                          "(condition ResponsesValid=False) and changes nothing.")
+    cancel: bool = Field(default=False, description="Set to true to stop the run (and its child runs): it fails "
+                                                    "with reason Cancelled.")
+
+    @model_validator(mode="after")
+    def _task_or_agent(self) -> "TaskRunSpec":
+        direct = self.agent_ref is not None or bool(self.user_input)
+        if (self.task_ref is not None) == direct or (direct and not (self.agent_ref and self.user_input)):
+            raise ValueError("set either taskRef, or both agentRef and userInput")
+        return self
 
 
 class TaskRunStatus(Model):
@@ -150,6 +218,7 @@ KIND = KindInfo(
     kind="TaskRun", plural="taskruns", singular="taskrun", spec=TaskRunSpec, status=TaskRunStatus,
     short_names=("tr",), description="One execution of a Task by a Ray actor.",
     columns=(PrinterColumn("Agent", ".status.agent"), PrinterColumn("Phase", ".status.phase"),
+             PrinterColumn("Parent", ".spec.parent.name", description="The delegating TaskRun, for child runs."),
              PrinterColumn("Step", ".status.step", "integer"),
              PrinterColumn("Tokens", ".status.usage.totalTokens", "integer"),
              PrinterColumn("Actor", ".status.actor.name", priority=1), AGE),

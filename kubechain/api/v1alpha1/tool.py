@@ -7,14 +7,15 @@ from pydantic import Field, model_validator
 
 from .common import AGE, READY_COLUMNS, KindInfo, LocalObjectReference, Model, PrinterColumn, ReadyStatus
 
-BuiltinName = Literal["calculator", "current_time", "text", "echo"]
+BuiltinName = Literal["calculator", "current_time", "text", "echo", "ask_human"]
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 class BuiltinExecution(Model):
     name: BuiltinName = Field(
         description="Builtin to run: `calculator` (safe arithmetic), `current_time` (now, in a time zone), "
-                    "`text` (string utilities), `echo` (returns its arguments; no-op for tests and benchmarks).")
+                    "`text` (string utilities), `echo` (returns its arguments; no-op for tests and benchmarks), "
+                    "`ask_human` (pauses the run until a human answers the question; see TaskRun spec.responses).")
 
 
 class EnvVar(Model):
@@ -44,7 +45,8 @@ class HTTPExecution(Model):
 
 
 class DelegateExecution(Model):
-    agent_ref: LocalObjectReference = Field(description="Agent that handles the call as a child TaskRun.")
+    agent_ref: LocalObjectReference = Field(description="Agent that handles the call as a child TaskRun (argument "
+                                            "`message` is its user input; its output or error is the result).")
 
 
 EXECUTION_KINDS = ("builtin", "http", "container", "delegate")
@@ -56,7 +58,7 @@ class ToolExecution(Model):
     builtin: BuiltinExecution | None = Field(default=None, description="Run a tool built into kubechain.")
     http: HTTPExecution | None = Field(default=None, description="Call an HTTP endpoint.")
     container: ContainerExecution | None = Field(default=None, description="Run the tool in a container (not supported yet: reported to the LLM as a tool error).")
-    delegate: DelegateExecution | None = Field(default=None, description="Delegate the call to another agent (not supported yet: reported to the LLM as a tool error).")
+    delegate: DelegateExecution | None = Field(default=None, description="Delegate the call to another agent, as a child TaskRun.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ToolExecution":
@@ -72,7 +74,7 @@ class ToolExecution(Model):
     @property
     def pure(self) -> bool:
         """Builtins have no effects outside the actor: running one twice is harmless."""
-        return self.builtin is not None
+        return self.builtin is not None and self.builtin.name != "ask_human"
 
 
 # The apiserver enforces "exactly one" too (a structural schema may carry oneOf of `required`).
@@ -90,6 +92,11 @@ class ToolSpec(Model):
         default=False,
         description="Calls may be repeated safely with the same idempotency key. A call cut short by a crash is then "
                     "run again; otherwise it is reported to the LLM as interrupted, outcome unknown - never run twice.")
+    requires_approval: bool = Field(
+        default=False, description="Each call waits (TaskRun PausedForUserInput) until a human approves it - then it "
+                                   "runs - or rejects it - then the LLM gets the rejection as the tool's result.")
+    approval_timeout_seconds: int | None = Field(
+        default=None, ge=1, description="No decision within this many seconds counts as a rejection. Default: wait.")
 
 
 class ToolStatus(ReadyStatus):
