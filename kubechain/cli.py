@@ -34,6 +34,99 @@ def transcript(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api():
+    from kubernetes import client, config
+
+    config.load_config()
+    return client.CustomObjectsApi()
+
+
+def _reply(args: argparse.Namespace) -> int:
+    from kubechain.api.v1alpha1 import GROUP, VERSION, HumanResponse, WaitingFor
+    from kubechain.respond import Refused, Reply, response_patch
+
+    if args.fn is respond:
+        reply = Reply(WaitingFor.ANSWER, HumanResponse(answer=args.text, by=args.by))
+    else:
+        reply = Reply(WaitingFor.APPROVAL, HumanResponse(approved=args.fn is approve, reason=args.reason, by=args.by))
+    api = _api()
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun)
+    try:
+        call_id, patch = response_patch(obj, reply, args.call)
+    except Refused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    api.patch_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun, patch)
+    print(f"taskrun/{args.taskrun}: call {call_id} {'answered' if args.fn is respond else args.fn.__name__ + 'd'}")
+    return 0
+
+
+def respond(args: argparse.Namespace) -> int:
+    """Answer an ask_human question of a paused TaskRun."""
+    return _reply(args)
+
+
+def approve(args: argparse.Namespace) -> int:
+    """Approve a call that waits for approval: the tool runs."""
+    return _reply(args)
+
+
+def reject(args: argparse.Namespace) -> int:
+    """Reject a call that waits for approval: the LLM gets the reason as the tool's result."""
+    return _reply(args)
+
+
+def cancel(args: argparse.Namespace) -> int:
+    from kubechain.api.v1alpha1 import GROUP, VERSION
+    from kubechain.respond import CANCEL_PATCH
+
+    _api().patch_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun, CANCEL_PATCH)
+    print(f"taskrun/{args.taskrun}: cancel requested")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create a Task for an agent; with --follow, print the conversation as it grows until the run ends."""
+    import time
+    import uuid
+
+    from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
+    from kubechain.naming import taskrun_name
+    from kubechain.transcript import render_message
+
+    api = _api()
+    name = args.name or f"{args.agent}-{uuid.uuid4().hex[:6]}"
+    body = {"apiVersion": API_VERSION, "kind": "Task", "metadata": {"name": name},
+            "spec": {"agentRef": {"name": args.agent}, "userInput": args.input}}
+    api.create_namespaced_custom_object(GROUP, VERSION, args.namespace, "tasks", body)
+    run_name = taskrun_name(name)
+    print(f"task/{name} created; its run is taskrun/{run_name}")
+    if not args.follow:
+        return 0
+    printed, shown_phase, deadline = 0, "", time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", run_name)
+        except Exception:  # not created yet
+            time.sleep(0.3)
+            continue
+        status = TaskRunStatus.model_validate(obj.get("status") or {})
+        first = status.sealed_context.messages  # messages before the tail were printed when they were in it
+        window = status.context_window[max(0, printed - first):]
+        for message in window:
+            print(render_message(message), flush=True)
+        printed = max(printed, first + len(status.context_window))
+        if status.phase.value != shown_phase:
+            shown_phase = status.phase.value
+            print(f"-- {shown_phase}: {status.message}", flush=True)
+        if status.phase.terminal:
+            print(status.output if status.output is not None else f"error: {status.error}")
+            return 0 if status.phase.value == "Completed" else 1
+        time.sleep(0.3)
+    print("timed out following the run", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubechain", description=__doc__)
     sub = parser.add_subparsers(required=True)
@@ -49,6 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespace", "-n", default="default")
     p.add_argument("--json", action="store_true", help="the messages as OpenAI-format JSON")
     p.set_defaults(fn=transcript)
+    for fn, usage in ((respond, "answer a paused TaskRun's question"), (approve, "approve a call waiting for approval"),
+                      (reject, "reject a call waiting for approval")):
+        p = sub.add_parser(fn.__name__, help=usage)
+        p.add_argument("taskrun")
+        if fn is respond:
+            p.add_argument("text", help="the answer")
+        p.add_argument("--call", help="the tool call id (default: the only call waiting)")
+        p.add_argument("--reason", default="", required=fn is reject, help="why (a rejection's reason reaches the LLM)")
+        p.add_argument("--by", default=os.environ.get("USER", ""), help="who responds (audit)")
+        p.add_argument("--namespace", "-n", default="default")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("cancel", help="cancel a TaskRun (and its child runs)")
+    p.add_argument("taskrun")
+    p.add_argument("--namespace", "-n", default="default")
+    p.set_defaults(fn=cancel)
+    p = sub.add_parser("run", help="create a Task for an agent (and follow its run)")
+    p.add_argument("agent")
+    p.add_argument("input", help="the user's message")
+    p.add_argument("--name", help="Task name (default: <agent>-<random>)")
+    p.add_argument("--follow", "-f", action="store_true", help="print the conversation until the run ends")
+    p.add_argument("--timeout", type=float, default=3600, help="stop following after this many seconds")
+    p.add_argument("--namespace", "-n", default="default")
+    p.set_defaults(fn=run)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -28,14 +28,16 @@ def load(namespace: str, name: str) -> tuple[TaskRunStatus, list[Message], list[
     return status, messages + status.context_window, calls + status.tool_call_history
 
 
+def render_message(message: Message, width: int = 100) -> str:
+    text = message.content or ""
+    for call in message.tool_calls or []:
+        text += f"→ {call.function.name}({call.function.arguments}) [{call.id}]"
+    return (textwrap.shorten(f"[{message.role}] {text}", width=width * 4, placeholder=" …")
+            if len(text) > width * 4 else f"[{message.role}] {text}")
+
+
 def render(status: TaskRunStatus, messages: list[Message], width: int = 100) -> str:
-    lines = []
-    for message in messages:
-        text = message.content or ""
-        for call in message.tool_calls or []:
-            text += f"→ {call.function.name}({call.function.arguments})"
-        lines.append(textwrap.shorten(f"[{message.role}] {text}", width=width * 4, placeholder=" …")
-                     if len(text) > width * 4 else f"[{message.role}] {text}")
+    lines = [render_message(m, width) for m in messages]
     lines.append(f"-- {status.phase.value}, {status.step} steps, {status.usage.total_tokens} tokens, "
                  f"{len(messages)} messages ({status.sealed_context.chunks} sealed chunks)")
     return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""What the CLI (and any other client) does to answer, approve, reject or cancel a TaskRun.
+
+Every action is one merge patch of the TaskRun's spec - the same `kubectl patch` the README shows - after
+checking, against the run's status, that it will be accepted: a reply for a call that does not wait,
+of the wrong kind, or a second different reply, is refused here with a clear message and nothing is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubechain.api.v1alpha1 import CallState, HumanResponse, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
+
+
+class Refused(Exception):
+    """The reply would not be accepted; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: WaitingFor  # ANSWER or APPROVAL
+    response: HumanResponse
+
+
+def response_patch(obj: dict[str, Any], reply: Reply, call_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(call id, merge patch) that records `reply` for the waiting call `call_id` (or the only one of its kind)."""
+    name = obj["metadata"]["name"]
+    status = TaskRunStatus.model_validate(obj.get("status") or {})
+    spec = TaskRunSpec.model_validate(obj["spec"])
+    if status.phase is not Phase.PAUSED_FOR_USER_INPUT:
+        raise Refused(f"TaskRun {name} is {status.phase.value}, not waiting for a human")
+    waiting = [r for r in status.tool_call_history if r.state is CallState.WAITING and r.waiting_for is reply.kind]
+    what = "an answer" if reply.kind is WaitingFor.ANSWER else "approval"
+    if call_id is None:
+        if len(waiting) != 1:
+            listed = ", ".join(f"{r.id} ({r.question})" for r in waiting) or "none"
+            raise Refused(f"TaskRun {name} has {len(waiting)} calls waiting for {what}: {listed}; choose one with --call")
+        call_id = waiting[0].id
+    if call_id not in {r.id for r in waiting}:
+        others = ", ".join(r.id for r in waiting) or "none"
+        raise Refused(f"call {call_id} of TaskRun {name} is not waiting for {what} (waiting: {others})")
+    if call_id in spec.responses and spec.responses[call_id] != reply.response:
+        raise Refused(f"call {call_id} of TaskRun {name} was already answered: {spec.responses[call_id].to_wire()}")
+    return call_id, {"spec": {"responses": {call_id: reply.response.to_wire()}}}
+
+
+CANCEL_PATCH = {"spec": {"cancel": True}}
