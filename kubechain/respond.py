@@ -41,7 +41,7 @@ def response_patch(obj: dict[str, Any], reply: Reply, call_id: str | None = None
         raise Refused(f"call {call_id} of TaskRun {name} is not waiting for {what} (waiting: {others})")
     if call_id in spec.responses and spec.responses[call_id] != reply.response:
         raise Refused(f"call {call_id} of TaskRun {name} was already answered: {spec.responses[call_id].to_wire()}")
-    return call_id, {"spec": {"responses": {call_id: reply.response.to_wire()}}}
+    return call_id, {"spec": {"responses": {call_id: reply.response.model_dump(mode="json", by_alias=True, exclude_defaults=True)}}}
 
 
 CANCEL_PATCH = {"spec": {"cancel": True}}

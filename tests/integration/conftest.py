@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import os
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ class Kube:
 
 @pytest.fixture
 def kube(stack: LocalEnvironment, request: pytest.FixtureRequest) -> Kube:
-    namespace = f"t{next(_ns_counter)}-{request.node.name.lower().replace('_', '-')}"[:60].rstrip("-")
+    readable = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().replace("_", "-"))
+    namespace = f"t{next(_ns_counter)}-{readable}"[:60].strip("-")
     kubectl(stack.kubeconfig, "create", "namespace", namespace)
     return Kube(stack, namespace)
 
