@@ -28,6 +28,10 @@ def test_schema_rejects_invalid_objects_with_clear_messages(kube, stack):
     assert "spec.temperature" in rejected(kube, hot) and "less than or equal to 2" in rejected(kube, hot)
     assert 'spec.execution.builtin.name: Unsupported value: "rm"' in rejected(kube, builtin_tool("t", "rm"))
     assert "spec.baseURL" in rejected(kube, llm("l", "ftp://x", "m"))
+    neither = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "TaskRun", "metadata": {"name": "r"},
+               "spec": {"agentRef": {"name": "a"}}}
+    assert "must validate one and only one schema (oneOf)" in rejected(kube, neither)
+    assert "spec.maxTurns" in rejected(kube, {**task("t", "a", "x", maxTurns=0)})
     assert kube.run("get", "kubechain", "-o", "name").stdout.strip() == ""  # nothing slipped through
 
 
@@ -39,10 +43,10 @@ def test_kubectl_get_kubechain_and_explain(kube, stack):
     explained = kube.run("explain", "taskrun.status").stdout
     for field in ("contextWindow", "toolCallHistory", "phaseHistory", "usage", "actor", "output", "error"):
         assert field in explained
-    assert "Pending, Running, PausedForUserInput, Completed or Failed" in explained
+    assert "Delegating (waits for child runs), Completed or Failed" in " ".join(explained.split())
     assert "Secret key holding the API key" in kube.run("explain", "llm.spec.apiKeySecretRef").stdout
 
     wide = kube.run("get", "taskruns").stdout.splitlines()[0].split()
-    assert wide == ["NAME", "AGENT", "PHASE", "STEP", "TOKENS", "AGE"]
+    assert wide == ["NAME", "AGENT", "PHASE", "PARENT", "STEP", "TOKENS", "AGE"]
     pending = kube.wait_for("taskrun", "t-run", lambda o: "Agent 'nobody'" in (o.get("status") or {}).get("message", ""))
     assert pending["status"]["message"] == "waiting for Agent 'nobody' to be ready: not found"

@@ -190,8 +190,14 @@ class TaskRunSpec(RunLimits):
         return self
 
 
+# The apiserver enforces it too: exactly one way to say what to run.
+TaskRunSpec.model_config["json_schema_extra"] = {"oneOf": [{"required": ["taskRef"]},
+                                                           {"required": ["agentRef", "userInput"]}]}
+
+
 class TaskRunStatus(Model):
-    phase: Phase = Field(default=Phase.PENDING, description="Pending, Running, PausedForUserInput, Completed or Failed.")
+    phase: Phase = Field(default=Phase.PENDING, description="Pending, Running, PausedForUserInput (waits for a human), "
+                                                            "Delegating (waits for child runs), Completed or Failed.")
     message: str = Field(default="", description="What is happening, or why not.")
     agent: str = Field(default="", description="The agent running this TaskRun (from the Task).")
     step: int = Field(default=0, description="Number of LLM turns taken so far.")
