@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s clean help
+.PHONY: demo test unit integration lint crds bench k8s prometheus clean help
 
 help:
 	@echo "make demo   run an agent end to end on a local control plane + Ray head + scripted LLM"
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 k8s:
 	hack/k8s-binaries.sh >/dev/null
 
+# The Prometheus server the metrics tests query (Debian's package; its service is not started)
+prometheus:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 crds: $(STAMP)
 	$(VENV)/bin/kubechain crds --out crds
 
@@ -32,10 +37,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s
+integration: $(STAMP) k8s prometheus
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s lint
+test: $(STAMP) k8s prometheus lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s

@@ -25,6 +25,7 @@ from kubechain.taskrun_lifecycle import enter
 
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError
+from .telemetry import RunTelemetry
 from .tools.executor import ToolExecutor, ToolOutcome, parse_arguments
 
 INTERRUPTED = ("interrupted by a crash while running; outcome unknown. It was not run again because the tool "
@@ -40,8 +41,10 @@ def idempotency_key(uid: str, step: int, call_id: str) -> str:
 
 
 class AgentLoop:
-    def __init__(self, spec: RunSpec, llm: LLMClient, tools: ToolExecutor, store: CheckpointStore):
+    def __init__(self, spec: RunSpec, llm: LLMClient, tools: ToolExecutor, store: CheckpointStore,
+                 telemetry: RunTelemetry | None = None):
         self.spec, self.llm, self.tools, self.store = spec, llm, tools, store
+        self.telemetry = telemetry or RunTelemetry()
         self._tool_schemas = [t.openai_schema() for t in spec.tools]  # once, not per step
         self._by_name: dict[str, ResolvedTool] = {t.name: t for t in spec.tools}
         self._messages: list[dict[str, Any]] = []  # the context in wire form, appended in step with status
@@ -53,7 +56,8 @@ class AgentLoop:
                 Message(role="user", content=self.spec.user_input)]})
         self._messages = [_wire(m) for m in status.context_window]
         while status.phase is Phase.RUNNING:
-            status = await self.step(status)
+            with self.telemetry.step(status.step + 1):
+                status = await self.step(status)
         return status
 
     async def step(self, status: TaskRunStatus) -> TaskRunStatus:
@@ -64,7 +68,9 @@ class AgentLoop:
                 return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
                                           "MaxTurnsExceeded", message)
             try:
-                reply = await self.llm.complete(self._messages, self._tool_schemas)
+                async with self.telemetry.llm_call(self.spec.llm.model) as call:
+                    reply = await self.llm.complete(self._messages, self._tool_schemas)
+                    call.update(usage=reply.usage, ok=True)
             except LLMError as exc:
                 return await self._finish(status.model_copy(update={"error": str(exc)}), Phase.FAILED, "LLMError", str(exc))
             status.step += 1
@@ -78,7 +84,7 @@ class AgentLoop:
                           for c in reply.message.tool_calls]
             status.tool_call_history.extend(open_calls)
             if any(self._has_effects(r) for r in open_calls):
-                await self.store.save(status)
+                await self._save(status)
         for record in open_calls:
             await self._call(status, record)
         if waiting := [r for r in open_calls if r.state is CallState.WAITING]:
@@ -87,7 +93,7 @@ class AgentLoop:
             what = (f"{len(human)} call(s) wait for a human: see spec.responses" if human
                     else f"waiting for child TaskRun(s) {', '.join(r.child_run or '' for r in waiting)}")
             return await self._finish(status, phase, "WaitingForInput" if human else "Delegated", what)
-        await self.store.save(status)
+        await self._save(status)
         return status
 
     def _has_effects(self, record: ToolCallRecord) -> bool:
@@ -114,8 +120,10 @@ class AgentLoop:
             return self._record(status, record, CallState.INTERRUPTED, ToolOutcome(error=INTERRUPTED))
         record.state, record.attempts, record.start_time = CallState.STARTED, record.attempts + 1, now_rfc3339()
         if self._has_effects(record):
-            await self.store.save(status)  # write-ahead: the journal says Started before the effect happens
-        outcome = await self.tools.execute(record.tool, record.arguments, record.id, record.idempotency_key)
+            await self._save(status)  # write-ahead: the journal says Started before the effect happens
+        with self.telemetry.tool_call(record.tool, record.id) as span:
+            outcome = await self.tools.execute(record.tool, record.arguments, record.id, record.idempotency_key)
+            span["outcome"] = "succeeded" if outcome.error is None else "failed"
         self._record(status, record, CallState.SUCCEEDED if outcome.error is None else CallState.FAILED, outcome)
 
     def _waits(self, status: TaskRunStatus, record: ToolCallRecord, tool: ResolvedTool) -> bool:
@@ -164,14 +172,19 @@ class AgentLoop:
 
     def _record(self, status: TaskRunStatus, record: ToolCallRecord, state: CallState, outcome: ToolOutcome) -> None:
         record.state, record.result, record.error, record.end_time = state, outcome.result, outcome.error, now_rfc3339()
+        self.telemetry.metrics.tool_call(record.tool, state.value)
         self._append(status, Message(role="tool", tool_call_id=record.id, content=outcome.content))
 
     def _append(self, status: TaskRunStatus, message: Message) -> None:
         status.context_window.append(message)
         self._messages.append(_wire(message))
 
+    async def _save(self, status: TaskRunStatus) -> None:
+        async with self.telemetry.checkpoint():
+            await self.store.save(status)
+
     async def _finish(self, status: TaskRunStatus, phase: Phase, reason: str, message: str) -> TaskRunStatus:
         status = enter(status, phase, reason, message)
-        await self.store.save(status)
+        await self._save(status)
         await self.store.event(reason, f"{phase.value}: {message}", warning=phase is Phase.FAILED)
         return status

@@ -8,4 +8,4 @@ import kubernetes.client  # noqa: F401
 import kubernetes.config  # noqa: F401
 import openai  # noqa: F401
 
-from . import checkpoint, llm, loop, taskrun_actor  # noqa: F401
+from . import checkpoint, llm, loop, taskrun_actor, telemetry  # noqa: F401

@@ -30,7 +30,11 @@ class TaskRunActor:
     async def _main(self) -> str:
         from .checkpoint import KubeCheckpointStore, RunGone
         from .llm import OpenAIChatClient
+        from kubechain.observability import tracing
+        from kubechain.observability.logs import configure_actor_logging
+
         from .loop import AgentLoop
+        from .telemetry import RayMetrics, RunTelemetry
         from .tools.executor import LocalToolExecutor
 
         store = None
@@ -41,7 +45,13 @@ class TaskRunActor:
                 return status.phase.value
             key = self.spec.api_key.get_secret_value() if self.spec.api_key else None
             llm = OpenAIChatClient(self.spec.llm, key)
-            status = await AgentLoop(self.spec, llm, LocalToolExecutor(self.spec.tools), store).run(status)
+            tracing.configure("kubechain-actor")
+            ref = self.spec.taskrun
+            configure_actor_logging(ref.namespace, ref.name)
+            telemetry = RunTelemetry(self.spec.traceparent, RayMetrics.get(), **{
+                "k8s.namespace.name": ref.namespace, "kubechain.name": ref.name, "kubechain.agent": self.spec.agent,
+                "kubechain.epoch": self.spec.epoch})
+            status = await AgentLoop(self.spec, llm, LocalToolExecutor(self.spec.tools), store, telemetry).run(status)
             return status.phase.value
         except RunGone as exc:  # deleted, replaced, or fenced out by a newer actor: stop without writing
             log.warning("%r stops: %s", self, exc)
@@ -69,4 +79,7 @@ def _exit_soon() -> None:
     """End the actor once the run has ended, after `run()` has returned its result to the caller."""
     import ray
 
+    from kubechain.observability import tracing
+
+    tracing.flush()  # the process is about to go: send its spans now
     asyncio.get_running_loop().call_later(0.2, ray.actor.exit_actor)

@@ -29,7 +29,7 @@ def taskrun_for_task(namespace: str, task_name: str, task_uid: str, agent_name: 
 
 
 def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: TaskRunSpec, parent_agent: str,
-                  record: ToolCallRecord, message: str) -> dict[str, Any]:
+                  record: ToolCallRecord, message: str, traceparent: str | None = None) -> dict[str, Any]:
     """The TaskRun a delegate call runs as: owned by its parent (deleting the parent deletes the tree), with
     the parent's limits and the chain of agents above it."""
     lineage = [*(parent.parent.agents if parent.parent else []), parent_agent]
@@ -40,5 +40,6 @@ def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: Tas
                      "annotations": {ANNOTATION_TOOL_CALL: record.id},
                      "ownerReferences": [owner_reference("TaskRun", parent_name, parent_uid)]},
         "spec": {"agentRef": {"name": record.delegated_to}, "userInput": message, **_limits(parent),
-                 "parent": {"name": parent_name, "uid": parent_uid, "toolCallId": record.id, "agents": lineage}},
+                 "parent": {"name": parent_name, "uid": parent_uid, "toolCallId": record.id, "agents": lineage,
+                            **({"traceparent": traceparent} if traceparent else {})}},
     }

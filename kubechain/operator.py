@@ -10,6 +10,7 @@ import kopf
 from kubechain.api.v1alpha1 import GROUP
 from kubechain.controllers import agent, catalog, llm, task, taskrun, tool, toolset  # noqa: F401  (registers handlers)
 from kubechain.kube import Kube
+from kubechain.observability import metrics, tracing
 from kubechain.raygateway import RayGateway
 from kubechain.settings import Settings
 
@@ -28,9 +29,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.locks = {}  # TaskRun uid -> asyncio.Lock
     memo.scheduled = set()  # TaskRun uids this process moved to Running
     memo.task_phases = {}  # (namespace, Task) -> the TaskRun phase last shown in the Task's status
+    memo.phases = {}  # TaskRun uid -> length of the phaseHistory last seen (transitions metric, Succeeded condition)
+    tracing.configure("kubechain-operator")
+    metrics.serve(memo.settings.metrics_port)
     memo.kube = Kube()
     memo.ray = RayGateway(memo.settings.ray)
     try:
         await asyncio.to_thread(memo.ray.connect)
     except Exception as exc:  # TaskRun handlers retry the connection; the operator still serves the other kinds
         log.warning("Ray is not reachable at %s yet: %s", memo.settings.ray.address, exc)
+
+
+@kopf.on.cleanup()
+async def flush_telemetry(**_: Any) -> None:
+    tracing.flush()

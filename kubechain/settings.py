@@ -35,3 +35,5 @@ class ReconcileSettings:
 class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    metrics_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_METRICS_PORT", "8080")))
+    """Port of the operator's Prometheus /metrics (0: off)."""

@@ -53,6 +53,7 @@ class RunSpec(Model):
     lineage: list[str] = Field(default_factory=list, description="Agents of the ancestor runs, root first.")
     max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")
     inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")
+    traceparent: str | None = Field(default=None, description="The run's trace context: actor spans join it.")
 
 
 class TaskRunActorAPI(Protocol):

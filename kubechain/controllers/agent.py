@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from kubechain.observability.handlers import observed
 from kubechain.api.v1alpha1 import GROUP, VERSION
 
 from .catalog import IndexCatalog
@@ -14,6 +15,7 @@ from .readiness import reconcile_readiness
 
 
 @kopf.on.event(GROUP, VERSION, "agents")  # every event: see tool.py
+@observed("Agent")
 async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
                     meta: kopf.Meta, memo: kopf.Memo, pending_taskruns: kopf.Index, **kwargs: Any) -> None:
     if type == "DELETED":

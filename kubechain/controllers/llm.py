@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from kubechain.observability.handlers import observed
 from kubechain.api.v1alpha1 import GROUP, VERSION, LLMSpec
 from kubechain.kube import Kube
 from kubechain.resolve import Readiness, not_ready, parse
@@ -34,6 +35,7 @@ async def llm_readiness(kube: Kube, namespace: str, raw_spec: dict[str, Any]) ->
 # Secrets are not watched (that would need cluster-wide Secret access): a timer notices a key that appears,
 # disappears or is rotated.
 @kopf.timer(GROUP, VERSION, "llms", id="recheck", interval=RECHECK_SECONDS, initial_delay=RECHECK_SECONDS)
+@observed("LLM")
 async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
                     memo: kopf.Memo, **_: Any) -> None:
     readiness = await llm_readiness(memo.kube, namespace, dict(spec))
@@ -41,6 +43,7 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
 
 
 @kopf.on.event(GROUP, VERSION, "llms")
+@observed("LLM")
 async def notify_agents(namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     await reevaluate_dependents(memo.kube, IndexCatalog(kwargs), "Agent", namespace,
                                 depends_on=lambda agent: (agent.get("llmRef") or {}).get("name") == name)

@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from kubechain.observability.handlers import observed
 from kubechain.api.v1alpha1 import GROUP, VERSION, TaskSpec
 from kubechain.builders import taskrun_for_task
 from kubechain.naming import LABEL_TASK
@@ -14,6 +15,7 @@ from kubechain.resolve import parse
 @kopf.on.resume(GROUP, VERSION, "tasks")
 @kopf.on.create(GROUP, VERSION, "tasks")
 @kopf.on.update(GROUP, VERSION, "tasks")
+@observed("Task")
 async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
                     patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     task, error = parse(TaskSpec, dict(spec))
@@ -37,6 +39,7 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", labels={LABEL_TASK: kopf.PRESENT})
+@observed("Task")
 async def mirror_run(type: str, namespace: str, labels: kopf.Labels, status: kopf.Status, memo: kopf.Memo,
                      **_: Any) -> None:
     """The Task shows its TaskRun's phase and result, so `kubectl get tasks` tells how each request went."""

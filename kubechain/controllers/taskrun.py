@@ -19,7 +19,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kopf
+from opentelemetry import trace
 
+from kubechain.observability.handlers import TRACER, observed
+from kubechain.observability.metrics import PHASES, RECOVERIES, TRANSITIONS
+from kubechain.observability.tracing import span_in, traceparent
 from kubechain.api.runspec import RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import (GROUP, VERSION, CallState, HumanResponse, Phase, TaskRunSpec, TaskRunStatus,
                                     WaitingFor)
@@ -107,6 +111,7 @@ def observe(catalog: IndexCatalog, namespace: str, spec: TaskRunSpec) -> Observa
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=is_pending)
 @kopf.timer(GROUP, VERSION, "taskruns", id="retry", when=is_pending, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS)
+@observed("TaskRun")
 async def schedule(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
                    memo: kopf.Memo, **kwargs: Any) -> None:
     if kwargs.get("type") == "DELETED":
@@ -128,10 +133,13 @@ async def schedule(namespace: str, name: str, uid: str, spec: kopf.Spec, status:
                     await memo.kube.patch_status("taskruns", namespace, name, {"message": message})
             case Schedule():
                 running = enter(current, Phase.RUNNING, "Scheduled", "starting an actor")
+                # This handler's span starts the run's trace: everything later about the run joins it.
                 await memo.kube.patch_status("taskruns", namespace, name, {
                     **running.to_wire(include={"phase", "message", "phase_history"}), "agent": seen.agent_name,
-                    "actor": {"name": actor_name(namespace, name, uid), "namespace": memo.settings.ray.namespace}})
+                    "actor": {"name": actor_name(namespace, name, uid), "namespace": memo.settings.ray.namespace},
+                    "traceparent": current.traceparent or traceparent(trace.get_current_span())})
                 memo.scheduled.add(uid)
+                kopf.event(dict(body), type="Normal", reason="Scheduled", message=f"agent {seen.agent_name!r} is ready")
             case Nothing():
                 pass
 
@@ -152,7 +160,9 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
         if latest.phase is not Phase.RUNNING:
             return
         try:
-            run = await attach(memo, catalog, ref, obj, latest, kwargs["child_taskruns"], body)
+            with span_in(latest.traceparent, TRACER, "TaskRun.supervise", **{"kubechain.name": name,
+                                                                             "k8s.namespace.name": namespace}):
+                run = await attach(memo, catalog, ref, obj, latest, kwargs["child_taskruns"], body)
             await set_ray_condition(memo, ref, latest, True, "Connected", "Ray is reachable")
             await memo.ray.wait(run)
             failures = 0  # the actor returned: the status says whether the run ended
@@ -196,6 +206,8 @@ async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: d
         handle, actor = await asyncio.to_thread(memo.ray.create, spec)
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"actor": actor.to_wire()})
         restored = f"restored from the checkpoint at step {latest.step}" if latest.step else "new run"
+        if spec.epoch > 1:
+            RECOVERIES.labels(ref.namespace).inc()
         kopf.event(dict(body), type="Normal", reason="ActorStarted" if spec.epoch == 1 else "ActorRestarted",
                    message=f"actor {actor.name} (epoch {spec.epoch}): {restored}")
     else:  # after an operator restart (or a clean return): the run goes on in the same actor
@@ -223,7 +235,8 @@ async def build_spec(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, ob
         key = secret.value
     gathered = gather_inputs(latest, spec.responses, children_of(children, ref.namespace, ref.uid),
                              datetime.now(timezone.utc))
-    return run_spec(ref, agent_name, user_input, catalog, key, latest.epoch + 1, max_turns=spec.max_turns,
+    return run_spec(ref, agent_name, user_input, catalog, key, latest.epoch + 1, traceparent=latest.traceparent,
+                    max_turns=spec.max_turns,
                     lineage=spec.parent.agents if spec.parent else [], inputs=gathered.inputs,
                     max_delegation_depth=memo.settings.reconcile.max_delegation_depth)
 
@@ -236,9 +249,37 @@ async def set_ray_condition(memo: kopf.Memo, ref: TaskRunRef, latest: TaskRunSta
         return
     conditions = with_condition(latest.conditions, "RayAvailable", available, reason, message)
     await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"conditions": [c.to_wire() for c in conditions]})
+    if not available:
+        kopf.event({"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": ref.model_dump()},
+                   type="Warning", reason="RayUnavailable", message=f"{message}; retrying, the run stays Running")
+
+
+@kopf.on.event(GROUP, VERSION, "taskruns")
+@observed("TaskRun")
+async def follow_phase(type: str, namespace: str, name: str, uid: str, status: kopf.Status, memo: kopf.Memo,
+                       **_: Any) -> None:
+    """Metrics of phases and transitions, and condition Succeeded (Unknown until the run ends) for `kubectl wait`."""
+    if type == "DELETED":
+        PHASES.observe(uid, namespace, None)
+        memo.phases.pop(uid, None)
+        return
+    current = TaskRunStatus.model_validate(dict(status))
+    PHASES.observe(uid, namespace, current.phase.value)
+    if not current.phase_history or memo.phases.get(uid) == len(current.phase_history):
+        return
+    last = current.phase_history[-1]
+    if uid in memo.phases:  # not on the first sight after an operator start: counted by an earlier process
+        TRANSITIONS.labels(last.phase.value, last.reason).inc()
+    memo.phases[uid] = len(current.phase_history)
+    ok = True if current.phase is Phase.COMPLETED else False if current.phase is Phase.FAILED else None
+    old = next((c for c in current.conditions if c.type == "Succeeded"), None)
+    if old is None or old.reason != last.reason or old.status != ("Unknown" if ok is None else str(ok)):
+        conditions = with_condition(current.conditions, "Succeeded", ok, last.reason, last.message or last.phase.value)
+        await memo.kube.patch_status("taskruns", namespace, name, {"conditions": [c.to_wire() for c in conditions]})
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=is_waiting)
+@observed("TaskRun")
 async def attend(namespace: str, name: str, uid: str, memo: kopf.Memo, child_taskruns: kopf.Index,
                  **kwargs: Any) -> None:
     if kwargs.get("type") == "DELETED":
@@ -273,7 +314,7 @@ async def start_children(memo: kopf.Memo, namespace: str, name: str, uid: str, s
     for record in status.tool_call_history:
         if record.state is CallState.WAITING and record.waiting_for is WaitingFor.CHILD_RUN:
             message = json.loads(record.arguments)["message"]  # the actor checked it before it journaled the call
-            body = child_taskrun(namespace, name, uid, spec, status.agent, record, message)
+            body = child_taskrun(namespace, name, uid, spec, status.agent, record, message, status.traceparent)
             if await memo.kube.create("taskruns", namespace, body):
                 kopf.event({"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
                             "metadata": {"namespace": namespace, "name": name, "uid": uid}},
@@ -282,6 +323,7 @@ async def start_children(memo: kopf.Memo, namespace: str, name: str, uid: str, s
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=has_ended, labels={LABEL_PARENT_UID: kopf.PRESENT})
+@observed("TaskRun")
 async def notify_parent(namespace: str, spec: kopf.Spec, name: str, status: kopf.Status, memo: kopf.Memo,
                         **kwargs: Any) -> None:
     """A child run ended: its parent may resume now."""
@@ -290,6 +332,7 @@ async def notify_parent(namespace: str, spec: kopf.Spec, name: str, status: kopf
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=is_cancelled)
+@observed("TaskRun")
 async def cancel(namespace: str, name: str, uid: str, memo: kopf.Memo, child_taskruns: kopf.Index,
                  **kwargs: Any) -> None:
     if kwargs.get("type") != "DELETED":
@@ -348,6 +391,7 @@ async def keep_time(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=lambda spec, **_: bool(spec.get("responses")))
+@observed("TaskRun")
 async def review_responses(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
                            memo: kopf.Memo, **kwargs: Any) -> None:
     """Condition ResponsesValid (and a Warning) for replies that are refused; they change nothing."""

@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from kubechain.observability.handlers import observed
 from kubechain.api.v1alpha1 import GROUP, VERSION
 
 from .catalog import IndexCatalog
@@ -14,6 +15,7 @@ from .readiness import reconcile_readiness, reevaluate_dependents
 # Readiness is a pure function of in-memory indexes, so every watch event (our own status writes
 # included) re-evaluates it: concurrent evaluations converge instead of leaving a stale verdict.
 @kopf.on.event(GROUP, VERSION, "tools")
+@observed("Tool")
 async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
                     meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
     catalog = IndexCatalog(kwargs)

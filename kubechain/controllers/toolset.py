@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from kubechain.observability.handlers import observed
 from kubechain.api.v1alpha1 import GROUP, VERSION
 
 from .catalog import IndexCatalog
@@ -12,6 +13,7 @@ from .readiness import reconcile_readiness, reevaluate_dependents
 
 
 @kopf.on.event(GROUP, VERSION, "toolsets")  # every event: see tool.py
+@observed("ToolSet")
 async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
                     meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
     catalog = IndexCatalog(kwargs)

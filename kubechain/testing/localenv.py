@@ -116,8 +116,12 @@ class Operator:
 class LocalEnvironment:
     """Start and stop the whole stack in `workdir`. Attributes: controlplane, ray, llm, operator, kubeconfig."""
 
-    def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None):
+    def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None,
+                 telemetry_env: dict[str, str] | None = None):
+        """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor)."""
         self.workdir = workdir
+        self.telemetry_env = telemetry_env or {}
+        self.metrics_port = 0
         self.controlplane = LocalControlPlane(workdir / "k8s")
         self.ray: LocalRayHead | None = None
         self.llm = ScriptedLLMServer(api_key=llm_api_key)
@@ -134,13 +138,17 @@ class LocalEnvironment:
             install_crds(self.kubeconfig)
             # Actors inherit the head's environment: that is how they get their Kubernetes credentials locally.
             self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.kubeconfig),
-                                                               "RAY_preload_python_modules": "actors.preload"})
+                                                               "RAY_preload_python_modules": "actors.preload",
+                                                               **self.telemetry_env})
             self.ray.start()
             self.llm.start()
             # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
+            [self.metrics_port] = free_ports(1)
             self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig),
                                                     **self.ray.driver_env(self.ray.client_address),
-                                                    "KUBECHAIN_PENDING_RETRY_SECONDS": "1", **self.operator_env})
+                                                    "KUBECHAIN_PENDING_RETRY_SECONDS": "1",
+                                                    "KUBECHAIN_METRICS_PORT": str(self.metrics_port),
+                                                    **self.telemetry_env, **self.operator_env})
             self.operator.start()
         except BaseException:
             self.stop()

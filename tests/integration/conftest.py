@@ -14,15 +14,25 @@ import pytest
 import yaml
 
 from kubechain.testing.localenv import LocalEnvironment, kubectl
+from kubechain.testing.otlp import OTLPReceiver
 
 LLM_KEY = "sk-test-key"
 _ns_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+def otlp():
+    """Where the operator and every actor of the session stack send their spans."""
+    receiver = OTLPReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
     workdir = Path(os.environ.get("KUBECHAIN_TEST_WORKDIR") or tmp_path_factory.mktemp("stack"))
-    with LocalEnvironment(workdir, llm_api_key=LLM_KEY) as env:
+    telemetry = {**otlp.env(), "RAY_metrics_report_interval_ms": "1000"}  # Ray's metrics agent: every second
+    with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=telemetry) as env:
         yield env
 
 

@@ -75,10 +75,10 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def with_condition(previous: list[Condition], type: str, ok: bool, reason: str, message: str,
+def with_condition(previous: list[Condition], type: str, ok: bool | None, reason: str, message: str,
                    generation: int | None = None) -> list[Condition]:
-    """`previous` with condition `type` set; lastTransitionTime moves only when the status flips."""
-    status = "True" if ok else "False"
+    """`previous` with condition `type` set (ok None: Unknown); lastTransitionTime moves only when the status flips."""
+    status = "Unknown" if ok is None else "True" if ok else "False"
     old = next((c for c in previous if c.type == type), None)
     since = old.last_transition_time if old and old.status == status else now_rfc3339()
     cond = Condition(type=type, status=status, reason=reason, message=message,

@@ -165,6 +165,8 @@ class ParentRef(Model):
     tool_call_id: str = Field(description="The parent's delegate call this run answers.")
     agents: list[str] = Field(default_factory=list, description="Agents of the ancestors, root first (depth limit "
                                                                 "and cycle detection).")
+    traceparent: str | None = Field(default=None, description="The parent's trace context: the child's spans join "
+                                                              "the parent's trace.")
 
 
 class TaskRunSpec(RunLimits):
@@ -217,7 +219,10 @@ class TaskRunStatus(Model):
     actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
     epoch: int = Field(default=0, description="Fencing number, raised each time an actor is started for this run: "
                                               "only the actor holding the current epoch may write checkpoints.")
-    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    traceparent: str | None = Field(default=None, description="W3C trace context of the run's OpenTelemetry trace: "
+                                                              "operator and actor spans of this run are its children.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions: Succeeded (Unknown "
+                                        "until the run ends), RayAvailable, ResponsesValid.")
 
 
 KIND = KindInfo(
