@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
 
 from kubechain.api.v1alpha1 import GROUP
-from kubechain.controllers import agent, catalog, llm, task, taskrun, tool, toolset  # noqa: F401  (registers handlers)
+from kubechain.controllers import agent, catalog, llm, task, taskrun, tool, toolset, webhooks  # noqa: F401  (handlers)
 from kubechain.kube import Kube
 from kubechain.observability import metrics, tracing
 from kubechain.raygateway import RayGateway
-from kubechain.settings import Settings
+from kubechain.settings import Settings, WebhookSettings
+from kubechain.webhook_server import WebhookServer, ensure_certificates
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.task_phases = {}  # (namespace, Task) -> the TaskRun phase last shown in the Task's status
     memo.phases = {}  # TaskRun uid -> length of the phaseHistory last seen (transitions metric, Succeeded condition)
     tracing.configure("kubechain-operator")
+    if memo.settings.webhook.port:
+        serve_webhooks(settings, memo.settings.webhook)
     metrics.serve(memo.settings.metrics_port)
     memo.kube = Kube()
     memo.ray = RayGateway(memo.settings.ray)
@@ -43,3 +47,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def flush_telemetry(**_: Any) -> None:
     tracing.flush()
+
+
+def serve_webhooks(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> None:
+    """Admission (kopf) and conversion on one HTTPS port; kopf keeps the webhook configurations current."""
+    ca, cert, key = ensure_certificates(Path(webhook.cert_dir), [webhook.host, "127.0.0.1", "localhost"])
+    settings.admission.server = WebhookServer(addr=webhook.address, port=webhook.port, host=webhook.host,
+                                              cafile=ca, certfile=cert, pkeyfile=key)
+    settings.admission.managed = GROUP

@@ -32,8 +32,21 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    port: int = field(default_factory=lambda: int(_env("KUBECHAIN_WEBHOOK_PORT", "9443")))
+    """HTTPS port of the admission and conversion webhooks (0: no webhooks)."""
+    address: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_ADDRESS", "0.0.0.0"))
+    """Interface to listen on."""
+    host: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_HOST", "kubechain-webhooks.kubechain-system.svc"))
+    """Host name (or IP) the apiserver reaches the webhooks at; it is in the certificate and the webhook URLs."""
+    cert_dir: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_CERT_DIR", "/tmp/kubechain-webhook"))
+    """ca.crt, tls.crt, tls.key: mounted (cert-manager) or generated here at start-up."""
+
+
+@dataclass(frozen=True)
 class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
     metrics_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_METRICS_PORT", "8080")))
     """Port of the operator's Prometheus /metrics (0: off)."""

@@ -11,7 +11,13 @@ from typing import Any
 
 import yaml
 
+from . import v1alpha2
 from .v1alpha1 import CATEGORY, GROUP, KINDS, VERSION, KindInfo
+
+STORAGE_VERSION = VERSION  # v1alpha1: the version the operator and the actors speak
+# Where the apiserver finds the conversion webhook in a cluster (kuberay/ deploys this Service). The operator
+# puts its CA into caBundle at start-up, or points the CRD at its own URL (KUBECHAIN_WEBHOOK_HOST).
+CONVERSION_SERVICE = {"namespace": "kubechain-system", "name": "kubechain-webhooks", "path": "/convert", "port": 443}
 
 KEEP = {"type", "description", "properties", "items", "required", "enum", "default", "format", "pattern",
         "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems",
@@ -59,10 +65,36 @@ def schema_of(model: type, *, defaults: bool) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}), defaults=defaults)
 
 
-def crd(info: KindInfo) -> dict[str, Any]:
+def version(info: KindInfo, name: str) -> dict[str, Any]:
     spec_schema = schema_of(info.spec, defaults=True)
     # Status is written by the operator and the actors; server-side defaults there would only add noise.
     status_schema = schema_of(info.status, defaults=False)
+    return {
+        "name": name, "served": True, "storage": name == STORAGE_VERSION,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [
+            {k: v for k, v in {"name": c.name, "type": c.type, "jsonPath": c.json_path,
+                               "description": c.description, "priority": c.priority}.items() if v}
+            for c in info.columns],
+        "schema": {"openAPIV3Schema": {
+            "type": "object", "description": info.description,
+            "properties": {
+                "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
+                "kind": {"type": "string", "description": "REST resource this object represents."},
+                "metadata": {"type": "object"},
+                "spec": {**spec_schema, "description": f"Desired state of the {info.kind}."},
+                "status": {**status_schema, "description": f"Observed state of the {info.kind}."},
+            },
+            "required": ["spec"],
+        }},
+    }
+
+
+def crd(info: KindInfo) -> dict[str, Any]:
+    v2 = next(k for k in v1alpha2.KINDS if k.kind == info.kind)
+    # Versions that differ only in apiVersion need no webhook; the LLM's spec differs (api/conversion.py).
+    conversion = {"strategy": "None"} if v2 is info else {"strategy": "Webhook", "webhook": {
+        "conversionReviewVersions": ["v1"], "clientConfig": {"service": CONVERSION_SERVICE}}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -72,25 +104,8 @@ def crd(info: KindInfo) -> dict[str, Any]:
             "scope": "Namespaced",
             "names": {"kind": info.kind, "plural": info.plural, "singular": info.singular or info.kind.lower(),
                       "listKind": f"{info.kind}List", "shortNames": list(info.short_names), "categories": [CATEGORY]},
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {k: v for k, v in {"name": c.name, "type": c.type, "jsonPath": c.json_path,
-                                       "description": c.description, "priority": c.priority}.items() if v}
-                    for c in info.columns],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object", "description": info.description,
-                    "properties": {
-                        "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
-                        "kind": {"type": "string", "description": "REST resource this object represents."},
-                        "metadata": {"type": "object"},
-                        "spec": {**spec_schema, "description": f"Desired state of the {info.kind}."},
-                        "status": {**status_schema, "description": f"Observed state of the {info.kind}."},
-                    },
-                    "required": ["spec"],
-                }},
-            }],
+            "versions": [version(info, VERSION), version(v2, v1alpha2.VERSION)],
+            "conversion": conversion,
         },
     }
 

@@ -121,7 +121,7 @@ class LocalEnvironment:
         """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor)."""
         self.workdir = workdir
         self.telemetry_env = telemetry_env or {}
-        self.metrics_port = 0
+        self.metrics_port = self.webhook_port = 0
         self.controlplane = LocalControlPlane(workdir / "k8s")
         self.ray: LocalRayHead | None = None
         self.llm = ScriptedLLMServer(api_key=llm_api_key)
@@ -143,11 +143,15 @@ class LocalEnvironment:
             self.ray.start()
             self.llm.start()
             # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
-            [self.metrics_port] = free_ports(1)
+            self.metrics_port, self.webhook_port = free_ports(2)
             self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig),
                                                     **self.ray.driver_env(self.ray.client_address),
                                                     "KUBECHAIN_PENDING_RETRY_SECONDS": "1",
                                                     "KUBECHAIN_METRICS_PORT": str(self.metrics_port),
+                                                    "KUBECHAIN_WEBHOOK_PORT": str(self.webhook_port),
+                                                    "KUBECHAIN_WEBHOOK_ADDRESS": "127.0.0.1",
+                                                    "KUBECHAIN_WEBHOOK_HOST": "127.0.0.1",
+                                                    "KUBECHAIN_WEBHOOK_CERT_DIR": str(self.workdir / "webhook"),
                                                     **self.telemetry_env, **self.operator_env})
             self.operator.start()
         except BaseException:

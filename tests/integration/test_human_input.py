@@ -33,10 +33,6 @@ GUARDED = {"name": "calc", "description": "arithmetic, needs a human's OK", "req
            "execution": {"builtin": {"name": "calculator"}}}
 
 
-def condition(run: dict, type_: str) -> dict | None:
-    return next((c for c in run["status"].get("conditions", []) if c["type"] == type_), None)
-
-
 def no_actor(stack, namespace: str, name: str) -> bool:
     return not [a for a in actors(stack) if a["state"] == "ALIVE" and a.get("name", "").startswith(f"{namespace}/{name}/")]
 
@@ -51,34 +47,28 @@ def test_ask_human_pauses_without_an_actor_and_a_kubectl_patch_resumes_it(kube, 
     assert record["id"] in paused["status"]["message"] or "spec.responses" in paused["status"]["message"]
     wait_until(lambda: no_actor(stack, kube.namespace, "pick-run"), timeout=10, what="no actor while paused")
 
-    # Refused, changing nothing: an unknown call id, and an approval where an answer is awaited.
+    # Refused by the validating webhook, changing nothing: an unknown call id, an approval where an answer is awaited.
     bad = {"nope": {"answer": "x"}, record["id"]: {"approved": True}}
-    kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p", json.dumps({"spec": {"responses": bad}}))
-    refused = kube.wait_for("taskrun", "pick-run", lambda o: (condition(o, "ResponsesValid") or {}).get("status") == "False")
-    message = condition(refused, "ResponsesValid")["message"]
-    assert "nope: no such tool call" in message and "waits for an `answer`" in message
-    assert refused["status"]["phase"] == "PausedForUserInput"
-    assert "ResponseRefused" in [e["reason"] for e in kube.events("pick-run")]
-    time.sleep(1)
-    assert kube.get("taskrun", "pick-run")["status"]["phase"] == "PausedForUserInput"
+    result = kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p", json.dumps({"spec": {"responses": bad}}),
+                      check=False)
+    assert result.returncode != 0
+    assert "nope: no such tool call" in result.stderr and "waits for an `answer`" in result.stderr
+    assert "responses" not in kube.get("taskrun", "pick-run")["spec"]
 
-    # The documented answer: one merge patch keyed by the call id (null removes the bad replies).
-    answer = {"nope": None, record["id"]: {"answer": "teal", "approved": None, "by": "alice"}}
+    # The documented answer: one merge patch keyed by the call id.
+    answer = {record["id"]: {"answer": "teal", "by": "alice"}}
     kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p", json.dumps({"spec": {"responses": answer}}))
     done = kube.wait_phase("pick-run", "Completed")
     assert done["status"]["output"] == "You chose teal."
     assert done["status"]["toolCallHistory"][0]["response"] == {"answer": "teal", "by": "alice"}
     assert [t["reason"] for t in done["status"]["phaseHistory"]] == ["Scheduled", "WaitingForInput", "InputReceived",
                                                                     "FinalAnswer"]
-    assert condition(kube.wait_for("taskrun", "pick-run", lambda o: condition(o, "ResponsesValid")["status"] == "True"),
-                     "ResponsesValid")["reason"] == "Accepted"
 
     # A second, different answer to the same call is refused; the run is untouched.
-    kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p",
-             json.dumps({"spec": {"responses": {record["id"]: {"answer": "red"}}}}))
-    late = kube.wait_for("taskrun", "pick-run", lambda o: condition(o, "ResponsesValid")["status"] == "False")
-    assert "already answered" in condition(late, "ResponsesValid")["message"]
-    assert late["status"]["output"] == "You chose teal."
+    result = kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p",
+                      json.dumps({"spec": {"responses": {record["id"]: {"answer": "red"}}}}), check=False)
+    assert result.returncode != 0 and "already answered" in result.stderr
+    assert kube.get("taskrun", "pick-run")["spec"]["responses"] == answer
     # The CLI refuses bad replies before writing anything.
     result = cli(kube, "respond", "pick-run", "blue")
     assert result.returncode == 1 and "is Completed, not waiting for a human" in result.stderr

@@ -1,0 +1,44 @@
+"""LLM (v1alpha2): where the model is, how to authenticate, and how to sample - three groups instead of
+one flat list, so credentials can be reviewed (and RBAC'd by policy tools) apart from tuning knobs."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubechain.api.v1alpha1.common import Model, SecretKeyRef
+from kubechain.api.v1alpha1.llm import KIND as V1ALPHA1_KIND
+from kubechain.api.v1alpha1.llm import LLMStatus
+
+
+class Endpoint(Model):
+    base_url: str | None = Field(
+        default=None, alias="baseURL", pattern=r"^https?://",
+        description="Base URL of an OpenAI-compatible API, e.g. http://vllm:8000/v1. Empty means api.openai.com.")
+    request_timeout_seconds: float = Field(default=120, gt=0, description="Timeout of one LLM request, in seconds.")
+    max_retries: int = Field(default=2, ge=0, le=20,
+                             description="Retries of a failed request (connection errors, 408/409/429/5xx) with backoff.")
+
+
+class Credentials(Model):
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the API key. The key is never written to status, events or logs.")
+
+
+class Parameters(Model):
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(default=4096, ge=1, description="Upper bound of completion tokens per request.")
+
+
+class LLMSpec(Model):
+    provider: Literal["openai"] = Field(
+        default="openai", description="API flavour: `openai` speaks the OpenAI chat-completions API, and reaches "
+                                      "any OpenAI-compatible server through endpoint.baseURL.")
+    model: str = Field(min_length=1, description="Model name sent with every request, e.g. gpt-4o-mini.")
+    endpoint: Endpoint = Field(default_factory=Endpoint, description="Where the API is and how to call it.")
+    credentials: Credentials = Field(default_factory=Credentials, description="How to authenticate (optional for "
+                                                                              "servers that need none).")
+    parameters: Parameters = Field(default_factory=Parameters, description="Sampling parameters of every request.")
+
+
+KIND = V1ALPHA1_KIND.__class__(**{**V1ALPHA1_KIND.__dict__, "spec": LLMSpec, "status": LLMStatus})
