@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus clean help
+.PHONY: demo test unit integration lint crds bench k8s prometheus clean help \
+        kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel undeploy kind-down
 
 help:
 	@echo "make demo   run an agent end to end on a local control plane + Ray head + scripted LLM"
@@ -50,6 +51,53 @@ bench: $(STAMP) k8s
 	$(PY) bench/bench_slice.py
 	$(PY) bench/bench_recovery.py
 	$(PY) bench/bench_checkpoint.py
+
+# --- Deployment on a real cluster (kind + KubeRay). These need Docker, kind and helm: not on the CI box.
+IMAGE        ?= kubechain:dev
+KIND_CLUSTER ?= kubechain
+KUBERAY_VERSION ?= 1.7.0
+OVERLAY      ?= kind
+
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER)
+
+docker-build:
+	docker build -f kuberay/Dockerfile -t $(IMAGE) .
+
+kind-load: docker-build
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+deploy-kuberay:
+	helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && helm repo update kuberay
+	helm upgrade --install kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
+	  --namespace kuberay-system --create-namespace --wait
+
+deploy: $(STAMP)
+	$(VENV)/bin/kubectl apply -f kuberay/base/namespace.yaml
+	$(VENV)/bin/kubectl -n kubechain-system get secret kubechain-ray-token >/dev/null 2>&1 || \
+	  $(VENV)/bin/kubectl -n kubechain-system create secret generic kubechain-ray-token \
+	    --from-literal=auth_token=$$($(PY) -c 'import secrets; print(secrets.token_hex(32))')
+	$(VENV)/bin/kubectl apply --server-side -k kuberay/overlays/$(OVERLAY)
+	$(VENV)/bin/kubectl -n kubechain-system rollout status deploy/kubechain-operator --timeout=300s
+
+deploy-samples: $(STAMP)
+	$(VENV)/bin/kubectl apply -f kuberay/samples-llm.yaml
+	$(VENV)/bin/kubectl apply -f samples/demo.yaml
+	$(VENV)/bin/kubectl patch llm.v1alpha1.kubechain.dev demo-llm --type merge \
+	  -p '{"spec":{"baseURL":"http://kubechain-scripted-llm.kubechain-system.svc:8000/v1"}}'
+
+deploy-otel: $(STAMP)
+	$(VENV)/bin/kubectl apply -f kuberay/otel/collector.yaml
+	$(VENV)/bin/kubectl -n kubechain-system set env deploy/kubechain-operator \
+	  OTEL_EXPORTER_OTLP_ENDPOINT=http://kubechain-otel-collector.kubechain-system.svc:4318
+
+undeploy: $(STAMP)
+	-$(VENV)/bin/kubectl delete -f samples/demo.yaml -f kuberay/samples-llm.yaml --ignore-not-found
+	-$(VENV)/bin/kubectl delete -k kuberay/overlays/$(OVERLAY) --ignore-not-found
+	-$(VENV)/bin/kubectl delete validatingwebhookconfiguration,mutatingwebhookconfiguration kubechain.dev --ignore-not-found
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf .work $(VENV) *.egg-info

@@ -22,6 +22,8 @@ async def reconcile(namespace: str, name: str, uid: str, spec: kopf.Spec, status
     if error:
         patch.status["message"] = f"invalid spec: {error}"
         return
+    if status.get("taskRunName"):
+        return  # launched once: a Task is one request (a deleted TaskRun is not run again)
     if not task.launch_immediately:
         patch.status["message"] = "not launched: set spec.launchImmediately to true to start it"
         return

@@ -164,7 +164,8 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
                                                                              "k8s.namespace.name": namespace}):
                 run = await attach(memo, catalog, ref, obj, latest, kwargs["child_taskruns"], body)
             await set_ray_condition(memo, ref, latest, True, "Connected", "Ray is reachable")
-            await memo.ray.wait(run)
+            if not await until_stopped(memo.ray.wait(run), stopped):
+                break  # deleted or no longer Running: kopf stops this daemon; don't keep it waiting
             failures = 0  # the actor returned: the status says whether the run ended
         except ActorDied as exc:
             failures += 1
@@ -186,6 +187,19 @@ async def kill_actor(memo: kopf.Memo, namespace: str, name: str, uid: str) -> No
         await asyncio.to_thread(memo.ray.kill, namespace, name, uid)
     except RayUnavailable:
         pass  # with the head gone the actor is gone; a raised epoch fences out any other
+
+
+async def until_stopped(work: Any, stopped: kopf.DaemonStopped) -> bool:
+    """Await `work` unless the daemon is asked to stop first; True when the work finished (errors raise)."""
+    task, stop = asyncio.ensure_future(work), asyncio.ensure_future(stopped.wait())
+    done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stop):
+        if pending not in done:
+            pending.cancel()
+    if task in done:
+        task.result()
+        return True
+    return False
 
 
 def backoff(failures: int) -> float:

@@ -117,10 +117,11 @@ class LocalEnvironment:
     """Start and stop the whole stack in `workdir`. Attributes: controlplane, ray, llm, operator, kubeconfig."""
 
     def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None,
-                 telemetry_env: dict[str, str] | None = None):
+                 telemetry_env: dict[str, str] | None = None, head_cpus: int = 4, worker_cpus: tuple[int, ...] = ()):
         """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor)."""
         self.workdir = workdir
         self.telemetry_env = telemetry_env or {}
+        self.head_cpus, self.worker_cpus = head_cpus, worker_cpus  # worker nodes: one `ray start` each
         self.metrics_port = self.webhook_port = 0
         self.controlplane = LocalControlPlane(workdir / "k8s")
         self.ray: LocalRayHead | None = None
@@ -139,8 +140,10 @@ class LocalEnvironment:
             # Actors inherit the head's environment: that is how they get their Kubernetes credentials locally.
             self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.kubeconfig),
                                                                "RAY_preload_python_modules": "actors.preload",
-                                                               **self.telemetry_env})
+                                                               **self.telemetry_env}, num_cpus=self.head_cpus)
             self.ray.start()
+            for cpus in self.worker_cpus:
+                self.ray.add_worker(cpus)
             self.llm.start()
             # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
             self.metrics_port, self.webhook_port = free_ports(2)

@@ -89,6 +89,7 @@ class LocalRayHead:
         self.worker_ports: tuple[int, int] = (0, 0)
         self.temp_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self.workers: list[LocalRayWorker] = []
 
     def __enter__(self) -> "LocalRayHead":
         self.start()
@@ -149,6 +150,19 @@ class LocalRayHead:
             self.stop()
             raise
 
+    def add_worker(self, num_cpus: int, timeout: float = 60) -> "LocalRayWorker":
+        """Start another node (`ray start --address=<head>`), as a KubeRay worker pod would; wait until it is alive."""
+        worker = LocalRayWorker(self, num_cpus, len(self.workers))
+        before = self.alive_nodes()
+        worker.proc = spawn(worker.command(), worker.log, env=self._head_env(), cwd=self.workdir)
+        wait_until(lambda: self.alive_nodes() > before, timeout, "a Ray worker node", {"ray worker": (worker.proc, worker.log)})
+        self.workers.append(worker)
+        return worker
+
+    def alive_nodes(self) -> int:
+        status, body = http_get(f"{self.dashboard_url}/api/v0/nodes?limit=100", self.token)
+        return body.count(b'"ALIVE"') if status == 200 else 0
+
     def kill_head(self) -> None:
         """SIGKILL the head and everything it started (workers too), like a lost node.
         Ports and temp dir are kept so `start()` brings it back at the same addresses."""
@@ -158,7 +172,9 @@ class LocalRayHead:
             self.proc = None
 
     def stop(self) -> None:
-        """Stop the head and remove its temp dir. Idempotent."""
+        """Stop the head (and worker nodes) and remove its temp dir. Idempotent."""
+        for worker in self.workers:
+            worker.kill()
         stop_process(self.proc, self.grace)
         self.proc = None
         if self.temp_dir is not None:
@@ -179,7 +195,8 @@ class LocalRayHead:
         if not self.ports:
             self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
             # Random base: parallel heads on one machine rarely share worker ports.
-            low = random.randrange(WORKER_RANGE_LOW, WORKER_RANGE_HIGH - WORKER_PORTS, 10)
+            # (room below for the worker-port ranges of a few worker nodes, see LocalRayWorker)
+            low = random.randrange(WORKER_RANGE_LOW + 4 * WORKER_PORTS, WORKER_RANGE_HIGH - WORKER_PORTS, 10)
             self.worker_ports = (low, low + WORKER_PORTS - 1)
         if self.temp_dir is None:
             # Short on purpose: Ray's unix socket paths live under it (107-char limit).
@@ -211,6 +228,35 @@ class LocalRayHead:
             return False
         status, body = http_get(f"{self.dashboard_url}/api/v0/nodes", self.token)
         return status == 200 and b'"ALIVE"' in body
+
+
+WORKER_PORT_NAMES = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
+                     "dashboard-agent-grpc-port", "runtime-env-agent-port")
+
+
+class LocalRayWorker:
+    """A worker node of a LocalRayHead: its own raylet, ports and worker-port range, on this machine."""
+
+    def __init__(self, head: LocalRayHead, num_cpus: int, index: int):
+        self.head, self.num_cpus = head, num_cpus
+        self.ports = dict(zip(WORKER_PORT_NAMES, free_ports(len(WORKER_PORT_NAMES))))
+        low = head.worker_ports[0] - (index + 1) * WORKER_PORTS  # below the head's range, one range per node
+        self.worker_ports = (low, low + WORKER_PORTS - 1)
+        self.log = head.workdir / "logs" / f"ray-worker-{index}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [ray_executable(), "start", f"--address={self.head.gcs_address}", "--block",
+                "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--num-cpus={self.num_cpus}",
+                f"--min-worker-port={self.worker_ports[0]}", f"--max-worker-port={self.worker_ports[1]}",
+                *[f"--{name}={port}" for name, port in self.ports.items()]]
+
+    def kill(self) -> None:
+        """SIGKILL the node and its worker processes, like a lost pod."""
+        if self.proc is not None:
+            kill_session(self.proc)
+            self.proc.wait(10)
+            self.proc = None
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:

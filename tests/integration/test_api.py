@@ -44,7 +44,9 @@ def test_kubectl_get_kubechain_and_explain(kube, stack):
     for field in ("contextWindow", "toolCallHistory", "phaseHistory", "usage", "actor", "output", "error"):
         assert field in explained
     assert "Delegating (waits for child runs), Completed or Failed" in " ".join(explained.split())
-    assert "Secret key holding the API key" in kube.run("explain", "llm.spec.apiKeySecretRef").stdout
+    assert "Secret key holding the API key" in kube.run("explain", "llm.spec.apiKeySecretRef",
+                                                        "--api-version=kubechain.dev/v1alpha1").stdout
+    assert "Secret key holding the API key" in kube.run("explain", "llm.spec.credentials.apiKeySecretRef").stdout
 
     wide = kube.run("get", "taskruns").stdout.splitlines()[0].split()
     assert wide == ["NAME", "AGENT", "PHASE", "PARENT", "STEP", "TOKENS", "AGE"]

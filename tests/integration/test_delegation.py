@@ -113,8 +113,11 @@ def test_cycles_and_depth_fail_the_call_clearly(kube, stack):
     model = f"{kube.namespace}-loop"
     stack.llm.set_script(model, [{"tool_calls": [{"name": "self", "arguments": {"message": "again"}}]},
                                  {"content": "stopped: {last_tool_result}"}])
-    kube.apply([secret(), llm("m", stack.llm.base_url, model), toolset("t", inline=[delegate("self", "narcissus")]),
-                agent("narcissus", "m", ["t"])])
+    # The validating webhook refuses a cycle when the Agent is admitted; a ToolSet changed afterwards can still
+    # make one, and then the run refuses the call.
+    kube.apply([secret(), llm("m", stack.llm.base_url, model), toolset("t"), agent("narcissus", "m", ["t"])])
+    kube.apply([toolset("t", inline=[delegate("self", "narcissus")])])
+    kube.wait_for("agent", "narcissus", lambda o: "self" in (o.get("status") or {}).get("tools", []))
     kube.apply([task("loop", "narcissus", "go")])
     final = kube.wait_phase("loop-run", "Completed", timeout=60)
     assert final["status"]["output"] == "stopped: Error: delegation cycle refused: narcissus -> narcissus"

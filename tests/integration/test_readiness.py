@@ -49,12 +49,13 @@ def test_agent_readiness_follows_its_dependencies_both_ways(kube, stack):
 
 
 def test_toolset_names_the_invalid_tool(kube, stack):
+    """Refused at admission (readiness would say the same if the webhooks were off: tests/unit/test_resolve.py)."""
     bad = {"name": "broken", "description": "x", "arguments": {"type": "array"},
            "execution": {"builtin": {"name": "echo"}}}
-    kube.apply([toolset("kit", inline=[bad])])
-    status = kube.wait_ready("toolset", "kit", ready=False)["status"]
-    assert status["message"] == "tool 'broken': arguments must be a JSON Schema of type object"
+    result = kube.apply([toolset("kit", inline=[bad])], check=False)
+    assert result.returncode != 0
+    assert "tool 'broken': arguments must be a JSON Schema of type object" in result.stderr
     dupes = toolset("twice", refs=["echo"], inline=[{"name": "echo", "description": "x",
                                                       "execution": {"builtin": {"name": "echo"}}}])
-    kube.apply([builtin_tool("echo", "echo"), dupes])
-    kube.wait_for("toolset", "twice", lambda o: o["status"].get("message") == "duplicate tool names: echo")
+    result = kube.apply([builtin_tool("echo", "echo"), dupes], check=False)
+    assert "tool names must be unique within a ToolSet: echo" in result.stderr

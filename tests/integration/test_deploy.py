@@ -1,0 +1,191 @@
+"""What can be tested of a KubeRay deployment without Docker: every rendered manifest against the real
+apiserver (and KubeRay's CRD schema), the service accounts' RBAC with the actor's own code, and a Ray
+cluster laid out like KubeRay's (head with num-cpus 0 + worker nodes) losing a node."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actors.checkpoint import KubeCheckpointStore, KubeREST
+from kubechain.api.runspec import TaskRunRef
+from kubechain.api.v1alpha1 import TaskRunStatus
+from kubechain.testing.localenv import LocalEnvironment, kubectl
+
+from .chaos import actors, wait_until
+from .conftest import Kube, agent, llm, secret, task, toolset
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).parents[2]
+KUBERAY_CRDS = REPO.parent / "shared" / "kuberay-crds"
+OVERLAYS = ("kind", "production", "gcs-ft")
+
+
+def render(kube, overlay: str) -> list[dict]:
+    text = kubectl(kube.env.kubeconfig, "kustomize", str(REPO / "kuberay" / "overlays" / overlay)).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+@pytest.fixture(scope="module")
+def kuberay_crds(stack):
+    if not KUBERAY_CRDS.is_dir():
+        pytest.skip(f"KubeRay CRD schemas not found at {KUBERAY_CRDS}")
+    for path in sorted(KUBERAY_CRDS.glob("ray.io_*.yaml")):
+        kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kubectl(stack.kubeconfig, "wait", "--for=condition=Established", "crd/rayclusters.ray.io", "--timeout=60s")
+    kubectl(stack.kubeconfig, "apply", "-f", str(REPO / "kuberay" / "base" / "namespace.yaml"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay_crds, overlay):
+    objects = render(kube, overlay)
+    kinds = {o["kind"] for o in objects}
+    assert {"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole",
+            "ClusterRoleBinding", "RayCluster"} <= kinds
+    extra = [*yaml.safe_load_all((REPO / "kuberay" / "otel" / "collector.yaml").read_text()),
+             *yaml.safe_load_all((REPO / "kuberay" / "samples-llm.yaml").read_text())]
+    result = kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-",
+                     input=yaml.safe_dump_all(objects + extra), check=False)
+    assert result.returncode == 0, result.stderr
+    [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
+    assert raycluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert raycluster["spec"]["authOptions"] == {"mode": "token", "secretName": "kubechain-ray-token"}
+    # KubeRay's schema really is in force: a typo is refused.
+    broken = json.loads(json.dumps(raycluster))
+    broken["spec"]["workerGroupSpecs"][0]["maxReplicas"] = "many"
+    result = kubectl(stack.kubeconfig, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(broken), check=False)
+    assert result.returncode != 0 and "maxReplicas" in result.stderr
+
+
+def token_kubeconfig(stack, tmp_path: Path, account: str) -> Path:
+    """A kubeconfig that authenticates as kubechain-system/<account> with its token."""
+    wait_until(lambda: kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "sa", account, "-o",
+                               "jsonpath={.secrets[0].name}").stdout != "", timeout=30, what=f"{account}'s token")
+    name = kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "sa", account, "-o",
+                   "jsonpath={.secrets[0].name}").stdout
+    token = base64.b64decode(kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "secret", name, "-o",
+                                     "jsonpath={.data.token}").stdout).decode()
+    config = yaml.safe_load(Path(stack.kubeconfig).read_text())
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = account
+    path = tmp_path / f"{account}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def can(stack, account: str, *args: str) -> bool:
+    result = kubectl(stack.kubeconfig, "auth", "can-i", f"--as=system:serviceaccount:kubechain-system:{account}",
+                     *args, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay_crds, tmp_path, monkeypatch):
+    rbac = [o for o in render(kube, "kind") if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(rbac))
+    ns = ["-n", kube.namespace]
+    assert can(stack, "kubechain-ray", "patch", "taskruns.kubechain.dev", "--subresource=status", *ns)
+    for verb, what in (("get", "secrets"), ("list", "secrets"), ("patch", "taskruns.kubechain.dev"),
+                       ("create", "taskruns.kubechain.dev"), ("delete", "configmaps"), ("get", "llms.kubechain.dev")):
+        assert not can(stack, "kubechain-ray", verb, what, *ns), f"the actor may {verb} {what}"
+    for verb, what in (("get", "secrets"), ("create", "taskruns.kubechain.dev"), ("watch", "agents.kubechain.dev"),
+                       ("patch", "customresourcedefinitions/llms.kubechain.dev")):
+        assert can(stack, "kubechain-operator", verb, what, *ns), f"the operator may not {verb} {what}"
+    for verb, what in (("list", "secrets"), ("delete", "secrets"),
+                       ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods")):
+        assert not can(stack, "kubechain-operator", verb, what, *ns), f"the operator may {verb} {what}"
+
+    # The actor's own checkpoint code, with the Ray pods' token: status, sealed context, events all work.
+    kube.apply([task("t", "nobody", "hello")])
+    run = kube.wait_for("taskrun", "t-run", lambda o: bool(o.get("status")))
+    kube.run("patch", "taskrun", "t-run", "--subresource=status", "--type=merge", "-p", '{"status":{"epoch":1}}')
+    monkeypatch.setenv("KUBECONFIG", str(token_kubeconfig(stack, tmp_path, "kubechain-ray")))
+    rest = KubeREST()
+    store = KubeCheckpointStore(TaskRunRef(namespace=kube.namespace, name="t-run", uid=run["metadata"]["uid"]),
+                                epoch=1, rest=rest, retry_seconds=5)
+
+    async def actor_writes() -> TaskRunStatus:
+        status = await store.load()
+        await store.save(status.model_copy(update={"message": "written by the actor's account", "step": 1}))
+        await store.event("Probe", "an event from the actor's account")
+        return await store.load()
+
+    import asyncio
+    assert asyncio.run(actor_writes()).message == "written by the actor's account"
+    assert "Probe" in [e["reason"] for e in kube.events("t-run")]
+    kube.apply([secret()])
+    status, body = rest.request("GET", f"/api/v1/namespaces/{kube.namespace}/secrets/llm-key")
+    assert status == 403, body
+
+
+# --- a Ray cluster laid out like KubeRay's, losing a worker node ---------------------------------------
+
+RUNS, STEPS = 20, 4
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head with num-cpus 0 and two worker nodes; actors ask for 0.01 CPU (as kuberay/base/operator.yaml)."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    env = LocalEnvironment(workdir, operator_env={"KUBECHAIN_ACTOR_NUM_CPUS": "0.01"}, head_cpus=0, worker_cpus=(2, 2),
+                           telemetry_env={"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"})
+    with env:
+        yield env
+
+
+def test_losing_a_worker_node_loses_no_run(cluster, tmp_path):
+    namespace = "node-loss"
+    kubectl(cluster.kubeconfig, "create", "namespace", namespace)
+    kube = Kube(cluster, namespace)
+    model = "node-loss"
+    cluster.llm.set_script(model, [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": 1.0}
+                                   for i in range(STEPS)] + [{"content": "done after {last_tool_result}"}])
+    kube.apply([secret(), llm("m", cluster.llm.base_url, model),
+                toolset("t", inline=[{"name": "noop", "description": "no-op", "execution": {"builtin": {"name": "echo"}}}]),
+                agent("a", "m", ["t"])])
+    kube.wait_ready("agent", "a")
+    kube.apply([task(f"r{i}", "a", f"run {i}") for i in range(RUNS)])
+    mine = lambda: [a for a in actors(cluster) if a["state"] == "ALIVE" and a.get("name", "").startswith(f"{namespace}/")]
+    wait_until(lambda: len(mine()) == RUNS, timeout=120, what="20 actors alive")
+    placement = {a["node_id"] for a in mine()}
+    head = head_node_id(cluster)
+    assert head not in placement and len(placement) == 2, "actors must spread over the two workers, none on the head"
+
+    victim_node = next(iter(placement))
+    affected = {a["name"] for a in mine() if a["node_id"] == victim_node}
+    killed_at = time.monotonic()
+    cluster.ray.workers[0 if node_of_worker(cluster, 0) == victim_node else 1].kill()
+    for i in range(RUNS):
+        run = kube.wait_phase(f"r{i}-run", "Completed", timeout=240)
+        assert run["status"]["output"].startswith("done after")
+        assert run["status"]["step"] == STEPS + 1
+        assert [r["state"] for r in run["status"]["toolCallHistory"]] == ["Succeeded"] * STEPS
+    recovered_in = time.monotonic() - killed_at
+    restarted = [kube.get("taskrun", f"r{i}-run")["status"]["epoch"] for i in range(RUNS)]
+    assert sum(e > 1 for e in restarted) >= len(affected) > 0
+    # No step was asked twice except the ones in flight when the node died (their replies were never checkpointed).
+    requests = [r for r in cluster.llm.requests() if r["model"] == model]
+    assert len(requests) <= RUNS * (STEPS + 1) + len(affected)
+    print(f"\nnode loss: {len(affected)}/{RUNS} runs on the lost node; all {RUNS} completed "
+          f"{recovered_in:.1f} s after the kill; LLM requests {len(requests)} (minimum {RUNS * (STEPS + 1)})")
+
+
+def head_node_id(cluster) -> str:
+    return next(n["node_id"] for n in nodes(cluster) if n.get("is_head_node"))
+
+
+def node_of_worker(cluster, index: int) -> str:
+    port = cluster.ray.workers[index].ports["node-manager-port"]
+    return next(n["node_id"] for n in nodes(cluster) if n.get("node_manager_port") == port or
+                str(port) in json.dumps(n))
+
+
+def nodes(cluster) -> list[dict]:
+    import urllib.request
+    request = urllib.request.Request(f"{cluster.ray.dashboard_url}/api/v0/nodes?limit=100&detail=true",
+                                     headers={"Authorization": f"Bearer {cluster.ray.token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["data"]["result"]["result"]
