@@ -21,6 +21,8 @@ def operator(args: argparse.Namespace) -> int:
     argv += ["--all-namespaces"] if not args.namespace else [f"--namespace={ns}" for ns in args.namespace]
     if args.verbose:
         argv.append("--verbose")
+    if port := os.environ.get("KUBECHAIN_HEALTH_PORT"):
+        argv.append(f"--liveness=http://0.0.0.0:{port}/healthz")
     if os.environ.get("KUBECHAIN_LOG_FORMAT", "").lower() == "json":
         argv.append("--log-format=json")
     os.execvp(argv[0], argv)

@@ -51,7 +51,11 @@ async def flush_telemetry(**_: Any) -> None:
 
 def serve_webhooks(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> None:
     """Admission (kopf) and conversion on one HTTPS port; kopf keeps the webhook configurations current."""
-    ca, cert, key = ensure_certificates(Path(webhook.cert_dir), [webhook.host, "127.0.0.1", "localhost"])
+    hosts = [webhook.host, "127.0.0.1", "localhost"]
+    if webhook.service:  # the names the apiserver uses for a Service: <name>.<namespace>.svc
+        namespace, _, name = webhook.service.partition(":")[0].partition("/")
+        hosts = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", *hosts]
+    ca, cert, key = ensure_certificates(Path(webhook.cert_dir), hosts)
     settings.admission.server = WebhookServer(addr=webhook.address, port=webhook.port, host=webhook.host,
-                                              cafile=ca, certfile=cert, pkeyfile=key)
+                                              cafile=ca, certfile=cert, pkeyfile=key, service=webhook.service)
     settings.admission.managed = GROUP

@@ -117,6 +117,7 @@ class RayGateway:
             handle = self._remote_class().options(
                 name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
                 num_cpus=self.settings.actor_num_cpus, max_restarts=0,
+                scheduling_strategy=self.settings.scheduling_strategy,
             ).remote(spec)
         except Exception as exc:
             raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc

@@ -19,6 +19,9 @@ class RaySettings:
     """Ray namespace of the TaskRun actors."""
     actor_num_cpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_ACTOR_NUM_CPUS", "0")))
     """CPUs reserved per actor. 0: actors are I/O-bound, so many share a node."""
+    scheduling_strategy: str = field(default_factory=lambda: _env("KUBECHAIN_ACTOR_SCHEDULING", "SPREAD"))
+    """Ray scheduling strategy of the actors. SPREAD: a lost node takes as few runs with it as possible
+    (I/O-bound actors gain nothing from being packed). DEFAULT: Ray's packing."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
     """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once)."""
 
@@ -39,6 +42,9 @@ class WebhookSettings:
     """Interface to listen on."""
     host: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_HOST", "kubechain-webhooks.kubechain-system.svc"))
     """Host name (or IP) the apiserver reaches the webhooks at; it is in the certificate and the webhook URLs."""
+    service: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_SERVICE", ""))
+    """`namespace/name:port` of the Service in front of the webhooks: the apiserver is pointed at it (in a
+    cluster); empty: at https://<host>:<port> (local runs)."""
     cert_dir: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_CERT_DIR", "/tmp/kubechain-webhook"))
     """ca.crt, tls.crt, tls.key: mounted (cert-manager) or generated here at start-up."""
 

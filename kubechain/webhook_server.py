@@ -78,9 +78,13 @@ def review(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def conversion_patch(client_config: dict[str, Any]) -> dict[str, Any]:
-    """The conversion stanza pointing the apiserver at this server (URL and CA from kopf's client config)."""
-    config = {"url": f"{client_config['url'].rstrip('/')}/{CONVERSION_ID}", "service": None,
-              "caBundle": client_config.get("caBundle")}
+    """The conversion stanza pointing the apiserver at this server (URL or Service, and CA, from kopf's client config)."""
+    if "service" in client_config:
+        service = {**client_config["service"], "path": f"{client_config['service'].get('path', '')}/{CONVERSION_ID}"}
+        config = {"service": service, "url": None, "caBundle": client_config.get("caBundle")}
+    else:
+        config = {"url": f"{client_config['url'].rstrip('/')}/{CONVERSION_ID}", "service": None,
+                  "caBundle": client_config.get("caBundle")}
     return {"spec": {"conversion": {"strategy": "Webhook", "webhook": {
         "conversionReviewVersions": ["v1"], "clientConfig": config}}}}
 
@@ -89,8 +93,22 @@ def kinds_with_conversion() -> list[str]:
     return [crd(k)["metadata"]["name"] for k in KINDS if crd(k)["spec"]["conversion"]["strategy"] == "Webhook"]
 
 
+def service_config(client_config: dict[str, Any], service: str) -> dict[str, Any]:
+    """kopf's URL client config turned into one through a Service `namespace/name:port`."""
+    where, _, port = service.partition(":")
+    namespace, _, name = where.partition("/")
+    config: dict[str, Any] = {"service": {"namespace": namespace, "name": name, "port": int(port or 443), "path": ""}}
+    if "caBundle" in client_config:
+        config["caBundle"] = client_config["caBundle"]
+    return config
+
+
 class WebhookServer(kopf.WebhookServer):
     """kopf's server, with ConversionReviews answered on the same port and the CRDs pointed at it."""
+
+    def __init__(self, *, service: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.service = service
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async def routed(data: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
@@ -99,6 +117,8 @@ class WebhookServer(kopf.WebhookServer):
             return await fn(data, webhook=webhook, **kwargs)
 
         async for client_config in super().__call__(routed):
+            if self.service:
+                client_config = service_config(dict(client_config), self.service)
             await asyncio.to_thread(point_crds_here, dict(client_config))
             yield client_config
 
@@ -109,4 +129,4 @@ def point_crds_here(client_config: dict[str, Any]) -> None:
     api = client.ApiextensionsV1Api()
     for name in kinds_with_conversion():
         api.patch_custom_resource_definition(name, conversion_patch(client_config))
-        log.info("CRD %s converts through %s/%s", name, client_config["url"], CONVERSION_ID)
+        log.info("CRD %s converts through %s", name, client_config.get("url") or client_config["service"])

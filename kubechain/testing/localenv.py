@@ -33,7 +33,7 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool 
 
 
 def install_crds(kubeconfig: Path) -> None:
-    kubectl(kubeconfig, "apply", "-f", str(REPO_ROOT / "crds"))
+    kubectl(kubeconfig, "apply", "-k", str(REPO_ROOT / "crds"))
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     # `kubectl get kubechain` needs discovery of every kind: wait until all of them are served.
     deadline = time.monotonic() + 30

@@ -14,6 +14,7 @@ import yaml
 from actors.checkpoint import KubeCheckpointStore, KubeREST
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import TaskRunStatus
+from kubechain.testing.controlplane import own_session_members
 from kubechain.testing.localenv import LocalEnvironment, kubectl
 
 from .chaos import actors, wait_until
@@ -23,6 +24,16 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]
 KUBERAY_CRDS = REPO.parent / "shared" / "kuberay-crds"
 OVERLAYS = ("kind", "production", "gcs-ft")
+
+
+def for_apiserver_120(node):
+    if isinstance(node, dict):
+        return {k: for_apiserver_120(v) for k, v in node.items()
+                if k not in ("x-kubernetes-validations", "x-kubernetes-list-map-keys", "x-kubernetes-list-type")
+                and not (k == "default" and v == "")}
+    if isinstance(node, list):
+        return [for_apiserver_120(v) for v in node]
+    return node
 
 
 def render(kube, overlay: str) -> list[dict]:
@@ -35,7 +46,11 @@ def kuberay_crds(stack):
     if not KUBERAY_CRDS.is_dir():
         pytest.skip(f"KubeRay CRD schemas not found at {KUBERAY_CRDS}")
     for path in sorted(KUBERAY_CRDS.glob("ray.io_*.yaml")):
-        kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(path))
+        # The local apiserver (1.20) predates CEL and reads `default: ""` as null: KubeRay's
+        # x-kubernetes-validations rules, empty-string defaults and the list-map merge keys that need them
+        # are dropped; the structural schema (types, enums, required fields, formats) is enforced as published.
+        crd = for_apiserver_120(yaml.safe_load(path.read_text()))
+        kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(crd))
     kubectl(stack.kubeconfig, "wait", "--for=condition=Established", "crd/rayclusters.ray.io", "--timeout=60s")
     kubectl(stack.kubeconfig, "apply", "-f", str(REPO / "kuberay" / "base" / "namespace.yaml"))
 
@@ -48,8 +63,15 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay
             "ClusterRoleBinding", "RayCluster"} <= kinds
     extra = [*yaml.safe_load_all((REPO / "kuberay" / "otel" / "collector.yaml").read_text()),
              *yaml.safe_load_all((REPO / "kuberay" / "samples-llm.yaml").read_text())]
-    result = kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-",
-                     input=yaml.safe_dump_all(objects + extra), check=False)
+    crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    # The CRDs exist already, with the conversion webhook pointed at this test's operator: check them as a
+    # whole-object update; everything else as kubectl apply would send it.
+    result = kubectl(stack.kubeconfig, "replace", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(crds),
+                     check=False)
+    assert result.returncode == 0, result.stderr
+    others = [o for o in objects if o["kind"] != "CustomResourceDefinition"] + extra
+    result = kubectl(stack.kubeconfig, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(others),
+                     check=False)
     assert result.returncode == 0, result.stderr
     [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
     assert raycluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
@@ -123,7 +145,7 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
 
 # --- a Ray cluster laid out like KubeRay's, losing a worker node ---------------------------------------
 
-RUNS, STEPS = 20, 4
+RUNS, STEPS, LATENCY = 20, 4, 5.0  # slow enough that all 20 are in flight when the node goes
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +163,7 @@ def test_losing_a_worker_node_loses_no_run(cluster, tmp_path):
     kubectl(cluster.kubeconfig, "create", "namespace", namespace)
     kube = Kube(cluster, namespace)
     model = "node-loss"
-    cluster.llm.set_script(model, [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": 1.0}
+    cluster.llm.set_script(model, [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": LATENCY}
                                    for i in range(STEPS)] + [{"content": "done after {last_tool_result}"}])
     kube.apply([secret(), llm("m", cluster.llm.base_url, model),
                 toolset("t", inline=[{"name": "noop", "description": "no-op", "execution": {"builtin": {"name": "echo"}}}]),
@@ -149,15 +171,16 @@ def test_losing_a_worker_node_loses_no_run(cluster, tmp_path):
     kube.wait_ready("agent", "a")
     kube.apply([task(f"r{i}", "a", f"run {i}") for i in range(RUNS)])
     mine = lambda: [a for a in actors(cluster) if a["state"] == "ALIVE" and a.get("name", "").startswith(f"{namespace}/")]
-    wait_until(lambda: len(mine()) == RUNS, timeout=120, what="20 actors alive")
+    wait_until(lambda: len(mine()) == RUNS, timeout=180, what=f"{RUNS} actors alive")
     placement = {a["node_id"] for a in mine()}
     head = head_node_id(cluster)
     assert head not in placement and len(placement) == 2, "actors must spread over the two workers, none on the head"
 
-    victim_node = next(iter(placement))
-    affected = {a["name"] for a in mine() if a["node_id"] == victim_node}
+    victim = cluster.ray.workers[0]
+    on_victim = set(own_session_members(victim.proc))  # the node's raylet and its worker processes
+    affected = {a["name"] for a in mine() if a.get("pid") in on_victim}
     killed_at = time.monotonic()
-    cluster.ray.workers[0 if node_of_worker(cluster, 0) == victim_node else 1].kill()
+    victim.kill()
     for i in range(RUNS):
         run = kube.wait_phase(f"r{i}-run", "Completed", timeout=240)
         assert run["status"]["output"].startswith("done after")
@@ -174,18 +197,8 @@ def test_losing_a_worker_node_loses_no_run(cluster, tmp_path):
 
 
 def head_node_id(cluster) -> str:
-    return next(n["node_id"] for n in nodes(cluster) if n.get("is_head_node"))
-
-
-def node_of_worker(cluster, index: int) -> str:
-    port = cluster.ray.workers[index].ports["node-manager-port"]
-    return next(n["node_id"] for n in nodes(cluster) if n.get("node_manager_port") == port or
-                str(port) in json.dumps(n))
-
-
-def nodes(cluster) -> list[dict]:
     import urllib.request
-    request = urllib.request.Request(f"{cluster.ray.dashboard_url}/api/v0/nodes?limit=100&detail=true",
+    request = urllib.request.Request(f"{cluster.ray.dashboard_url}/api/v0/nodes?limit=100",
                                      headers={"Authorization": f"Bearer {cluster.ray.token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["data"]["result"]["result"]
+        return next(n["node_id"] for n in json.load(response)["data"]["result"]["result"] if n.get("is_head_node"))

@@ -100,3 +100,14 @@ def test_task_agent_is_immutable_once_launched():
     old = {"spec": {"agentRef": {"name": "a"}}, "status": {"taskRunName": "t-run"}}
     assert admission.task_update(old, {"spec": {"agentRef": {"name": "b"}}}) != []
     assert admission.task_update({**old, "status": {}}, {"spec": {"agentRef": {"name": "b"}}}) == []
+
+
+def test_in_a_cluster_the_apiserver_is_pointed_at_the_service():
+    from kubechain.webhook_server import service_config
+
+    config = service_config({"url": "https://kubechain-webhooks.kubechain-system.svc:9443", "caBundle": "Q0E="},
+                            "kubechain-system/kubechain-webhooks:443")
+    assert config == {"service": {"namespace": "kubechain-system", "name": "kubechain-webhooks", "port": 443,
+                                  "path": ""}, "caBundle": "Q0E="}
+    stanza = conversion_patch(config)["spec"]["conversion"]["webhook"]["clientConfig"]
+    assert stanza["service"]["path"] == "/convert" and stanza["url"] is None
