@@ -29,9 +29,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.batch_window = 0.01  # react to a watch event within ~10 ms, not kopf's default 100 ms
     memo.settings = Settings()
     memo.locks = {}  # TaskRun uid -> asyncio.Lock
-    memo.scheduled = set()  # TaskRun uids this process moved to Running
+    memo.scheduled = {}  # TaskRun uid -> namespace, moved to Running by this process, not yet seen Running
+    memo.admission_lock = asyncio.Lock()  # one admission decision at a time
     memo.task_phases = {}  # (namespace, Task) -> the TaskRun phase last shown in the Task's status
-    memo.phases = {}  # TaskRun uid -> length of the phaseHistory last seen (transitions metric, Succeeded condition)
+    memo.phases = {}  # TaskRun uid -> (length of phaseHistory, phase) last seen (metrics, Succeeded, freed slots)
     tracing.configure("kubechain-operator")
     if memo.settings.webhook.port:
         serve_webhooks(settings, memo.settings.webhook)

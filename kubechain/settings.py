@@ -30,6 +30,10 @@ class RaySettings:
 class ReconcileSettings:
     pending_retry_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_PENDING_RETRY_SECONDS", "10")))
     """How often a blocked object (missing Secret, Task or Agent) is looked at again, besides change events."""
+    max_running: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUNNING", "100")))
+    """TaskRuns that may hold an actor at once, cluster-wide; more wait in Pending, reason Queued."""
+    max_running_per_namespace: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUNNING_PER_NAMESPACE", "50")))
+    """The same per namespace; a Namespace's annotation kubechain.dev/max-running overrides it."""
     max_delegation_depth: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_DELEGATION_DEPTH", "5")))
     """How many runs a chain of delegations may hold, root included: a deeper delegate call is a tool error."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +33,7 @@ from kubechain.builders import child_taskrun
 from kubechain.naming import LABEL_AGENT, LABEL_PARENT_UID, actor_name
 from kubechain.raygateway import ActorDied, RayUnavailable
 from kubechain.resolve import parse, run_spec
+from kubechain.queueing import Limits, Queued, Slot, plan, why_queued
 from kubechain.settings import Settings
 from kubechain.taskrun_lifecycle import (WAITING_PHASES, ChildOutcome, Nothing, Observation, Resume, Schedule, Stop,
                                          Wait, decide, decide_waiting, enter, gather_inputs, next_deadline,
@@ -69,6 +71,62 @@ def has_clock(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     if has_ended(status):
         return spec.get("ttlSecondsAfterFinished") is not None
     return not is_pending(status)
+
+
+QUEUE = "queue"
+ANNOTATION_MAX_RUNNING = f"{GROUP}/max-running"
+
+
+@kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
+def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any):
+    """Every Pending TaskRun, for the admission queue: (uid, agent or Task it names, queue entry)."""
+    ref = (spec.get("agentRef") or spec.get("taskRef") or {}).get("name", "")
+    kind = "Agent" if spec.get("agentRef") else "Task"
+    entry = Queued(namespace, name, int(spec.get("priority") or 0), meta.get("creationTimestamp") or "")
+    return {QUEUE: (uid, kind, ref, entry)}
+
+
+@kopf.index(GROUP, VERSION, "taskruns", when=is_running)
+def running_taskruns(namespace: str, uid: str, **_: Any):
+    """Running TaskRuns (each holds an actor) by namespace: what the limits count."""
+    return {namespace: uid}
+
+
+@kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_RUNNING: kopf.PRESENT})
+def namespace_limits(name: str, annotations: kopf.Annotations, **_: Any):
+    """Namespaces with their own limit (annotation kubechain.dev/max-running)."""
+    value = annotations.get(ANNOTATION_MAX_RUNNING, "")
+    return {name: int(value)} if value.isdigit() else None
+
+
+def admission(memo: kopf.Memo, indexes: dict[str, Any]) -> tuple[list[Slot], dict[str, int], Limits]:
+    """The admission plan now: queued runs whose agent is ready, against what runs (or was just started)."""
+    catalog = IndexCatalog(indexes)
+    holding: dict[str, set[str]] = {ns: set(uids) for ns, uids in indexes["running_taskruns"].items()}
+    for uid, namespace in memo.scheduled.items():
+        holding.setdefault(namespace, set()).add(uid)
+    counts = {ns: len(uids) for ns, uids in holding.items()}
+    queued = [entry for uid, kind, ref, entry in indexes["queued_taskruns"].get(QUEUE, [])
+              if uid not in memo.scheduled and agent_ready(catalog, entry.namespace, kind, ref)]
+    settings = memo.settings.reconcile
+    overrides = tuple((ns, next(iter(values))) for ns, values in indexes["namespace_limits"].items())
+    limits = Limits(settings.max_running, settings.max_running_per_namespace, overrides)
+    return plan(queued, counts, limits), counts, limits
+
+
+def agent_ready(catalog: IndexCatalog, namespace: str, kind: str, ref: str) -> bool:
+    if kind == "Task":
+        ref = (((catalog.get("Task", namespace, ref) or {}).get("spec") or {}).get("agentRef") or {}).get("name", "")
+    return bool(((catalog.get("Agent", namespace, ref) or {}).get("status") or {}).get("ready"))
+
+
+async def wake_admitted(memo: kopf.Memo, indexes: dict[str, Any]) -> None:
+    """A slot freed: the runs the plan now admits start on this event, not at their next retry."""
+    async with memo.admission_lock:
+        slots, _, _ = admission(memo, indexes)
+    for slot in slots:
+        if slot.admitted:
+            await memo.kube.wake("taskruns", slot.run.namespace, slot.run.name, reason=f"slot {time.time_ns()}")
 
 
 @kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
@@ -132,13 +190,23 @@ async def schedule(namespace: str, name: str, uid: str, spec: kopf.Spec, status:
                 if current.message != message:
                     await memo.kube.patch_status("taskruns", namespace, name, {"message": message})
             case Schedule():
+                async with memo.admission_lock:
+                    slots, counts, limits = admission(memo, kwargs)
+                    mine = next((s for s in slots if (s.run.namespace, s.run.name) == (namespace, name)), None)
+                    if mine is not None and not mine.admitted:
+                        waiting = sum(not s.admitted for s in slots)
+                        message = f"Queued: position {mine.position} of {waiting} ({why_queued(namespace, counts, limits)})"
+                        if (current.message, current.queue_position) != (message, mine.position):
+                            await memo.kube.patch_status("taskruns", namespace, name,
+                                                         {"message": message, "queuePosition": mine.position})
+                        return
+                    memo.scheduled[uid] = namespace  # counted as running from now on
                 running = enter(current, Phase.RUNNING, "Scheduled", "starting an actor")
                 # This handler's span starts the run's trace: everything later about the run joins it.
                 await memo.kube.patch_status("taskruns", namespace, name, {
                     **running.to_wire(include={"phase", "message", "phase_history"}), "agent": seen.agent_name,
                     "actor": {"name": actor_name(namespace, name, uid), "namespace": memo.settings.ray.namespace},
-                    "traceparent": current.traceparent or traceparent(trace.get_current_span())})
-                memo.scheduled.add(uid)
+                    "traceparent": current.traceparent or traceparent(trace.get_current_span()), "queuePosition": None})
                 kopf.event(dict(body), type="Normal", reason="Scheduled", message=f"agent {seen.agent_name!r} is ready")
             case Nothing():
                 pass
@@ -149,7 +217,7 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
                     body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
     ref = TaskRunRef(namespace=namespace, name=name, uid=uid)
     catalog, failures = IndexCatalog(kwargs), 0
-    memo.scheduled.discard(uid)
+    memo.scheduled.pop(uid, None)
     memo.locks.pop(uid, None)
     while not stopped:
         obj = await memo.kube.get("taskruns", namespace, name)
@@ -271,20 +339,26 @@ async def set_ray_condition(memo: kopf.Memo, ref: TaskRunRef, latest: TaskRunSta
 @kopf.on.event(GROUP, VERSION, "taskruns")
 @observed("TaskRun")
 async def follow_phase(type: str, namespace: str, name: str, uid: str, status: kopf.Status, memo: kopf.Memo,
-                       **_: Any) -> None:
+                       **kwargs: Any) -> None:
     """Metrics of phases and transitions, and condition Succeeded (Unknown until the run ends) for `kubectl wait`."""
+    seen = memo.phases.get(uid)  # (length of phaseHistory, phase) when last seen
     if type == "DELETED":
         PHASES.observe(uid, namespace, None)
         memo.phases.pop(uid, None)
+        memo.scheduled.pop(uid, None)
+        if seen and seen[1] is Phase.RUNNING:
+            await wake_admitted(memo, kwargs)
         return
     current = TaskRunStatus.model_validate(dict(status))
     PHASES.observe(uid, namespace, current.phase.value)
-    if not current.phase_history or memo.phases.get(uid) == len(current.phase_history):
+    if not current.phase_history or (seen and seen[0] == len(current.phase_history)):
         return
     last = current.phase_history[-1]
-    if uid in memo.phases:  # not on the first sight after an operator start: counted by an earlier process
+    if seen:  # not on the first sight after an operator start: counted by an earlier process
         TRANSITIONS.labels(last.phase.value, last.reason).inc()
-    memo.phases[uid] = len(current.phase_history)
+    memo.phases[uid] = (len(current.phase_history), current.phase)
+    if seen and seen[1] is Phase.RUNNING and current.phase is not Phase.RUNNING:
+        await wake_admitted(memo, kwargs)
     ok = True if current.phase is Phase.COMPLETED else False if current.phase is Phase.FAILED else None
     old = next((c for c in current.conditions if c.type == "Succeeded"), None)
     if old is None or old.reason != last.reason or old.status != ("Unknown" if ok is None else str(ok)):

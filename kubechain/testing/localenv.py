@@ -69,6 +69,17 @@ class Operator:
         """SIGKILL the operator, as a node failure would; it is started again (like a pod) by the watcher."""
         self.proc.kill()
 
+    def reconfigure(self, **env: str | None) -> None:
+        """Restart the operator (SIGTERM, as a rollout would) with these variables set (None: unset)."""
+        for key, value in env.items():
+            if value is None:
+                self.env.pop(key, None)
+            else:
+                self.env[key] = value
+        restarts = self.restarts
+        self.proc.terminate()
+        self.wait_restarted(restarts + 1)
+
     def wait_restarted(self, restarts: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while self.restarts < restarts or not self.healthy():

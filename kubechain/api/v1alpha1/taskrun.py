@@ -155,6 +155,8 @@ class RunLimits(Model):
                                         "with reason Timeout. Default: none.")
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete the TaskRun this many "
                                                    "seconds after it Completed or Failed. Default: keep it.")
+    priority: int = Field(default=0, description="When runs queue for a slot (see the operator's limits), higher "
+                                                 "priority runs go first. Child runs inherit their parent's.")
 
 
 class ParentRef(Model):
@@ -202,6 +204,8 @@ class TaskRunStatus(Model):
                                                             "Delegating (waits for child runs), Completed or Failed.")
     message: str = Field(default="", description="What is happening, or why not.")
     agent: str = Field(default="", description="The agent running this TaskRun (from the Task).")
+    queue_position: int | None = Field(default=None, description="While Pending for want of a slot (reason Queued): "
+                                                                 "the run's place in the queue, 1 = next.")
     step: int = Field(default=0, description="Number of LLM turns taken so far.")
     context_window: list[Message] = Field(
         default_factory=list, description="The latest messages of the conversation (OpenAI chat format); older ones "

@@ -1,0 +1,91 @@
+"""Admission control on the real stack: limits, queue positions, FIFO, fairness across namespaces, priority,
+and a queued run starting as soon as a slot frees."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from kubechain.testing.localenv import kubectl
+
+from .chaos import wait_until
+from .conftest import Kube, agent, llm, secret, task
+
+pytestmark = pytest.mark.integration
+LATENCY = 2.0
+
+
+def slow_agent(kube, stack) -> None:
+    model = f"{kube.namespace}-slow"
+    stack.llm.set_script(model, [{"content": "done", "latency": LATENCY}])
+    kube.apply([secret(), llm("m", stack.llm.base_url, model), agent("a", "m")])
+    kube.wait_ready("agent", "a")
+
+
+def started(run: dict) -> datetime:
+    when = next(t["time"] for t in run["status"]["phaseHistory"] if t["phase"] == "Running")
+    return datetime.fromisoformat(when.replace("Z", "+00:00"))
+
+
+def runs(kube) -> dict[str, dict]:
+    return {r["metadata"]["name"]: r for r in json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]}
+
+
+def running(kube) -> list[str]:
+    return sorted(n for n, r in runs(kube).items() if (r.get("status") or {}).get("phase") == "Running")
+
+
+def test_namespace_limit_queues_in_order_and_a_freed_slot_is_used_at_once(kube, stack):
+    kubectl(stack.kubeconfig, "annotate", "namespace", kube.namespace, "kubechain.dev/max-running=2")
+    slow_agent(kube, stack)
+    for i in range(5):
+        kube.apply([task(f"t{i}", "a", f"job {i}")])
+    queued = kube.wait_for("taskrun", "t4-run", lambda o: (o.get("status") or {}).get("queuePosition") == 3)
+    assert queued["status"]["message"].startswith("Queued: position 3 of 3 (namespace limit: 2 of 2 running)")
+    seen_running = set()
+    def at_most_two() -> bool:
+        now = running(kube)
+        assert len(now) <= 2, f"limit 2 exceeded: {now}"
+        seen_running.update(now)
+        return all((r.get("status") or {}).get("phase") == "Completed" for r in runs(kube).values())
+    wait_until(at_most_two, timeout=90, what="all five runs completed, two at a time")
+    done = runs(kube)
+    order = sorted(done, key=lambda n: started(done[n]))
+    assert order == [f"t{i}-run" for i in range(5)]  # first come, first served
+    # A queued run starts as soon as a slot frees: the gap from a run's end to the next start is small.
+    ends = sorted(datetime.fromisoformat(r["status"]["phaseHistory"][-1]["time"].replace("Z", "+00:00"))
+                  for r in done.values())
+    gap = (started(done["t2-run"]) - ends[0]).total_seconds()
+    assert 0 <= gap < 2.0, f"t2 started {gap:.2f} s after the first slot freed"
+
+
+@pytest.fixture
+def global_limit(stack):
+    stack.operator.reconfigure(KUBECHAIN_MAX_RUNNING="3")
+    yield 3
+    stack.operator.reconfigure(KUBECHAIN_MAX_RUNNING=None)
+
+
+def test_a_burst_does_not_starve_another_namespace_and_priority_goes_first(stack, global_limit):
+    big, small = (Kube(stack, ns) for ns in ("burst-big", "burst-small"))
+    for kube in (big, small):
+        kubectl(stack.kubeconfig, "create", "namespace", kube.namespace)
+        slow_agent(kube, stack)
+    big.apply([task(f"b{i}", "a", f"big {i}") for i in range(8)])
+    wait_until(lambda: len(running(big)) == global_limit, timeout=30, what="the burst filling every slot")
+    small.apply([task(f"s{i}", "a", f"small {i}") for i in range(2)])
+    big.apply([task("urgent", "a", "urgent", priority=10)])
+    for kube, names in ((big, [f"b{i}-run" for i in range(8)] + ["urgent-run"]), (small, ["s0-run", "s1-run"])):
+        for name in names:
+            kube.wait_phase(name, "Completed", timeout=120)
+    b, s = runs(big), runs(small)
+    first_three = sorted(b, key=lambda n: started(b[n]))[:3]
+    assert first_three == ["b0-run", "b1-run", "b2-run"]
+    # Once slots free, the urgent run goes first, then the small namespace before the rest of the burst.
+    after = sorted([*(("big", n, started(r)) for n, r in b.items() if n not in first_three),
+                    *(("small", n, started(r)) for n, r in s.items())], key=lambda x: x[2])
+    assert after[0][1] == "urgent-run"
+    # First come, first served alone would run all of b3..b7 before the small namespace's runs (created
+    # after them); slots shared across namespaces let both small runs in before the tail of the burst.
+    assert max(started(r) for r in s.values()) < min(started(b["b6-run"]), started(b["b7-run"]))
