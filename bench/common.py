@@ -24,11 +24,11 @@ API = "kubechain.dev/v1alpha1"
 
 
 @contextmanager
-def stack(name: str):
+def stack(name: str, operator_env: dict[str, str] | None = None):
     """A fresh local stack in .work/<name> with the `bench` namespace: yields (env, CustomObjectsApi)."""
     workdir = ROOT / ".work" / name
     shutil.rmtree(workdir, ignore_errors=True)
-    with LocalEnvironment(workdir) as env:
+    with LocalEnvironment(workdir, operator_env=operator_env) as env:
         config.load_kube_config(str(env.kubeconfig))
         client.CoreV1Api().create_namespace({"metadata": {"name": NS}})
         yield env, client.CustomObjectsApi()

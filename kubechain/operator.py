@@ -9,7 +9,8 @@ from typing import Any
 import kopf
 
 from kubechain.api.v1alpha1 import GROUP
-from kubechain.controllers import agent, catalog, llm, task, taskrun, tool, toolset, webhooks  # noqa: F401  (handlers)
+from kubechain.controllers import (agent, catalog, llm, task, taskrun, taskrun_queue, taskrun_waits,  # noqa: F401
+                                   tool, toolset, webhooks)  # (importing them registers their handlers)
 from kubechain.kube import Kube
 from kubechain.observability import metrics, tracing
 from kubechain.raygateway import RayGateway

@@ -1,132 +1,44 @@
-"""TaskRun: the operator's half of the state machine (kubechain/taskrun_lifecycle.py).
+"""TaskRun: the operator's half of the state machine (kubechain/taskrun_lifecycle.py), by concern:
+this module starts runs and keeps their actors; taskrun_waits.py waits, stops and keeps time;
+taskrun_queue.py holds what the admission plan (kubechain/queueing.py) is computed from.
 
-- `schedule` (every event of a Pending TaskRun, and a timer): resolve Task → Agent, enter Running.
-  An Agent turning ready touches its waiting runs, so they start on that event, not the next tick.
+- `schedule` (every event of a Pending TaskRun, and a timer): resolve Task → Agent, and enter Running
+  if the admission plan has a slot for it, else write its place in the queue. An Agent turning ready
+  touches its waiting runs, so they start on that event, not the next tick.
 - `supervise` (a kopf daemon for every Running TaskRun) keeps exactly one actor on it: it joins the
   live actor (after an operator restart too), or raises the fencing epoch and starts a fresh actor
   that restores from the checkpoint; it notices a dead actor the moment Ray fails its run future.
-- `attend` (every event of a waiting run: PausedForUserInput, Delegating): creates the child runs of
-  delegate calls, and resumes the run once every waiting call has its answer, decision or child result.
-  A child that ends touches its parent (`notify_parent`).
-- `cancel` and `keep_time` stop runs (spec.cancel, timeoutSeconds), expire approvals, and delete
-  ended runs after ttlSecondsAfterFinished. `review_responses` refuses bad human replies.
+- `follow_phase` (every event): metrics, condition Succeeded, and a freed slot wakes the next runs.
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 from opentelemetry import trace
 
+from kubechain.api.runspec import RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
+from kubechain.api.v1alpha1.common import with_condition
+from kubechain.naming import LABEL_AGENT, LABEL_PARENT_UID, actor_name
 from kubechain.observability.handlers import TRACER, observed
 from kubechain.observability.metrics import PHASES, RECOVERIES, TRANSITIONS
 from kubechain.observability.tracing import span_in, traceparent
-from kubechain.api.runspec import RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import (GROUP, VERSION, CallState, HumanResponse, Phase, TaskRunSpec, TaskRunStatus,
-                                    WaitingFor)
-from kubechain.api.v1alpha1.common import with_condition
-from kubechain.builders import child_taskrun
-from kubechain.naming import LABEL_AGENT, LABEL_PARENT_UID, actor_name
+from kubechain.queueing import why_queued
 from kubechain.raygateway import ActorDied, RayUnavailable
 from kubechain.resolve import parse, run_spec
-from kubechain.queueing import Limits, Queued, Slot, plan, why_queued
 from kubechain.settings import Settings
-from kubechain.taskrun_lifecycle import (WAITING_PHASES, ChildOutcome, Nothing, Observation, Resume, Schedule, Stop,
-                                         Wait, decide, decide_waiting, enter, gather_inputs, next_deadline,
-                                         response_problems, stop_for)
+from kubechain.taskrun_lifecycle import (ChildOutcome, Nothing, Observation, Schedule, Wait, decide, enter,
+                                         gather_inputs)
 
 from .catalog import IndexCatalog
+from .taskrun_filters import is_pending, is_running
+from .taskrun_queue import admission, wake_admitted
 
 RETRY_SECONDS = Settings().reconcile.pending_retry_seconds
-CLOCK_SECONDS = 5.0  # the longest a clock sleeps before it looks at the live body again
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
-
-
-def is_pending(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase", Phase.PENDING.value) == Phase.PENDING.value
-
-
-def is_running(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") == Phase.RUNNING.value
-
-
-def is_waiting(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") in {p.value for p in WAITING_PHASES}
-
-
-def has_ended(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") in (Phase.COMPLETED.value, Phase.FAILED.value)
-
-
-def is_cancelled(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool(spec.get("cancel")) and not has_ended(status)
-
-
-def has_clock(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """Runs that something may be due for without an event: a timeout, an approval expiry, a TTL."""
-    if has_ended(status):
-        return spec.get("ttlSecondsAfterFinished") is not None
-    return not is_pending(status)
-
-
-QUEUE = "queue"
-ANNOTATION_MAX_RUNNING = f"{GROUP}/max-running"
-
-
-@kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
-def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any):
-    """Every Pending TaskRun, for the admission queue: (uid, agent or Task it names, queue entry)."""
-    ref = (spec.get("agentRef") or spec.get("taskRef") or {}).get("name", "")
-    kind = "Agent" if spec.get("agentRef") else "Task"
-    entry = Queued(namespace, name, int(spec.get("priority") or 0), meta.get("creationTimestamp") or "")
-    return {QUEUE: (uid, kind, ref, entry)}
-
-
-@kopf.index(GROUP, VERSION, "taskruns", when=is_running)
-def running_taskruns(namespace: str, uid: str, **_: Any):
-    """Running TaskRuns (each holds an actor) by namespace: what the limits count."""
-    return {namespace: uid}
-
-
-@kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_RUNNING: kopf.PRESENT})
-def namespace_limits(name: str, annotations: kopf.Annotations, **_: Any):
-    """Namespaces with their own limit (annotation kubechain.dev/max-running)."""
-    value = annotations.get(ANNOTATION_MAX_RUNNING, "")
-    return {name: int(value)} if value.isdigit() else None
-
-
-def admission(memo: kopf.Memo, indexes: dict[str, Any]) -> tuple[list[Slot], dict[str, int], Limits]:
-    """The admission plan now: queued runs whose agent is ready, against what runs (or was just started)."""
-    catalog = IndexCatalog(indexes)
-    holding: dict[str, set[str]] = {ns: set(uids) for ns, uids in indexes["running_taskruns"].items()}
-    for uid, namespace in memo.scheduled.items():
-        holding.setdefault(namespace, set()).add(uid)
-    counts = {ns: len(uids) for ns, uids in holding.items()}
-    queued = [entry for uid, kind, ref, entry in indexes["queued_taskruns"].get(QUEUE, [])
-              if uid not in memo.scheduled and agent_ready(catalog, entry.namespace, kind, ref)]
-    settings = memo.settings.reconcile
-    overrides = tuple((ns, next(iter(values))) for ns, values in indexes["namespace_limits"].items())
-    limits = Limits(settings.max_running, settings.max_running_per_namespace, overrides)
-    return plan(queued, counts, limits), counts, limits
-
-
-def agent_ready(catalog: IndexCatalog, namespace: str, kind: str, ref: str) -> bool:
-    if kind == "Task":
-        ref = (((catalog.get("Task", namespace, ref) or {}).get("spec") or {}).get("agentRef") or {}).get("name", "")
-    return bool(((catalog.get("Agent", namespace, ref) or {}).get("status") or {}).get("ready"))
-
-
-async def wake_admitted(memo: kopf.Memo, indexes: dict[str, Any]) -> None:
-    """A slot freed: the runs the plan now admits start on this event, not at their next retry."""
-    async with memo.admission_lock:
-        slots, _, _ = admission(memo, indexes)
-    for slot in slots:
-        if slot.admitted:
-            await memo.kube.wake("taskruns", slot.run.namespace, slot.run.name, reason=f"slot {time.time_ns()}")
 
 
 @kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
@@ -364,137 +276,3 @@ async def follow_phase(type: str, namespace: str, name: str, uid: str, status: k
     if old is None or old.reason != last.reason or old.status != ("Unknown" if ok is None else str(ok)):
         conditions = with_condition(current.conditions, "Succeeded", ok, last.reason, last.message or last.phase.value)
         await memo.kube.patch_status("taskruns", namespace, name, {"conditions": [c.to_wire() for c in conditions]})
-
-
-@kopf.on.event(GROUP, VERSION, "taskruns", when=is_waiting)
-@observed("TaskRun")
-async def attend(namespace: str, name: str, uid: str, memo: kopf.Memo, child_taskruns: kopf.Index,
-                 **kwargs: Any) -> None:
-    if kwargs.get("type") == "DELETED":
-        return
-    await resume_if_ready(memo, namespace, name, uid, child_taskruns)
-
-
-async def resume_if_ready(memo: kopf.Memo, namespace: str, name: str, uid: str, children: kopf.Index) -> None:
-    """A waiting run: start its child runs, and resume it once every waiting call has its input."""
-    async with memo.locks.setdefault(uid, asyncio.Lock()):
-        obj = await memo.kube.get("taskruns", namespace, name)
-        if obj is None or obj["metadata"]["uid"] != uid:
-            return
-        spec, status = TaskRunSpec.model_validate(obj["spec"]), TaskRunStatus.model_validate(obj.get("status") or {})
-        if status.phase not in WAITING_PHASES or spec.cancel:
-            return
-        await start_children(memo, namespace, name, uid, spec, status)
-        known = children_of(children, namespace, uid)
-        match decide_waiting(status, gather_inputs(status, spec.responses, known, datetime.now(timezone.utc))):
-            case Resume(reason=reason, message=message):
-                running = enter(status, Phase.RUNNING, reason, message)
-                if await memo.kube.patch_status("taskruns", namespace, name, running.to_wire(
-                        include={"phase", "message", "phase_history"}), version=obj["metadata"]["resourceVersion"]):
-                    kopf.event(obj, type="Normal", reason=reason, message=message)
-            case Wait(message=message) if status.message != message:
-                await memo.kube.patch_status("taskruns", namespace, name, {"message": message})
-
-
-async def start_children(memo: kopf.Memo, namespace: str, name: str, uid: str, spec: TaskRunSpec,
-                         status: TaskRunStatus) -> None:
-    """Create the child TaskRun of every waiting delegate call (deterministic names: a retry finds it)."""
-    for record in status.tool_call_history:
-        if record.state is CallState.WAITING and record.waiting_for is WaitingFor.CHILD_RUN:
-            message = json.loads(record.arguments)["message"]  # the actor checked it before it journaled the call
-            body = child_taskrun(namespace, name, uid, spec, status.agent, record, message, status.traceparent)
-            if await memo.kube.create("taskruns", namespace, body):
-                kopf.event({"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
-                            "metadata": {"namespace": namespace, "name": name, "uid": uid}},
-                           type="Normal", reason="Delegated",
-                           message=f"call {record.id}: child TaskRun {record.child_run} (agent {record.delegated_to})")
-
-
-@kopf.on.event(GROUP, VERSION, "taskruns", when=has_ended, labels={LABEL_PARENT_UID: kopf.PRESENT})
-@observed("TaskRun")
-async def notify_parent(namespace: str, spec: kopf.Spec, name: str, status: kopf.Status, memo: kopf.Memo,
-                        **kwargs: Any) -> None:
-    """A child run ended: its parent may resume now."""
-    if kwargs.get("type") != "DELETED" and (parent := spec.get("parent")):
-        await memo.kube.wake("taskruns", namespace, parent["name"], reason=f"child {name} {status.get('phase')}")
-
-
-@kopf.on.event(GROUP, VERSION, "taskruns", when=is_cancelled)
-@observed("TaskRun")
-async def cancel(namespace: str, name: str, uid: str, memo: kopf.Memo, child_taskruns: kopf.Index,
-                 **kwargs: Any) -> None:
-    if kwargs.get("type") != "DELETED":
-        await stop_run(memo, namespace, name, uid, child_taskruns, Stop("Cancelled", "cancelled: spec.cancel is true"))
-
-
-async def stop_run(memo: kopf.Memo, namespace: str, name: str, uid: str, children: kopf.Index, stop: Stop) -> None:
-    """End a run that has not ended: Failed with the stop's reason, its actor fenced out (epoch) and
-    killed, its child runs cancelled."""
-    for _ in range(10):  # optimistic concurrency: the actor may be writing a checkpoint right now
-        obj = await memo.kube.get("taskruns", namespace, name)
-        if obj is None or obj["metadata"]["uid"] != uid:
-            return
-        status = TaskRunStatus.model_validate(obj.get("status") or {})
-        if status.phase.terminal:
-            break
-        failed = enter(status.model_copy(update={"error": stop.message, "epoch": status.epoch + 1}),
-                       Phase.FAILED, stop.reason, stop.message)
-        fields = failed.to_wire(include={"phase", "message", "phase_history", "error", "epoch"})
-        if await memo.kube.patch_status("taskruns", namespace, name, fields, version=obj["metadata"]["resourceVersion"]):
-            kopf.event(obj, type="Warning", reason=stop.reason, message=stop.message)
-            break
-    await kill_actor(memo, namespace, name, uid)
-    for child, outcome in children_of(children, namespace, uid).items():
-        if outcome.phase is None or not outcome.phase.terminal:
-            await memo.kube.patch("taskruns", namespace, child, {"spec": {"cancel": True}})
-
-
-@kopf.daemon(GROUP, VERSION, "taskruns", when=has_clock, cancellation_timeout=1.0)
-async def keep_time(stopped: kopf.DaemonStopped, namespace: str, name: str, uid: str, body: kopf.Body,
-                    memo: kopf.Memo, child_taskruns: kopf.Index, **_: Any) -> None:
-    """Sleeps until the next moment something is due (body is kopf's live view of the run)."""
-    while not stopped:
-        spec, error = parse(TaskRunSpec, dict(body.get("spec") or {}))
-        status = TaskRunStatus.model_validate(body.get("status") or {})
-        if error:
-            return
-        now = datetime.now(timezone.utc)
-        if status.phase.terminal:
-            due = next_deadline(spec, status)
-            if due is None:
-                return
-            if now >= due:
-                await memo.kube.delete("taskruns", namespace, name, uid)
-                return
-        elif stop := stop_for(spec, False, status, now):
-            await stop_run(memo, namespace, name, uid, child_taskruns, stop)
-        elif status.phase in WAITING_PHASES and any(
-                r.expires_at and r.state is CallState.WAITING for r in status.tool_call_history):
-            due = next_deadline(spec, status)
-            if due is not None and now >= due:
-                await resume_if_ready(memo, namespace, name, uid, child_taskruns)
-        due = next_deadline(spec, status)
-        pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
-        await stopped.wait(pause)
-
-
-@kopf.on.event(GROUP, VERSION, "taskruns", when=lambda spec, **_: bool(spec.get("responses")))
-@observed("TaskRun")
-async def review_responses(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
-                           memo: kopf.Memo, **kwargs: Any) -> None:
-    """Condition ResponsesValid (and a Warning) for replies that are refused; they change nothing."""
-    if kwargs.get("type") == "DELETED":
-        return
-    current = TaskRunStatus.model_validate(dict(status))
-    responses = {k: HumanResponse.model_validate(v) for k, v in dict(spec.get("responses") or {}).items()}
-    problems = response_problems(current, responses, sealed=current.sealed_context.tool_calls > 0)
-    old = next((c for c in current.conditions if c.type == "ResponsesValid"), None)
-    reason, message = ("Refused", "; ".join(problems)[:1000]) if problems else ("Accepted", "every reply is accepted")
-    if old is not None and (old.reason, old.message) == (reason, message):
-        return
-    if old is None and not problems:
-        return
-    conditions = with_condition(current.conditions, "ResponsesValid", not problems, reason, message)
-    await memo.kube.patch_status("taskruns", namespace, name, {"conditions": [c.to_wire() for c in conditions]})
-    if problems:
-        kopf.event(dict(body), type="Warning", reason="ResponseRefused", message=message)

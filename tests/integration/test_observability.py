@@ -15,7 +15,7 @@ import pytest
 from kubechain.testing.prometheus import LocalPrometheus
 
 from .chaos import actor_pid, wait_until
-from .conftest import agent, builtin_tool, llm, secret, task, toolset
+from .conftest import LLM_KEY, agent, builtin_tool, llm, secret, task, toolset
 from .test_delegation import team
 
 pytestmark = pytest.mark.integration
@@ -140,3 +140,12 @@ def test_kubectl_wait_for_conditions_and_events(kube, stack):
     assert (succeeded["status"], succeeded["reason"]) == ("True", "FinalAnswer")
     reasons = [e["reason"] for e in kube.events("waited-run")]
     assert {"Scheduled", "ActorStarted", "FinalAnswer"} <= set(reasons)
+
+
+def test_logs_never_contain_the_api_key(kube, stack):
+    calc_agent(kube, stack, TWO_STEPS)
+    kube.apply([task("quiet", "calc", "6 times 7?")])
+    kube.wait_phase("quiet-run", "Completed")
+    logs = [stack.operator.log, *Path(stack.ray.temp_dir, "session_latest", "logs").rglob("*")]
+    texts = [p.read_text(errors="replace") for p in logs if p.is_file()]
+    assert len(texts) > 5 and not any(LLM_KEY in t for t in texts)
