@@ -128,11 +128,15 @@ class LocalEnvironment:
     """Start and stop the whole stack in `workdir`. Attributes: controlplane, ray, llm, operator, kubeconfig."""
 
     def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None,
-                 telemetry_env: dict[str, str] | None = None, head_cpus: int = 4, worker_cpus: tuple[int, ...] = ()):
+                 telemetry_env: dict[str, str] | None = None, head_cpus: int = 4, worker_cpus: tuple[int, ...] = (),
+                 ray_client: bool = True):
         """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor)."""
         self.workdir = workdir
         self.telemetry_env = telemetry_env or {}
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus  # worker nodes: one `ray start` each
+        # Ray Client (as against a KubeRay head service), or a driver on the GCS address: a second stack on the
+        # same machine should use the latter, since every Ray Client proxy hands out the same ports (23000+).
+        self.ray_client = ray_client
         self.metrics_port = self.webhook_port = 0
         self.controlplane = LocalControlPlane(workdir / "k8s")
         self.ray: LocalRayHead | None = None
@@ -159,7 +163,8 @@ class LocalEnvironment:
             # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
             self.metrics_port, self.webhook_port = free_ports(2)
             self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig),
-                                                    **self.ray.driver_env(self.ray.client_address),
+                                                    **self.ray.driver_env(self.ray.client_address if self.ray_client
+                                                                          else None),
                                                     "KUBECHAIN_PENDING_RETRY_SECONDS": "1",
                                                     "KUBECHAIN_METRICS_PORT": str(self.metrics_port),
                                                     "KUBECHAIN_WEBHOOK_PORT": str(self.webhook_port),

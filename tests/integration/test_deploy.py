@@ -153,6 +153,7 @@ def cluster(tmp_path_factory):
     """Head with num-cpus 0 and two worker nodes; actors ask for 0.01 CPU (as kuberay/base/operator.yaml)."""
     workdir = tmp_path_factory.mktemp("cluster")
     env = LocalEnvironment(workdir, operator_env={"KUBECHAIN_ACTOR_NUM_CPUS": "0.01"}, head_cpus=0, worker_cpus=(2, 2),
+                           ray_client=False,  # the session stack's operator uses Ray Client: one proxy per machine
                            telemetry_env={"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"})
     with env:
         yield env

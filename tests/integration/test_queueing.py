@@ -60,8 +60,23 @@ def test_namespace_limit_queues_in_order_and_a_freed_slot_is_used_at_once(kube, 
     assert 0 <= gap < 2.0, f"t2 started {gap:.2f} s after the first slot freed"
 
 
+def quiesce(stack) -> None:
+    """Cancel what earlier tests left running: a cluster-wide limit counts every namespace's runs."""
+    every = json.loads(kubectl(stack.kubeconfig, "get", "taskruns", "-A", "-o", "json").stdout)["items"]
+    for run in every:
+        if (run.get("status") or {}).get("phase") not in ("Completed", "Failed"):
+            kubectl(stack.kubeconfig, "-n", run["metadata"]["namespace"], "patch", "taskrun", run["metadata"]["name"],
+                    "--type", "merge", "-p", '{"spec":{"cancel":true}}', check=False)
+
+    def quiet() -> bool:
+        items = json.loads(kubectl(stack.kubeconfig, "get", "taskruns", "-A", "-o", "json").stdout)["items"]
+        return not [r for r in items if (r.get("status") or {}).get("phase") == "Running"]
+    wait_until(quiet, timeout=60, what="no TaskRun Running anywhere")
+
+
 @pytest.fixture
 def global_limit(stack):
+    quiesce(stack)
     stack.operator.reconfigure(KUBECHAIN_MAX_RUNNING="3")
     yield 3
     stack.operator.reconfigure(KUBECHAIN_MAX_RUNNING=None)
