@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from typing import Protocol
 
@@ -47,34 +46,30 @@ class CheckpointStore(Protocol):
 
 
 class KubeREST:
-    """The three REST calls an actor makes, on the kubernetes client's connection pool and credentials.
-
-    Below the generated API classes on purpose: importing CoreV1Api alone costs ~0.5 s per actor
-    process, and the generated methods validate every argument with pydantic on each call.
-    """
+    """The three kinds of REST calls an actor makes, on one urllib3 connection pool (see kubeconn.py)."""
 
     def __init__(self) -> None:
-        from kubernetes import client, config  # ~0.1 s, paid once per actor
+        import urllib3
 
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-        else:
-            config.load_kube_config(os.environ.get("KUBECONFIG"))  # as handed to the Ray head locally
-        self._api = client.ApiClient()
-        self._error = client.exceptions.ApiException
+        from .kubeconn import from_environment
+
+        self._connection = from_environment()
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=4, ssl_context=self._connection.context,
+                                         retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 
     def request(self, method: str, path: str, body: dict | None = None,
                 content_type: str = "application/json") -> tuple[int, dict]:
         """(status, JSON body). Connection failures come back as status 0, so callers retry them like 5xx."""
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        # Refreshes rotating credentials (in-cluster tokens, exec plugins) like the generated methods do.
-        self._api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        headers = {"Accept": "application/json", "Content-Type": content_type, **self._connection.headers()}
         try:
-            response = self._api.call_api(method, self._api.configuration.host + path, headers, body)
-            data = response.read()
+            response = self._pool.request(method, self._connection.server + path, headers=headers,
+                                          body=json.dumps(body) if body is not None else None)
         except Exception as exc:  # urllib3 connection/protocol errors: the apiserver is away
             return 0, {"message": f"{type(exc).__name__}: {exc}"}
-        return response.status, (json.loads(data) if data else {})
+        try:
+            return response.status, (json.loads(response.data) if response.data else {})
+        except ValueError:  # e.g. "404 page not found" from an apiserver still starting: not our JSON
+            return response.status, {"message": response.data[:500].decode(errors="replace")}
 
 
 class KubeCheckpointStore:
@@ -172,11 +167,13 @@ class KubeCheckpointStore:
             if 0 < status < 400:
                 return data
             message = data.get("message", "") if isinstance(data, dict) else str(data)
-            if status == 404 or (status in (409, 422) and "uid" in message.lower()):
+            # A Status NotFound is our TaskRun gone; a bare "404 page not found" is an apiserver still starting.
+            gone = status == 404 and isinstance(data, dict) and data.get("reason") == "NotFound"
+            if gone or (status in (409, 422) and "uid" in message.lower()):
                 raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name}: {status} {message}")
             if status == 409:
                 raise Conflict(message)
-            transient = status in (0, 429) or (status >= 500 and "too large" not in message)
+            transient = status in (0, 404, 429) or (status >= 500 and "too large" not in message)
             if transient and time.monotonic() < deadline:
                 log.warning("%s %s: %s %s; retrying in %.1f s", method, path, status, message, delay)
                 await asyncio.sleep(delay)

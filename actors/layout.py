@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubechain.api.context import chunk_name, describe, encode
-from kubechain.api.v1alpha1 import ContextChunk, Message, SealedContext, TaskRunStatus, ToolCallRecord
+from kubechain.api.v1alpha1 import ContextChunk, Message, SealedContext, TaskRunStatus
 
 SEAL_BYTES = 16 * 1024   # a tail above this is sealed (the apiserver's work per write grows with the object) ...
 SEAL_MESSAGES = 64

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kubechain.api.runspec import CallInput, ResolvedTool, RunSpec
+from kubechain.api.runspec import ResolvedTool, RunSpec
 from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunStatus, ToolCallRecord, WaitingFor
 from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.naming import child_taskrun_name

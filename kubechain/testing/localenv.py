@@ -82,7 +82,7 @@ class Operator:
 
     def wait_restarted(self, restarts: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while self.restarts < restarts or not self.healthy():
+        while self.restarts < restarts or not (self.healthy() and self.webhooks_configured()):
             if time.monotonic() > deadline:
                 raise StartupError(f"the operator did not come back:\n{log_tail(self.log)}")
             time.sleep(0.2)
@@ -93,7 +93,7 @@ class Operator:
                "--standalone", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
         self.proc = spawn(cmd, self.log, env={**os.environ, **self.env}, cwd=REPO_ROOT)
         deadline = time.monotonic() + timeout
-        while not self.healthy():
+        while not (self.healthy() and self.webhooks_configured()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise StartupError(f"the operator did not start:\n{log_tail(self.log)}")
             time.sleep(0.2)
@@ -111,6 +111,14 @@ class Operator:
                 if not self._keep_running.is_set():  # stopped while we were starting it
                     stop_process(self.proc, grace=10)
             time.sleep(0.3)
+
+    def webhooks_configured(self) -> bool:
+        """Its admission webhooks are registered (kopf does it just after start-up), or it serves none."""
+        if self.env.get("KUBECHAIN_WEBHOOK_PORT", "0") == "0":
+            return True
+        result = kubectl(Path(self.env["KUBECONFIG"]), "get", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+                         "kubechain.dev", "-o", "name", check=False)
+        return result.returncode == 0 and len(result.stdout.split()) == 2
 
     def healthy(self) -> bool:
         try:

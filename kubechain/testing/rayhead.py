@@ -218,6 +218,8 @@ class LocalRayHead:
         env["TMPDIR"] = str(self.temp_dir)
         # A lone head has nowhere to drain to; draining only delays stop() by up to 30 s.
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+        # Ray Client starts a server process per connection and gives it 30 s; a loaded 2-core box can need more.
+        env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "90"
         env.update(self.extra_env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
                    RAY_USAGE_STATS_ENABLED="0")

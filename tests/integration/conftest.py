@@ -31,8 +31,7 @@ def otlp():
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
     workdir = Path(os.environ.get("KUBECHAIN_TEST_WORKDIR") or tmp_path_factory.mktemp("stack"))
-    telemetry = {**otlp.env(), "RAY_metrics_report_interval_ms": "1000"}  # Ray's metrics agent: every second
-    with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=telemetry) as env:
+    with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=otlp.env()) as env:
         yield env
 
 

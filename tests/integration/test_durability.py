@@ -280,8 +280,9 @@ def test_a_5mb_2000_message_context_is_rebuilt_exactly_from_the_real_apiserver(k
 def test_operator_restart_reattaches_even_when_the_run_can_no_longer_be_resolved(kube, stack, counter):
     """The live actor holds everything it needs: a deleted Secret must not keep the new operator from joining it."""
     model = setup_agent(kube, stack, counter)
-    # Step 2's reply takes long enough that the run is surely in flight when the new operator is up.
-    stack.llm.set_script(model, [{**s, "latency": (15 if i == 2 else 0.5)} for i, s in enumerate(SCRIPT)])
+    # Step 2's reply takes long enough that the run is surely in flight when the new operator is up (a loaded
+    # machine can take tens of seconds to give it a Ray Client connection).
+    stack.llm.set_script(model, [{**s, "latency": (40 if i == 2 else 0.5)} for i, s in enumerate(SCRIPT)])
     start(kube, "chaos")
     wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
     kube.run("delete", "secret", "llm-key")
@@ -290,7 +291,7 @@ def test_operator_restart_reattaches_even_when_the_run_can_no_longer_be_resolved
     stack.operator.wait_restarted(restarts + 1)
     kube.wait_for("events", "", lambda o: any(e["reason"] == "ActorAttached" and
                                               e["involvedObject"]["name"] == "chaos-run" for e in o["items"]),
-                  timeout=30, what="ActorAttached")  # the new operator joined the live actor
+                  timeout=60, what="ActorAttached")  # the new operator joined the live actor
 
     run = kube.wait_phase("chaos-run", "Completed")
     assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
