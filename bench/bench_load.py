@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from common import GV, NS, create, noop_agent, quantiles, record, stack, table, taskrun_status, wait_ready
+from common import GV, NS, noop_agent, quantiles, record, stack, table, wait_ready
 from kubechain.testing.localenv import LocalEnvironment
 
 BURST = int(os.environ.get("BENCH_BURST", "100"))

@@ -96,7 +96,7 @@ def taskrun(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]
     if error:
         return [error]
     if old is None:
-        return [f"spec.responses must be empty when a TaskRun is created"] if new["spec"].get("responses") else []
+        return ["spec.responses must be empty when a TaskRun is created"] if new["spec"].get("responses") else []
     problems = [f"spec.{f} cannot change" for f in IMMUTABLE_TASKRUN_FIELDS
                 if old["spec"].get(f) != new["spec"].get(f)]
     if old["spec"].get("cancel") and not new["spec"].get("cancel"):

@@ -10,7 +10,6 @@ e.g. a mounted cert-manager Secret); missing files are generated there once (a s
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import ipaddress
 import logging
@@ -90,7 +89,8 @@ def conversion_patch(client_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def kinds_with_conversion() -> list[str]:
-    return [crd(k)["metadata"]["name"] for k in KINDS if crd(k)["spec"]["conversion"]["strategy"] == "Webhook"]
+    definitions = [crd(k) for k in KINDS]
+    return [d["metadata"]["name"] for d in definitions if d["spec"]["conversion"]["strategy"] == "Webhook"]
 
 
 def service_config(client_config: dict[str, Any], service: str) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from kubechain.testing.controlplane import (StartupError, exit_on_signals, free_ports,
