@@ -40,10 +40,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     metrics.serve(memo.settings.metrics_port)
     memo.kube = Kube()
     memo.ray = RayGateway(memo.settings.ray)
+    # Connect in the background: a slow Ray (Ray Client starts a server per connection) must not hold up the
+    # operator's start; the TaskRun supervisors wait for the same connection (the gateway locks) or retry it.
+    memo.ray_connecting = asyncio.create_task(connect_ray(memo.ray, memo.settings.ray.address))
+
+
+async def connect_ray(ray: RayGateway, address: str) -> None:
     try:
-        await asyncio.to_thread(memo.ray.connect)
+        await asyncio.to_thread(ray.connect)
     except Exception as exc:  # TaskRun handlers retry the connection; the operator still serves the other kinds
-        log.warning("Ray is not reachable at %s yet: %s", memo.settings.ray.address, exc)
+        log.warning("Ray is not reachable at %s yet: %s", address, exc)
 
 
 @kopf.on.cleanup()

@@ -101,7 +101,8 @@ def test_objects_read_back_in_either_version_and_v1alpha2_objects_work(kube, sta
         stack.llm.base_url, 0.1, 0)
     # The operator (which speaks v1alpha1) runs an agent on it.
     kube.apply([agent("speaker", "new"), task("hi", "speaker", "hi")])
-    assert kube.wait_phase("hi-run", "Completed")["status"]["output"] == "hello from v1alpha2"
+    # The first run of a session may wait for the operator's Ray Client connection (up to 90 s here).
+    assert kube.wait_phase("hi-run", "Completed", timeout=150)["status"]["output"] == "hello from v1alpha2"
     # And the round trip through the apiserver is lossless.
     again = json.loads(kube.run("get", "llms.v1alpha2.kubechain.dev", "new", "-o", "json").stdout)
     assert again["spec"]["endpoint"] == {"baseURL": stack.llm.base_url, "maxRetries": 0, "requestTimeoutSeconds": 120}
