@@ -5,6 +5,7 @@ Used by the integration tests, `make demo` and `make bench`. The operator runs a
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,10 @@ from .llm_server import ScriptedLLMServer
 from .rayhead import LocalRayHead
 
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
+WEBHOOK_PROBE = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "Tool",
+                 "metadata": {"name": "webhook-probe", "namespace": "default"},
+                 "spec": {"description": "refused by the validating webhook", "execution": {"builtin": {"name": "echo"}},
+                          "arguments": {"type": "object", "properties": {"x": {"type": "nonsense"}}}}}
 
 
 class KubectlError(RuntimeError):
@@ -113,12 +118,14 @@ class Operator:
             time.sleep(0.3)
 
     def webhooks_configured(self) -> bool:
-        """Its admission webhooks are registered (kopf does it just after start-up), or it serves none."""
+        """The apiserver calls its admission webhooks (or it serves none). The configurations existing is not
+        enough: the apiserver picks them up through a watch, so a request right after kopf writes them may pass
+        unchecked. A server-side dry-run of an invalid Tool must come back denied."""
         if self.env.get("KUBECHAIN_WEBHOOK_PORT", "0") == "0":
             return True
-        result = kubectl(Path(self.env["KUBECONFIG"]), "get", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
-                         "kubechain.dev", "-o", "name", check=False)
-        return result.returncode == 0 and len(result.stdout.split()) == 2
+        result = kubectl(Path(self.env["KUBECONFIG"]), "create", "--dry-run=server", "-f", "-",
+                         input=json.dumps(WEBHOOK_PROBE), check=False)
+        return "denied the request" in result.stderr
 
     def healthy(self) -> bool:
         try:
