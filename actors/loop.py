@@ -88,7 +88,7 @@ class AgentLoop:
         for record in open_calls:
             await self._call(status, record)
         if waiting := [r for r in open_calls if r.state is CallState.WAITING]:
-            human = [r for r in waiting if r.waiting_for is not WaitingFor.CHILD_RUN]
+            human = [r for r in waiting if r.waiting_for.human]
             phase = Phase.PAUSED_FOR_USER_INPUT if human else Phase.DELEGATING
             what = (f"{len(human)} call(s) wait for a human: see spec.responses" if human
                     else f"waiting for child TaskRun(s) {', '.join(r.child_run or '' for r in waiting)}")

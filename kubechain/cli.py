@@ -46,21 +46,18 @@ def _api():
 
 
 def _reply(args: argparse.Namespace) -> int:
-    from kubechain.api.v1alpha1 import GROUP, VERSION, HumanResponse, WaitingFor
-    from kubechain.respond import Refused, Reply, response_patch
+    from kubechain.api.v1alpha1 import HumanResponse, WaitingFor
+    from kubechain.respond import Refused, Reply, send_reply
 
     if args.fn is respond:
         reply = Reply(WaitingFor.ANSWER, HumanResponse(answer=args.text, by=args.by))
     else:
         reply = Reply(WaitingFor.APPROVAL, HumanResponse(approved=args.fn is approve, reason=args.reason, by=args.by))
-    api = _api()
-    obj = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun)
     try:
-        call_id, patch = response_patch(obj, reply, args.call)
+        call_id = send_reply(_api(), args.namespace, args.taskrun, reply, args.call)
     except Refused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
-    api.patch_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun, patch)
     print(f"taskrun/{args.taskrun}: call {call_id} {'answered' if args.fn is respond else args.fn.__name__ + 'd'}")
     return 0
 
@@ -81,11 +78,20 @@ def reject(args: argparse.Namespace) -> int:
 
 
 def cancel(args: argparse.Namespace) -> int:
-    from kubechain.api.v1alpha1 import GROUP, VERSION
-    from kubechain.respond import CANCEL_PATCH
+    from kubechain.respond import send_cancel
 
-    _api().patch_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun, CANCEL_PATCH)
+    send_cancel(_api(), args.namespace, args.taskrun)
     print(f"taskrun/{args.taskrun}: cancel requested")
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    """Serve the web console (kubechain/ui) until interrupted."""
+    from kubechain.ui.app import Settings, serve
+
+    serve(Settings(host=args.host, port=args.port, kubeconfig=args.kubeconfig, allow_actions=args.allow_actions,
+                   as_kubeconfig_user=args.as_kubeconfig_user, namespace=args.namespace,
+                   ray_dashboard_url=args.ray_dashboard_url, tracing_url=args.tracing_url))
     return 0
 
 
@@ -169,6 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="stop following after this many seconds")
     p.add_argument("--namespace", "-n", default="default")
     p.set_defaults(fn=run)
+    p = sub.add_parser("ui", help="serve the web console (read-only unless --allow-actions)")
+    p.add_argument("--host", default=os.environ.get("KUBECHAIN_UI_HOST", "127.0.0.1"), help="address to listen on")
+    p.add_argument("--port", type=int, default=int(os.environ.get("KUBECHAIN_UI_PORT", "8090")))
+    p.add_argument("--kubeconfig", help="the console's own credentials (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--namespace", "-n", help="watch only this namespace (default: all)")
+    p.add_argument("--allow-actions", action="store_true",
+                   help="let users answer, approve, reject and cancel (with their own credentials)")
+    p.add_argument("--as-kubeconfig-user", action="store_true",
+                   help="local use: requests without a token act as the kubeconfig's user (never in a cluster)")
+    p.add_argument("--ray-dashboard-url", default=os.environ.get("KUBECHAIN_UI_RAY_DASHBOARD_URL"),
+                   help="link each run to its actor there, e.g. http://localhost:8265")
+    p.add_argument("--tracing-url", default=os.environ.get("KUBECHAIN_UI_TRACING_URL"),
+                   help="link each run to its trace: a URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}")
+    p.set_defaults(fn=ui)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -9,6 +9,9 @@ LABEL_TASK = f"{GROUP}/task"
 LABEL_AGENT = f"{GROUP}/agent"
 LABEL_PARENT_UID = f"{GROUP}/parent-uid"  # on child TaskRuns: the delegating TaskRun (names may exceed 63 chars)
 ANNOTATION_TOOL_CALL = f"{GROUP}/tool-call-id"
+LABEL_TASKRUN_UID = f"{GROUP}/taskrun-uid"  # on tool Jobs: the TaskRun whose call the Job runs
+ANNOTATION_TOOL_OUTCOME = f"{GROUP}/outcome"  # on a finished tool Job: Succeeded or Failed
+ANNOTATION_TOOL_RESULT = f"{GROUP}/result"    # ... and its result or error, as the tool message will say it
 
 
 def actor_name(namespace: str, name: str, uid: str) -> str:
@@ -29,3 +32,9 @@ def llm_tool_name(tool_object_name: str) -> str:
 def child_taskrun_name(parent: str, call_id: str) -> str:
     """The TaskRun a delegate call runs as; deterministic so a retried delegation finds, not duplicates, it."""
     return f"{parent[:200]}-{hashlib.sha256(call_id.encode()).hexdigest()[:8]}"
+
+
+def tool_job_name(taskrun: str, idempotency_key: str) -> str:
+    """The Job a container call runs as: from the call's idempotency key, so a resumed run finds the same Job.
+    Job names become pod labels: at most 63 characters."""
+    return f"{taskrun[:45]}-tool-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]}".replace(".", "-")

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from kubechain.api.v1alpha1 import GROUP
-from kubechain.controllers import (agent, catalog, llm, task, taskrun, taskrun_queue, taskrun_waits,  # noqa: F401
+from kubechain.controllers import (agent, catalog, llm, task, taskrun, taskrun_queue, taskrun_waits, tooljobs,  # noqa: F401
                                    tool, toolset, webhooks)  # (importing them registers their handlers)
 from kubechain.kube import Kube
 from kubechain.observability import metrics, tracing

@@ -157,11 +157,11 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
 def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None,
              epoch: int = 1, *, max_turns: int = 50, lineage: list[str] | None = None,
              inputs: dict[str, CallInput] | None = None, max_delegation_depth: int = 5,
-             traceparent: str | None = None) -> RunSpec:
+             traceparent: str | None = None, max_parallel_tool_calls: int = 4) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
     return RunSpec(taskrun=ref, epoch=epoch, agent=agent_name, llm=llm, api_key=api_key, system_prompt=agent.system_prompt,
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
                    lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth,
-                   traceparent=traceparent)
+                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubechain.api.v1alpha1 import CallState, HumanResponse, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1 import GROUP, VERSION, CallState, HumanResponse, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
 
 
 class Refused(Exception):
@@ -45,3 +45,17 @@ def response_patch(obj: dict[str, Any], reply: Reply, call_id: str | None = None
 
 
 CANCEL_PATCH = {"spec": {"cancel": True}}
+
+
+def send_reply(api: Any, namespace: str, name: str, reply: Reply, call_id: str | None = None) -> str:
+    """Read the run, check the reply (`Refused`) and write it with `api` (a kubernetes `CustomObjectsApi` holding
+    the caller's credentials, so the apiserver's RBAC decides). The CLI and the web console both reply through here."""
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name)
+    call_id, patch = response_patch(obj, reply, call_id)
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name, patch)
+    return call_id
+
+
+def send_cancel(api: Any, namespace: str, name: str) -> None:
+    """Cancel a run (and its child runs) with `api`, as `kubechain cancel` does."""
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name, CANCEL_PATCH)

@@ -153,6 +153,14 @@ class ChildOutcome:
 
 
 @dataclass(frozen=True)
+class JobOutcome:
+    """What the operator knows of a container call's Job: whether it finished, and its result or error."""
+    finished: bool
+    succeeded: bool = False
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Gathered:
     inputs: dict[str, CallInput] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # what is still awaited, one line per call
@@ -167,9 +175,9 @@ def _valid(record: ToolCallRecord, response: HumanResponse | None) -> bool:
 
 
 def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], children: dict[str, ChildOutcome],
-                  now: datetime) -> Gathered:
+                  now: datetime, jobs: dict[str, JobOutcome] | None = None) -> Gathered:
     """For each waiting call, its input if it has arrived: an answer, a decision (an expired approval is a
-    rejection), or a child run that ended."""
+    rejection), a child run that ended, or a Job that finished (`jobs` by call id)."""
     gathered = Gathered()
     for record in status.tool_call_history:
         if record.state is not CallState.WAITING:
@@ -183,6 +191,12 @@ def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], ch
                 gathered.inputs[record.id] = CallInput(accepted=ok, text=text)
             else:
                 gathered.missing.append(f"child TaskRun {record.child_run} ({(child.phase or Phase.PENDING).value})")
+        elif record.waiting_for is WaitingFor.JOB:
+            job = (jobs or {}).get(record.id) or JobOutcome(False)
+            if job.finished:
+                gathered.inputs[record.id] = CallInput(accepted=job.succeeded, text=job.text)
+            else:
+                gathered.missing.append(f"Job {record.job} ({record.tool})")
         elif _valid(record, response):
             text = response.answer if record.waiting_for is WaitingFor.ANSWER else response.reason
             gathered.inputs[record.id] = CallInput(accepted=response.approved is not False, text=text or "",
@@ -199,9 +213,10 @@ def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], ch
 def decide_waiting(status: TaskRunStatus, gathered: Gathered) -> Resume | Wait:
     if gathered.missing:
         return Wait("waiting for " + "; ".join(gathered.missing))
-    children = any(r.waiting_for is WaitingFor.CHILD_RUN for r in status.tool_call_history
-                   if r.id in gathered.inputs)
-    reason = "ChildrenFinished" if status.phase is Phase.DELEGATING and children else "InputReceived"
+    kinds = {r.waiting_for for r in status.tool_call_history if r.id in gathered.inputs}
+    human = any(k.human for k in kinds if k)
+    reason = ("ChildrenFinished" if WaitingFor.CHILD_RUN in kinds and not human
+              else "JobsFinished" if WaitingFor.JOB in kinds and not human else "InputReceived")
     return Resume(reason, f"resuming with {len(gathered.inputs)} result(s)")
 
 
@@ -215,7 +230,7 @@ def response_problems(status: TaskRunStatus, responses: dict[str, HumanResponse]
         if record is None:
             if not sealed:
                 problems.append(f"{call_id}: no such tool call in this run")
-        elif record.state is CallState.WAITING and record.waiting_for is not WaitingFor.CHILD_RUN:
+        elif record.state is CallState.WAITING and record.waiting_for.human:
             if not _valid(record, response):
                 need = "an `answer`" if record.waiting_for is WaitingFor.ANSWER else "`approved: true|false`"
                 problems.append(f"{call_id}: this call waits for {need}")

@@ -10,11 +10,21 @@ from kubechain.api.context import DATA_KEY, decode, described, part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION, Message, TaskRunStatus, ToolCallRecord
 
 
-def load(namespace: str, name: str) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
-    config.load_config()
-    obj = client.CustomObjectsApi().get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name)
+def load(namespace: str, name: str, api_client: client.ApiClient | None = None
+         ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
+    """The run's status and whole conversation, read with `api_client`'s credentials (default: the kubeconfig's)."""
+    if api_client is None:
+        config.load_config()
+    obj = client.CustomObjectsApi(api_client).get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name)
+    return complete(obj, api_client)
+
+
+def complete(obj: dict, api_client: client.ApiClient | None = None
+             ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
+    """A TaskRun object's status, with its sealed chunks read back in front of the tail."""
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     status = TaskRunStatus.model_validate(obj.get("status") or {})
-    core = client.CoreV1Api()
+    core = client.CoreV1Api(api_client)
     messages: list[Message] = []
     calls: list[ToolCallRecord] = []
     for index in range(status.sealed_context.chunks):

@@ -1,16 +1,22 @@
-"""ToolExecutor: runs the tool calls an LLM asks for. Every failure becomes a tool error for the LLM."""
+"""ToolExecutor: runs the tool calls an LLM asks for. Every failure becomes a tool error for the LLM.
+
+Container and delegate calls never get here: they wait (journaled Waiting) while the operator runs them as a
+Job or a child TaskRun. Arguments were checked against the tool's schema before (actors/tools/arguments.py).
+"""
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubechain.api.runspec import ResolvedTool
-from kubechain.api.v1alpha1.tool import HTTPExecution
+from kubechain.api.runspec import ResolvedTool, secret_key
+from kubechain.api.v1alpha1.tool import HTTPExecution, RayExecution
 
+from .arguments import parse_arguments
 from .builtins import BUILTINS, ToolError
 
-MAX_RESULT_BYTES = 64 * 1024
+MAX_RESULT_BYTES = 64 * 1024  # read from an HTTP response at most
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,11 @@ class ToolExecutor(Protocol):
 
 
 class LocalToolExecutor:
-    """Runs builtins in the actor's process and http tools from it; container and delegate come later."""
+    """Runs builtins in the actor's process, http calls from it, and ray tools as Ray tasks it awaits."""
 
-    def __init__(self, tools: list[ResolvedTool]):
+    def __init__(self, tools: list[ResolvedTool], secrets: dict[str, Any] | None = None):
         self._tools = {t.name: t for t in tools}
+        self._secrets = secrets or {}
         self._http: Any = None
 
     async def execute(self, name: str, arguments: str, call_id: str, idempotency_key: str) -> ToolOutcome:
@@ -47,14 +54,22 @@ class LocalToolExecutor:
             return _builtin(execution.builtin.name, args)
         if execution.http is not None:
             return await self._post(execution.http, args, idempotency_key)
-        return ToolOutcome(error=f"{execution.kind} tools are not supported yet")
+        if execution.ray is not None:
+            return await _ray_task(name, execution.ray, args)
+        return ToolOutcome(error=f"{execution.kind} tools do not run in the actor")
+
+    def _secret(self, name: str, key: str) -> str:
+        value = self._secrets.get(secret_key(name, key))
+        return value.get_secret_value() if value is not None else ""
 
     async def _post(self, http: HTTPExecution, args: dict[str, Any], idempotency_key: str) -> ToolOutcome:
         import aiohttp
 
         if self._http is None:
             self._http = aiohttp.ClientSession()
-        headers = {h.name: h.value for h in http.headers} | {"Idempotency-Key": idempotency_key}
+        headers = {h.name: (self._secret(h.value_from.secret_key_ref.name, h.value_from.secret_key_ref.key)
+                            if h.value_from else h.value) for h in http.headers}
+        headers["Idempotency-Key"] = idempotency_key
         try:
             async with self._http.post(http.url, json=args, headers=headers,
                                        timeout=aiohttp.ClientTimeout(total=http.timeout_seconds)) as response:
@@ -66,17 +81,6 @@ class LocalToolExecutor:
         return ToolOutcome(error=f"HTTP {response.status}: {body[:1024]}")
 
 
-def parse_arguments(arguments: str) -> tuple[dict[str, Any], str | None]:
-    """The LLM's arguments as a dict, or the error the LLM should read."""
-    try:
-        args = json.loads(arguments or "{}")
-    except json.JSONDecodeError as exc:
-        return {}, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
-    if not isinstance(args, dict):
-        return {}, "arguments must be a JSON object"
-    return args, None
-
-
 def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:
     try:
         return ToolOutcome(result=BUILTINS[name](**args))
@@ -86,3 +90,39 @@ def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:
         return ToolOutcome(error=f"bad arguments for {name}: {exc}")
     except Exception as exc:  # whatever the LLM's input provokes is the LLM's to read, never a crash
         return ToolOutcome(error=f"{name} failed: {type(exc).__name__}: {exc}")
+
+
+def call_function(path: str, args: dict[str, Any]) -> str:
+    """Runs in the Ray task: import `module:callable`, call it with the arguments, the result as text."""
+    import importlib
+
+    module, _, attribute = path.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    result = target(**args)
+    return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+async def _ray_task(name: str, ray_tool: RayExecution, args: dict[str, Any]) -> ToolOutcome:
+    import ray
+
+    options: dict[str, Any] = {"num_cpus": ray_tool.num_cpus, "num_gpus": ray_tool.num_gpus, "name": f"tool:{name}",
+                               "max_retries": 0}  # a crashed tool is reported, not silently run again
+    if ray_tool.memory is not None:
+        options["memory"] = ray_tool.memory
+    if ray_tool.resources:
+        options["resources"] = ray_tool.resources
+    if ray_tool.runtime_env:
+        options["runtime_env"] = ray_tool.runtime_env
+    ref = ray.remote(call_function).options(**options).remote(ray_tool.function, args)
+    try:
+        return ToolOutcome(result=await asyncio.wait_for(ref, ray_tool.timeout_seconds))
+    except TimeoutError:
+        ray.cancel(ref, force=True)
+        return ToolOutcome(error=f"the Ray task did not finish within {ray_tool.timeout_seconds:g} s; cancelled")
+    except ray.exceptions.RayTaskError as exc:  # the callable raised: its own error, not Ray's traceback
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        return ToolOutcome(error=f"{type(cause).__name__}: {cause}"[:2000])
+    except ray.exceptions.RayError as exc:
+        return ToolOutcome(error=f"{type(exc).__name__}: {exc}"[:2000])

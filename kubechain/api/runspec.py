@@ -21,6 +21,14 @@ class ResolvedTool(Model):
     requires_approval: bool = Field(default=False, description="Each call waits for a human's approval.")
     approval_timeout_seconds: int | None = Field(default=None, description="No decision by then is a rejection.")
 
+    def secret_refs(self) -> set[tuple[str, str]]:
+        """(Secret, key) pairs whose values the actor needs to run this tool (the operator reads them for it)."""
+        refs = set()
+        if self.execution.http is not None:
+            refs |= {(h.value_from.secret_key_ref.name, h.value_from.secret_key_ref.key)
+                     for h in self.execution.http.headers if h.value_from is not None}
+        return refs
+
     def openai_schema(self) -> dict[str, Any]:
         return {"type": "function",
                 "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
@@ -54,6 +62,13 @@ class RunSpec(Model):
     max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")
     inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")
     traceparent: str | None = Field(default=None, description="The run's trace context: actor spans join it.")
+    max_parallel_tool_calls: int = Field(default=4, description="Tool calls of one turn running at a time.")
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Values of the Secret keys the tools "
+                                          "reference, by `secret/key` (see secret_key); never serialised to status.")
+
+
+def secret_key(name: str, key: str) -> str:
+    return f"{name}/{key}"
 
 
 class TaskRunActorAPI(Protocol):

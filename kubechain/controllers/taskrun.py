@@ -19,7 +19,9 @@ from typing import Any
 import kopf
 from opentelemetry import trace
 
-from kubechain.api.runspec import RunSpec, TaskRunRef
+from pydantic import SecretStr
+
+from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
 from kubechain.api.v1alpha1.common import with_condition
 from kubechain.naming import LABEL_AGENT, LABEL_PARENT_UID, actor_name
@@ -36,6 +38,7 @@ from kubechain.taskrun_lifecycle import (ChildOutcome, Nothing, Observation, Sch
 from .catalog import IndexCatalog
 from .taskrun_filters import is_pending, is_running
 from .taskrun_queue import admission, wake_admitted
+from .tooljobs import jobs_of
 
 RETRY_SECONDS = Settings().reconcile.pending_retry_seconds
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
@@ -142,7 +145,7 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
         try:
             with span_in(latest.traceparent, TRACER, "TaskRun.supervise", **{"kubechain.name": name,
                                                                              "k8s.namespace.name": namespace}):
-                run = await attach(memo, catalog, ref, obj, latest, kwargs["child_taskruns"], body)
+                run = await attach(memo, catalog, ref, obj, latest, kwargs, body)
             await set_ray_condition(memo, ref, latest, True, "Connected", "Ray is reachable")
             if not await until_stopped(memo.ray.wait(run), stopped):
                 break  # deleted or no longer Running: kopf stops this daemon; don't keep it waiting
@@ -190,11 +193,11 @@ def backoff(failures: int) -> float:
 
 
 async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: dict[str, Any],
-                 latest: TaskRunStatus, children: kopf.Index, body: kopf.Body) -> Any:
+                 latest: TaskRunStatus, indices: dict[str, Any], body: kopf.Body) -> Any:
     """The future of the run's final phase, from the live actor or from a fresh one at a higher epoch."""
     handle = await asyncio.to_thread(memo.ray.find, ref)
     if handle is None:  # only a new actor needs the run resolved (Agent, LLM, tools, the key's Secret)
-        spec = await build_spec(memo, catalog, ref, obj, latest, children)
+        spec = await build_spec(memo, catalog, ref, obj, latest, indices)
         # Raise the epoch before the actor exists: any older actor still writing is fenced out from now on.
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"epoch": spec.epoch})
         handle, actor = await asyncio.to_thread(memo.ray.create, spec)
@@ -211,7 +214,8 @@ async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: d
 
 
 async def build_spec(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: dict[str, Any],
-                     latest: TaskRunStatus, children: kopf.Index) -> RunSpec:
+                     latest: TaskRunStatus, indices: dict[str, Any]) -> RunSpec:
+    """The actor's RunSpec; `indices` are kopf's (child runs and tool Jobs: the inputs of waiting calls)."""
     spec = TaskRunSpec.model_validate(obj["spec"])
     found = agent_and_input(catalog, ref.namespace, spec)
     if found is None:
@@ -223,16 +227,24 @@ async def build_spec(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, ob
         raise kopf.TemporaryError(f"Agent {agent_name!r} is not ready: cannot start an actor")
     key = None
     if secret_ref := llm["spec"].get("apiKeySecretRef"):
-        secret = await memo.kube.secret_value(ref.namespace, secret_ref["name"], secret_ref["key"])
-        if secret.problem:
-            raise kopf.TemporaryError(secret.problem)
-        key = secret.value
-    gathered = gather_inputs(latest, spec.responses, children_of(children, ref.namespace, ref.uid),
-                             datetime.now(timezone.utc))
-    return run_spec(ref, agent_name, user_input, catalog, key, latest.epoch + 1, traceparent=latest.traceparent,
-                    max_turns=spec.max_turns,
-                    lineage=spec.parent.agents if spec.parent else [], inputs=gathered.inputs,
-                    max_delegation_depth=memo.settings.reconcile.max_delegation_depth)
+        key = await secret_value(memo, ref.namespace, secret_ref["name"], secret_ref["key"])
+    gathered = gather_inputs(latest, spec.responses, children_of(indices["child_taskruns"], ref.namespace, ref.uid),
+                             datetime.now(timezone.utc), jobs_of(indices["tool_jobs"], ref.namespace, ref.uid))
+    run = run_spec(ref, agent_name, user_input, catalog, key, latest.epoch + 1, traceparent=latest.traceparent,
+                   max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
+                   lineage=spec.parent.agents if spec.parent else [], inputs=gathered.inputs,
+                   max_delegation_depth=memo.settings.reconcile.max_delegation_depth)
+    for name, secret_key_name in sorted({r for tool in run.tools for r in tool.secret_refs()}):
+        run.secrets[secret_key(name, secret_key_name)] = SecretStr(
+            await secret_value(memo, ref.namespace, name, secret_key_name))
+    return run
+
+
+async def secret_value(memo: kopf.Memo, namespace: str, name: str, key: str) -> str:
+    secret = await memo.kube.secret_value(namespace, name, key)
+    if secret.problem:
+        raise kopf.TemporaryError(secret.problem)
+    return secret.value
 
 
 async def set_ray_condition(memo: kopf.Memo, ref: TaskRunRef, latest: TaskRunStatus, available: bool,

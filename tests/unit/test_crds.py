@@ -50,4 +50,4 @@ def test_names_columns_and_category():
 def test_tool_execution_is_one_of_in_the_schema():
     tool = crd(next(i for i in KINDS if i.kind == "Tool"))
     execution = tool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["execution"]
-    assert execution["oneOf"] == [{"required": [k]} for k in ("builtin", "http", "container", "delegate")]
+    assert execution["oneOf"] == [{"required": [k]} for k in ("builtin", "http", "container", "delegate", "ray")]

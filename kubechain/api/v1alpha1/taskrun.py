@@ -15,7 +15,7 @@ class Phase(str, Enum):
     PENDING = "Pending"
     RUNNING = "Running"
     PAUSED_FOR_USER_INPUT = "PausedForUserInput"  # a human must answer or approve; no actor is held
-    DELEGATING = "Delegating"                     # waiting for child TaskRuns; no actor is held
+    DELEGATING = "Delegating"                     # waiting for child TaskRuns or tool Jobs; no actor is held
     COMPLETED = "Completed"
     FAILED = "Failed"                             # reason says why: LLMError, Cancelled, Timeout, MaxTurnsExceeded...
 
@@ -72,6 +72,11 @@ class WaitingFor(str, Enum):
     ANSWER = "Answer"        # ask_human: a human's reply is the result
     APPROVAL = "Approval"    # a tool with requiresApproval: a human approves (the tool runs) or rejects
     CHILD_RUN = "ChildRun"   # a delegate tool: the child TaskRun's output is the result
+    JOB = "Job"              # a container tool: the Kubernetes Job's result (termination message or log) is the result
+
+    @property
+    def human(self) -> bool:
+        return self in (WaitingFor.ANSWER, WaitingFor.APPROVAL)
 
 
 class ToolCallRecord(Model):
@@ -95,6 +100,8 @@ class ToolCallRecord(Model):
     response: HumanResponse | None = Field(default=None, description="The human reply this call used (audit).")
     child_run: str | None = Field(default=None, description="The child TaskRun a delegate call runs as.")
     delegated_to: str | None = Field(default=None, description="The Agent the child TaskRun runs.")
+    job: str | None = Field(default=None, description="The Kubernetes Job a container call runs as (deleted once "
+                                                      "its result is journaled).")
     start_time: str | None = Field(default=None, description="When the call started (RFC 3339).")
     end_time: str | None = Field(default=None, description="When the call ended (RFC 3339).")
 
@@ -157,6 +164,8 @@ class RunLimits(Model):
                                                    "seconds after it Completed or Failed. Default: keep it.")
     priority: int = Field(default=0, description="When runs queue for a slot (see the operator's limits), higher "
                                                  "priority runs go first. Child runs inherit their parent's.")
+    max_parallel_tool_calls: int = Field(default=4, ge=1, le=64, description="Tool calls the LLM asks for in one "
+                                         "turn run concurrently, at most this many at a time (container Jobs too).")
 
 
 class ParentRef(Model):

@@ -1,7 +1,7 @@
-"""Tool: something an agent can call. Exactly one execution kind: builtin, container or delegate."""
+"""Tool: something an agent can call. Exactly one execution kind: builtin, http, container, delegate or ray."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,22 +18,51 @@ class BuiltinExecution(Model):
                     "`ask_human` (pauses the run until a human answers the question; see TaskRun spec.responses).")
 
 
+class SecretKeySelector(Model):
+    name: str = Field(min_length=1, description="Secret in the tool's namespace.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class ValueSource(Model):
+    secret_key_ref: SecretKeySelector = Field(description="A key of a Secret; its value is never shown in status.")
+
+
 class EnvVar(Model):
     name: str = Field(min_length=1, description="Environment variable name.")
     value: str = Field(default="", description="Literal value.")
+    value_from: ValueSource | None = Field(default=None, description="Take the value from a Secret instead.")
+
+
+Quantity = Annotated[str, Field(description="A Kubernetes quantity, e.g. 500m, 1, 64Mi.")]
+
+
+class ResourceRequirements(Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources (e.g. cpu: 100m, memory: 64Mi).")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources.")
 
 
 class ContainerExecution(Model):
-    image: str = Field(min_length=1, description="Container image that runs the tool.")
+    """Each call runs as a Kubernetes Job owned by the TaskRun. The container gets the call's arguments as JSON in
+    the environment variable KUBECHAIN_ARGUMENTS (also KUBECHAIN_TOOL and KUBECHAIN_IDEMPOTENCY_KEY). Its result is
+    its termination message (write it to /dev/termination-log; the kubelet keeps 4 KiB), else the end of its log;
+    a non-zero exit is a tool error."""
+
+    image: str = Field(min_length=1, pattern=r"^[^\s]+$", description="Container image that runs the tool.")
     command: list[str] = Field(default_factory=list, description="Entrypoint override.")
     args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
-    env: list[EnvVar] = Field(default_factory=list, description="Environment variables.")
-    timeout_seconds: int = Field(default=300, ge=1, description="Kill the tool after this many seconds.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables (values or Secret keys).")
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements,
+                                            description="CPU and memory of the tool's container.")
+    timeout_seconds: int = Field(default=300, ge=1, description="The Job's activeDeadlineSeconds: then the call "
+                                                                "is killed and reported as a tool error.")
+    service_account_name: str | None = Field(default=None, description="Service account of the tool's pod. Default: "
+                                             "the namespace's default, without a mounted token.")
 
 
 class HTTPHeader(Model):
     name: str = Field(min_length=1, description="Header name.")
-    value: str = Field(description="Header value.")
+    value: str = Field(default="", description="Header value.")
+    value_from: ValueSource | None = Field(default=None, description="Take the value from a Secret instead.")
 
 
 class HTTPExecution(Model):
@@ -44,21 +73,41 @@ class HTTPExecution(Model):
     timeout_seconds: float = Field(default=30, gt=0, description="Request timeout, in seconds.")
 
 
+class RayExecution(Model):
+    """A Python callable run as a Ray task, scheduled by Ray next to the agents with its own resources: e.g. a GPU
+    embedding step. It is called with the arguments as keyword arguments; a str result is the tool's result,
+    anything else is serialised as JSON."""
+
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+                          description="Import path `package.module:callable`, importable on the Ray workers (or "
+                                      "through runtimeEnv).")
+    num_cpus: float = Field(default=1, ge=0, description="CPUs the task reserves.")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs the task reserves.")
+    memory: int | None = Field(default=None, ge=0, description="Memory the task reserves, in bytes.")
+    resources: dict[str, Annotated[float, Field(ge=0, description="Amount of the resource.")]] = Field(
+        default_factory=dict, description="Custom Ray resources the task reserves.")
+    runtime_env: dict[str, Any] = Field(default_factory=dict, description="Ray runtime_env of the task (pip, "
+                                        "env_vars, working_dir...).")
+    timeout_seconds: float = Field(default=300, gt=0, description="Cancel the task after this many seconds: a "
+                                                                  "tool error.")
+
+
 class DelegateExecution(Model):
     agent_ref: LocalObjectReference = Field(description="Agent that handles the call as a child TaskRun (argument "
                                             "`message` is its user input; its output or error is the result).")
 
 
-EXECUTION_KINDS = ("builtin", "http", "container", "delegate")
+EXECUTION_KINDS = ("builtin", "http", "container", "delegate", "ray")
 
 
 class ToolExecution(Model):
-    """Exactly one of `builtin`, `http`, `container`, `delegate`."""
+    """Exactly one of `builtin`, `http`, `container`, `delegate`, `ray`."""
 
     builtin: BuiltinExecution | None = Field(default=None, description="Run a tool built into kubechain.")
     http: HTTPExecution | None = Field(default=None, description="Call an HTTP endpoint.")
-    container: ContainerExecution | None = Field(default=None, description="Run the tool in a container (not supported yet: reported to the LLM as a tool error).")
+    container: ContainerExecution | None = Field(default=None, description="Run each call as a Kubernetes Job.")
     delegate: DelegateExecution | None = Field(default=None, description="Delegate the call to another agent, as a child TaskRun.")
+    ray: RayExecution | None = Field(default=None, description="Run a Python callable as a Ray task.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ToolExecution":
@@ -87,7 +136,8 @@ class ToolSpec(Model):
         default=None,
         description="JSON Schema (type object) of the tool's arguments, shown to the LLM. Default: the builtin's "
                     "own schema, else an object with no properties.")
-    execution: ToolExecution = Field(description="How the tool runs: exactly one of builtin, http, container, delegate.")
+    execution: ToolExecution = Field(description="How the tool runs: exactly one of builtin, http, container, "
+                                                 "delegate, ray.")
     idempotent: bool = Field(
         default=False,
         description="Calls may be repeated safely with the same idempotency key. A call cut short by a crash is then "
