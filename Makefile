@@ -4,8 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus clean help \
-        kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel undeploy kind-down
+.PHONY: demo test unit integration lint crds bench k8s prometheus chromium clean help \
+        kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down
 
 help:
 	@echo "make demo   run an agent end to end on a local control plane + Ray head + scripted LLM"
@@ -29,6 +29,11 @@ prometheus:
 	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The browser the console's tests drive through Playwright (Debian's package: Playwright downloads no browser)
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 crds: $(STAMP)
 	$(VENV)/bin/kubechain crds --out crds
 
@@ -38,10 +43,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s prometheus
+integration: $(STAMP) k8s prometheus chromium
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s prometheus lint
+test: $(STAMP) k8s prometheus chromium lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s
@@ -86,6 +91,13 @@ deploy-samples: $(STAMP)
 	$(VENV)/bin/kubectl apply -f samples/demo.yaml
 	$(VENV)/bin/kubectl patch llm.v1alpha1.kubechain.dev demo-llm --type merge \
 	  -p '{"spec":{"baseURL":"http://kubechain-scripted-llm.kubechain-system.svc:8000/v1"}}'
+
+# The web console beside the operator (kuberay/base/ui.yaml; also in `make deploy`): read-only unless started
+# with --allow-actions. Open it with `kubectl -n kubechain-system port-forward svc/kubechain-ui 8090`.
+deploy-ui: $(STAMP)
+	$(VENV)/bin/kubectl apply -f kuberay/base/namespace.yaml
+	$(VENV)/bin/kubectl apply --server-side -k kuberay/overlays/$(OVERLAY) -l app.kubernetes.io/name=kubechain-ui
+	$(VENV)/bin/kubectl -n kubechain-system rollout status deploy/kubechain-ui --timeout=300s
 
 deploy-otel: $(STAMP)
 	$(VENV)/bin/kubectl apply -f kuberay/otel/collector.yaml

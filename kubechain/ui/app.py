@@ -66,6 +66,7 @@ class Settings:
 AUTHZ = web.AppKey("authz", Authorizer)
 HUB = web.AppKey("hub", Hub)
 SETTINGS = web.AppKey("settings", Settings)
+USER = web.RequestKey("user", User)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -102,7 +103,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             return error(503, "cannot check the token with the Kubernetes API")
         if user is None:
             return error(401, "sign in with a Kubernetes bearer token")
-        request["user"] = user
+        request[USER] = user
     return await handler(request)
 
 
@@ -119,7 +120,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    return web.json_response({"user": request["user"].name, "readOnly": not settings.allow_actions,
+    return web.json_response({"user": request[USER].name, "readOnly": not settings.allow_actions,
                               "namespace": settings.namespace,
                               "rayDashboard": bool(settings.ray_dashboard_url), "tracing": bool(settings.tracing_url)})
 
@@ -155,7 +156,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 async def visible(request: web.Request, plural: str, obj: dict[str, Any], namespace: str | None) -> bool:
     ns = obj["metadata"].get("namespace", "")
     return (namespace is None or ns == namespace) and \
-        await request.app[AUTHZ].allowed(request["user"], "list", plural, ns)
+        await request.app[AUTHZ].allowed(request[USER], "list", plural, ns)
 
 
 def wanted(request: web.Request) -> tuple[list[str], str | None]:
@@ -217,7 +218,7 @@ def run_name(request: web.Request) -> tuple[str, str]:
 async def taskrun(request: web.Request) -> web.Response:
     """A run's page, read with the caller's own token: the apiserver decides what they may see."""
     namespace, name = run_name(request)
-    user: User = request["user"]
+    user: User = request[USER]
 
     def load() -> tuple[dict, list, list, str | None]:
         with request.app[AUTHZ].api_client(user) as api:
@@ -250,7 +251,7 @@ async def act(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     if not request.app[SETTINGS].allow_actions:
         return error(403, "this console is read-only (start it with --allow-actions)")
-    user: User = request["user"]
+    user: User = request[USER]
     body = await json_body(request)
     call_id = str(body["callId"]) if body.get("callId") else None
     reason = str(body.get("reason", ""))

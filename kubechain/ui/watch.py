@@ -116,9 +116,9 @@ class Hub:
     def _publish(self, event: Event) -> None:
         plural, kind, obj = event
         if kind == "DELETED":
-            self.objects[plural].pop(key_of(obj), None)
+            self.objects.setdefault(plural, {}).pop(key_of(obj), None)
         else:
-            self.objects[plural][key_of(obj)] = obj
+            self.objects.setdefault(plural, {})[key_of(obj)] = obj
         for queue in list(self._queues):
             try:
                 queue.put_nowait(event)
