@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from kubechain.api.v1alpha1 import GROUP
 
@@ -27,6 +28,16 @@ def taskrun_name(task_name: str) -> str:
 def llm_tool_name(tool_object_name: str) -> str:
     """OpenAI function names allow [a-zA-Z0-9_-]; Kubernetes names may contain dots."""
     return tool_object_name.replace(".", "_")[:64]
+
+
+def mcp_tool_name(server: str, tool: str) -> str:
+    """`<server>__<tool>` as OpenAI allows function names ([a-zA-Z0-9_-]{1,64}). A name that had to change
+    (other characters, too long) gets a hash of the tool's own name, so two tools never end up with one name."""
+    full = f"{server}__{tool}"
+    clean = re.sub(r"[^a-zA-Z0-9_-]", "_", full)
+    if clean == full and len(full) <= 64:
+        return full
+    return f"{clean[:55]}_{hashlib.sha256(tool.encode()).hexdigest()[:8]}"
 
 
 def child_taskrun_name(parent: str, call_id: str) -> str:

@@ -12,8 +12,9 @@ from typing import Any, Iterable, Protocol
 from pydantic import ValidationError
 
 from kubechain.api.builtins import BUILTIN_ARGUMENTS, DELEGATE_ARGUMENTS
-from kubechain.api.runspec import CallInput, ResolvedTool, RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ToolSetSpec, ToolSpec
+from kubechain.api.runspec import CallInput, ResolvedExecution, ResolvedMCP, ResolvedTool, RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, MCPServer, MCPServerStatus, ToolSetSpec, ToolSpec
+from kubechain.api.v1alpha1.mcp import compact
 from kubechain.naming import llm_tool_name
 
 EMPTY_ARGUMENTS = {"type": "object", "properties": {}}
@@ -54,7 +55,7 @@ def tool_problem(spec: ToolSpec) -> str | None:
 
 
 # Readiness reasons that are only a moment of start-up, not a problem worth a Warning event.
-TRANSIENT_REASONS = frozenset({"DependencyPending"})
+TRANSIENT_REASONS = frozenset({"DependencyPending", "MCPDiscoveryPending"})
 
 
 def _dependency_problem(kind: str, name: str, obj: dict[str, Any] | None) -> Readiness | None:
@@ -73,7 +74,26 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted(n for n, count in Counter(names).items() if count > 1)
 
 
-def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog) -> Readiness:
+def discovered(server: MCPServer, status: dict[str, Any] | None) -> MCPServerStatus | None:
+    """What discovery found for `server` as it is specified now (None: not discovered yet, or for an older spec)."""
+    for raw in (status or {}).get("mcpServers") or []:
+        if raw.get("name") == server.name:
+            found = MCPServerStatus.model_validate(compact(raw))
+            return found if found.config_hash == server.config_hash() else None
+    return None
+
+
+def mcp_problem(server: MCPServer, found: MCPServerStatus | None) -> Readiness | None:
+    if found is None:
+        return not_ready("MCPDiscoveryPending", f"MCP server {server.name!r}: listing its tools")
+    if not found.ready:
+        return not_ready("MCPServerFailed", f"MCP server {server.name!r}: {found.message}")
+    return None
+
+
+def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog,
+                      status: dict[str, Any] | None = None) -> Readiness:
+    """`status`: the ToolSet's own, for what discovery found on its MCP servers."""
     names: list[str] = []
     for tool in spec.tools:
         if problem := tool_problem(tool):
@@ -83,6 +103,11 @@ def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog) -> Re
         if problem := _dependency_problem("Tool", ref.name, catalog.get("Tool", namespace, ref.name)):
             return problem
         names.append(llm_tool_name(ref.name))
+    for server in spec.mcp_servers:
+        found = discovered(server, status)
+        if problem := mcp_problem(server, found):
+            return problem
+        names.extend(t.llm_name for t in found.tools)
     if dupes := _duplicates(names):
         return not_ready("DuplicateTool", f"duplicate tool names: {', '.join(dupes)}")
     return Readiness(True, "Ready", f"{len(names)} tools", names)
@@ -111,15 +136,29 @@ def _resolved(name: str, spec: ToolSpec) -> ResolvedTool:
                         approval_timeout_seconds=spec.approval_timeout_seconds)
 
 
+def _resolved_mcp(namespace: str, toolset: str, server: MCPServer, found: MCPServerStatus) -> list[ResolvedTool]:
+    """The discovered tools of one MCP server. Calls are side-effecting (journaled Started, at most once after a
+    crash) unless the server says the tool is read-only or idempotent."""
+    return [ResolvedTool(name=t.llm_name, description=t.description or t.name,
+                         parameters=t.input_schema or EMPTY_ARGUMENTS, idempotent=t.idempotent,
+                         execution=ResolvedExecution(mcp=ResolvedMCP(namespace=namespace, toolset=toolset,
+                                                                     server=server, tool=t.name)))
+            for t in found.tools]
+
+
 def resolve_tools(namespace: str, spec: AgentSpec, catalog: Catalog) -> list[ResolvedTool]:
     """The tools an agent offers its LLM. Call only when the agent is ready."""
     tools: list[ResolvedTool] = []
     for ref in spec.toolset_refs:
-        toolset = ToolSetSpec.model_validate(catalog.get("ToolSet", namespace, ref.name)["spec"])
+        obj = catalog.get("ToolSet", namespace, ref.name)
+        toolset = ToolSetSpec.model_validate(obj["spec"])
         tools.extend(_resolved(t.name, t) for t in toolset.tools)
         for tool_ref in toolset.tool_refs:
             tool_spec = ToolSpec.model_validate(catalog.get("Tool", namespace, tool_ref.name)["spec"])
             tools.append(_resolved(llm_tool_name(tool_ref.name), tool_spec))
+        for server in toolset.mcp_servers:
+            if (found := discovered(server, obj.get("status"))) is not None and found.ready:
+                tools.extend(_resolved_mcp(namespace, ref.name, server, found))
     return tools
 
 
@@ -141,8 +180,9 @@ def tool_readiness(spec: ToolSpec) -> Readiness:
     return Readiness(True, "Ready", f"{kind} tool{note}")
 
 
-def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catalog) -> Readiness:
-    """Readiness of a Tool, ToolSet or Agent from its raw spec."""
+def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catalog,
+             raw_status: dict[str, Any] | None = None) -> Readiness:
+    """Readiness of a Tool, ToolSet or Agent from its raw spec (and a ToolSet's status: its MCP discovery)."""
     model = {"Tool": ToolSpec, "ToolSet": ToolSetSpec, "Agent": AgentSpec}[kind]
     spec, error = parse(model, raw_spec)
     if error:
@@ -150,7 +190,7 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
     if kind == "Tool":
         return tool_readiness(spec)
     if kind == "ToolSet":
-        return toolset_readiness(namespace, spec, catalog)
+        return toolset_readiness(namespace, spec, catalog, raw_status)
     return agent_readiness(namespace, spec, catalog)
 
 

@@ -41,6 +41,7 @@ class LocalToolExecutor:
         self._tools = {t.name: t for t in tools}
         self._secrets = secrets or {}
         self._http: Any = None
+        self._mcp: Any = None  # actors/tools/mcp.py MCPSessions, at the first MCP call
 
     async def execute(self, name: str, arguments: str, call_id: str, idempotency_key: str) -> ToolOutcome:
         tool = self._tools.get(name)
@@ -56,6 +57,12 @@ class LocalToolExecutor:
             return await self._post(execution.http, args, idempotency_key)
         if execution.ray is not None:
             return await _ray_task(name, execution.ray, args)
+        if getattr(execution, "mcp", None) is not None:  # resolved from a ToolSet's MCP server (api/runspec.py)
+            from .mcp import MCPSessions  # the SDK only for runs that call an MCP tool
+
+            if self._mcp is None:
+                self._mcp = MCPSessions(self._secret)
+            return await self._mcp.call(execution.mcp, args)
         return ToolOutcome(error=f"{execution.kind} tools do not run in the actor")
 
     def _secret(self, name: str, key: str) -> str:

@@ -7,23 +7,70 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from .v1alpha1 import HumanResponse, LLMSpec, Model, ToolExecution
+from .v1alpha1 import HumanResponse, LLMSpec, MCPServer, Model, ToolExecution
+from .v1alpha1.tool import EXECUTION_KINDS
+
+
+class ResolvedMCP(Model):
+    """A tool of an MCP server: how to reach the server and the tool's own name there."""
+
+    namespace: str = Field(description="Namespace of the ToolSet (connections are keyed by namespace + name).")
+    toolset: str = Field(description="The ToolSet that declares the server.")
+    server: MCPServer = Field(description="How to reach the server (its env/header Secrets are in RunSpec.secrets).")
+    tool: str = Field(description="The tool's name on the server.")
+
+    @property
+    def connection_key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.toolset, self.server.name)
+
+
+class ResolvedExecution(ToolExecution):
+    """ToolExecution plus `mcp`, a kind that only resolution produces (from a ToolSet's discovered MCP tools).
+
+    Why a subclass and not a new field in the Tool API: users never write `execution.mcp` (an MCP tool exists
+    because a server offered it), so the Tool CRD keeps its five kinds; and every user of `execution`
+    (`.pure`, `.builtin`, `.delegate`, `.container` in the loop) keeps working on MCP tools unchanged: they are
+    not pure, so the loop journals them Started before they run, like http tools.
+    """
+
+    mcp: ResolvedMCP | None = Field(default=None, description="Call a tool of an MCP server.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ResolvedExecution":
+        chosen = [k for k in (*EXECUTION_KINDS, "mcp") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"execution must set exactly one kind; got {chosen or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "mcp" if self.mcp is not None else super().kind
 
 
 class ResolvedTool(Model):
     name: str = Field(description="Name shown to the LLM.")
     description: str = Field(description="Description shown to the LLM.")
     parameters: dict[str, Any] = Field(description="JSON Schema of the arguments.")
-    execution: ToolExecution = Field(description="How the tool runs.")
+    execution: ResolvedExecution = Field(description="How the tool runs.")
     idempotent: bool = Field(default=False, description="Safe to repeat with the same idempotency key.")
     requires_approval: bool = Field(default=False, description="Each call waits for a human's approval.")
     approval_timeout_seconds: int | None = Field(default=None, description="No decision by then is a rejection.")
 
+    @field_validator("execution", mode="before")
+    @classmethod
+    def _from_tool_execution(cls, value: Any) -> Any:
+        """A Tool's own ToolExecution is taken as is (as a ResolvedExecution without `mcp`)."""
+        if isinstance(value, ToolExecution) and not isinstance(value, ResolvedExecution):
+            return {k: getattr(value, k) for k in EXECUTION_KINDS if getattr(value, k) is not None}
+        return value
+
     def secret_refs(self) -> set[tuple[str, str]]:
         """(Secret, key) pairs whose values the actor needs to run this tool (the operator reads them for it)."""
         refs = set()
+        if self.execution.mcp is not None:
+            refs |= self.execution.mcp.server.secret_refs()
         if self.execution.http is not None:
             refs |= {(h.value_from.secret_key_ref.name, h.value_from.secret_key_ref.key)
                      for h in self.execution.http.headers if h.value_from is not None}

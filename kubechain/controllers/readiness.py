@@ -37,7 +37,7 @@ async def reconcile_readiness(kube: Kube, catalog: Catalog, kind: str, namespace
     """Evaluate a Tool, ToolSet or Agent and write its status if it changed. True when it became ready."""
     # The index holds the newest status we know of (fresher than a queued event's body).
     known = (catalog.get(kind, namespace, name) or {}).get("status", status)
-    readiness = evaluate(kind, namespace, spec, catalog)
+    readiness = evaluate(kind, namespace, spec, catalog, known)
     written = await write_readiness(kube, kind, namespace, name, uid, generation, known, readiness,
                                     with_tools=kind != "Tool")
     return written and readiness.ready and not known.get("ready")

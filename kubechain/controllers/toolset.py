@@ -1,4 +1,5 @@
-"""ToolSet: ready when every inline tool validates and every referenced Tool is ready; Agents follow."""
+"""ToolSet: ready when every inline tool validates, every referenced Tool is ready and every MCP server's
+tools were discovered (mcp_discovery.py); Agents follow."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +9,7 @@ import kopf
 from kubechain.observability.handlers import observed
 from kubechain.api.v1alpha1 import GROUP, VERSION
 
+from . import mcp_discovery
 from .catalog import IndexCatalog
 from .readiness import reconcile_readiness, reevaluate_dependents
 
@@ -17,7 +19,11 @@ from .readiness import reconcile_readiness, reevaluate_dependents
 async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
                     meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
     catalog = IndexCatalog(kwargs)
-    if type != "DELETED":
+    if type == "DELETED":
+        mcp_discovery.forget(namespace, name)
+    else:
+        # A new or changed MCP server is discovered at once; its status write is the next event here.
+        mcp_discovery.request(memo.kube, namespace, name, dict(spec), dict(status))
         await reconcile_readiness(memo.kube, catalog, "ToolSet", namespace, name, uid,
                                   meta.get("generation"), dict(spec), dict(status))
     await reevaluate_dependents(memo.kube, catalog, "Agent", namespace,

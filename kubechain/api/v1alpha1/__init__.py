@@ -8,6 +8,7 @@ from .taskrun import (ActorRef, CallState, ContextChunk, FunctionCall, HumanResp
                       PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
                       Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus
+from .mcp import MCPServer, MCPServerStatus, MCPToolInfo
 from .toolset import InlineTool, ToolSetSpec, ToolSetStatus
 
 KINDS: tuple[KindInfo, ...] = (llm.KIND, tool.KIND, toolset.KIND, agent.KIND, task.KIND, taskrun.KIND)
