@@ -14,22 +14,34 @@ Pure with respect to I/O: the LLM, the tools and the checkpoint store come in as
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kubechain.api.runspec import ResolvedTool, RunSpec
 from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunStatus, ToolCallRecord, WaitingFor
 from kubechain.api.v1alpha1.common import now_rfc3339
-from kubechain.naming import child_taskrun_name
+from kubechain.naming import child_taskrun_name, tool_job_name
 from kubechain.taskrun_lifecycle import enter
 
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError
 from .telemetry import RunTelemetry
-from .tools.executor import ToolExecutor, ToolOutcome, parse_arguments
+from .tools.arguments import check_arguments, parse_arguments
+from .tools.executor import ToolExecutor, ToolOutcome
 
 INTERRUPTED = ("interrupted by a crash while running; outcome unknown. It was not run again because the tool "
                "is not idempotent.")
+
+
+SHOWN_CHARS = 16 * 1024   # of a tool's result, in the tool message the LLM reads
+KEPT_CHARS = 1024 * 1024  # of a tool's result, in the journal (a checkpoint chunk holds ~900 KB per ConfigMap part)
+
+
+def _capped(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[truncated: {len(text)} characters in all]"
 
 
 def _wire(message: Message) -> dict[str, Any]:
@@ -85,46 +97,85 @@ class AgentLoop:
             status.tool_call_history.extend(open_calls)
             if any(self._has_effects(r) for r in open_calls):
                 await self._save(status)
-        for record in open_calls:
-            await self._call(status, record)
+        await self._run_calls(status, open_calls)
         if waiting := [r for r in open_calls if r.state is CallState.WAITING]:
             human = [r for r in waiting if r.waiting_for.human]
             phase = Phase.PAUSED_FOR_USER_INPUT if human else Phase.DELEGATING
+            others = ", ".join(r.child_run or r.job or "" for r in waiting)
             what = (f"{len(human)} call(s) wait for a human: see spec.responses" if human
-                    else f"waiting for child TaskRun(s) {', '.join(r.child_run or '' for r in waiting)}")
+                    else f"waiting for {others}")
             return await self._finish(status, phase, "WaitingForInput" if human else "Delegated", what)
         await self._save(status)
         return status
+
+    async def _run_calls(self, status: TaskRunStatus, records: list[ToolCallRecord]) -> None:
+        """Settle what needs no tool (inputs, waits, bad arguments, interruptions), journal the rest Started in
+        one write, run them concurrently (at most maxParallelToolCalls at a time) and record each as it ends.
+        Only this coroutine touches `status`; a result is checkpointed as soon as it is recorded if the tool
+        has effects, so a crash never loses a finished call."""
+        ready = [r for r in records if self._prepare(status, r)]
+        if not ready:
+            return
+        for record in ready:
+            record.state, record.attempts, record.start_time = CallState.STARTED, record.attempts + 1, now_rfc3339()
+        if any(self._has_effects(r) for r in ready):
+            await self._save(status)  # write-ahead: the journal says Started before the effects happen
+        limit = asyncio.Semaphore(self.spec.max_parallel_tool_calls)
+
+        async def run(record: ToolCallRecord) -> tuple[ToolCallRecord, ToolOutcome]:
+            async with limit:
+                with self.telemetry.tool_call(record.tool, record.id) as span:
+                    outcome = await self.tools.execute(record.tool, record.arguments, record.id,
+                                                       record.idempotency_key)
+                    span["outcome"] = "succeeded" if outcome.error is None else "failed"
+            return record, outcome
+
+        pending = [asyncio.ensure_future(run(r)) for r in ready]
+        for done in asyncio.as_completed(pending):
+            record, outcome = await done
+            self._record(status, record, CallState.SUCCEEDED if outcome.error is None else CallState.FAILED, outcome)
+            if self._has_effects(record) and len(ready) > 1 and any(not p.done() for p in pending):
+                await self._save(status)  # the step's final save covers the last one
 
     def _has_effects(self, record: ToolCallRecord) -> bool:
         tool = self._by_name.get(record.tool)
         return tool is not None and not tool.execution.pure
 
-    async def _call(self, status: TaskRunStatus, record: ToolCallRecord) -> None:
+    def _prepare(self, status: TaskRunStatus, record: ToolCallRecord) -> bool:
+        """Whether the call must run now. Otherwise it got its result here (an input it waited for, a
+        rejection, bad arguments, an interruption) or it waits."""
         tool = self._by_name.get(record.tool)
         if record.state is CallState.WAITING:
             given = self.spec.inputs.get(record.id)
             if given is None:
-                return  # still waiting: the operator resumed the run for another call's input
+                return False  # still waiting: the operator resumed the run for another call's input
             record.response = given.response
             if record.waiting_for is not WaitingFor.APPROVAL:
-                return self._record(status, record, CallState.SUCCEEDED if given.accepted else CallState.FAILED,
-                                    ToolOutcome(result=given.text) if given.accepted else ToolOutcome(error=given.text))
+                self._record(status, record, CallState.SUCCEEDED if given.accepted else CallState.FAILED,
+                             ToolOutcome(result=given.text) if given.accepted else ToolOutcome(error=given.text))
+                return False
             if not given.accepted:
                 reason = f": {given.text}" if given.text else ""
-                return self._record(status, record, CallState.FAILED, ToolOutcome(error=f"rejected by a human{reason}"))
-            record.state = CallState.PENDING  # approved: runs below like any call
-        elif record.state is CallState.PENDING and tool is not None and self._waits(status, record, tool):
-            return
+                self._record(status, record, CallState.FAILED, ToolOutcome(error=f"rejected by a human{reason}"))
+                return False
+            record.state = CallState.PENDING  # approved: runs like any call (a container call as its Job)
+            return not (tool is not None and tool.execution.container is not None and self._job(record))
+        if record.state is CallState.PENDING and tool is not None:
+            _, error = check_arguments(record.arguments, tool.parameters)
+            if error is not None:
+                self._record(status, record, CallState.FAILED, ToolOutcome(error=error))
+                return False
+            if self._waits(status, record, tool):
+                return False
         if record.state is CallState.STARTED and tool is not None and not (tool.idempotent or tool.execution.pure):
-            return self._record(status, record, CallState.INTERRUPTED, ToolOutcome(error=INTERRUPTED))
-        record.state, record.attempts, record.start_time = CallState.STARTED, record.attempts + 1, now_rfc3339()
-        if self._has_effects(record):
-            await self._save(status)  # write-ahead: the journal says Started before the effect happens
-        with self.telemetry.tool_call(record.tool, record.id) as span:
-            outcome = await self.tools.execute(record.tool, record.arguments, record.id, record.idempotency_key)
-            span["outcome"] = "succeeded" if outcome.error is None else "failed"
-        self._record(status, record, CallState.SUCCEEDED if outcome.error is None else CallState.FAILED, outcome)
+            self._record(status, record, CallState.INTERRUPTED, ToolOutcome(error=INTERRUPTED))
+            return False
+        return True
+
+    def _job(self, record: ToolCallRecord) -> bool:
+        """A container call waits for its Job, which the operator runs (named from the idempotency key)."""
+        self._wait(record, WaitingFor.JOB, job=tool_job_name(self.spec.taskrun.name, record.idempotency_key))
+        return True
 
     def _waits(self, status: TaskRunStatus, record: ToolCallRecord, tool: ResolvedTool) -> bool:
         """Whether a new call must wait for a human or a child run (then it is journaled Waiting), or fails
@@ -137,6 +188,8 @@ class AgentLoop:
             self._wait(record, WaitingFor.APPROVAL, question=f"run {record.tool}({record.arguments})?",
                        expires_at=expires)
             return True
+        if tool.execution.container is not None:
+            return self._job(record)
         ask = tool.execution.builtin is not None and tool.execution.builtin.name == "ask_human"
         if not ask and tool.execution.delegate is None:
             return False
@@ -171,9 +224,14 @@ class AgentLoop:
             setattr(record, name, value)
 
     def _record(self, status: TaskRunStatus, record: ToolCallRecord, state: CallState, outcome: ToolOutcome) -> None:
-        record.state, record.result, record.error, record.end_time = state, outcome.result, outcome.error, now_rfc3339()
+        record.state, record.end_time = state, now_rfc3339()
+        record.result, record.error = _capped(outcome.result, KEPT_CHARS), _capped(outcome.error, KEPT_CHARS)
         self.telemetry.metrics.tool_call(record.tool, state.value)
-        self._append(status, Message(role="tool", tool_call_id=record.id, content=outcome.content))
+        content = outcome.content
+        if len(content) > SHOWN_CHARS:  # the journal keeps the whole result (sealed out of line with the context)
+            content = (f"{content[:SHOWN_CHARS]}\n[truncated: showing {SHOWN_CHARS} of {len(content)} characters; "
+                       f"the full result is kept in the run's journal, call {record.id}]")
+        self._append(status, Message(role="tool", tool_call_id=record.id, content=content))
 
     def _append(self, status: TaskRunStatus, message: Message) -> None:
         status.context_window.append(message)

@@ -51,7 +51,7 @@ class TaskRunActor:
             telemetry = RunTelemetry(self.spec.traceparent, RayMetrics.get(), **{
                 "k8s.namespace.name": ref.namespace, "kubechain.name": ref.name, "kubechain.agent": self.spec.agent,
                 "kubechain.epoch": self.spec.epoch})
-            status = await AgentLoop(self.spec, llm, LocalToolExecutor(self.spec.tools), store, telemetry).run(status)
+            status = await AgentLoop(self.spec, llm, LocalToolExecutor(self.spec.tools, self.spec.secrets), store, telemetry).run(status)
             return status.phase.value
         except RunGone as exc:  # deleted, replaced, or fenced out by a newer actor: stop without writing
             log.warning("%r stops: %s", self, exc)

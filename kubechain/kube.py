@@ -30,6 +30,7 @@ class Kube:
         api = client.ApiClient()
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
 
     async def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
         try:
@@ -105,3 +106,43 @@ class Kube:
                 return False
             raise
         return True
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a Job; False when it already exists (a retry, or a resumed run finding its call's Job)."""
+        try:
+            await asyncio.to_thread(self.batch.create_namespaced_job, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods (a running tool is killed); a vanished Job is not an error."""
+        try:
+            await asyncio.to_thread(self.batch.delete_namespaced_job, name, namespace,
+                                    body=client.V1DeleteOptions(propagation_policy="Background"))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        try:
+            await asyncio.to_thread(self.batch.patch_namespaced_job, name, namespace,
+                                    {"metadata": {"annotations": annotations}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def job_pods(self, namespace: str, job: str) -> list[Any]:
+        pods = await asyncio.to_thread(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job}")
+        return pods.items
+
+    async def pod_log_tail(self, namespace: str, pod: str, container: str, chars: int) -> str:
+        """The end of a container's log; "" when the kubelet cannot give it (e.g. the node is gone)."""
+        try:
+            text = await asyncio.to_thread(self.core.read_namespaced_pod_log, pod, namespace, container=container,
+                                           tail_lines=1000)
+        except ApiException:
+            return ""
+        return text[-chars:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from kubechain.api.context import LABEL_TASKRUN  # noqa: F401  (on what a TaskRun owns: tool Jobs, context chunks)
 from kubechain.api.v1alpha1 import GROUP
 
 LABEL_TASK = f"{GROUP}/task"

@@ -229,7 +229,7 @@ async def build_spec(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, ob
     if secret_ref := llm["spec"].get("apiKeySecretRef"):
         key = await secret_value(memo, ref.namespace, secret_ref["name"], secret_ref["key"])
     gathered = gather_inputs(latest, spec.responses, children_of(indices["child_taskruns"], ref.namespace, ref.uid),
-                             datetime.now(timezone.utc), jobs_of(indices["tool_jobs"], ref.namespace, ref.uid))
+                             datetime.now(timezone.utc), jobs_of(indices, ref.namespace, ref.uid, latest))
     run = run_spec(ref, agent_name, user_input, catalog, key, latest.epoch + 1, traceparent=latest.traceparent,
                    max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
                    lineage=spec.parent.agents if spec.parent else [], inputs=gathered.inputs,

@@ -27,21 +27,22 @@ from kubechain.taskrun_lifecycle import (WAITING_PHASES, Resume, Stop, Wait, dec
 
 from .taskrun import children_of, kill_actor
 from .taskrun_filters import has_clock, has_ended, is_cancelled, is_waiting
+from .tooljobs import jobs_of, start_jobs
 
 CLOCK_SECONDS = 5.0  # the longest a clock sleeps before it looks at the live body again
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=is_waiting)
 @observed("TaskRun")
-async def attend(namespace: str, name: str, uid: str, memo: kopf.Memo, child_taskruns: kopf.Index,
-                 **kwargs: Any) -> None:
+async def attend(namespace: str, name: str, uid: str, memo: kopf.Memo, **kwargs: Any) -> None:
     if kwargs.get("type") == "DELETED":
         return
-    await resume_if_ready(memo, namespace, name, uid, child_taskruns)
+    await resume_if_ready(memo, namespace, name, uid, kwargs)
 
 
-async def resume_if_ready(memo: kopf.Memo, namespace: str, name: str, uid: str, children: kopf.Index) -> None:
-    """A waiting run: start its child runs, and resume it once every waiting call has its input."""
+async def resume_if_ready(memo: kopf.Memo, namespace: str, name: str, uid: str, indices: dict[str, Any]) -> None:
+    """A waiting run: start its child runs and tool Jobs, and resume it once every waiting call has its input
+    (`indices`: kopf's, with child runs and tool Jobs)."""
     async with memo.locks.setdefault(uid, asyncio.Lock()):
         obj = await memo.kube.get("taskruns", namespace, name)
         if obj is None or obj["metadata"]["uid"] != uid:
@@ -50,8 +51,11 @@ async def resume_if_ready(memo: kopf.Memo, namespace: str, name: str, uid: str, 
         if status.phase not in WAITING_PHASES or spec.cancel:
             return
         await start_children(memo, namespace, name, uid, spec, status)
-        known = children_of(children, namespace, uid)
-        match decide_waiting(status, gather_inputs(status, spec.responses, known, datetime.now(timezone.utc))):
+        await start_jobs(memo, namespace, name, uid, spec, status, indices)
+        known = children_of(indices["child_taskruns"], namespace, uid)
+        gathered = gather_inputs(status, spec.responses, known, datetime.now(timezone.utc),
+                                 jobs_of(indices, namespace, uid, status))
+        match decide_waiting(status, gathered):
             case Resume(reason=reason, message=message):
                 running = enter(status, Phase.RUNNING, reason, message)
                 if await memo.kube.patch_status("taskruns", namespace, name, running.to_wire(
@@ -116,7 +120,7 @@ async def stop_run(memo: kopf.Memo, namespace: str, name: str, uid: str, childre
 
 @kopf.daemon(GROUP, VERSION, "taskruns", when=has_clock, cancellation_timeout=1.0)
 async def keep_time(stopped: kopf.DaemonStopped, namespace: str, name: str, uid: str, body: kopf.Body,
-                    memo: kopf.Memo, child_taskruns: kopf.Index, **_: Any) -> None:
+                    memo: kopf.Memo, child_taskruns: kopf.Index, **kwargs: Any) -> None:
     """Sleeps until the next moment something is due (body is kopf's live view of the run)."""
     while not stopped:
         spec, error = parse(TaskRunSpec, dict(body.get("spec") or {}))
@@ -137,7 +141,7 @@ async def keep_time(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
                 r.expires_at and r.state is CallState.WAITING for r in status.tool_call_history):
             due = next_deadline(spec, status)
             if due is not None and now >= due:
-                await resume_if_ready(memo, namespace, name, uid, child_taskruns)
+                await resume_if_ready(memo, namespace, name, uid, {"child_taskruns": child_taskruns, **kwargs})
         due = next_deadline(spec, status)
         pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
         await stopped.wait(pause)

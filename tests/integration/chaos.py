@@ -35,12 +35,14 @@ def kill_actor(stack, name: str) -> int:
     return pid
 
 
-def wait_until(predicate, timeout: float = 30, what: str = "") -> None:
+def wait_until(predicate, timeout: float = 30, what: str = ""):
+    """The predicate's first truthy value."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+    return value
 
 
 class EffectCounter:

@@ -79,7 +79,8 @@ def test_unknown_tool_and_bad_json_go_back_to_the_llm():
     final = run(llm, MemoryStore())
     errors = [r.error for r in final.tool_call_history]
     assert "unknown tool 'nope'" in errors[0] and "not valid JSON" in errors[1]
-    assert final.context_window[3].content.startswith("Error: unknown tool")
+    by_call = {m.tool_call_id: m.content for m in final.context_window if m.role == "tool"}
+    assert by_call["c1"].startswith("Error: unknown tool") and by_call["c2"].startswith("Error: arguments are not")
     assert final.phase is Phase.COMPLETED
 
 
@@ -155,3 +156,85 @@ def test_pending_call_runs_without_asking_the_llm_again():
     llm, tools = ScriptedLLM(assistant("ok")), CountingExecutor()
     final = asyncio.run(AgentLoop(EFFECT_SPEC, llm, tools, MemoryStore()).run(resumed("post", CallState.PENDING)))
     assert tools.calls == [("post", "u/1/c1")] and len(llm.calls) == 1 and final.step == 2
+
+
+# --- arguments, concurrency, result size, container calls ---------------------------------------
+
+from actors.loop import SHOWN_CHARS  # noqa: E402
+from kubechain.api.v1alpha1 import WaitingFor  # noqa: E402
+from kubechain.naming import tool_job_name  # noqa: E402
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+          "required": ["city"]}
+
+
+class SlowExecutor:
+    """Each call sleeps; records how many ran at once."""
+
+    def __init__(self, seconds=0.05, result="x"):
+        self.seconds, self.result, self.running, self.most, self.calls = seconds, result, 0, 0, []
+
+    async def execute(self, name, arguments, call_id, idempotency_key):
+        self.calls.append(call_id)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(self.seconds)
+        self.running -= 1
+        return ToolOutcome(result=self.result)
+
+
+def spec_with(*tools, **update):
+    return SPEC.model_copy(update={"tools": list(tools), **update})
+
+
+def tool(name, execution, parameters=None, **fields):
+    return ResolvedTool(name=name, description="d", parameters=parameters or {"type": "object", "properties": {}},
+                        execution=ToolExecution.model_validate(execution), **fields)
+
+
+def loop_run(spec, llm, tools, store=None):
+    return asyncio.run(AgentLoop(spec, llm, tools, store or MemoryStore()).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+
+
+def test_arguments_that_break_the_schema_are_a_tool_error_naming_the_field_and_nothing_runs():
+    spec = spec_with(tool("weather", {"http": {"url": "http://w/"}}, SCHEMA))
+    llm, tools = ScriptedLLM(assistant(calls=[call("c1", "weather", '{"days": "two"}')]), assistant("ok")), SlowExecutor()
+    final = loop_run(spec, llm, tools)
+    error = final.tool_call_history[0].error
+    assert tools.calls == [] and final.tool_call_history[0].state is CallState.FAILED
+    assert "'city' is a required property" in error and "argument 'days': 'two' is not of type 'integer'" in error
+    assert llm.calls[1][0][-1]["content"].startswith("Error: invalid arguments")
+
+
+def test_calls_of_one_turn_run_concurrently_up_to_the_runs_limit():
+    spec = spec_with(tool("post", {"http": {"url": "http://w/"}}), max_parallel_tool_calls=3)
+    calls = [call(f"c{i}", "post", "{}") for i in range(7)]
+    tools, store = SlowExecutor(), MemoryStore()
+    final = loop_run(spec, ScriptedLLM(assistant(calls=calls), assistant("ok")), tools, store)
+    assert tools.most == 3 and sorted(tools.calls) == sorted(c.id for c in calls)
+    assert all(r.state is CallState.SUCCEEDED for r in final.tool_call_history)
+    # All seven were journaled Started in one write, before any ran.
+    first_started = next(s for s in store.saved if any(r.state is CallState.STARTED for r in s.tool_call_history))
+    assert all(r.state is CallState.STARTED for r in first_started.tool_call_history)
+
+
+def test_a_long_result_is_truncated_for_the_llm_and_kept_whole_in_the_journal():
+    spec = spec_with(tool("post", {"http": {"url": "http://w/"}}))
+    long = "y" * (SHOWN_CHARS * 3)
+    llm = ScriptedLLM(assistant(calls=[call("c1", "post", "{}")]), assistant("ok"))
+    final = loop_run(spec, llm, SlowExecutor(0, long))
+    shown = llm.calls[1][0][-1]["content"]
+    assert shown.startswith("y" * SHOWN_CHARS) and len(shown) < SHOWN_CHARS + 200
+    assert f"[truncated: showing {SHOWN_CHARS} of {len(long)} characters" in shown
+    assert final.tool_call_history[0].result == long
+
+
+def test_a_container_call_waits_for_its_job_and_the_run_delegates():
+    spec = spec_with(tool("build", {"container": {"image": "busybox"}}, SCHEMA), tool("echo", {"builtin": {"name": "echo"}}))
+    llm = ScriptedLLM(assistant(calls=[call("c1", "build", '{"city": "Oslo"}'), call("c2", "echo", '{"a": 1}')]))
+    tools, store = SlowExecutor(), MemoryStore()
+    final = loop_run(spec, llm, tools, store)
+    job, echo = final.tool_call_history
+    assert final.phase is Phase.DELEGATING and tools.calls == ["c2"] and echo.state is CallState.SUCCEEDED
+    assert job.state is CallState.WAITING and job.waiting_for is WaitingFor.JOB
+    assert job.job == tool_job_name("run", "u/1/c1") and job.job in final.message

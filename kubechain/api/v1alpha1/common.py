@@ -31,14 +31,23 @@ def without_empty_strings(value: Any) -> Any:
     """`value` with "" turned into None (null), which a merge patch reads as "remove the field".
 
     Empty strings and absent fields mean the same thing in these models, and the kube-apiserver 1.20
-    that the local control plane builds rejects "" inside custom resources as null.
+    that the local control plane builds rejects "" inside custom resources as null. Inside a list (which
+    a merge patch replaces whole) such fields are left out instead: a null there is not a removal.
     """
     if value == "":
         return None
     if isinstance(value, dict):
         return {k: without_empty_strings(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [without_empty_strings(v) for v in value]
+        return [_dropped(v) for v in value]
+    return value
+
+
+def _dropped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _dropped(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_dropped(v) for v in value]
     return value
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from .common import AGE, READY_COLUMNS, KindInfo, LocalObjectReference, Model, PrinterColumn, ReadyStatus
+from .common import AGE, READY_COLUMNS, KindInfo, LocalObjectReference, Model, PrinterColumn, ReadyStatus, SecretKeyRef
 
 BuiltinName = Literal["calculator", "current_time", "text", "echo", "ask_human"]
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -18,13 +18,8 @@ class BuiltinExecution(Model):
                     "`ask_human` (pauses the run until a human answers the question; see TaskRun spec.responses).")
 
 
-class SecretKeySelector(Model):
-    name: str = Field(min_length=1, description="Secret in the tool's namespace.")
-    key: str = Field(min_length=1, description="Key within the Secret.")
-
-
 class ValueSource(Model):
-    secret_key_ref: SecretKeySelector = Field(description="A key of a Secret; its value is never shown in status.")
+    secret_key_ref: SecretKeyRef = Field(description="A key of a Secret; its value is never shown in status.")
 
 
 class EnvVar(Model):
