@@ -38,3 +38,29 @@ def test_the_only_waiting_call_of_the_kind_is_chosen():
 def test_refusals(obj, reply, call, message):
     with pytest.raises(Refused, match=message.replace("(", r"\(").replace(")", r"\)")):
         response_patch(obj, reply, call)
+
+
+class FakeApi:
+    """The two CustomObjectsApi calls a reply makes, recorded."""
+
+    def __init__(self, obj):
+        self.obj, self.patches = obj, []
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        return self.obj
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        self.patches.append((namespace, plural, name, body))
+
+
+def test_send_reply_writes_the_checked_patch_and_a_refusal_writes_nothing():
+    """The CLI and the web console reply through send_reply: one read, the checks, one patch."""
+    from kubechain.respond import send_cancel, send_reply
+
+    api = FakeApi(run(Phase.PAUSED_FOR_USER_INPUT, None, waiting("a", WaitingFor.ANSWER)))
+    assert send_reply(api, "ns", "r", ANSWER) == "a"
+    assert api.patches == [("ns", "taskruns", "r", {"spec": {"responses": {"a": {"answer": "yes"}}}})]
+    with pytest.raises(Refused):
+        send_reply(api, "ns", "r", APPROVE)
+    send_cancel(api, "ns", "r")
+    assert len(api.patches) == 2 and api.patches[1][3] == {"spec": {"cancel": True}}
