@@ -174,7 +174,8 @@ class AgentLoop:
 
     def _job(self, record: ToolCallRecord) -> bool:
         """A container call waits for its Job, which the operator runs (named from the idempotency key)."""
-        self._wait(record, WaitingFor.JOB, job=tool_job_name(self.spec.taskrun.name, record.idempotency_key))
+        self._wait(record, WaitingFor.JOB, job=tool_job_name(self.spec.taskrun.name, record.idempotency_key),
+                   attempts=record.attempts + 1)  # the operator starts its Job once: a resumed run finds it
         return True
 
     def _waits(self, status: TaskRunStatus, record: ToolCallRecord, tool: ResolvedTool) -> bool:

@@ -124,3 +124,32 @@ def test_ray_tools_run_as_ray_tasks_with_their_resources_concurrently(kube, stac
     # One turn's calls ran at the same time: each started before the other ended.
     assert results[0]["started"] < results[1]["ended"] and results[1]["started"] < results[0]["ended"]
     assert broken["state"] == "Failed" and broken["error"] == "ValueError: no GPU here"
+
+
+def tool_jobs(kube, uid: str) -> list[dict]:
+    return json.loads(kube.run("get", "jobs", "-l", f"kubechain.dev/taskrun-uid={uid}", "-o", "json").stdout)["items"]
+
+
+def test_an_operator_restart_finds_the_same_job_and_a_cancel_stops_it(kube, stack):
+    run = setup_agent(kube, stack, [
+        {"tool_calls": [{"name": "build", "arguments": {"target": "one"}}]},
+        {"tool_calls": [{"name": "build", "arguments": {"target": "two"}}]},
+        {"content": "built: {last_tool_result}"}], [container_tool("build")])
+    first = job_of(kube, run)
+    uid = kube.get("taskrun", run)["metadata"]["uid"]
+    job_uid = kube.get("job", first)["metadata"]["uid"]
+    restarts = stack.operator.restarts
+    stack.operator.kill()  # SIGKILL while the tool runs; the restarted operator attends the run again
+    stack.operator.wait_restarted(restarts + 1)
+    play_kubelet(kube, first, 0, "one done")
+    kube.wait_for("taskrun", run, lambda o: len(o["status"].get("toolCallHistory", [])) == 2, timeout=90,
+                  what="the second call")
+    second = job_of(kube, run)
+    done = kube.get("taskrun", run)["status"]["toolCallHistory"][0]
+    assert done["result"] == "one done" and done["attempts"] == 1
+    assert [j["metadata"]["name"] for j in tool_jobs(kube, uid)] in ([second], [first, second])
+    assert all(j["metadata"]["uid"] == job_uid for j in tool_jobs(kube, uid) if j["metadata"]["name"] == first)
+
+    kube.run("patch", "taskrun", run, "--type", "merge", "-p", '{"spec":{"cancel":true}}')
+    kube.wait_phase(run, "Failed")
+    wait_until(lambda: not tool_jobs(kube, uid), timeout=60, what="the running tool's Job deleted")

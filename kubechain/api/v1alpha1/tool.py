@@ -22,13 +22,24 @@ class ValueSource(Model):
     secret_key_ref: SecretKeyRef = Field(description="A key of a Secret; its value is never shown in status.")
 
 
+IMAGE_PATTERN = (r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                 r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+QUANTITY_PATTERN = r"^[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
+
+
 class EnvVar(Model):
-    name: str = Field(min_length=1, description="Environment variable name.")
+    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Environment variable name.")
     value: str = Field(default="", description="Literal value.")
     value_from: ValueSource | None = Field(default=None, description="Take the value from a Secret instead.")
 
+    @model_validator(mode="after")
+    def _one_value(self) -> "EnvVar":
+        if self.value and self.value_from is not None:
+            raise ValueError(f"env {self.name}: set value or valueFrom, not both")
+        return self
 
-Quantity = Annotated[str, Field(description="A Kubernetes quantity, e.g. 500m, 1, 64Mi.")]
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, description="A Kubernetes quantity, e.g. 500m, 1, 64Mi.")]
 
 
 class ResourceRequirements(Model):
@@ -42,7 +53,8 @@ class ContainerExecution(Model):
     its termination message (write it to /dev/termination-log; the kubelet keeps 4 KiB), else the end of its log;
     a non-zero exit is a tool error."""
 
-    image: str = Field(min_length=1, pattern=r"^[^\s]+$", description="Container image that runs the tool.")
+    image: str = Field(pattern=IMAGE_PATTERN, description="Container image that runs the tool, as a reference "
+                                                          "([registry/]name[:tag][@sha256:digest]).")
     command: list[str] = Field(default_factory=list, description="Entrypoint override.")
     args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
     env: list[EnvVar] = Field(default_factory=list, description="Environment variables (values or Secret keys).")
@@ -52,6 +64,12 @@ class ContainerExecution(Model):
                                                                 "is killed and reported as a tool error.")
     service_account_name: str | None = Field(default=None, description="Service account of the tool's pod. Default: "
                                              "the namespace's default, without a mounted token.")
+
+    @model_validator(mode="after")
+    def _own_env(self) -> "ContainerExecution":
+        if reserved := [e.name for e in self.env if e.name.startswith("KUBECHAIN_")]:
+            raise ValueError(f"env names starting with KUBECHAIN_ are set by kubechain: {', '.join(reserved)}")
+        return self
 
 
 class HTTPHeader(Model):
