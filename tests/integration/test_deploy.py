@@ -119,6 +119,15 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
     for verb, what in (("list", "secrets"), ("delete", "secrets"),
                        ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods")):
         assert not can(stack, "kubechain-operator", verb, what, *ns), f"the operator may {verb} {what}"
+    # The web console watches the kubechain kinds and asks who a token is and what it may do; it acts with the
+    # user's own token, so its account writes nothing and reads no Secrets.
+    for verb, what in (("watch", "taskruns.kubechain.dev"), ("list", "agents.kubechain.dev"),
+                       ("create", "tokenreviews.authentication.k8s.io"),
+                       ("create", "subjectaccessreviews.authorization.k8s.io")):
+        assert can(stack, "kubechain-ui", verb, what, *ns), f"the console may not {verb} {what}"
+    for verb, what in (("get", "secrets"), ("get", "llms.kubechain.dev"), ("patch", "taskruns.kubechain.dev"),
+                       ("get", "configmaps")):
+        assert not can(stack, "kubechain-ui", verb, what, *ns), f"the console may {verb} {what}"
 
     # The actor's own checkpoint code, with the Ray pods' token: status, sealed context, events all work.
     kube.apply([task("t", "nobody", "hello")])
