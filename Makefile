@@ -4,8 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus chromium clean help \
-        kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down
+.PHONY: demo test unit integration lint crds bench k8s prometheus chromium mcp-servers clean help \
+        kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down e2e-kind
 
 help:
 	@echo "make demo   run an agent end to end on a local control plane + Ray head + scripted LLM"
@@ -25,6 +25,16 @@ k8s:
 	hack/k8s-binaries.sh >/dev/null
 
 # The Prometheus server the metrics tests query (Debian's package; its service is not started)
+# The MCP servers the tests talk to: `mcp-server-time` comes with the dev extras (PyPI); server-everything (npm,
+# stdio and streamable HTTP) is installed once into ~/.cache/kubechain/npm (node and npm from apt when missing)
+MCP_EVERYTHING_VERSION := 2026.8.31
+MCP_NPM := $(HOME)/.cache/kubechain/npm
+mcp-servers:
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	@grep -qs '"version": "$(MCP_EVERYTHING_VERSION)"' $(MCP_NPM)/node_modules/@modelcontextprotocol/server-everything/package.json || \
+	  npm install --silent --no-audit --no-fund --prefix $(MCP_NPM) @modelcontextprotocol/server-everything@$(MCP_EVERYTHING_VERSION)
+
 prometheus:
 	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
@@ -43,10 +53,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s prometheus chromium
+integration: $(STAMP) k8s prometheus chromium mcp-servers
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s prometheus chromium lint
+test: $(STAMP) k8s prometheus chromium mcp-servers lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s
@@ -98,6 +108,18 @@ deploy-ui: $(STAMP)
 	$(VENV)/bin/kubectl apply -f kuberay/base/namespace.yaml
 	$(VENV)/bin/kubectl apply --server-side -k kuberay/overlays/$(OVERLAY) -l app.kubernetes.io/name=kubechain-ui
 	$(VENV)/bin/kubectl -n kubechain-system rollout status deploy/kubechain-ui --timeout=300s
+
+# End to end on kind + KubeRay (after kind-up, kind-load, deploy-kuberay, deploy): a container tool runs as a real
+# Job on a real kubelet, a Ray-task tool on the RayCluster, driven by the scripted LLM.
+TOOLS_SCRIPT := [{"tool_calls":[{"name":"word_count","arguments":{"text":"the quick brown fox"}},{"name":"shout","arguments":{"text":"the quick brown fox"}}]},{"content":"done: {last_tool_result}"}]
+e2e-kind: deploy-samples
+	$(VENV)/bin/kubectl -n kubechain-system rollout status deploy/kubechain-scripted-llm --timeout=300s
+	$(VENV)/bin/kubectl -n kubechain-system exec deploy/kubechain-scripted-llm -- python -c 'import sys, urllib.request as u; \
+	  u.urlopen(u.Request("http://127.0.0.1:8000/_scripts/tools-demo", data=sys.argv[1].encode(), method="PUT", \
+	  headers={"Content-Type": "application/json"}))' '$(TOOLS_SCRIPT)'
+	$(VENV)/bin/kubectl apply -f samples/tools.yaml
+	$(VENV)/bin/kubectl wait task/tools-demo --for=jsonpath='{.status.phase}'=Completed --timeout=300s
+	$(VENV)/bin/kubectl get taskrun tools-demo-run -o jsonpath='{range .status.toolCallHistory[*]}{.tool}: {.result}{"\n"}{end}'
 
 deploy-otel: $(STAMP)
 	$(VENV)/bin/kubectl apply -f kuberay/otel/collector.yaml

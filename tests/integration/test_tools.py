@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from kubechain.testing.controlplane import REPO_ROOT
+
 from .chaos import wait_until
 from .conftest import agent, llm, secret, task, toolset
 
@@ -153,3 +155,10 @@ def test_an_operator_restart_finds_the_same_job_and_a_cancel_stops_it(kube, stac
     kube.run("patch", "taskrun", run, "--type", "merge", "-p", '{"spec":{"cancel":true}}')
     kube.wait_phase(run, "Failed")
     wait_until(lambda: not tool_jobs(kube, uid), timeout=60, what="the running tool's Job deleted")
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in (REPO_ROOT / "samples").glob("*.yaml")))
+def test_the_samples_are_admitted(kube, stack, sample):
+    """Every sample passes the CRD schemas and the validating webhooks (a server-side dry run)."""
+    result = kube.run("apply", "--dry-run=server", "-f", str(REPO_ROOT / "samples" / sample), check=False)
+    assert result.returncode == 0, result.stderr
