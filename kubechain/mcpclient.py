@@ -51,7 +51,7 @@ async def connect(server: MCPServer, secret: SecretLookup) -> AsyncIterator[Any]
     import anyio
     from mcp.client.session import ClientSession
 
-    async with _transport(server, secret) as (streams, stderr):
+    async with _transport(server, secret) as (streams, diagnosis):
         async with ClientSession(streams[0], streams[1], read_timeout_seconds=server.timeout_seconds) as session:
             try:
                 with anyio.fail_after(server.timeout_seconds):
@@ -62,13 +62,11 @@ async def connect(server: MCPServer, secret: SecretLookup) -> AsyncIterator[Any]
                 cause = ("no answer to the MCP handshake within "
                          f"{server.timeout_seconds:g} s" if isinstance(first_error(exc), TimeoutError)
                          else f"MCP handshake failed: {describe(exc)}")
-                raise MCPConnectError(f"{cause}{_stderr_tail(stderr)}") from None
+                raise MCPConnectError(f"{cause}{diagnosis()}") from None
             yield session
 
 
 def _stderr_tail(stderr: Any) -> str:
-    if stderr is None:
-        return ""
     try:
         stderr.flush()
         stderr.seek(0)
@@ -91,14 +89,21 @@ async def _transport(server: MCPServer, secret: SecretLookup) -> AsyncIterator[t
                     streams = await stack.enter_async_context(stdio_client(params, errlog=stderr))
                 except OSError as exc:
                     raise MCPConnectError(f"cannot start {server.stdio.command!r}: {exc.strerror or exc}") from None
-                yield streams, stderr
+                yield streams, lambda: _stderr_tail(stderr)
         return
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
+    statuses: list[str] = []  # the SDK reports any HTTP error as "Server returned an error response": keep the code
+
+    async def note(response: Any) -> None:
+        if response.status_code >= 400:
+            statuses.append(f"HTTP {response.status_code} {response.reason_phrase}".strip())
+
     async with create_mcp_http_client(headers=_values(server.http.headers, secret)) as http:
+        http.event_hooks["response"].append(note)
         async with streamable_http_client(server.http.url, http_client=http) as streams:
-            yield streams, None
+            yield streams, lambda: f" ({statuses[-1]} from {server.http.url})" if statuses else ""
 
 
 async def list_tools(session: Any) -> list[Any]:
