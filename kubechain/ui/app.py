@@ -98,8 +98,8 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path.startswith("/api/") and request.path != "/api/login":
         try:
             user = await request.app[AUTHZ].authenticate(token_of(request.headers, request.cookies))
-        except ApiException as exc:
-            log.warning("TokenReview failed: %s", exc.reason)
+        except Exception as exc:  # the apiserver is unreachable or refuses the console's own account
+            log.warning("TokenReview failed: %s", exc)
             return error(503, "cannot check the token with the Kubernetes API")
         if user is None:
             return error(401, "sign in with a Kubernetes bearer token")
@@ -193,7 +193,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError:  # quiet: is the token still good (revoked, expired)?
+                if await request.app[AUTHZ].authenticate(request[USER].token) is None:
+                    break
                 await response.write(b": keepalive\n\n")
                 continue
             if event is OVERFLOW:

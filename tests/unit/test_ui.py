@@ -247,3 +247,27 @@ def test_the_event_stream_sends_a_snapshot_then_only_the_changes_the_caller_may_
     assert kind == "snapshot" and [i["name"] for i in snapshot["items"]] == ["rb"]
     assert kind2 == "change" and (change["type"], change["item"]["name"], change["item"]["phase"]) == \
         ("MODIFIED", "rb", "Completed")
+
+
+def test_only_a_local_console_treats_a_request_without_a_token_as_the_kubeconfig_user():
+    async def who(authz):
+        return await authz.authenticate(None)
+    assert asyncio.run(who(Authorizer(client.Configuration()))) is None
+    local = asyncio.run(who(Authorizer(client.Configuration(), as_kubeconfig_user=True)))
+    assert local is not None and local.token is None
+
+
+def test_an_event_stream_ends_when_its_token_stops_working(monkeypatch):
+    from kubechain.ui import app as ui_app
+    monkeypatch.setattr(ui_app, "KEEPALIVE_SECONDS", 0.05)
+    authz = FakeAuthz(GRANTS)
+
+    async def main():
+        hub = Hub(asyncio.get_running_loop())
+        async with TestClient(TestServer(make_app(Settings(), authz=authz, hub=hub))) as http:
+            response = await http.get("/api/watch?kinds=taskruns", headers=ALICE)
+            assert (await next_event(response))[0] == "snapshot"
+            await asyncio.wait_for(response.content.readline(), 30)  # a keepalive: the token still works
+            del authz.users["alice-token"]  # revoked
+            return await asyncio.wait_for(response.content.read(), 30)  # returns once the server ends the stream
+    assert b"event:" not in asyncio.run(main())
