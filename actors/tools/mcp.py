@@ -41,6 +41,11 @@ class _Session:
             elif not isinstance(exc, asyncio.CancelledError):
                 log.warning("MCP session %s ended: %s", "/".join(mcp.connection_key), mcpclient.describe(exc))
 
+    @property
+    def ended(self) -> bool:
+        """The connection is gone (the server exited, the HTTP session broke...)."""
+        return self._task.done()
+
     async def session(self) -> Any:
         return await asyncio.shield(self._ready)
 
@@ -61,6 +66,8 @@ class MCPSessions:
 
     def _get(self, mcp: ResolvedMCP) -> _Session:
         key = mcp.connection_key
+        if key in self._sessions and self._sessions[key].ended:
+            del self._sessions[key]  # reconnect
         if key not in self._sessions:  # no await between the check and the insert: one session per key
             self._sessions[key] = _Session(mcp, self._secret)
         return self._sessions[key]
@@ -73,6 +80,7 @@ class MCPSessions:
 
     async def call(self, mcp: ResolvedMCP, args: dict[str, Any]) -> ToolOutcome:
         from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
 
         from kubechain import mcpclient
 
@@ -86,8 +94,10 @@ class MCPSessions:
             return ToolOutcome(error=f"{where} is unavailable: {reason}")
         try:
             result = await session.call_tool(mcp.tool, args, read_timeout_seconds=mcp.server.timeout_seconds)
-        except MCPError as exc:  # the server answered with an error: the session is fine
-            return ToolOutcome(error=f"{where}: {exc}")
+        except MCPError as exc:  # the server answered with an error (or the SDK for it: timeout, connection closed)
+            if exc.code == CONNECTION_CLOSED:
+                await self._drop(mcp, held)
+            return ToolOutcome(error=f"{where}: {exc.message}")
         except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - a broken connection: reconnect next time
             error = mcpclient.first_error(exc)
             await self._drop(mcp, held)

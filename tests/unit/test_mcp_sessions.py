@@ -98,3 +98,26 @@ def test_env_from_secrets_reaches_a_stdio_server(tmp_path):
 
     outcome = asyncio.run(main())
     assert outcome.error is None and outcome.result == "s3cret"
+
+
+def test_a_server_that_dies_is_restarted_at_the_next_call(tmp_path):
+    script = tmp_path / "fragile.py"
+    script.write_text(
+        "import os\nfrom mcp.server.mcpserver import MCPServer\nserver = MCPServer('fragile')\n"
+        "@server.tool()\ndef pid() -> str:\n    return str(os.getpid())\n"
+        "@server.tool()\ndef crash() -> str:\n    os._exit(1)\n"
+        "server.run('stdio')\n")
+    server = MCPServer.model_validate({"name": "fragile", "timeoutSeconds": 30,
+                                       "stdio": {"command": sys.executable, "args": [str(script)]}})
+
+    async def main():
+        executor = LocalToolExecutor([resolved(server, "pid"), resolved(server, "crash")])
+        first = await executor.execute("fragile__pid", "{}", "1", "k1")
+        crashed = await executor.execute("fragile__crash", "{}", "2", "k2")
+        second = await executor.execute("fragile__pid", "{}", "3", "k3")
+        await executor._mcp.aclose()
+        return first, crashed, second
+
+    first, crashed, second = asyncio.run(main())
+    assert first.error is None and second.error is None and first.result != second.result  # a new process
+    assert crashed.error == "MCP server 'fragile': Connection closed"
