@@ -25,18 +25,25 @@ class OpenAIChatClient:
     def __init__(self, spec: LLMSpec, api_key: str | None):
         import openai  # heavy (~0.8 s): imported where it is used, so importing this module stays cheap
 
-        self._openai = openai
+        from openai.types.chat import ChatCompletion
+
+        self._openai, self._completion = openai, ChatCompletion
         self._spec = spec
         # Servers without auth (Ollama, vLLM) still need a non-empty key for the SDK.
         self._client = openai.AsyncOpenAI(base_url=spec.base_url, api_key=api_key or "unused",
                                           timeout=spec.request_timeout_seconds, max_retries=spec.max_retries)
 
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> LLMReply:
-        extra = {"tools": tools} if tools else {}
+        body: dict[str, Any] = {"model": self._spec.model, "messages": messages}
+        for key, value in (("temperature", self._spec.temperature), ("max_tokens", self._spec.max_tokens),
+                           ("tools", tools or None)):
+            if value is not None:
+                body[key] = value
         try:
-            response = await self._client.chat.completions.create(
-                model=self._spec.model, messages=messages, temperature=self._spec.temperature,
-                max_tokens=self._spec.max_tokens, **extra)
+            # The SDK's own request path (auth, retries, errors, response types) without `chat.completions.create`'s
+            # recursive re-typing of the whole conversation: that costs O(context) per step (3 ms at 100 messages,
+            # 40 ms at 1,000) for messages that are already in wire form.
+            response = await self._client.post("/chat/completions", body=body, cast_to=self._completion)
         except self._openai.APIError as exc:
             raise LLMError(f"{type(exc).__name__}: {exc}") from None
         if not response.choices:

@@ -110,7 +110,9 @@ def test_unknown_tool_and_malformed_arguments_go_back_to_the_llm(kube, stack):
     tool_messages = [m["content"] for m in status["contextWindow"] if m["role"] == "tool"]
     assert all(m.startswith("Error: ") for m in tool_messages) and len(tool_messages) == 2
     second_request = [r for r in stack.llm.requests() if r["model"] == model][1]
-    assert second_request["messages"][-1]["content"].startswith("Error: arguments are not valid JSON")
+    calc_call = status["toolCallHistory"][1]["id"]  # tool messages come in the order the calls finished
+    sent = {m.get("tool_call_id"): m["content"] for m in second_request["messages"] if m["role"] == "tool"}
+    assert sent[calc_call].startswith("Error: arguments are not valid JSON")
 
 
 def test_llm_errors_fail_the_run_with_a_clear_error(kube, stack):
