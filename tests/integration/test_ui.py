@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,19 +27,20 @@ REPO = Path(__file__).parents[2]
 ARTIFACTS = REPO / "artifacts" / "ui"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 90_000  # generous: a shared 2-core machine
+SLOW_RUN = 300  # seconds: a run may wait long for its first actor (Ray Client) on a busy machine
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> all done'
 ASK = {"name": "ask", "description": "ask the user", "execution": {"builtin": {"name": "ask_human"}}}
 GUARDED = {"name": "calc", "description": "arithmetic, needs a human's OK", "requiresApproval": True,
            "execution": {"builtin": {"name": "calculator"}}}
 
 
-@pytest.fixture(scope="module")
-def ui(stack, tmp_path_factory):
+@contextmanager
+def console(stack, workdir: Path, *flags: str):
+    """`kubechain ui` as its own process, with the session's admin kubeconfig as the console's own credentials."""
     (port,) = free_ports(1)
-    log = tmp_path_factory.mktemp("ui") / "ui.log"
+    log = workdir / "ui.log"
     proc = spawn([sys.executable, "-m", "kubechain.cli", "ui", "--port", str(port), "--kubeconfig",
-                  str(stack.kubeconfig), "--allow-actions", "--ray-dashboard-url", stack.ray.dashboard_url,
-                  "--tracing-url", "http://tracing.example/trace/{trace_id}"], log, env=dict(os.environ), cwd=REPO)
+                  str(stack.kubeconfig), *flags], log, env=dict(os.environ), cwd=REPO)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -47,9 +49,24 @@ def ui(stack, tmp_path_factory):
             return http_get(f"{url}/healthz")[0] == 200
         except OSError:
             return False
-    wait_until(healthy, timeout=60, what="the console listing every kind")
-    yield url
-    stop_process(proc, grace=10)
+    try:
+        wait_until(healthy, timeout=60, what="the console listing every kind")
+        yield url
+    finally:
+        stop_process(proc, grace=10)
+
+
+@pytest.fixture(scope="module")
+def ui(stack, tmp_path_factory):
+    with console(stack, tmp_path_factory.mktemp("ui"), "--allow-actions", "--ray-dashboard-url",
+                 stack.ray.dashboard_url, "--tracing-url", "http://tracing.example/trace/{trace_id}") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def readonly_ui(stack, tmp_path_factory):
+    with console(stack, tmp_path_factory.mktemp("ui-readonly")) as url:  # the default: read-only
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +125,9 @@ def test_the_list_updates_live_while_a_run_completes(kube, stack, ui, browser):
     expect(row.locator("td.phase")).to_have_text("Running")
     expect(page.locator("#live")).to_have_text("live")
     shot(page, "list-running")
+    # The first run of a session may wait long for its actor (Ray Client on a busy machine): wait for the run
+    # itself, then give the page its own time to show it.
+    kube.wait_phase("slow-run", "Completed", timeout=SLOW_RUN)
     expect(row.locator("td.phase")).to_have_text("Completed")
     expect(row.locator("td.step")).to_have_text("2")
     assert int(row.locator("td.tokens").inner_text()) > 0
@@ -129,7 +149,7 @@ def test_a_runs_page_shows_the_transcript_children_and_links_and_llm_output_only
                 agent("boss", "boss", ["boss-tools"]), agent("researcher", "researcher")])
     kube.wait_ready("agent", "boss")
     kube.apply([task("question", "boss", "Research <i>this</i>")])
-    done = kube.wait_phase("question-run", "Completed", timeout=90)
+    done = kube.wait_phase("question-run", "Completed", timeout=SLOW_RUN)
 
     page = sign_in(browser, ui, stack.controlplane.admin_token)
     page.goto(f"{ui}/#/taskruns/{kube.namespace}/question-run")
@@ -173,6 +193,7 @@ def test_answering_a_paused_run_in_the_browser_resumes_it(kube, stack, ui, brows
     helpdesk(kube, stack, [{"tool_calls": [{"name": "ask", "arguments": {"question": "Which colour?"}}]},
                            {"content": "You chose {last_tool_result}."}], [ASK])
     kube.apply([task("pick", "helpdesk", "Pick a colour for me")])
+    kube.wait_phase("pick-run", "PausedForUserInput", timeout=SLOW_RUN)
     page = sign_in(browser, ui, stack.controlplane.admin_token)
     page.goto(f"{ui}/#/taskruns/{kube.namespace}/pick-run")
     waiting = page.locator(".waiting[data-waiting-for=Answer]")
@@ -181,6 +202,7 @@ def test_answering_a_paused_run_in_the_browser_resumes_it(kube, stack, ui, brows
     waiting.locator("textarea").fill("teal")
     shot(page, "paused")
     waiting.locator("button.answer").click()
+    kube.wait_phase("pick-run", "Completed", timeout=SLOW_RUN)
     expect(page.locator("#summary h1 .phase")).to_have_text("Completed")  # pushed by the watch, no reload
     expect(page.locator("#output")).to_contain_text("You chose teal.")
     expect(page.locator("#action-error")).to_have_text("")
@@ -211,7 +233,7 @@ def test_a_user_who_may_not_patch_the_run_cannot_approve_it(kube, stack, ui, bro
     helpdesk(kube, stack, [{"tool_calls": [{"name": "calc", "arguments": {"expression": "6*7"}}]},
                            {"content": "Result: {last_tool_result}"}], [GUARDED])
     kube.apply([task("sum", "helpdesk", "What is 6*7?")])
-    kube.wait_phase("sum-run", "PausedForUserInput")
+    kube.wait_phase("sum-run", "PausedForUserInput", timeout=SLOW_RUN)
     page = sign_in(browser, ui, viewer_token(kube))
     expect(page.locator("#who")).to_have_text(f"signed in as system:serviceaccount:{kube.namespace}:viewer")
 
@@ -237,6 +259,57 @@ def test_a_user_who_may_not_patch_the_run_cannot_approve_it(kube, stack, ui, bro
     admin = sign_in(browser, ui, stack.controlplane.admin_token)
     admin.goto(f"{ui}/#/taskruns/{kube.namespace}/sum-run")
     admin.locator(".waiting[data-waiting-for=Approval] button.approve").click()
+    kube.wait_phase("sum-run", "Completed", timeout=SLOW_RUN)
     expect(admin.locator("#output")).to_contain_text("Result: 42")
     # And the viewer's page followed it there, live.
     expect(page.locator("#summary h1 .phase")).to_have_text("Completed")
+
+
+def test_a_read_only_console_shows_the_question_but_no_actions_and_follows_a_cancel(kube, stack, ui, readonly_ui,
+                                                                                     browser):
+    from playwright.sync_api import expect
+
+    helpdesk(kube, stack, [{"tool_calls": [{"name": "ask", "arguments": {"question": "Proceed?"}}]},
+                           {"content": "never reached"}], [ASK])
+    kube.apply([task("hold", "helpdesk", "wait for me")])
+    kube.wait_phase("hold-run", "PausedForUserInput", timeout=SLOW_RUN)
+    viewer = sign_in(browser, readonly_ui, stack.controlplane.admin_token)  # even an admin: the console is read-only
+    expect(viewer.locator("#mode")).to_have_text("read-only")
+    viewer.goto(f"{readonly_ui}/#/taskruns/{kube.namespace}/hold-run")
+    expect(viewer.locator(".waiting .question")).to_have_text("Proceed?")
+    expect(viewer.locator("#actions button")).to_have_count(0)
+    shot(viewer, "read-only")
+
+    admin = sign_in(browser, ui, stack.controlplane.admin_token)
+    admin.goto(f"{ui}/#/taskruns/{kube.namespace}/hold-run")
+    cancel = admin.locator("button.cancel")
+    cancel.click()
+    expect(cancel).to_have_text("Really cancel? Click again")  # one stray click cancels nothing
+    assert not kube.get("taskrun", "hold-run")["spec"].get("cancel")
+    cancel.click()
+    expect(admin.locator("#summary h1 .phase")).to_have_text("Failed")
+    expect(viewer.locator("#summary h1 .phase")).to_have_text("Failed")  # the read-only page follows, live
+    expect(viewer.locator("#phases")).to_contain_text("Cancelled")
+    shot(viewer, "read-only-cancelled")
+
+
+def test_a_long_runs_page_shows_its_sealed_messages_too(kube, stack, ui, browser):
+    from playwright.sync_api import expect
+
+    echo = {"name": "echo", "description": "echo", "execution": {"builtin": {"name": "echo"}}}
+    blobs = [{"tool_calls": [{"name": "echo", "arguments": {"i": i, "blob": f"blob{i} " + "y" * 8000}}]}
+             for i in range(4)]
+    helpdesk(kube, stack, blobs + [{"content": "all echoed"}], [echo], "parrot")
+    kube.apply([task("long", "parrot", "Echo four blobs.")])
+    done = kube.wait_phase("long-run", "Completed", timeout=SLOW_RUN)
+    sealed = done["status"]["sealedContext"]
+    assert sealed["chunks"] > 0, "the run was meant to seal part of its context"
+
+    page = sign_in(browser, ui, stack.controlplane.admin_token)
+    page.goto(f"{ui}/#/taskruns/{kube.namespace}/long-run")
+    total = sealed["messages"] + len(done["status"]["contextWindow"])
+    assert total == 11  # system, user, 4 × (assistant call + tool result), the answer
+    expect(page.locator("#transcript h2")).to_have_text(f"Transcript ({total} messages)")
+    expect(page.locator(".messages li[data-role=user]")).to_contain_text("Echo four blobs.")  # from a sealed chunk
+    expect(page.locator("#summary")).to_contain_text(f"{sealed['messages']} earlier messages in")
+    shot(page, "sealed")
