@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from kubechain.api.v1alpha1 import CallState, Message, TaskRunSpec, TaskRunStatus, ToolCallRecord
+from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunSpec, TaskRunStatus, ToolCallRecord, WaitingFor
 from kubechain.naming import LABEL_PARENT_UID
 
 Obj = dict[str, Any]
@@ -34,8 +34,8 @@ def task_row(obj: Obj) -> Obj:
 
 def taskrun_row(obj: Obj) -> Obj:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    waiting = [c for c in status.get("toolCallHistory") or []
-               if c.get("state") == CallState.WAITING.value and c.get("waitingFor") in ("Answer", "Approval")]
+    waiting = [c for c in status.get("toolCallHistory") or [] if status.get("phase") == Phase.PAUSED_FOR_USER_INPUT.value
+               and c.get("state") == CallState.WAITING.value and c.get("waitingFor") in ("Answer", "Approval")]
     return {**_meta(obj), "agent": status.get("agent", ""), "phase": status.get("phase", "Pending"),
             "step": status.get("step", 0), "tokens": (status.get("usage") or {}).get("totalTokens", 0),
             "parent": (spec.get("parent") or {}).get("name", ""), "message": status.get("message", ""),
@@ -111,7 +111,7 @@ def taskrun_detail(obj: Obj, messages: list[Message], calls: list[ToolCallRecord
         "sealed": status.sealed_context.model_dump(mode="json", by_alias=True),
         "transcript": [message_view(m) for m in messages],
         "calls": [call_view(c) for c in calls],
-        "waiting": [call_view(c) for c in calls if c.state is CallState.WAITING and c.waiting_for is not None
-                    and c.waiting_for.value in ("Answer", "Approval")],
+        "waiting": [call_view(c) for c in calls if status.phase is Phase.PAUSED_FOR_USER_INPUT  # else: nobody asks
+                    and c.state is CallState.WAITING and c.waiting_for in (WaitingFor.ANSWER, WaitingFor.APPROVAL)],
         "children": child_tree(obj, runs),
     }

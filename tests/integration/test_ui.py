@@ -290,6 +290,7 @@ def test_a_read_only_console_shows_the_question_but_no_actions_and_follows_a_can
     expect(admin.locator("#summary h1 .phase")).to_have_text("Failed")
     expect(viewer.locator("#summary h1 .phase")).to_have_text("Failed")  # the read-only page follows, live
     expect(viewer.locator("#phases")).to_contain_text("Cancelled")
+    expect(viewer.locator(".waiting")).to_have_count(0)  # nobody waits for an answer any more
     shot(viewer, "read-only-cancelled")
 
 

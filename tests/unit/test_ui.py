@@ -83,6 +83,9 @@ def test_a_detail_has_the_transcript_journal_and_the_calls_waiting_for_a_human()
     detail = views.taskrun_detail(obj, messages, calls, [], "http://ray", None)
     assert detail["transcript"][1]["toolCalls"] == [{"id": "c1", "name": "ask", "arguments": '{"q":1}'}]
     assert [c["question"] for c in detail["waiting"]] == ["Which colour?"]
+    cancelled = {**obj, "status": {**obj["status"], "phase": "Failed"}}  # the record still says Waiting
+    assert views.taskrun_detail(cancelled, messages, calls, [])["waiting"] == []
+    assert views.taskrun_row(cancelled)["waiting"] == 0
     assert detail["usage"] == {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7}
     assert detail["traceId"] == "0af7651916cd43dd8448eb211c80319c"
     assert detail["phaseHistory"][0]["reason"] == "Scheduled"
