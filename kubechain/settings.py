@@ -54,9 +54,19 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class MCPSettings:
+    stdio_commands: tuple[str, ...] = field(default_factory=lambda: tuple(
+        c.strip() for c in _env("KUBECHAIN_MCP_STDIO_COMMANDS", "*").split(",") if c.strip()))
+    """Commands a ToolSet's stdio MCP server may run (exact `command` values, comma-separated; `*`: any). stdio
+    servers run inside the operator (discovery) and the actors, so whoever may write ToolSets runs code there:
+    in a shared cluster list only servers whose arguments cannot run code of their choosing (not node, python...)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    mcp: MCPSettings = field(default_factory=MCPSettings)
     metrics_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_METRICS_PORT", "8080")))
     """Port of the operator's Prometheus /metrics (0: off)."""

@@ -62,7 +62,16 @@ def merged(servers: list[MCPServer], entries: list[dict[str, Any]], results: lis
     return [by_name[s.name] for s in servers if s.name in by_name]
 
 
-def request(kube: Kube, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any]) -> None:
+def stdio_refused(server: MCPServer, allowed: tuple[str, ...]) -> str | None:
+    """Why the operator will not start this stdio server (KUBECHAIN_MCP_STDIO_COMMANDS), or None."""
+    if server.stdio is None or "*" in allowed or server.stdio.command in allowed:
+        return None
+    return (f"command {server.stdio.command!r} is not allowed for stdio MCP servers (the operator's "
+            f"KUBECHAIN_MCP_STDIO_COMMANDS: {', '.join(allowed) or 'none'})")
+
+
+def request(kube: Kube, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any],
+            allowed: tuple[str, ...] = ("*",)) -> None:
     """Start discovering what is due for this ToolSet, unless a discovery of it is already running."""
     parsed, error = parse(ToolSetSpec, spec)
     if error:
@@ -73,7 +82,7 @@ def request(kube: Kube, namespace: str, name: str, spec: dict[str, Any], status:
     key = (namespace, name)
     if not (todo or stale) or (key in _tasks and not _tasks[key].done()):
         return
-    _tasks[key] = asyncio.create_task(_discover(kube, namespace, name, todo), name=f"mcp-discovery {namespace}/{name}")
+    _tasks[key] = asyncio.create_task(_discover(kube, namespace, name, todo, allowed), name=f"mcp-discovery {namespace}/{name}")
 
 
 def forget(namespace: str, name: str) -> None:
@@ -83,9 +92,10 @@ def forget(namespace: str, name: str) -> None:
         task.cancel()
 
 
-async def _discover(kube: Kube, namespace: str, name: str, servers: list[MCPServer]) -> None:
+async def _discover(kube: Kube, namespace: str, name: str, servers: list[MCPServer],
+                    allowed: tuple[str, ...]) -> None:
     try:
-        results = await asyncio.gather(*(discover_server(kube, namespace, s) for s in servers))
+        results = await asyncio.gather(*(discover_server(kube, namespace, s, allowed) for s in servers))
         fresh = await kube.get("toolsets", namespace, name)  # the spec may have moved on while we asked
         if fresh is None:
             return
@@ -104,9 +114,12 @@ async def _discover(kube: Kube, namespace: str, name: str, servers: list[MCPServ
         log.exception("MCP discovery of ToolSet %s/%s failed", namespace, name)
 
 
-async def discover_server(kube: Kube, namespace: str, server: MCPServer) -> MCPServerStatus:
+async def discover_server(kube: Kube, namespace: str, server: MCPServer,
+                          allowed: tuple[str, ...] = ("*",)) -> MCPServerStatus:
     from kubechain import mcpclient  # the SDK only where a ToolSet has MCP servers
 
+    if refused := stdio_refused(server, allowed):  # never started: the ToolSet stays not ready, no actor gets it
+        return mcpclient.failed_status(server, refused)
     values: dict[tuple[str, str], str] = {}
     for secret, key in sorted(server.secret_refs()):
         found = await kube.secret_value(namespace, secret, key)
@@ -124,4 +137,4 @@ def _has_mcp(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
             initial_delay=TICK_SECONDS)
 async def refresh(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo,
                   **_: Any) -> None:
-    request(memo.kube, namespace, name, dict(spec), dict(status))
+    request(memo.kube, namespace, name, dict(spec), dict(status), memo.settings.mcp.stdio_commands)

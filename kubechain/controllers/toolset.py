@@ -23,7 +23,7 @@ async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.S
         mcp_discovery.forget(namespace, name)
     else:
         # A new or changed MCP server is discovered at once; its status write is the next event here.
-        mcp_discovery.request(memo.kube, namespace, name, dict(spec), dict(status))
+        mcp_discovery.request(memo.kube, namespace, name, dict(spec), dict(status), memo.settings.mcp.stdio_commands)
         await reconcile_readiness(memo.kube, catalog, "ToolSet", namespace, name, uid,
                                   meta.get("generation"), dict(spec), dict(status))
     await reevaluate_dependents(memo.kube, catalog, "Agent", namespace,

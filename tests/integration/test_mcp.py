@@ -213,6 +213,10 @@ def test_a_failing_server_makes_the_toolset_and_agent_not_ready_until_fixed(kube
     ag = kube.wait_ready("agent", "assistant", ready=False)
     assert "ToolSet 'clock' is not ready: MCP server 'time': cannot start" in ag["status"]["message"]
 
+    # The refresh timer asks a failed server again (every 30 s).
+    kube.wait_for("toolset", "clock", lambda o: o["status"]["mcpServers"][0]["lastDiscoveryTime"]
+                  != entry["lastDiscoveryTime"], timeout=150, what="retried by the refresh timer")
+
     # Fixing the spec is discovered at once (a changed server spec), and the Agent follows.
     kube.apply([mcp_toolset("clock", stdio("time", TIME_SERVER))])
     server_status(kube, "clock")
