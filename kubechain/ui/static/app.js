@@ -125,7 +125,12 @@ function openStream(kinds, namespace, onSnapshot, onChange) {
 async function route() {
   closeStream();
   if (!config) {
-    try { config = await api("/api/config"); } catch (e) { return; }
+    try {
+      config = await api("/api/config");
+    } catch (e) {  // 401 already shows the sign-in form; anything else is worth saying
+      if (!document.getElementById("login")) setMain(el("p", {class: "error", role: "alert"}, e.message));
+      return;
+    }
     showIdentity();
   }
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
