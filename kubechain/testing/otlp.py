@@ -21,6 +21,8 @@ class Span:
     parent_id: str  # "" for a root span
     attributes: dict[str, Any] = field(default_factory=dict)
     links: tuple[str, ...] = ()  # span ids this span links to
+    start: float = 0.0  # seconds since the epoch
+    end: float = 0.0
 
 
 def _value(any_value: Any) -> Any:
@@ -39,7 +41,8 @@ def decode(body: bytes) -> list[Span]:
                 spans.append(Span(service=str(resource.get("service.name", "")), name=s.name,
                                   trace_id=s.trace_id.hex(), span_id=s.span_id.hex(), parent_id=s.parent_span_id.hex(),
                                   attributes={a.key: _value(a.value) for a in s.attributes},
-                                  links=tuple(link.span_id.hex() for link in s.links)))
+                                  links=tuple(link.span_id.hex() for link in s.links),
+                                  start=s.start_time_unix_nano / 1e9, end=s.end_time_unix_nano / 1e9))
     return spans
 
 
