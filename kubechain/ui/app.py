@@ -326,6 +326,8 @@ def make_app(settings: Settings, authz: Authorizer | None = None, hub: Hub | Non
 
 
 def serve(settings: Settings) -> None:
+    if settings.as_kubeconfig_user and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("--as-kubeconfig-user lends your kubeconfig to every caller: listen on 127.0.0.1 only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mode = "read-write (--allow-actions)" if settings.allow_actions else "read-only"
     log.info("kubechain-ui on http://%s:%d, %s", settings.host, settings.port, mode)

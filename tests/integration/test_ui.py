@@ -7,17 +7,19 @@ The console runs as `kubechain ui` does (its own process, the session's admin ku
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
 import sys
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from kubechain.testing.controlplane import free_ports, http_get, log_tail, spawn, stop_process
-from kubechain.testing.localenv import kubectl
 
 from .chaos import wait_until
 from .conftest import agent, llm, secret, task, toolset
@@ -314,3 +316,18 @@ def test_a_long_runs_page_shows_its_sealed_messages_too(kube, stack, ui, browser
     expect(page.locator(".messages li[data-role=user]")).to_contain_text("Echo four blobs.")  # from a sealed chunk
     expect(page.locator("#summary")).to_contain_text(f"{sealed['messages']} earlier messages in")
     shot(page, "sealed")
+
+
+def test_a_laptop_console_acts_as_the_kubeconfig_user_without_a_token(kube, stack, tmp_path):
+    kube.apply([task("solo", "nobody", "hello")])  # no such agent: the run just waits, which is enough to read
+    kube.wait_for("taskrun", "solo-run", lambda o: bool(o.get("status")))
+    with console(stack, tmp_path, "--as-kubeconfig-user") as url:
+        status, body = http_get(f"{url}/api/config")
+        assert (status, json.loads(body)["user"]) == (200, "(kubeconfig user)")
+        status, body = http_get(f"{url}/api/namespaces/{kube.namespace}/taskruns/solo-run")
+        assert status == 200 and json.loads(body)["name"] == "solo-run"
+        request = urllib.request.Request(f"{url}/api/namespaces/{kube.namespace}/taskruns/solo-run/cancel",
+                                         method="POST", headers={"X-Kubechain-UI": "1"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 403  # still read-only: --allow-actions was not given
