@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from kubernetes import config
+
+from kubechain.transcript import complete as full_transcript
 
 from .chaos import EffectCounter, actor_pid, actors, kill_actor, wait_until
 from .conftest import agent, llm, secret, task
@@ -214,9 +218,14 @@ def test_a_large_context_lives_out_of_line_and_survives_a_kill(kube, stack, coun
                              capture_output=True, text=True, check=True).stdout
     messages = json.loads(printed)
     assert [m["role"] for m in messages] == ["system", "user"] + ["assistant", "tool"] * 20 + ["assistant"]
-    blobs = [json.loads(m["content"])["i"] for m in messages if m["role"] == "tool"]
+    tool_messages = [m["content"] for m in messages if m["role"] == "tool"]
+    blobs = [int(re.match(r'\{"blob": "(\d+)x', content).group(1)) for content in tool_messages]
     assert blobs == list(range(20))  # every step exactly once, in order, across the kill
-    assert sum(len(m.get("content") or "") for m in messages) > 2_000_000
+    assert all("[truncated: showing 16384 of " in content for content in tool_messages)  # what the LLM read
+    assert sum(len(json.dumps(m)) for m in messages) > 2_000_000
+    # The journal keeps each whole result (sealed out of line with the context).
+    _, _, calls = full_transcript(run, config.new_client_from_config(config_file=str(stack.kubeconfig)))
+    assert [json.loads(c.result)["i"] for c in calls] == list(range(20))
 
 
 def test_deleting_a_running_taskrun_stops_its_actor(kube, stack, counter):
