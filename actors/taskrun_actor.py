@@ -10,17 +10,37 @@ from kubechain.api.v1alpha1 import Phase
 log = logging.getLogger(__name__)
 
 
-class TaskRunActor:
-    """Implements kubechain.api.runspec.TaskRunActorAPI. The operator wraps it with ray.remote."""
+class WrongActor(Exception):
+    """Asked to join a run it does not hold: a standby never given a run (an operator crashed in between), or
+    an actor holding another run."""
 
-    def __init__(self, spec: RunSpec):
+
+class TaskRunActor:
+    """Implements kubechain.api.runspec.TaskRunActorAPI. The operator wraps it with ray.remote.
+
+    Started with a RunSpec, or as a standby (spec None: a warm process, imports done) that the first `run(spec)`
+    assigns to a run, for good."""
+
+    def __init__(self, spec: RunSpec | None = None):
         self.spec = spec
         self._task: asyncio.Task[str] | None = None
 
     def __repr__(self) -> str:  # what the Ray dashboard and logs show for this actor
+        if self.spec is None:
+            return "TaskRun(standby)"
         return f"TaskRun({self.spec.taskrun.namespace}/{self.spec.taskrun.name}, epoch {self.spec.epoch})"
 
-    async def run(self) -> str:
+    async def assigned(self) -> bool:
+        return self.spec is not None
+
+    async def run(self, spec: RunSpec | None = None) -> str:
+        if self.spec is None:
+            if spec is None:
+                _exit_soon()  # useless from now on: the operator starts another actor for the run
+                raise WrongActor("this standby actor was never given a run")
+            self.spec = spec
+        elif spec is not None and (spec.taskrun.uid, spec.epoch) != (self.spec.taskrun.uid, self.spec.epoch):
+            raise WrongActor(f"this actor runs {self!r}, not TaskRun {spec.taskrun.name} epoch {spec.epoch}")
         if self._task is None:
             self._task = asyncio.create_task(self._main())
         phase = await asyncio.shield(self._task)
@@ -28,6 +48,7 @@ class TaskRunActor:
         return phase
 
     async def _main(self) -> str:
+        assert self.spec is not None
         from .checkpoint import KubeCheckpointStore, RunGone
         from .llm import OpenAIChatClient
         from kubechain.observability import tracing

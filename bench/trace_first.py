@@ -5,6 +5,7 @@ of a few Tasks created one at a time, as a timeline relative to the creation.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -22,7 +23,8 @@ def main() -> int:
     workdir = ROOT / ".work" / "trace"
     shutil.rmtree(workdir, ignore_errors=True)
     otlp = OTLPReceiver()
-    with LocalEnvironment(workdir, telemetry_env=otlp.env()) as env:
+    standby = {"KUBECHAIN_STANDBY_ACTORS": os.environ.get("KUBECHAIN_STANDBY_ACTORS", "0")}
+    with LocalEnvironment(workdir, telemetry_env=otlp.env(), operator_env=standby) as env:
         config.load_kube_config(str(env.kubeconfig))
         client.CoreV1Api().create_namespace({"metadata": {"name": NS}})
         api = client.CustomObjectsApi()
@@ -34,7 +36,7 @@ def main() -> int:
             created = time.time()
             create(api, "tasks", "Task", f"trace-{i}", {"agentRef": {"name": "first"}, "userInput": text})
             wait_done(api, f"trace-{i}-run")
-            time.sleep(1)  # the actor's last spans arrive within OTEL_BSP_SCHEDULE_DELAY
+            time.sleep(3)  # the actor's last spans arrive within OTEL_BSP_SCHEDULE_DELAY; tasks come a few s apart
             request = next(r for r in env.llm.requests() if len(r["messages"]) > 1
                            and r["messages"][1].get("content") == text)
             first = request["received_at"] - created

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from kubechain.naming import actor_name
 from kubechain.settings import RaySettings
 
 log = logging.getLogger(__name__)
+STANDBY_PREFIX = "kubechain-standby-"
 
 
 class ActorDied(Exception):
@@ -30,9 +32,9 @@ class RayUnavailable(Exception):
 
 
 class ActorGateway(Protocol):
-    def find(self, ref: TaskRunRef) -> Any | None: ...
+    def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None: ...
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
-    def join(self, handle: Any) -> Any: ...
+    def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
     async def wait(self, run: Any) -> str: ...
 
 
@@ -80,6 +82,7 @@ class RayGateway:
         address = settings.address.removeprefix("ray://")
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
         self._lost = False
+        self._standbys: list[tuple[str, Any]] = []  # warm actors not given a run yet: (name, handle)
 
     def connect(self) -> None:
         import ray
@@ -98,35 +101,70 @@ class RayGateway:
             if not self._endpoint:
                 self._endpoint = ray.get_runtime_context().gcs_address
             log.info("connected to Ray at %s", self.settings.address)
+            self._standbys = self._adopt_standbys()
+            self._fill_standbys()
 
-    def find(self, ref: TaskRunRef) -> Any | None:
-        """The live actor of this TaskRun, if there is one."""
+    def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
+        """The live actor of this TaskRun, if there is one: `name` as its status records it (a standby's), else
+        the run's own actor name."""
         import ray
 
         self._connect_or_raise()
         try:
-            return ray.get_actor(actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
+            return ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
         except ValueError:
             return None
 
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
-        """Start the TaskRun's actor (get_if_exists: a racing duplicate request finds the same actor)."""
+        """An actor for the run: a warm standby if there is one (then `join(handle, spec)` gives it the run),
+        else a new one named after the run (get_if_exists: a racing duplicate request finds the same actor)."""
         self._connect_or_raise()
-        name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
+        with self._lock:
+            taken = self._standbys.pop(0) if self._standbys else None
+            self._fill_standbys()
+        if taken is not None:
+            name, handle = taken
+        else:
+            name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
+            handle = self._new_actor(name, spec)
+        return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
+                                restarts=max(spec.epoch - 1, 0))
+
+    def join(self, handle: Any, spec: RunSpec | None = None) -> Any:
+        """Start or join the actor's run loop (idempotent); returns the future of its final phase. `spec` assigns
+        a standby to the run; without it, an actor that holds no run (or another) fails the future (ActorDied)."""
+        return handle.run.remote(spec)
+
+    def _new_actor(self, name: str, spec: RunSpec | None) -> Any:
         try:
-            handle = self._remote_class().options(
+            return self._remote_class().options(
                 name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
                 num_cpus=self.settings.actor_num_cpus, max_restarts=0,
                 scheduling_strategy=self.settings.scheduling_strategy,
             ).remote(spec)
         except Exception as exc:
             raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc
-        return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
-                                restarts=max(spec.epoch - 1, 0))
 
-    def join(self, handle: Any) -> Any:
-        """Start or join the actor's run loop (idempotent); returns the future of its final phase."""
-        return handle.run.remote()
+    def _fill_standbys(self) -> None:
+        """Keep `standby_actors` warm actors: a new run's actor then skips a worker process start (~1 s)."""
+        while len(self._standbys) < self.settings.standby_actors:
+            name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
+            self._standbys.append((name, self._new_actor(name, None)))
+
+    def _adopt_standbys(self) -> list[tuple[str, Any]]:
+        """Standbys an earlier operator process left (detached actors outlive it), if no run holds them."""
+        import ray
+
+        found = []
+        for name in ray.util.list_named_actors():  # in our Ray namespace
+            if name.startswith(STANDBY_PREFIX):
+                try:
+                    handle = ray.get_actor(name, namespace=self.settings.namespace)
+                    if not ray.get(handle.assigned.remote(), timeout=10):
+                        found.append((name, handle))
+                except Exception:  # gone meanwhile, or not answering: not worth keeping
+                    continue
+        return found[:self.settings.standby_actors]
 
     async def wait(self, run: Any) -> str:
         """The final phase the actor returns. ActorDied when its process went away first (Ray fails the
@@ -157,15 +195,17 @@ class RayGateway:
         except (OSError, ValueError):
             return False
 
-    def kill(self, namespace: str, name: str, uid: str) -> None:
-        """Stop a TaskRun's actor, if it lives (its TaskRun is gone or stopped)."""
+    def kill(self, namespace: str, name: str, uid: str, actor: str | None = None) -> None:
+        """Stop a TaskRun's actor, if it lives (its TaskRun is gone or stopped): `actor` as its status records
+        it (a standby's name), and the run's own actor name."""
         import ray
 
         self._connect_or_raise()
-        try:
-            ray.kill(ray.get_actor(actor_name(namespace, name, uid), namespace=self.settings.namespace))
-        except ValueError:
-            pass
+        for candidate in {actor or "", actor_name(namespace, name, uid)} - {""}:
+            try:
+                ray.kill(ray.get_actor(candidate, namespace=self.settings.namespace))
+            except ValueError:
+                pass
 
     def disconnect(self) -> None:
         """Mark the session dead, so the next call connects afresh (e.g. to a restarted head)."""

@@ -121,5 +121,9 @@ def secret_key(name: str, key: str) -> str:
 class TaskRunActorAPI(Protocol):
     """The methods the operator may call on a TaskRun actor (see actors/taskrun_actor.py)."""
 
-    async def run(self) -> str:
-        """Run (or join the running) loop until the TaskRun ends; returns the final phase. Idempotent."""
+    async def assigned(self) -> bool:
+        """Whether the actor holds a run (a standby does not, until `run(spec)`)."""
+
+    async def run(self, spec: RunSpec | None = None) -> str:
+        """Run (or join the running) loop until the TaskRun ends; returns the final phase. Idempotent. `spec`
+        assigns a standby actor to the run; joining an actor that holds another run (or none) raises."""

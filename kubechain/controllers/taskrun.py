@@ -137,7 +137,7 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
     while not stopped:
         obj = await memo.kube.get("taskruns", namespace, name)
         if obj is None or obj["metadata"]["uid"] != uid:
-            await kill_actor(memo, namespace, name, uid)  # deleted mid-run: stop its actor now
+            await kill_actor(memo, namespace, name, uid, body)  # deleted mid-run: stop its actor now
             return
         latest = TaskRunStatus.model_validate(obj.get("status") or {})
         if latest.phase is not Phase.RUNNING:
@@ -162,12 +162,14 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
             await memo.kube.patch_status("taskruns", namespace, name, {"message": str(exc)})
         await stopped.wait(backoff(failures))
     if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
-        await kill_actor(memo, namespace, name, uid)
+        await kill_actor(memo, namespace, name, uid, body)
 
 
-async def kill_actor(memo: kopf.Memo, namespace: str, name: str, uid: str) -> None:
+async def kill_actor(memo: kopf.Memo, namespace: str, name: str, uid: str, obj: Any = None) -> None:
+    """Stop the run's actor: the one its status (of `obj`) names, and any under the run's own actor name."""
+    actor = ((obj or {}).get("status") or {}).get("actor") or {}
     try:
-        await asyncio.to_thread(memo.ray.kill, namespace, name, uid)
+        await asyncio.to_thread(memo.ray.kill, namespace, name, uid, actor.get("name"))
     except RayUnavailable:
         pass  # with the head gone the actor is gone; a raised epoch fences out any other
 
@@ -195,12 +197,14 @@ def backoff(failures: int) -> float:
 async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: dict[str, Any],
                  latest: TaskRunStatus, indices: dict[str, Any], body: kopf.Body) -> Any:
     """The future of the run's final phase, from the live actor or from a fresh one at a higher epoch."""
-    handle = await asyncio.to_thread(memo.ray.find, ref)
+    handle = await asyncio.to_thread(memo.ray.find, ref, latest.actor.name if latest.actor else None)
+    spec = None
     if handle is None:  # only a new actor needs the run resolved (Agent, LLM, tools, the key's Secret)
         spec = await build_spec(memo, catalog, ref, obj, latest, indices)
         # Raise the epoch before the actor exists: any older actor still writing is fenced out from now on.
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"epoch": spec.epoch})
         handle, actor = await asyncio.to_thread(memo.ray.create, spec)
+        # Recorded before the actor gets the run: a standby is found again by this name after a restart.
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"actor": actor.to_wire()})
         restored = f"restored from the checkpoint at step {latest.step}" if latest.step else "new run"
         if spec.epoch > 1:
@@ -210,7 +214,7 @@ async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: d
     else:  # after an operator restart (or a clean return): the run goes on in the same actor
         kopf.event(dict(body), type="Normal", reason="ActorAttached",
                    message=f"supervising the running actor (epoch {latest.epoch})")
-    return await asyncio.to_thread(memo.ray.join, handle)
+    return await asyncio.to_thread(memo.ray.join, handle, spec)
 
 
 async def build_spec(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: dict[str, Any],

@@ -112,7 +112,7 @@ async def stop_run(memo: kopf.Memo, namespace: str, name: str, uid: str, childre
         if await memo.kube.patch_status("taskruns", namespace, name, fields, version=obj["metadata"]["resourceVersion"]):
             kopf.event(obj, type="Warning", reason=stop.reason, message=stop.message)
             break
-    await kill_actor(memo, namespace, name, uid)
+    await kill_actor(memo, namespace, name, uid, obj)
     for child, outcome in children_of(children, namespace, uid).items():
         if outcome.phase is None or not outcome.phase.terminal:
             await memo.kube.patch("taskruns", namespace, child, {"spec": {"cancel": True}})
