@@ -23,6 +23,7 @@ from kubechain.testing.controlplane import free_ports, http_get, log_tail, spawn
 
 from .chaos import wait_until
 from .conftest import agent, llm, secret, task, toolset
+from .test_human_input import helpdesk
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]
@@ -98,14 +99,6 @@ def sign_in(browser, ui: str, token: str):
 
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def helpdesk(kube, stack, steps: list[dict], tools: list[dict], name: str = "helpdesk") -> None:
-    model = f"{kube.namespace}-{name}"
-    stack.llm.set_script(model, steps)
-    kube.apply([secret(), llm(name, stack.llm.base_url, model), toolset(f"{name}-tools", inline=tools),
-                agent(name, name, [f"{name}-tools"])])
-    kube.wait_ready("agent", name)
 
 
 def test_the_list_updates_live_while_a_run_completes(kube, stack, ui, browser):
