@@ -101,8 +101,9 @@ class RayGateway:
             if not self._endpoint:
                 self._endpoint = ray.get_runtime_context().gcs_address
             log.info("connected to Ray at %s", self.settings.address)
-            self._standbys = self._adopt_standbys()
-            self._fill_standbys()
+            if self.settings.standby_actors:
+                self._standbys = self._adopt_standbys()
+                self._fill_standbys()
 
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
         """The live actor of this TaskRun, if there is one: `name` as its status records it (a standby's), else

@@ -123,4 +123,5 @@ def test_the_operator_keeps_working_across_a_webhook_server_restart(kube, stack)
     model = f"{kube.namespace}-m"
     stack.llm.set_script(model, [{"content": "still here"}])
     kube.apply([secret(), llm("m", stack.llm.base_url, model), agent("a", "m"), task("after", "a", "x")])
-    assert kube.wait_phase("after-run", "Completed")["status"]["output"] == "still here"
+    # timeout: the restarted operator's first run waits for its Ray Client connection (tens of s on 2 busy cores)
+    assert kube.wait_phase("after-run", "Completed", timeout=180)["status"]["output"] == "still here"
