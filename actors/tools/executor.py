@@ -57,7 +57,7 @@ class LocalToolExecutor:
             return await self._post(execution.http, args, idempotency_key)
         if execution.ray is not None:
             return await _ray_task(name, execution.ray, args)
-        if getattr(execution, "mcp", None) is not None:  # resolved from a ToolSet's MCP server (api/runspec.py)
+        if execution.mcp is not None:  # resolved from a ToolSet's MCP server (api/runspec.py)
             from .mcp import MCPSessions  # the SDK only for runs that call an MCP tool
 
             if self._mcp is None:

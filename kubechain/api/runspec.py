@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .v1alpha1 import HumanResponse, LLMSpec, MCPServer, Model, ToolExecution
+from .v1alpha1.common import the_one_set
 from .v1alpha1.tool import EXECUTION_KINDS
 
 
@@ -39,9 +40,7 @@ class ResolvedExecution(ToolExecution):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ResolvedExecution":
-        chosen = [k for k in (*EXECUTION_KINDS, "mcp") if getattr(self, k) is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"execution must set exactly one kind; got {chosen or 'none'}")
+        the_one_set(self, (*EXECUTION_KINDS, "mcp"), "execution")
         return self
 
     @property

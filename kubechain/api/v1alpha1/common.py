@@ -27,6 +27,14 @@ class Model(BaseModel):
         return without_empty_strings(self.model_dump(mode="json", by_alias=True, exclude_none=True, include=include))
 
 
+def the_one_set(model: Any, names: tuple[str, ...], what: str) -> str:
+    """The one of `names` that `model` sets; a ValueError naming `what` unless exactly one is set."""
+    chosen = [n for n in names if getattr(model, n) is not None]
+    if len(chosen) != 1:
+        raise ValueError(f"{what} must set exactly one of {', '.join(names)}; got {chosen or 'none'}")
+    return chosen[0]
+
+
 def without_empty_strings(value: Any) -> Any:
     """`value` with "" turned into None (null), which a merge patch reads as "remove the field".
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from .common import Model
+from .common import Model, the_one_set
 from .tool import EnvVar, HTTPHeader
 
 MCP_SERVER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
@@ -52,9 +52,7 @@ class MCPServer(Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "MCPServer":
-        chosen = [k for k in MCP_TRANSPORTS if getattr(self, k) is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"MCP server {self.name!r} must set exactly one of stdio, http; got {chosen or 'none'}")
+        the_one_set(self, MCP_TRANSPORTS, f"MCP server {self.name!r}")
         return self
 
     @property

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from .common import AGE, READY_COLUMNS, KindInfo, LocalObjectReference, Model, PrinterColumn, ReadyStatus, SecretKeyRef
+from .common import AGE, READY_COLUMNS, KindInfo, LocalObjectReference, Model, PrinterColumn, ReadyStatus, SecretKeyRef, the_one_set
 
 BuiltinName = Literal["calculator", "current_time", "text", "echo", "ask_human"]
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -124,9 +124,7 @@ class ToolExecution(Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ToolExecution":
-        chosen = [k for k in EXECUTION_KINDS if getattr(self, k) is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"execution must set exactly one of {', '.join(EXECUTION_KINDS)}; got {chosen or 'none'}")
+        the_one_set(self, EXECUTION_KINDS, "execution")
         return self
 
     @property
