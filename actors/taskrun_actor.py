@@ -10,42 +10,66 @@ from kubechain.api.v1alpha1 import Phase
 log = logging.getLogger(__name__)
 
 
+RECYCLE_GRACE_SECONDS = 30.0  # how long a pooled actor whose run ended waits to be taken back before it exits
+RUNS_PER_PROCESS = 100  # a pooled actor exits after this many runs: whatever a run leaves behind stays bounded
+
+
 class WrongActor(Exception):
-    """Asked to join a run it does not hold: a standby never given a run (an operator crashed in between), or
-    an actor holding another run."""
+    """Asked to join a run it does not hold: a pooled actor holding no run, or holding another run."""
 
 
 class TaskRunActor:
     """Implements kubechain.api.runspec.TaskRunActorAPI. The operator wraps it with ray.remote.
 
-    Started with a RunSpec, or as a standby (spec None: a warm process, imports done) that the first `run(spec)`
-    assigns to a run, for good."""
+    Started with a RunSpec (named after its run, it ends with it), or pooled (spec None: a warm process, imports
+    done) for `run(spec)` to assign a run to; once that run has ended, `recycle()` returns a pooled actor to the
+    pool, so a run after it skips a worker process start (~1 s). Runs never overlap in one actor."""
 
     def __init__(self, spec: RunSpec | None = None):
         self.spec = spec
         self._task: asyncio.Task[str] | None = None
+        self._pooled = spec is None
+        self._runs = 0
+        self._retire: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:  # what the Ray dashboard and logs show for this actor
         if self.spec is None:
             return "TaskRun(standby)"
         return f"TaskRun({self.spec.taskrun.namespace}/{self.spec.taskrun.name}, epoch {self.spec.epoch})"
 
-    async def assigned(self) -> bool:
-        return self.spec is not None
+    async def holds(self, uid: str | None = None) -> bool:
+        """Whether the actor holds the run of TaskRun `uid` (any run, without it): a pooled actor's name in an
+        old status may meanwhile stand for another run."""
+        return self.spec is not None and uid in (None, self.spec.taskrun.uid)
 
     async def run(self, spec: RunSpec | None = None) -> str:
         if self.spec is None:
             if spec is None:
-                _exit_soon()  # useless from now on: the operator starts another actor for the run
-                raise WrongActor("this standby actor was never given a run")
+                raise WrongActor("this pooled actor holds no run")
             self.spec = spec
         elif spec is not None and (spec.taskrun.uid, spec.epoch) != (self.spec.taskrun.uid, self.spec.epoch):
             raise WrongActor(f"this actor runs {self!r}, not TaskRun {spec.taskrun.name} epoch {spec.epoch}")
         if self._task is None:
+            self._runs += 1
             self._task = asyncio.create_task(self._main())
         phase = await asyncio.shield(self._task)
-        _exit_soon()
+        if not self._pooled:
+            _exit_soon(0.2)
+        elif self._retire is None:  # unless the operator takes it back meanwhile
+            self._retire = _exit_soon(RECYCLE_GRACE_SECONDS)
         return phase
+
+    async def recycle(self) -> bool:
+        """Back to the pool after its run ended: True if it holds no run now; False if it ends instead."""
+        if not self._pooled or self._task is None or not self._task.done():
+            return False
+        if self._retire is not None:
+            self._retire.cancel()
+        if self._runs >= RUNS_PER_PROCESS:
+            _exit_soon(0.2)
+            return False
+        self.spec, self._task, self._retire = None, None, None
+        return True
 
     async def _main(self) -> str:
         assert self.spec is not None
@@ -72,7 +96,11 @@ class TaskRunActor:
             telemetry = RunTelemetry(self.spec.traceparent, RayMetrics.get(), **{
                 "k8s.namespace.name": ref.namespace, "kubechain.name": ref.name, "kubechain.agent": self.spec.agent,
                 "kubechain.epoch": self.spec.epoch})
-            status = await AgentLoop(self.spec, llm, LocalToolExecutor(self.spec.tools, self.spec.secrets), store, telemetry).run(status)
+            tools = LocalToolExecutor(self.spec.tools, self.spec.secrets)
+            try:
+                status = await AgentLoop(self.spec, llm, tools, store, telemetry).run(status)
+            finally:  # a pooled process outlives the run: nothing of it may stay open
+                await asyncio.gather(llm.close(), tools.aclose(), return_exceptions=True)
             return status.phase.value
         except RunGone as exc:  # deleted, replaced, or fenced out by a newer actor: stop without writing
             log.warning("%r stops: %s", self, exc)
@@ -96,11 +124,11 @@ async def _fail(store, exc: Exception) -> str:
     return Phase.FAILED.value
 
 
-def _exit_soon() -> None:
-    """End the actor once the run has ended, after `run()` has returned its result to the caller."""
+def _exit_soon(delay: float) -> asyncio.TimerHandle:
+    """End the actor after `delay`, so `run()` returns its result to the caller first."""
     import ray
 
     from kubechain.observability import tracing
 
-    tracing.flush()  # the process is about to go: send its spans now
-    asyncio.get_running_loop().call_later(0.2, ray.actor.exit_actor)
+    tracing.flush()  # the process may be about to go: send its spans now
+    return asyncio.get_running_loop().call_later(delay, ray.actor.exit_actor)

@@ -36,6 +36,7 @@ class ActorGateway(Protocol):
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
     def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
     async def wait(self, run: Any) -> str: ...
+    def recycle(self, name: str, handle: Any) -> None: ...
 
 
 def _detached(future: Any) -> asyncio.Future:
@@ -82,7 +83,7 @@ class RayGateway:
         address = settings.address.removeprefix("ray://")
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
         self._lost = False
-        self._standbys: list[tuple[str, Any]] = []  # warm actors not given a run yet: (name, handle)
+        self._standbys: list[tuple[str, Any]] = []  # warm actors holding no run: (name, handle)
 
     def connect(self) -> None:
         import ray
@@ -106,25 +107,31 @@ class RayGateway:
                 self._fill_standbys()
 
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
-        """The live actor of this TaskRun, if there is one: `name` as its status records it (a standby's), else
-        the run's own actor name."""
+        """The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
+        else the run's own actor name. A pooled actor counts only while it still holds this run."""
         import ray
 
         self._connect_or_raise()
         try:
-            return ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
+            handle = ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
         except ValueError:
             return None
+        if name and name.startswith(STANDBY_PREFIX) and not self._holds(handle, ref.uid):
+            return None
+        return handle
 
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
-        """An actor for the run: a warm standby if there is one (then `join(handle, spec)` gives it the run),
-        else a new one named after the run (get_if_exists: a racing duplicate request finds the same actor)."""
+        """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and
+        `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a racing
+        duplicate request finds the same actor)."""
         self._connect_or_raise()
-        with self._lock:
-            taken = self._standbys.pop(0) if self._standbys else None
-            self._fill_standbys()
-        if taken is not None:
-            name, handle = taken
+        if self.settings.standby_actors:
+            with self._lock:
+                taken = self._standbys.pop(0) if self._standbys else None
+            refill = threading.Timer(self.settings.standby_refill_seconds, self._refill)
+            refill.daemon = True
+            refill.start()
+            name, handle = taken or self._new_standby()
         else:
             name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
             handle = self._new_actor(name, spec)
@@ -146,11 +153,51 @@ class RayGateway:
         except Exception as exc:
             raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc
 
+    def recycle(self, name: str, handle: Any) -> None:
+        """A pooled actor whose run has ended goes back to the pool if the pool is short of `standby_actors`,
+        else it ends now."""
+        import ray
+
+        if not name.startswith(STANDBY_PREFIX):
+            return  # named after its run: it ends with it
+        try:
+            if len(self._standbys) >= self.settings.standby_actors:
+                ray.kill(handle)
+                return
+            if not ray.get(handle.recycle.remote(), timeout=10):
+                return
+        except Exception as exc:  # gone, or stuck (then it ends itself once its grace is over)
+            log.info("actor %s not recycled: %s", name, exc)
+            return
+        with self._lock:
+            self._standbys.append((name, handle))
+
+    def _refill(self) -> None:
+        try:
+            with self._lock:
+                self._fill_standbys()
+        except Exception as exc:  # Ray away: the next run's create tries again
+            log.info("standby actors not refilled: %s", exc)
+
     def _fill_standbys(self) -> None:
         """Keep `standby_actors` warm actors: a new run's actor then skips a worker process start (~1 s)."""
         while len(self._standbys) < self.settings.standby_actors:
-            name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
-            self._standbys.append((name, self._new_actor(name, None)))
+            self._standbys.append(self._new_standby())
+
+    def _new_standby(self) -> tuple[str, Any]:
+        name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
+        return name, self._new_actor(name, None)
+
+    def _holds(self, handle: Any, uid: str | None = None) -> bool:
+        """Whether a pooled actor holds run `uid` (any run, without it); an actor that cannot say is dead."""
+        import ray
+
+        try:
+            return ray.get(handle.holds.remote(uid), timeout=10)
+        except ray.exceptions.GetTimeoutError:
+            return True  # alive but busy: it may well hold the run
+        except Exception:
+            return False
 
     def _adopt_standbys(self) -> list[tuple[str, Any]]:
         """Standbys an earlier operator process left (detached actors outlive it), if no run holds them."""
@@ -161,10 +208,12 @@ class RayGateway:
             if name.startswith(STANDBY_PREFIX):
                 try:
                     handle = ray.get_actor(name, namespace=self.settings.namespace)
-                    if not ray.get(handle.assigned.remote(), timeout=10):
+                    if ray.get(handle.holds.remote(), timeout=10) is False:
                         found.append((name, handle))
                 except Exception:  # gone meanwhile, or not answering: not worth keeping
                     continue
+        for _, extra in found[self.settings.standby_actors:]:  # the pool is smaller now
+            ray.kill(extra)
         return found[:self.settings.standby_actors]
 
     async def wait(self, run: Any) -> str:
@@ -198,15 +247,17 @@ class RayGateway:
 
     def kill(self, namespace: str, name: str, uid: str, actor: str | None = None) -> None:
         """Stop a TaskRun's actor, if it lives (its TaskRun is gone or stopped): `actor` as its status records
-        it (a standby's name), and the run's own actor name."""
+        it (a pooled actor, if it still holds this run), and the run's own actor name."""
         import ray
 
         self._connect_or_raise()
         for candidate in {actor or "", actor_name(namespace, name, uid)} - {""}:
             try:
-                ray.kill(ray.get_actor(candidate, namespace=self.settings.namespace))
+                handle = ray.get_actor(candidate, namespace=self.settings.namespace)
             except ValueError:
-                pass
+                continue
+            if not candidate.startswith(STANDBY_PREFIX) or self._holds(handle, uid):
+                ray.kill(handle)
 
     def disconnect(self) -> None:
         """Mark the session dead, so the next call connects afresh (e.g. to a restarted head)."""

@@ -25,7 +25,11 @@ class RaySettings:
     standby_actors: int = field(default_factory=lambda: int(_env("KUBECHAIN_STANDBY_ACTORS", "0")))
     """Warm actors kept ready (worker process started, imports done) for the next runs: a new run's first LLM
     request then comes ~1 s sooner. Each holds a Ray worker process (~75 MB), and a run that gets one shows
-    it in the Ray dashboard as `kubechain-standby-<id>` (status.actor names it). 0 (default): none."""
+    it in the Ray dashboard as `kubechain-standby-<id>` (status.actor names it). 0 (default): none, and every
+    run's actor ends with it. With a pool, an actor whose run ended goes back to it (up to this many)."""
+    standby_refill_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_STANDBY_REFILL_SECONDS", "2")))
+    """How long after a run took a standby a new one is started, unless an ended run's actor refilled the pool
+    first: short runs then reuse a few processes instead of starting one each (~1 s of CPU)."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
     """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once)."""
 

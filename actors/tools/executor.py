@@ -65,6 +65,14 @@ class LocalToolExecutor:
             return await self._mcp.call(execution.mcp, args)
         return ToolOutcome(error=f"{execution.kind} tools do not run in the actor")
 
+    async def aclose(self) -> None:
+        """Close the HTTP and MCP sessions (the process may serve another run after this one)."""
+        http, mcp, self._http, self._mcp = self._http, self._mcp, None, None
+        if http is not None:
+            await http.close()
+        if mcp is not None:
+            await mcp.aclose()
+
     def _secret(self, name: str, key: str) -> str:
         value = self._secrets.get(secret_key(name, key))
         return value.get_secret_value() if value is not None else ""

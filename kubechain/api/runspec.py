@@ -120,9 +120,14 @@ def secret_key(name: str, key: str) -> str:
 class TaskRunActorAPI(Protocol):
     """The methods the operator may call on a TaskRun actor (see actors/taskrun_actor.py)."""
 
-    async def assigned(self) -> bool:
-        """Whether the actor holds a run (a standby does not, until `run(spec)`)."""
+    async def holds(self, uid: str | None = None) -> bool:
+        """Whether the actor holds the run of TaskRun `uid` (any run, without it; a pooled actor holds none
+        until `run(spec)`, and none again after `recycle()`)."""
 
     async def run(self, spec: RunSpec | None = None) -> str:
         """Run (or join the running) loop until the TaskRun ends; returns the final phase. Idempotent. `spec`
-        assigns a standby actor to the run; joining an actor that holds another run (or none) raises."""
+        assigns a pooled actor to the run; joining an actor that holds another run (or none) raises."""
+
+    async def recycle(self) -> bool:
+        """After its run ended: a pooled actor drops the run and is ready for `run(spec)` again (True), or
+        ends itself (False)."""

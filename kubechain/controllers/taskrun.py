@@ -145,11 +145,12 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
         try:
             with span_in(latest.traceparent, TRACER, "TaskRun.supervise", **{"kubechain.name": name,
                                                                              "k8s.namespace.name": namespace}):
-                run = await attach(memo, catalog, ref, obj, latest, kwargs, body)
+                actor, handle, run = await attach(memo, catalog, ref, obj, latest, kwargs, body)
             await set_ray_condition(memo, ref, latest, True, "Connected", "Ray is reachable")
             if not await until_stopped(memo.ray.wait(run), stopped):
                 break  # deleted or no longer Running: kopf stops this daemon; don't keep it waiting
             failures = 0  # the actor returned: the status says whether the run ended
+            await asyncio.to_thread(memo.ray.recycle, actor, handle)
         except ActorDied as exc:
             failures += 1
             kopf.event(dict(body), type="Warning", reason="ActorLost", message=f"{exc}; restoring from the checkpoint")
@@ -195,15 +196,18 @@ def backoff(failures: int) -> float:
 
 
 async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: dict[str, Any],
-                 latest: TaskRunStatus, indices: dict[str, Any], body: kopf.Body) -> Any:
-    """The future of the run's final phase, from the live actor or from a fresh one at a higher epoch."""
-    handle = await asyncio.to_thread(memo.ray.find, ref, latest.actor.name if latest.actor else None)
+                 latest: TaskRunStatus, indices: dict[str, Any], body: kopf.Body) -> tuple[str, Any, Any]:
+    """(actor name, handle, the future of the run's final phase): the live actor's, or a fresh one's at a
+    higher epoch."""
+    name = latest.actor.name if latest.actor else actor_name(ref.namespace, ref.name, ref.uid)
+    handle = await asyncio.to_thread(memo.ray.find, ref, name)
     spec = None
     if handle is None:  # only a new actor needs the run resolved (Agent, LLM, tools, the key's Secret)
         spec = await build_spec(memo, catalog, ref, obj, latest, indices)
         # Raise the epoch before the actor exists: any older actor still writing is fenced out from now on.
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"epoch": spec.epoch})
         handle, actor = await asyncio.to_thread(memo.ray.create, spec)
+        name = actor.name
         # Recorded before the actor gets the run: a standby is found again by this name after a restart.
         await memo.kube.patch_status("taskruns", ref.namespace, ref.name, {"actor": actor.to_wire()})
         restored = f"restored from the checkpoint at step {latest.step}" if latest.step else "new run"
@@ -214,7 +218,7 @@ async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: d
     else:  # after an operator restart (or a clean return): the run goes on in the same actor
         kopf.event(dict(body), type="Normal", reason="ActorAttached",
                    message=f"supervising the running actor (epoch {latest.epoch})")
-    return await asyncio.to_thread(memo.ray.join, handle, spec)
+    return name, handle, await asyncio.to_thread(memo.ray.join, handle, spec)
 
 
 async def build_spec(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: dict[str, Any],

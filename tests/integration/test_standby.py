@@ -2,6 +2,7 @@
 worker process, under the same durability rules as any actor."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -10,6 +11,8 @@ import pytest
 from kubechain.raygateway import STANDBY_PREFIX
 
 from .chaos import actor_pid, actors, wait_until
+from .conftest import task
+from .test_human_input import ASK, helpdesk
 from .test_durability import counter, requests_by_step, setup_agent, start  # noqa: F401  (counter: a fixture)
 
 pytestmark = pytest.mark.integration
@@ -19,15 +22,25 @@ def standbys(stack) -> list[dict]:
     return [a for a in actors(stack) if a["state"] == "ALIVE" and a.get("name", "").startswith(STANDBY_PREFIX)]
 
 
-@pytest.fixture
-def two_standbys(stack):
-    stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS="2")
+def pool_of_two(stack, refill_seconds: str | None = None):
+    stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS="2", KUBECHAIN_STANDBY_REFILL_SECONDS=refill_seconds)
     wait_until(lambda: len(standbys(stack)) >= 2, timeout=60, what="two standby actors")
     yield
-    stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS=None)
+    stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS=None, KUBECHAIN_STANDBY_REFILL_SECONDS=None)
     for actor in standbys(stack):  # the session's other tests expect none
         if actor.get("pid"):
             os.kill(actor["pid"], signal.SIGKILL)
+
+
+@pytest.fixture
+def two_standbys(stack):
+    yield from pool_of_two(stack)
+
+
+@pytest.fixture
+def two_kept(stack):
+    """A pool of two that only ended runs' actors refill."""
+    yield from pool_of_two(stack, refill_seconds="600")
 
 
 def test_a_run_takes_a_standby_and_survives_its_kill(kube, stack, counter, two_standbys):
@@ -47,3 +60,26 @@ def test_a_run_takes_a_standby_and_survives_its_kill(kube, stack, counter, two_s
     assert run["status"]["actor"]["name"] != taken and requests_by_step(stack, model) == {0: 1, 1: 1, 2: 1, 3: 1}
     # The charge ran once; the booking, in flight at the kill and idempotent, once more with the same key.
     assert [p["body"] for p in counter.of(run["metadata"]["uid"])] == [{"amount": 5}, {"seat": "1A"}, {"seat": "1A"}]
+
+
+def test_ended_runs_hand_their_actor_on_and_a_name_in_an_old_status_leads_nowhere(kube, stack, two_kept):
+    helpdesk(kube, stack, [{"tool_calls": [{"name": "ask", "arguments": {"question": "Which colour?"}}]},
+                           {"content": "You chose {last_tool_result}."}], [ASK])
+    pool = {a["name"]: a["pid"] for a in standbys(stack)}
+    paused = {}
+    for name in ("one", "two", "three"):  # each run pauses: its actor's part ends, and the next run takes it
+        kube.apply([task(name, "helpdesk", "Pick a colour for me")])
+        paused[name] = kube.wait_phase(f"{name}-run", "PausedForUserInput")["status"]
+        assert paused[name]["actor"]["name"] in pool
+    assert len({p["actor"]["name"] for p in paused.values()}) == 2  # three runs on the two warm processes
+
+    kube.run("patch", "taskrun", "one-run", "--type", "merge", "-p", '{"spec": {"cancel": true}}')
+    kube.wait_phase("one-run", "Failed")
+    for name in ("two", "three"):  # resumed: on an actor that holds this run, not on whatever its old name names now
+        call = paused[name]["toolCallHistory"][0]["id"]
+        kube.run("patch", "taskrun", f"{name}-run", "--type", "merge", "-p",
+                 json.dumps({"spec": {"responses": {call: {"answer": name}}}}))
+        done = kube.wait_phase(f"{name}-run", "Completed")
+        assert done["status"]["output"] == f"You chose {name}." and done["status"]["epoch"] == 2
+    # The cancel killed no process that had moved on to another run, and no run started a new one.
+    wait_until(lambda: {a["name"]: a["pid"] for a in standbys(stack)} == pool, timeout=20, what="the same two processes")

@@ -1,0 +1,92 @@
+"""The TaskRun actor's pool rules, without Ray: a pooled actor holds one run at a time, goes back to the pool
+only after its run ended, and a run's own actor ends with its run."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import actors.taskrun_actor as module
+from actors.taskrun_actor import RUNS_PER_PROCESS, TaskRunActor, WrongActor
+from kubechain.api.runspec import RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import LLMSpec
+
+
+def spec(uid: str, epoch: int = 1) -> RunSpec:
+    return RunSpec(taskrun=TaskRunRef(namespace="ns", name=f"run-{uid}", uid=uid), agent="a", epoch=epoch,
+                   llm=LLMSpec(model="m"), system_prompt="s", user_input="u")
+
+
+@pytest.fixture
+def exits(monkeypatch) -> list[float]:
+    """Delays of the exits the actor scheduled (none happens: the test has no Ray)."""
+    scheduled: list[float] = []
+
+    class Handle:
+        def cancel(self) -> None:
+            scheduled.append(-1.0)
+
+    def exit_soon(delay: float) -> Handle:
+        scheduled.append(delay)
+        return Handle()
+
+    monkeypatch.setattr(module, "_exit_soon", exit_soon)
+    return scheduled
+
+
+@pytest.fixture
+def finished(monkeypatch) -> asyncio.Event:
+    """Runs end when the test sets this."""
+    done = asyncio.Event()
+
+    async def main(self) -> str:
+        await done.wait()
+        return f"Completed:{self.spec.taskrun.uid}"
+
+    monkeypatch.setattr(TaskRunActor, "_main", main)
+    return done
+
+
+def test_a_pooled_actor_runs_one_run_then_returns_to_the_pool(exits, finished):
+    async def scenario():
+        actor = TaskRunActor()
+        assert not await actor.holds()
+        with pytest.raises(WrongActor):
+            await actor.run()  # joining a pooled actor that holds no run
+        first = asyncio.create_task(actor.run(spec("u1")))
+        await asyncio.sleep(0)
+        assert await actor.holds("u1") and await actor.holds() and not await actor.holds("u2")
+        assert not await actor.recycle()  # its run goes on: it is not taken from it
+        with pytest.raises(WrongActor):
+            await actor.run(spec("u2"))  # never two runs at once
+        finished.set()
+        assert await first == "Completed:u1" and await actor.run() == "Completed:u1"  # a late join gets the result
+        assert exits == [module.RECYCLE_GRACE_SECONDS]  # ends itself unless taken back
+        assert await actor.recycle() and exits[-1] == -1.0  # taken back: that exit is cancelled
+        assert not await actor.holds("u1")  # a status naming it no longer leads to it
+        assert await actor.run(spec("u2")) == "Completed:u2"
+
+    asyncio.run(scenario())
+
+
+def test_a_run_own_actor_ends_with_it(exits, finished):
+    async def scenario():
+        actor = TaskRunActor(spec("u1"))
+        finished.set()
+        assert await actor.run() == "Completed:u1"
+        assert exits == [0.2] and not await actor.recycle()
+
+    asyncio.run(scenario())
+
+
+def test_a_pooled_actor_ends_after_its_share_of_runs(exits, finished):
+    async def scenario():
+        actor = TaskRunActor()
+        finished.set()
+        for n in range(RUNS_PER_PROCESS - 1):
+            await actor.run(spec(f"u{n}"))
+            assert await actor.recycle()
+        await actor.run(spec("last"))
+        assert not await actor.recycle() and exits[-1] == 0.2
+
+    asyncio.run(scenario())
