@@ -31,7 +31,7 @@ def run_task(env: LocalEnvironment, api: client.CustomObjectsApi, name: str, age
 
 
 def main() -> int:
-    standby = os.environ.get("KUBECHAIN_STANDBY_ACTORS", "0")  # warm actors (kubechain/settings.py)
+    standby = os.environ.get("KUBECHAIN_STANDBY_ACTORS", "2")  # pooled actors, as deployed (kuberay/base/operator.yaml)
     with stack("bench", operator_env={"KUBECHAIN_STANDBY_ACTORS": standby}) as (env, api):
         noop_agent(api, "first", env.llm.base_url, "bench-first")
         noop_agent(api, "steps", env.llm.base_url, "bench-steps")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING  # Events are posted deliberately (kopf.info/kopf.event), not per log line
     settings.batching.batch_window = 0.01  # react to a watch event within ~10 ms, not kopf's default 100 ms
+    # The Kubernetes and Ray clients block: their calls run in the loop's default executor, and a burst keeps
+    # hundreds in flight (asyncio's default of cpu+4 threads made a 2-core operator start ~1 run per second).
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="io"))
     memo.settings = Settings()
     memo.locks = {}  # TaskRun uid -> asyncio.Lock
     memo.scheduled = {}  # TaskRun uid -> namespace, moved to Running by this process, not yet seen Running
     memo.admission_lock = asyncio.Lock()  # one admission decision at a time
+    memo.background = set()  # tasks that outlive the handler that started them (kept from garbage collection)
+    memo.plan = None  # (monotonic time, the last admission plan): see taskrun_queue.admission
+    memo.woken = {}  # (namespace, TaskRun) -> monotonic time an admitted run was last woken
     memo.task_phases = {}  # (namespace, Task) -> the TaskRun phase last shown in the Task's status
     memo.phases = {}  # TaskRun uid -> (length of phaseHistory, phase) last seen (metrics, Succeeded, freed slots)
     tracing.configure("kubechain-operator")

@@ -11,7 +11,9 @@ Only Running counts: a paused or delegating run holds no actor, so its children 
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,12 @@ class Limits:
     def of(self, namespace: str) -> int:
         return dict(self.namespaces).get(namespace, self.per_namespace)
 
+    def room(self, namespace: str, running: dict[str, int]) -> bool:
+        """Whether one more run of `namespace` may start."""
+        return sum(running.values()) < self.total and running.get(namespace, 0) < self.of(namespace)
 
-@dataclass(frozen=True)
-class Slot:
+
+class Slot(NamedTuple):  # a tuple: a burst's plan makes a thousand
     run: Queued
     admitted: bool
     position: int  # 0 when admitted, else 1-based place in the queue
@@ -43,14 +48,14 @@ def plan(queued: list[Queued], running: dict[str, int], limits: Limits) -> list[
     """Every queued run, in admission order, admitted now or with its position."""
     counts = dict(running)
     total = sum(counts.values())
-    lines: dict[str, list[Queued]] = {}
+    lines: dict[str, deque[Queued]] = {}
     for run in sorted(queued, key=lambda r: (-r.priority, r.created, r.name)):
-        lines.setdefault(run.namespace, []).append(run)
+        lines.setdefault(run.namespace, deque()).append(run)
     order: list[Slot] = []
     waiting = 0
     while lines:
         namespace = min(lines, key=lambda ns: (-lines[ns][0].priority, counts.get(ns, 0), lines[ns][0].created, ns))
-        run = lines[namespace].pop(0)
+        run = lines[namespace].popleft()
         if not lines[namespace]:
             del lines[namespace]
         if total < limits.total and counts.get(namespace, 0) < limits.of(namespace):

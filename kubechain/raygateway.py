@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,6 +80,9 @@ class RayGateway:
     def __init__(self, settings: RaySettings):
         self.settings = settings
         self._lock = threading.Lock()
+        self._refilling = threading.Lock()
+        self._probed: tuple[float, bool] = (0.0, False)  # (monotonic time, reachable) of the last probe
+        self._returned_at = 0.0  # monotonic time an ended run's actor last came back to the pool
         self._actor_class = None
         address = settings.address.removeprefix("ray://")
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
@@ -171,11 +175,19 @@ class RayGateway:
             return
         with self._lock:
             self._standbys.append((name, handle))
+            self._returned_at = time.monotonic()
 
     def _refill(self) -> None:
+        """Top the pool up without holding the gateway's lock: creating an actor can take seconds on a busy
+        Ray, and every find and create would wait for it."""
+        if time.monotonic() - self._returned_at < self.settings.standby_refill_seconds:
+            return  # ended runs' actors are coming back: they refill the pool
         try:
-            with self._lock:
-                self._fill_standbys()
+            with self._refilling:
+                while len(self._standbys) < self.settings.standby_actors:
+                    standby = self._new_standby()
+                    with self._lock:
+                        self._standbys.append(standby)
         except Exception as exc:  # Ray away: the next run's create tries again
             log.info("standby actors not refilled: %s", exc)
 
@@ -237,13 +249,19 @@ class RayGateway:
             result.cancel()
 
     def reachable(self) -> bool:
-        """A TCP connect to the address we reached Ray at: cheap, and cannot hang like a Ray call can."""
+        """A TCP connect to the address we reached Ray at: cheap, and cannot hang like a Ray call can. One probe
+        answers every supervisor asking within a second."""
+        at, answer = self._probed
+        if time.monotonic() - at < 1.0:
+            return answer
         host, _, port = self._endpoint.rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=2).close()
-            return True
+            answer = True
         except (OSError, ValueError):
-            return False
+            answer = False
+        self._probed = (time.monotonic(), answer)
+        return answer
 
     def kill(self, namespace: str, name: str, uid: str, actor: str | None = None) -> None:
         """Stop a TaskRun's actor, if it lives (its TaskRun is gone or stopped): `actor` as its status records

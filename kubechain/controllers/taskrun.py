@@ -28,8 +28,7 @@ from kubechain.naming import LABEL_AGENT, LABEL_PARENT_UID, actor_name
 from kubechain.observability.handlers import TRACER, observed
 from kubechain.observability.metrics import PHASES, RECOVERIES, TRANSITIONS
 from kubechain.observability.tracing import span_in, traceparent
-from kubechain.queueing import why_queued
-from kubechain.raygateway import ActorDied, RayUnavailable
+from kubechain.raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
 from kubechain.resolve import parse, run_spec
 from kubechain.settings import Settings
 from kubechain.taskrun_lifecycle import (ChildOutcome, Nothing, Observation, Schedule, Wait, decide, enter,
@@ -37,7 +36,7 @@ from kubechain.taskrun_lifecycle import (ChildOutcome, Nothing, Observation, Sch
 
 from .catalog import IndexCatalog
 from .taskrun_filters import is_pending, is_running
-from .taskrun_queue import admission, wake_admitted
+from .taskrun_queue import admit, wake_admitted
 from .tooljobs import jobs_of
 
 RETRY_SECONDS = Settings().reconcile.pending_retry_seconds
@@ -105,23 +104,25 @@ async def schedule(namespace: str, name: str, uid: str, spec: kopf.Spec, status:
                 if current.message != message:
                     await memo.kube.patch_status("taskruns", namespace, name, {"message": message})
             case Schedule():
-                async with memo.admission_lock:
-                    slots, counts, limits = admission(memo, kwargs)
-                    mine = next((s for s in slots if (s.run.namespace, s.run.name) == (namespace, name)), None)
-                    if mine is not None and not mine.admitted:
-                        waiting = sum(not s.admitted for s in slots)
-                        message = f"Queued: position {mine.position} of {waiting} ({why_queued(namespace, counts, limits)})"
-                        if (current.message, current.queue_position) != (message, mine.position):
-                            await memo.kube.patch_status("taskruns", namespace, name,
-                                                         {"message": message, "queuePosition": mine.position})
-                        return
-                    memo.scheduled[uid] = namespace  # counted as running from now on
+                async with memo.admission_lock:  # no awaits inside: every Pending run's decision takes this lock
+                    queued = admit(memo, kwargs, namespace, name, uid)
+                if queued is not None:
+                    message, position = queued
+                    if (current.message, current.queue_position) != (message, position):
+                        await memo.kube.patch_status("taskruns", namespace, name,
+                                                     {"message": message, "queuePosition": position})
+                    return
                 running = enter(current, Phase.RUNNING, "Scheduled", "starting an actor")
                 # This handler's span starts the run's trace: everything later about the run joins it.
-                await memo.kube.patch_status("taskruns", namespace, name, {
-                    **running.to_wire(include={"phase", "message", "phase_history"}), "agent": seen.agent_name,
-                    "actor": {"name": actor_name(namespace, name, uid), "namespace": memo.settings.ray.namespace},
-                    "traceparent": current.traceparent or traceparent(trace.get_current_span()), "queuePosition": None})
+                try:
+                    await memo.kube.patch_status("taskruns", namespace, name, {
+                        **running.to_wire(include={"phase", "message", "phase_history"}), "agent": seen.agent_name,
+                        "actor": {"name": actor_name(namespace, name, uid), "namespace": memo.settings.ray.namespace},
+                        "traceparent": current.traceparent or traceparent(trace.get_current_span()),
+                        "queuePosition": None})
+                except Exception:
+                    memo.scheduled.pop(uid, None)  # not started: its slot is free, and kopf's retry decides again
+                    raise
                 kopf.event(dict(body), type="Normal", reason="Scheduled", message=f"agent {seen.agent_name!r} is ready")
             case Nothing():
                 pass
@@ -146,11 +147,12 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
             with span_in(latest.traceparent, TRACER, "TaskRun.supervise", **{"kubechain.name": name,
                                                                              "k8s.namespace.name": namespace}):
                 actor, handle, run = await attach(memo, catalog, ref, obj, latest, kwargs, body)
+            if actor.startswith(STANDBY_PREFIX):
+                background(memo, recycle_when_done(memo, actor, handle, run))
             await set_ray_condition(memo, ref, latest, True, "Connected", "Ray is reachable")
             if not await until_stopped(memo.ray.wait(run), stopped):
                 break  # deleted or no longer Running: kopf stops this daemon; don't keep it waiting
             failures = 0  # the actor returned: the status says whether the run ended
-            await asyncio.to_thread(memo.ray.recycle, actor, handle)
         except ActorDied as exc:
             failures += 1
             kopf.event(dict(body), type="Warning", reason="ActorLost", message=f"{exc}; restoring from the checkpoint")
@@ -164,6 +166,22 @@ async def supervise(stopped: kopf.DaemonStopped, namespace: str, name: str, uid:
         await stopped.wait(backoff(failures))
     if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
         await kill_actor(memo, namespace, name, uid, body)
+
+
+async def recycle_when_done(memo: kopf.Memo, actor: str, handle: Any, run: Any) -> None:
+    """A pooled actor goes back to the pool once its run returns, even after kopf stopped the run's daemon
+    (the watch event of the run's last phase often arrives before the actor's return value)."""
+    try:
+        await memo.ray.wait(run)
+    except (ActorDied, RayUnavailable):
+        return
+    await asyncio.to_thread(memo.ray.recycle, actor, handle)
+
+
+def background(memo: kopf.Memo, work: Any) -> None:
+    task = asyncio.create_task(work)
+    memo.background.add(task)  # asyncio keeps only a weak reference to a task
+    task.add_done_callback(memo.background.discard)
 
 
 async def kill_actor(memo: kopf.Memo, namespace: str, name: str, uid: str, obj: Any = None) -> None:
@@ -200,7 +218,8 @@ async def attach(memo: kopf.Memo, catalog: IndexCatalog, ref: TaskRunRef, obj: d
     """(actor name, handle, the future of the run's final phase): the live actor's, or a fresh one's at a
     higher epoch."""
     name = latest.actor.name if latest.actor else actor_name(ref.namespace, ref.name, ref.uid)
-    handle = await asyncio.to_thread(memo.ray.find, ref, name)
+    # Epoch 0: no actor was ever started (the epoch is raised before one is), so there is none to find.
+    handle = await asyncio.to_thread(memo.ray.find, ref, name) if latest.epoch else None
     spec = None
     if handle is None:  # only a new actor needs the run resolved (Agent, LLM, tools, the key's Secret)
         spec = await build_spec(memo, catalog, ref, obj, latest, indices)
