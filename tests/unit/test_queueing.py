@@ -34,3 +34,33 @@ def test_global_and_namespace_limits_and_overrides():
     assert admitted(plan(runs("vip", 5), {}, Limits(total=10, per_namespace=2, namespaces=(("vip", 4),)))) == [
         "vip-0", "vip-1", "vip-2", "vip-3"]
     assert admitted(plan(runs("a", 2), {"x": 3}, limits)) == []
+
+
+class Memo:
+    def __init__(self, total: int, per_namespace: int):
+        from kubechain.settings import ReconcileSettings, Settings
+
+        self.settings = Settings(reconcile=ReconcileSettings(max_running=total, max_running_per_namespace=per_namespace))
+        self.scheduled, self.plan = {}, None
+
+
+def indexes(queued: list[Queued], running: dict[str, list[str]]) -> dict:
+    """kopf's indexes as admit() reads them (kopf gives each value as a collection)."""
+    agents = {(ns, "a"): [{"spec": {}, "status": {"ready": True}}] for ns in {q.namespace for q in queued}}
+    return {"queued_taskruns": {"queue": [(f"uid-{q.name}", "Agent", "a", q) for q in queued]},
+            "running_taskruns": running, "namespace_limits": {},
+            **{f"{plural}_index": {} for plural in ("llms", "tools", "toolsets", "tasks")}, "agents_index": agents}
+
+
+def test_admit_says_go_only_from_a_fresh_plan_and_places_a_run_too_new_for_a_recent_one():
+    from kubechain.controllers.taskrun_queue import admit
+
+    memo, queued = Memo(total=10, per_namespace=2), runs("a", 3)
+    assert admit(memo, indexes(queued, {}), "a", "a-0", "uid-a-0") is None  # admitted: counted as running now
+    assert memo.scheduled == {"uid-a-0": "a"}
+    assert admit(memo, indexes(queued, {}), "a", "a-2", "uid-a-2") == (
+        "Queued: position 1 of 1 (namespace limit: 2 of 2 running)", 1)  # a-0 scheduled, a-1 admitted ahead of it
+    later = queued + [Queued("a", "a-new", 0, "2026-01-01T00:00:09Z")]  # created since the recent plan, which
+    assert admit(memo, indexes(later, {}), "a", "a-new", "uid-a-new")[1] == 2  # left no room in "a": placed last
+    memo.plan = (0.0, memo.plan[1])  # an old plan is never used
+    assert admit(memo, indexes(queued[1:], {"a": ["uid-a-0"]}), "a", "a-1", "uid-a-1") is None
