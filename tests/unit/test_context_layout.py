@@ -26,7 +26,7 @@ class MemoryREST:
     def __init__(self):
         self.status, self.version, self.configmaps, self.patch_bytes, self.posts = {"epoch": 1}, 1, {}, [], 0
 
-    def request(self, method, path, body=None, content_type=None):
+    async def send(self, method, path, body=None, content_type=None):
         if path.endswith("/status"):
             if method == "PATCH":
                 self.patch_bytes.append(len(json.dumps(body)))
@@ -95,3 +95,19 @@ def test_open_tool_calls_stay_in_the_status_journal():
     ids = [c["id"] for c in rest.status["toolCallHistory"]]
     assert "c6" in ids and ids[0] == "c6"  # nothing at or after the open call was sealed away
     assert digest(asyncio.run(KubeCheckpointStore(REF, epoch=1, rest=rest).load())) == digest(status)
+
+
+def test_a_call_is_written_as_it_is_now_after_it_finishes():
+    """Wire forms are cached only once a call has finished: a Started call's later outcome is what gets written."""
+    rest = MemoryREST()
+    store = KubeCheckpointStore(REF, epoch=1, rest=rest)
+    status = asyncio.run(store.load()).model_copy(update={"phase": Phase.RUNNING})
+    grow(status, 1)
+    record = status.tool_call_history[0]
+    record.state, record.result = CallState.STARTED, None
+    asyncio.run(store.save(status))
+    assert rest.status["toolCallHistory"][0]["state"] == "Started"
+    record.state, record.result = CallState.SUCCEEDED, "done"
+    asyncio.run(store.save(status))
+    assert rest.status["toolCallHistory"][0]["state"] == "Succeeded"
+    assert rest.status["toolCallHistory"][0]["result"] == "done"
