@@ -35,7 +35,7 @@ from kubechain.taskrun_lifecycle import (ChildOutcome, Nothing, Observation, Sch
                                          gather_inputs)
 
 from .catalog import IndexCatalog
-from .taskrun_filters import is_pending, is_running
+from .taskrun_filters import is_blocked, is_pending, is_queued, is_running
 from .taskrun_queue import admit, wake_admitted
 from .tooljobs import jobs_of
 
@@ -82,7 +82,11 @@ def observe(catalog: IndexCatalog, namespace: str, spec: TaskRunSpec) -> Observa
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns", when=is_pending)
-@kopf.timer(GROUP, VERSION, "taskruns", id="retry", when=is_pending, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS)
+@kopf.timer(GROUP, VERSION, "taskruns", id="retry", when=is_blocked, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS)
+# A queued run starts when a freed slot wakes it; this only refreshes its place and makes good a lost wake,
+# so a thousand queued runs cost a timer call per RETRY_SECONDS * 6 each, not per RETRY_SECONDS.
+@kopf.timer(GROUP, VERSION, "taskruns", id="requeue", when=is_queued, interval=RETRY_SECONDS * 6,
+            initial_delay=RETRY_SECONDS)
 @observed("TaskRun")
 async def schedule(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
                    memo: kopf.Memo, **kwargs: Any) -> None:

@@ -13,6 +13,15 @@ def is_pending(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase", Phase.PENDING.value) == Phase.PENDING.value
 
 
+def is_blocked(status: kopf.Status, **_: Any) -> bool:
+    """Pending for a reason other than the admission queue (a missing Task, an Agent not ready yet)."""
+    return is_pending(status) and not status.get("queuePosition")
+
+
+def is_queued(status: kopf.Status, **_: Any) -> bool:
+    return is_pending(status) and bool(status.get("queuePosition"))
+
+
 def is_running(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") == Phase.RUNNING.value
 

@@ -3,7 +3,9 @@
 Validation fails closed (failurePolicy Fail): a bad object is refused even while the operator restarts
 (kubectl then says it cannot reach the webhook; retry). Status writes - every checkpoint - are never
 sent to the webhooks, so running actors are not slowed or blocked by them. Defaulting fails open
-(Ignore): the CRD schema and the models carry the same defaults, so nothing depends on it.
+(Ignore): the CRD schema and the models carry the same defaults, so nothing depends on it; and it runs on
+CREATE only: an update (kopf's own metadata writes, a wake, a cancel) would pay a webhook round trip to
+change nothing, which in a burst of a thousand TaskRuns was most of the operator's admission work.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ for _info in KINDS:
         if any(dict(spec).get(k) != v for k, v in defaulted.items()):
             patch["spec"] = defaulted
 
-    kopf.on.mutate(GROUP, VERSION, _info.plural, id=f"default-{_info.plural}", operations=WRITES,
+    kopf.on.mutate(GROUP, VERSION, _info.plural, id=f"default-{_info.plural}", operations=["CREATE"],
                    ignore_failures=True)(_defaults)
 
 
