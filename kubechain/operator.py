@@ -37,7 +37,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.scheduled = {}  # TaskRun uid -> namespace, moved to Running by this process, not yet seen Running
     memo.admission_lock = asyncio.Lock()  # one admission decision at a time
     memo.background = set()  # tasks that outlive the handler that started them (kept from garbage collection)
-    memo.plan = None  # (monotonic time, the last admission plan): see taskrun_queue.admission
+    memo.last_plan = {}  # "at" (monotonic time) and "plan": the last admission plan, see taskrun_queue.admission
     memo.woken = {}  # (namespace, TaskRun) -> monotonic time an admitted run was last woken
     memo.task_phases = {}  # (namespace, Task) -> the TaskRun phase last shown in the Task's status
     memo.phases = {}  # TaskRun uid -> (length of phaseHistory, phase) last seen (metrics, Succeeded, freed slots)

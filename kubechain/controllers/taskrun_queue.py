@@ -44,8 +44,9 @@ def admission(memo: kopf.Memo, indexes: dict[str, Any], fresh: bool = True) -> t
     """The admission plan: queued runs whose agent is ready, against what runs (or was just started); with the
     counts of runs running or admitted by namespace. Not `fresh`: the last plan, if under PLAN_SECONDS old,
     since in a burst every queued run's retry asks, and a plan is O(queued)."""
-    if not fresh and memo.plan is not None and time.monotonic() - memo.plan[0] < PLAN_SECONDS:
-        return memo.plan[1]
+    last = memo.last_plan  # a shared dict: kopf gives each object a shallow copy of the memo
+    if not fresh and last and time.monotonic() - last["at"] < PLAN_SECONDS:
+        return last["plan"]
     catalog = IndexCatalog(indexes)
     holding: dict[str, set[str]] = {ns: set(uids) for ns, uids in indexes["running_taskruns"].items()}
     for uid, namespace in memo.scheduled.items():
@@ -61,7 +62,7 @@ def admission(memo: kopf.Memo, indexes: dict[str, Any], fresh: bool = True) -> t
     for slot in slots:
         if slot.admitted:
             counts[slot.run.namespace] = counts.get(slot.run.namespace, 0) + 1
-    memo.plan = (time.monotonic(), (slots, counts, limits))
+    last.update(at=time.monotonic(), plan=(slots, counts, limits))
     return slots, counts, limits
 
 
@@ -97,7 +98,8 @@ async def wake_admitted(memo: kopf.Memo, indexes: dict[str, Any]) -> None:
     async with memo.admission_lock:
         slots, _, _ = admission(memo, indexes)
     now = time.monotonic()
-    memo.woken = {run: at for run, at in memo.woken.items() if now - at < WAKE_AGAIN_SECONDS}
+    for run in [run for run, at in memo.woken.items() if now - at >= WAKE_AGAIN_SECONDS]:
+        del memo.woken[run]  # in place: the dict is shared, the memo holding it is kopf's per-object copy
     for slot in slots:
         run = (slot.run.namespace, slot.run.name)
         if slot.admitted and run not in memo.woken:

@@ -41,7 +41,7 @@ class Memo:
         from kubechain.settings import ReconcileSettings, Settings
 
         self.settings = Settings(reconcile=ReconcileSettings(max_running=total, max_running_per_namespace=per_namespace))
-        self.scheduled, self.plan = {}, None
+        self.scheduled, self.last_plan = {}, {}
 
 
 def indexes(queued: list[Queued], running: dict[str, list[str]]) -> dict:
@@ -62,5 +62,5 @@ def test_admit_says_go_only_from_a_fresh_plan_and_places_a_run_too_new_for_a_rec
         "Queued: position 1 of 1 (namespace limit: 2 of 2 running)", 1)  # a-0 scheduled, a-1 admitted ahead of it
     later = queued + [Queued("a", "a-new", 0, "2026-01-01T00:00:09Z")]  # created since the recent plan, which
     assert admit(memo, indexes(later, {}), "a", "a-new", "uid-a-new")[1] == 2  # left no room in "a": placed last
-    memo.plan = (0.0, memo.plan[1])  # an old plan is never used
+    memo.last_plan["at"] = 0.0  # an old plan is never used
     assert admit(memo, indexes(queued[1:], {"a": ["uid-a-0"]}), "a", "a-1", "uid-a-1") is None
