@@ -90,16 +90,6 @@ class KubeREST:
         except ValueError:  # e.g. "404 page not found" from an apiserver still starting: not our JSON
             return status, {"message": data[:500].decode(errors="replace")}
 
-    def request(self, method: str, path: str, body: dict | None = None,
-                content_type: str = "application/json") -> tuple[int, dict]:
-        """`send` outside an event loop (scripts, tests)."""
-        async def once() -> tuple[int, dict]:
-            try:
-                return await self.send(method, path, body, content_type)
-            finally:
-                await self.close()
-        return asyncio.run(once())
-
     async def close(self) -> None:
         session, self._session, self._loop = self._session, None, None
         if session is not None:

@@ -98,17 +98,23 @@ class RayGateway:
                 self._lost = False
             if ray.is_initialized():
                 return
-            if self._endpoint and not self.reachable():  # fail fast instead of Ray Client's long retries
-                raise RayUnavailable(f"the Ray head at {self._endpoint} does not answer")
-            configure_token_auth()
-            ray.init(address=self.settings.address, namespace=self.settings.namespace,
-                     log_to_driver=False, configure_logging=False)
-            if not self._endpoint:
-                self._endpoint = ray.get_runtime_context().gcs_address
-            log.info("connected to Ray at %s", self.settings.address)
-            if self.settings.standby_actors:
-                self._standbys = self._adopt_standbys()
-                self._fill_standbys()
+            self._connect()
+        if self.settings.standby_actors:
+            self._refill()
+
+    def _connect(self) -> None:
+        import ray
+
+        if self._endpoint and not self.reachable():  # fail fast instead of Ray Client's long retries
+            raise RayUnavailable(f"the Ray head at {self._endpoint} does not answer")
+        configure_token_auth()
+        ray.init(address=self.settings.address, namespace=self.settings.namespace,
+                 log_to_driver=False, configure_logging=False)
+        if not self._endpoint:
+            self._endpoint = ray.get_runtime_context().gcs_address
+        log.info("connected to Ray at %s", self.settings.address)
+        if self.settings.standby_actors:
+            self._standbys = self._adopt_standbys()
 
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
         """The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
@@ -178,8 +184,9 @@ class RayGateway:
             self._returned_at = time.monotonic()
 
     def _refill(self) -> None:
-        """Top the pool up without holding the gateway's lock: creating an actor can take seconds on a busy
-        Ray, and every find and create would wait for it."""
+        """Top the pool up to `standby_actors` warm actors (a new run's actor then skips a worker process start,
+        ~1 s), without holding the gateway's lock: creating an actor can take seconds on a busy Ray, and every
+        find and create would wait for it."""
         if time.monotonic() - self._returned_at < self.settings.standby_refill_seconds:
             return  # ended runs' actors are coming back: they refill the pool
         try:
@@ -190,11 +197,6 @@ class RayGateway:
                         self._standbys.append(standby)
         except Exception as exc:  # Ray away: the next run's create tries again
             log.info("standby actors not refilled: %s", exc)
-
-    def _fill_standbys(self) -> None:
-        """Keep `standby_actors` warm actors: a new run's actor then skips a worker process start (~1 s)."""
-        while len(self._standbys) < self.settings.standby_actors:
-            self._standbys.append(self._new_standby())
 
     def _new_standby(self) -> tuple[str, Any]:
         name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"

@@ -138,18 +138,23 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
     store = KubeCheckpointStore(TaskRunRef(namespace=kube.namespace, name="t-run", uid=run["metadata"]["uid"]),
                                 epoch=1, rest=rest, retry_seconds=5)
 
-    async def actor_writes() -> TaskRunStatus:
+    kube.apply([secret()])
+
+    async def actor_writes() -> tuple[TaskRunStatus, tuple[int, dict]]:
         status = await store.load()
         await store.save(status.model_copy(update={"step": 7}))  # a field only actors write
         await store.event("Probe", "an event from the actor's account")
-        return await store.load()
+        secret_read = await rest.send("GET", f"/api/v1/namespaces/{kube.namespace}/secrets/llm-key")
+        try:
+            return await store.load(), secret_read
+        finally:
+            await rest.close()
 
     import asyncio
-    assert asyncio.run(actor_writes()).step == 7
+    written, (code, body) = asyncio.run(actor_writes())
+    assert written.step == 7
     assert "Probe" in [e["reason"] for e in kube.events("t-run")]
-    kube.apply([secret()])
-    status, body = rest.request("GET", f"/api/v1/namespaces/{kube.namespace}/secrets/llm-key")
-    assert status == 403, body
+    assert code == 403, body
 
 
 # --- a Ray cluster laid out like KubeRay's, losing a worker node ---------------------------------------
