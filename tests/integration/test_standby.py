@@ -24,12 +24,15 @@ def standbys(stack) -> list[dict]:
 
 def pool_of_two(stack, refill_seconds: str | None = None):
     stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS="2", KUBECHAIN_STANDBY_REFILL_SECONDS=refill_seconds)
-    wait_until(lambda: len(standbys(stack)) >= 2, timeout=60, what="two standby actors")
-    yield
-    stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS=None, KUBECHAIN_STANDBY_REFILL_SECONDS=None)
-    for actor in standbys(stack):  # the session's other tests expect none
-        if actor.get("pid"):
-            os.kill(actor["pid"], signal.SIGKILL)
+    try:
+        wait_until(lambda: len(standbys(stack)) >= 2, timeout=180,  # after an operator restart: Ray Client may be slow
+                   what="two standby actors")
+        yield
+    finally:  # the session's other tests expect no pool, even when this setup failed
+        stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS=None, KUBECHAIN_STANDBY_REFILL_SECONDS=None)
+        for actor in standbys(stack):
+            if actor.get("pid"):
+                os.kill(actor["pid"], signal.SIGKILL)
 
 
 @pytest.fixture
