@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# the development harness (harness/) and bench/ are not in the package: the dev virtualenv sees the checkout
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "kubechain-checkout.pth").write_text("$(CURDIR)\n")'
 	touch $@
 
 # etcd (apt) and kube-apiserver/kube-controller-manager (built once from Debian's source, cached in ~/.cache/kubechain)

@@ -19,10 +19,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kubechain.api.runspec import ResolvedTool, RunSpec
-from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunStatus, ToolCallRecord, WaitingFor
+from kubechain.api.v1alpha1 import CallState, Message, Phase, Reason, TaskRunStatus, ToolCallRecord, WaitingFor
 from kubechain.api.v1alpha1.common import now_rfc3339
-from kubechain.naming import child_taskrun_name, tool_job_name
-from kubechain.taskrun_lifecycle import enter
+from kubechain.core.naming import child_taskrun_name, tool_job_name
+from kubechain.core.lifecycle import enter
 
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError
@@ -78,19 +78,19 @@ class AgentLoop:
             if status.step >= self.spec.max_turns:
                 message = f"the agent did not answer within maxTurns={self.spec.max_turns} LLM requests"
                 return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
-                                          "MaxTurnsExceeded", message)
+                                          Reason.MAX_TURNS_EXCEEDED, message)
             try:
                 async with self.telemetry.llm_call(self.spec.llm.model) as call:
                     reply = await self.llm.complete(self._messages, self._tool_schemas)
                     call.update(usage=reply.usage, ok=True)
             except LLMError as exc:
-                return await self._finish(status.model_copy(update={"error": str(exc)}), Phase.FAILED, "LLMError", str(exc))
+                return await self._finish(status.model_copy(update={"error": str(exc)}), Phase.FAILED, Reason.LLM_ERROR, str(exc))
             status.step += 1
             status.usage = status.usage + reply.usage
             self._append(status, reply.message)
             if not reply.message.tool_calls:
                 status.output = reply.message.content or ""
-                return await self._finish(status, Phase.COMPLETED, "FinalAnswer", "the agent answered")
+                return await self._finish(status, Phase.COMPLETED, Reason.FINAL_ANSWER, "the agent answered")
             open_calls = [ToolCallRecord(id=c.id, step=status.step, tool=c.function.name, arguments=c.function.arguments,
                                          idempotency_key=idempotency_key(self.spec.taskrun.uid, status.step, c.id))
                           for c in reply.message.tool_calls]
@@ -104,7 +104,7 @@ class AgentLoop:
             others = ", ".join(r.child_run or r.job or "" for r in waiting)
             what = (f"{len(human)} call(s) wait for a human: see spec.responses" if human
                     else f"waiting for {others}")
-            return await self._finish(status, phase, "WaitingForInput" if human else "Delegated", what)
+            return await self._finish(status, phase, Reason.WAITING_FOR_INPUT if human else Reason.DELEGATED, what)
         await self._save(status)
         return status
 
@@ -242,8 +242,8 @@ class AgentLoop:
         async with self.telemetry.checkpoint():
             await self.store.save(status)
 
-    async def _finish(self, status: TaskRunStatus, phase: Phase, reason: str, message: str) -> TaskRunStatus:
-        status = enter(status, phase, reason, message)
+    async def _finish(self, status: TaskRunStatus, phase: Phase, reason: Reason, message: str) -> TaskRunStatus:
+        status = enter(status, phase, reason, message, now=datetime.now(timezone.utc))
         await self._save(status)
         await self.store.event(reason, f"{phase.value}: {message}", warning=phase is Phase.FAILED)
         return status

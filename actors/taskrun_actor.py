@@ -75,8 +75,8 @@ class TaskRunActor:
         assert self.spec is not None
         from .checkpoint import KubeCheckpointStore, RunGone
         from .llm import OpenAIChatClient
-        from kubechain.observability import tracing
-        from kubechain.observability.logs import configure_actor_logging
+        from kubechain.runtime import tracing
+        from kubechain.runtime.logs import configure_actor_logging
 
         from .loop import AgentLoop
         from .telemetry import RayMetrics, RunTelemetry
@@ -92,7 +92,7 @@ class TaskRunActor:
             llm = OpenAIChatClient(self.spec.llm, key)
             tracing.configure("kubechain-actor")
             ref = self.spec.taskrun
-            configure_actor_logging(ref.namespace, ref.name)
+            configure_actor_logging(ref.namespace, ref.name, self.spec.json_logs)
             telemetry = RunTelemetry(self.spec.traceparent, RayMetrics.get(), **{
                 "k8s.namespace.name": ref.namespace, "kubechain.name": ref.name, "kubechain.agent": self.spec.agent,
                 "kubechain.epoch": self.spec.epoch})
@@ -113,14 +113,18 @@ class TaskRunActor:
 
 
 async def _fail(store, exc: Exception) -> str:
-    """Record an unexpected error as Failed; if even that cannot be written, let Ray report the actor failed
-    so the operator restores a fresh one from the last checkpoint."""
-    from kubechain.taskrun_lifecycle import enter
-    from kubechain.api.v1alpha1 import Phase
+    """Record an unexpected error as Failed (with a Warning, as every failure has); if even that cannot be
+    written, let Ray report the actor failed so the operator restores a fresh one from the last checkpoint."""
+    from datetime import datetime, timezone
+
+    from kubechain.api.v1alpha1 import Reason
+    from kubechain.core.lifecycle import enter
 
     error = f"internal error: {type(exc).__name__}: {exc}"[:2000]
     status = await store.load()  # the last checkpoint, not the half-done step in memory
-    await store.save(enter(status.model_copy(update={"error": error}), Phase.FAILED, "InternalError", error))
+    await store.save(enter(status.model_copy(update={"error": error}), Phase.FAILED, Reason.INTERNAL_ERROR, error,
+                           now=datetime.now(timezone.utc)))
+    await store.event(Reason.INTERNAL_ERROR, f"{Phase.FAILED.value}: {error}", warning=True)
     return Phase.FAILED.value
 
 
@@ -128,7 +132,7 @@ def _exit_soon(delay: float) -> asyncio.TimerHandle:
     """End the actor after `delay`, so `run()` returns its result to the caller first."""
     import ray
 
-    from kubechain.observability import tracing
+    from kubechain.runtime import tracing
 
     tracing.flush()  # the process may be about to go: send its spans now
     return asyncio.get_running_loop().call_later(delay, ray.actor.exit_actor)

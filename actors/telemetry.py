@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator, Protocol
 
 from kubechain.api.v1alpha1 import Usage
-from kubechain.observability.tracing import span_in, tracer
+from kubechain.runtime.tracing import span_in, tracer
 
 TRACER = tracer("kubechain.actor")
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]

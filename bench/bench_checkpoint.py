@@ -17,8 +17,8 @@ from common import GV, ROOT, quantiles, record, table
 from actors.checkpoint import KubeCheckpointStore
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import CallState, FunctionCall, Message, Phase, ToolCall, ToolCallRecord
-from kubechain.testing.controlplane import LocalControlPlane
-from kubechain.testing.localenv import install_crds
+from harness.controlplane import LocalControlPlane
+from harness.localenv import install_crds
 
 SAMPLES = int(os.environ.get("BENCH_CHECKPOINT_SAMPLES", "40"))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from kubernetes import client
 
 from common import GV, NS, noop_agent, quantiles, record, stack, table, wait_ready
-from kubechain.testing.localenv import LocalEnvironment
+from harness.localenv import LocalEnvironment
 
 BURST = int(os.environ.get("BENCH_BURST", "100"))
 BIG, SMALL = int(os.environ.get("BENCH_BIG", "300")), 5

@@ -18,7 +18,7 @@ import urllib.request
 from kubernetes import client
 
 from common import create, noop_agent, quantiles, record, stack, table, taskrun_status, wait_done, wait_ready
-from kubechain.testing.localenv import LocalEnvironment
+from harness.localenv import LocalEnvironment
 
 KILLS = int(os.environ.get("BENCH_KILLS", "10"))
 HEAD_RUNS = int(os.environ.get("BENCH_HEAD_RUNS", "20"))

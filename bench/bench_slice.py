@@ -14,7 +14,7 @@ import time
 from kubernetes import client
 
 from common import create, noop_agent, quantiles, record, stack, table, wait_done, wait_ready
-from kubechain.testing.localenv import LocalEnvironment
+from harness.localenv import LocalEnvironment
 
 FIRST_SAMPLES = int(os.environ.get("BENCH_FIRST_SAMPLES", "20"))
 STEP_RUNS, STEPS = int(os.environ.get("BENCH_STEP_RUNS", "5")), int(os.environ.get("BENCH_STEPS", "10"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from kubechain.testing.localenv import LocalEnvironment
+from harness.localenv import LocalEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -24,8 +24,8 @@ from typing import Iterator
 
 from common import ROOT
 
-from kubechain.testing.controlplane import LocalControlPlane
-from kubechain.testing.localenv import install_crds, kubectl
+from harness.controlplane import LocalControlPlane
+from harness.localenv import install_crds, kubectl
 
 STEPS = int(next((a for a in sys.argv[1:] if a.isdigit()), "200"))
 PROFILE = "--no-profile" not in sys.argv
@@ -40,7 +40,7 @@ async def run_loop(steps: int) -> None:
     from actors.tools.executor import LocalToolExecutor
     from kubechain.api.runspec import ResolvedTool, RunSpec, TaskRunRef
     from kubechain.api.v1alpha1 import LLMSpec, Phase, ToolExecution
-    from kubechain.taskrun_lifecycle import enter
+    from kubechain.core.lifecycle import enter
 
     uid = kubectl(KUBECONFIG, "-n", "default", "get", "taskrun", "p", "-o", "jsonpath={.metadata.uid}").stdout
     echo = ResolvedTool(name="noop", description="no-op", parameters={"type": "object", "properties": {}},
@@ -74,7 +74,7 @@ def timed(name: str, call):
 def llm_server(workdir: Path, script: list[dict]) -> Iterator[str]:
     """The scripted LLM server's base URL, serving `script` as model `profile`."""
     (workdir / "script.json").write_text(json.dumps(script))
-    server = subprocess.Popen([sys.executable, "-m", "kubechain.testing.llm_server", "--port", "0",
+    server = subprocess.Popen([sys.executable, "-m", "kubechain.demo.llm_server", "--port", "0",
                                "--script", f"profile={workdir / 'script.json'}"], stdout=subprocess.PIPE, text=True)
     try:
         yield server.stdout.readline().split()[-1]  # "listening on http://127.0.0.1:PORT/v1"

@@ -13,8 +13,8 @@ import time
 from kubernetes import client, config
 
 from common import NS, ROOT, create, noop_agent, wait_done, wait_ready
-from kubechain.testing.localenv import LocalEnvironment
-from kubechain.testing.otlp import OTLPReceiver
+from harness.localenv import LocalEnvironment
+from harness.otlp import OTLPReceiver
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from kubechain.testing.localenv import LocalEnvironment, kubectl
+from harness.localenv import LocalEnvironment, kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKDIR = ROOT / ".work" / "demo"

@@ -29,7 +29,7 @@ class _Session:
         self._task = asyncio.create_task(self._hold(mcp, secret), name=f"mcp {'/'.join(mcp.connection_key)}")
 
     async def _hold(self, mcp: ResolvedMCP, secret: Callable[[str, str], str]) -> None:
-        from kubechain import mcpclient
+        from kubechain.runtime import mcpclient
 
         try:
             async with mcpclient.connect(mcp.server, secret) as session:
@@ -82,7 +82,7 @@ class MCPSessions:
         from mcp.shared.exceptions import MCPError
         from mcp_types import CONNECTION_CLOSED
 
-        from kubechain import mcpclient
+        from kubechain.runtime import mcpclient
 
         where = f"MCP server {mcp.server.name!r}"
         held = self._get(mcp)

@@ -111,6 +111,8 @@ class RunSpec(Model):
     max_parallel_tool_calls: int = Field(default=4, description="Tool calls of one turn running at a time.")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Values of the Secret keys the tools "
                                           "reference, by `secret/key` (see secret_key); never serialised to status.")
+    json_logs: bool = Field(default=False, description="The actor logs one JSON object per line (the operator's "
+                                                       "KUBECHAIN_LOG_FORMAT).")
 
 
 def secret_key(name: str, key: str) -> str:

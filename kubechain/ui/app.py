@@ -28,9 +28,9 @@ from aiohttp import web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubechain import transcript
+from kubechain.clients import transcript
 from kubechain.api.v1alpha1 import GROUP, VERSION, HumanResponse, TaskRunStatus, WaitingFor
-from kubechain.respond import Refused, Reply, send_cancel, send_reply
+from kubechain.clients.respond import Refused, Reply, send_cancel, send_reply
 from kubechain.ui import views
 from kubechain.ui.auth import COOKIE, Authorizer, User, load_configuration, token_of
 from kubechain.ui.watch import OVERFLOW, Hub, Informer

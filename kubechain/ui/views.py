@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kubechain.api.v1alpha1 import CallState, Message, Phase, TaskRunSpec, TaskRunStatus, ToolCallRecord, WaitingFor
-from kubechain.naming import LABEL_PARENT_UID
+from kubechain.core.naming import LABEL_PARENT_UID
 
 Obj = dict[str, Any]
 

@@ -13,8 +13,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from kubechain.testing.localenv import LocalEnvironment, kubectl
-from kubechain.testing.otlp import OTLPReceiver
+from harness.localenv import LocalEnvironment, kubectl
+from harness.otlp import OTLPReceiver
 
 LLM_KEY = "sk-test-key"
 _ns_counter = itertools.count()

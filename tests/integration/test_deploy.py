@@ -14,8 +14,8 @@ import yaml
 from actors.checkpoint import KubeCheckpointStore, KubeREST
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import TaskRunStatus
-from kubechain.testing.controlplane import own_session_members
-from kubechain.testing.localenv import LocalEnvironment, kubectl
+from harness.controlplane import own_session_members
+from harness.localenv import LocalEnvironment, kubectl
 
 from .chaos import actors, wait_until
 from .conftest import Kube, agent, llm, secret, task, toolset

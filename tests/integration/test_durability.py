@@ -6,6 +6,7 @@ HTTP tools hit EffectCounter, a service outside the actor that records every POS
 from __future__ import annotations
 
 import json
+import urllib.request
 import os
 import re
 import signal
@@ -100,6 +101,8 @@ def test_actor_killed_between_steps_resumes_without_repeating(kube, stack, count
     assert [p["body"] for p in counter.of(chaos_uid)] == [{"amount": 5}, {"seat": "1A"}]
     assert any(e["reason"] == "ActorRestarted" for e in kube.events("chaos-run"))
     assert any(e["reason"] == "ActorLost" for e in kube.events("chaos-run"))
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10).read().decode()
+    assert f'kubechain_taskrun_recoveries_total{{namespace="{kube.namespace}"}} 1.0' in metrics  # a crash recovery
 
 
 def test_actor_killed_mid_call_of_a_non_idempotent_tool_reports_interrupted(kube, stack, counter):
@@ -213,7 +216,7 @@ def test_a_large_context_lives_out_of_line_and_survives_a_kill(kube, stack, coun
     assert len(configmaps["items"]) >= status["sealedContext"]["chunks"]
     assert all(cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"] for cm in configmaps["items"])
 
-    printed = subprocess.run([sys.executable, "-m", "kubechain.cli", "transcript", "big-run", "-n", kube.namespace,
+    printed = subprocess.run([sys.executable, "-m", "kubechain.clients.cli", "transcript", "big-run", "-n", kube.namespace,
                               "--json"], env={**os.environ, "KUBECONFIG": str(stack.kubeconfig)},
                              capture_output=True, text=True, check=True).stdout
     messages = json.loads(printed)

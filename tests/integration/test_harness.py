@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kubechain.testing.controlplane import LocalControlPlane, session_members
-from kubechain.testing.rayhead import LocalRayHead
+from harness.controlplane import LocalControlPlane, session_members
+from harness.rayhead import LocalRayHead
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(kube, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kubechain.cli", *args, "-n", kube.namespace], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "kubechain.clients.cli", *args, "-n", kube.namespace], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(kube.env.kubeconfig)})
 
 
@@ -63,6 +64,11 @@ def test_ask_human_pauses_without_an_actor_and_a_kubectl_patch_resumes_it(kube, 
     assert done["status"]["toolCallHistory"][0]["response"] == {"answer": "teal", "by": "alice"}
     assert [t["reason"] for t in done["status"]["phaseHistory"]] == ["Scheduled", "WaitingForInput", "InputReceived",
                                                                     "FinalAnswer"]
+    # The actor after the pause is a resumption, not a crash recovery: its own Event, and no recovery counted.
+    reasons = [e["reason"] for e in kube.events("pick-run")]
+    assert "ActorResumed" in reasons and "ActorRestarted" not in reasons
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10).read().decode()
+    assert f'kubechain_taskrun_recoveries_total{{namespace="{kube.namespace}"}}' not in metrics
 
     # A second, different answer to the same call is refused; the run is untouched.
     result = kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p",

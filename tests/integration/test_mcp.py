@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kubechain.testing.localenv import kubectl
+from harness.localenv import kubectl
 
 from .conftest import Kube, agent, llm, secret, task
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubechain.testing.prometheus import LocalPrometheus
+from harness.prometheus import LocalPrometheus
 
 from .chaos import actor_pid, wait_until
 from .conftest import LLM_KEY, agent, builtin_tool, llm, secret, task, toolset
@@ -50,11 +50,11 @@ def test_one_trace_follows_a_run_from_the_operator_through_every_actor_step(kube
     kube.apply([task("traced", "calc", "6 times 7?")])
     run = kube.wait_phase("traced-run", "Completed")
     trace, root_id = trace_id(run)
-    spans = spans_of(otlp, trace, {"TaskRun.schedule", "TaskRun.supervise", "step 1", "step 2", f"chat {model}",
+    spans = spans_of(otlp, trace, {"TaskRun.reconcile", "TaskRun.supervise", "step 1", "step 2", f"chat {model}",
                                    "execute_tool calculator", "checkpoint"})
     by_id = {s.span_id: s for s in spans}
     [root] = [s for s in spans if s.span_id == root_id]
-    assert (root.name, root.parent_id, root.service) == ("TaskRun.schedule", "", "kubechain-operator")
+    assert (root.name, root.parent_id, root.service) == ("TaskRun.reconcile", "", "kubechain-operator")
     steps = [s for s in spans if s.name.startswith("step ")]
     assert {s.service for s in steps} == {"kubechain-actor"} and {s.parent_id for s in steps} == {root_id}
     assert steps[0].attributes["kubechain.name"] == "traced-run"
@@ -65,7 +65,7 @@ def test_one_trace_follows_a_run_from_the_operator_through_every_actor_step(kube
     assert by_id[tool.parent_id].name == "step 1" and tool.attributes["kubechain.tool.outcome"] == "succeeded"
     # Every operator handler that ran for the run after it was scheduled joined its trace.
     operator = {s.name for s in spans if s.service == "kubechain-operator"}
-    assert {"TaskRun.schedule", "TaskRun.supervise", "TaskRun.follow_phase"} <= operator
+    assert {"TaskRun.reconcile", "TaskRun.supervise"} <= operator
 
 
 def test_a_restored_actor_and_child_runs_stay_in_the_trace(kube, stack, otlp):
@@ -87,7 +87,7 @@ def test_a_restored_actor_and_child_runs_stay_in_the_trace(kube, stack, otlp):
     epochs = {s.attributes.get("kubechain.epoch") for s in spans
               if s.attributes.get("kubechain.name") == fact["metadata"]["name"] and s.name.startswith("step")}
     assert 2 in epochs  # the restored actor's steps (the killed one's open span died with its process)
-    child_roots = [s for s in spans if s.name == "TaskRun.schedule" and s.parent_id == root_id]
+    child_roots = [s for s in spans if s.name == "TaskRun.reconcile" and s.parent_id == root_id]
     assert len(child_roots) >= 2  # each researcher's trace context hangs under the parent's
 
 
@@ -102,7 +102,7 @@ def test_prometheus_scrapes_operator_and_actor_metrics(kube, stack, tmp_path):
         ns = kube.namespace
         [done] = prometheus.wait_for(f'kubechain_taskruns{{namespace="{ns}",phase="Completed"}}')
         assert done["value"][1] == "1"
-        assert prometheus.wait_for('kubechain_reconciliations_total{kind="TaskRun",handler="schedule"}')
+        assert prometheus.wait_for('kubechain_reconciliations_total{kind="TaskRun",handler="reconcile"}')
         assert prometheus.wait_for('kubechain_reconcile_duration_seconds_count{kind="Agent"}')
         assert prometheus.wait_for('kubechain_taskrun_transitions_total{phase="Completed",reason="FinalAnswer"}')
         usage = kube.get("taskrun", "measured-run")["status"]["usage"]

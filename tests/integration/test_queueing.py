@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from kubechain.testing.localenv import kubectl
+from harness.localenv import kubectl
 
 from .chaos import wait_until
 from .conftest import Kube, agent, llm, secret, task

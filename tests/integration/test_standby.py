@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from kubechain.raygateway import STANDBY_PREFIX
+from kubechain.operator.raygateway import STANDBY_PREFIX
 
 from .chaos import actor_pid, actors, wait_until
 from .conftest import task

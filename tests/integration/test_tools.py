@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kubechain.testing.controlplane import REPO_ROOT
+from harness.controlplane import REPO_ROOT
 
 from .chaos import wait_until
 from .conftest import agent, llm, secret, task, toolset
@@ -106,7 +106,7 @@ def test_a_failing_container_and_a_container_past_its_timeout_are_tool_errors(ku
 def ray_tool(name: str, **ray_options) -> dict:
     return {"name": name, "description": "runs on Ray",
             "arguments": {"type": "object", "properties": {"sleep": {"type": "number"}, "text": {"type": "string"}}},
-            "execution": {"ray": {"function": "kubechain.testing.raytools:describe_task", **ray_options}}}
+            "execution": {"ray": {"function": "kubechain.demo.raytools:describe_task", **ray_options}}}
 
 
 def test_ray_tools_run_as_ray_tasks_with_their_resources_concurrently(kube, stack):
@@ -116,7 +116,7 @@ def test_ray_tools_run_as_ray_tasks_with_their_resources_concurrently(kube, stac
         {"tool_calls": [{"name": "broken", "arguments": {"message": "no GPU here"}}]},
         {"content": "done"}],
         [ray_tool("embed", numCpus=0.5, memory=50_000_000, runtimeEnv={"env_vars": {"KUBECHAIN_TOOL_GREETING": "hi"}}),
-         {"name": "broken", "description": "fails", "execution": {"ray": {"function": "kubechain.testing.raytools:fail",
+         {"name": "broken", "description": "fails", "execution": {"ray": {"function": "kubechain.demo.raytools:fail",
                                                                           "numCpus": 0.1}}}])
     final = kube.wait_phase(run, "Completed", timeout=180)
     a, b, broken = final["status"]["toolCallHistory"]

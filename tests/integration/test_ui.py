@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kubechain.testing.controlplane import free_ports, http_get, log_tail, spawn, stop_process
+from harness.controlplane import free_ports, http_get, log_tail, spawn, stop_process
 
 from .chaos import wait_until
 from .conftest import agent, llm, secret, task, toolset
@@ -42,7 +42,7 @@ def console(stack, workdir: Path, *flags: str):
     """`kubechain ui` as its own process, with the session's admin kubeconfig as the console's own credentials."""
     (port,) = free_ports(1)
     log = workdir / "ui.log"
-    proc = spawn([sys.executable, "-m", "kubechain.cli", "ui", "--port", str(port), "--kubeconfig",
+    proc = spawn([sys.executable, "-m", "kubechain.clients.cli", "ui", "--port", str(port), "--kubeconfig",
                   str(stack.kubeconfig), *flags], log, env=dict(os.environ), cwd=REPO)
     url = f"http://127.0.0.1:{port}"
 

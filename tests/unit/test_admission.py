@@ -1,10 +1,10 @@
 """Conversion v1alpha1 <-> v1alpha2 and the validating webhook's rules, as pure functions."""
 import pytest
 
-from kubechain import admission
+from kubechain.core import admission
 from kubechain.api.conversion import ConversionError, convert
 from kubechain.api.v1alpha1 import CallState, TaskRunStatus, ToolCallRecord, WaitingFor
-from kubechain.webhook_server import conversion_patch, review
+from kubechain.operator.webhook_server import conversion_patch, review
 
 V1 = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "LLM", "metadata": {"name": "m", "annotations": {"a": "b"}},
       "spec": {"provider": "openai", "model": "gpt", "baseURL": "http://x/v1", "temperature": 0.2, "maxTokens": 9,
@@ -103,7 +103,7 @@ def test_task_agent_is_immutable_once_launched():
 
 
 def test_in_a_cluster_the_apiserver_is_pointed_at_the_service():
-    from kubechain.webhook_server import service_config
+    from kubechain.operator.webhook_server import service_config
 
     config = service_config({"url": "https://kubechain-webhooks.kubechain-system.svc:9443", "caBundle": "Q0E="},
                             "kubechain-system/kubechain-webhooks:443")

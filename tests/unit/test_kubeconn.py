@@ -25,7 +25,7 @@ def test_token_kubeconfig(tmp_path):
 
 
 def test_ca_data_and_rotating_token_file(tmp_path, monkeypatch):
-    from kubechain.webhook_server import ensure_certificates
+    from kubechain.operator.webhook_server import ensure_certificates
 
     ca, _, _ = ensure_certificates(tmp_path / "pki", ["127.0.0.1"])
     token = tmp_path / "token"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from kubechain.testing.llm_server import ScriptedLLMServer
+from kubechain.demo.llm_server import ScriptedLLMServer
 
 CALCULATOR = {"type": "function", "function": {
     "name": "calculator", "description": "Evaluate arithmetic",
@@ -214,7 +214,7 @@ def test_cli_prints_listening_line(tmp_path) -> None:
     script = tmp_path / "steps.yaml"
     script.write_text("- content: from yaml\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kubechain.testing.llm_server", "--port", "0",
+        [sys.executable, "-m", "kubechain.demo.llm_server", "--port", "0",
          "--script", f"cli-model={script}"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().strip()

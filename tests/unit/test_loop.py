@@ -1,5 +1,6 @@
 """The agent loop with a fake LLM and an in-memory checkpoint store (real builtins)."""
 import asyncio
+from datetime import datetime, timezone
 
 from actors.llm import LLMError, LLMReply
 from actors.loop import AgentLoop
@@ -7,7 +8,9 @@ from actors.tools.executor import LocalToolExecutor
 from kubechain.api.runspec import ResolvedTool, RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import (FunctionCall, LLMSpec, Message, Phase, TaskRunStatus, ToolCall, ToolExecution,
                                     Usage)
-from kubechain.taskrun_lifecycle import enter
+from kubechain.core.lifecycle import enter
+
+NOW = datetime.now(timezone.utc)
 
 
 class ScriptedLLM:
@@ -53,7 +56,7 @@ SPEC = RunSpec(
 
 
 def run(llm, store):
-    status = enter(TaskRunStatus(), Phase.RUNNING, "ActorScheduled")
+    status = enter(TaskRunStatus(), Phase.RUNNING, "ActorScheduled", now=NOW)
     return asyncio.run(AgentLoop(SPEC, llm, LocalToolExecutor(SPEC.tools), store).run(status))
 
 
@@ -118,7 +121,7 @@ EFFECT_SPEC = SPEC.model_copy(update={"tools": [http_tool("post", False), http_t
 def test_side_effecting_call_is_journaled_before_it_runs():
     llm = ScriptedLLM(assistant(calls=[call("c1", "post", "{}")]), assistant("done"))
     store, tools = MemoryStore(), CountingExecutor()
-    final = asyncio.run(AgentLoop(EFFECT_SPEC, llm, tools, store).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+    final = asyncio.run(AgentLoop(EFFECT_SPEC, llm, tools, store).run(enter(TaskRunStatus(), Phase.RUNNING, "x", now=NOW)))
     states = [[r.state for r in s.tool_call_history] for s in store.saved]
     assert states[:3] == [[CallState.PENDING], [CallState.STARTED], [CallState.SUCCEEDED]]
     assert store.saved[0].context_window[-1].tool_calls[0].id == "c1"  # the reply is in the first checkpoint
@@ -127,7 +130,7 @@ def test_side_effecting_call_is_journaled_before_it_runs():
 
 def resumed(tool: str, state: CallState) -> TaskRunStatus:
     """A status as a crashed actor left it: step 1's reply journaled, its call in `state`."""
-    status = enter(TaskRunStatus(), Phase.RUNNING, "x")
+    status = enter(TaskRunStatus(), Phase.RUNNING, "x", now=NOW)
     status.step = 1
     status.context_window = [Message(role="system", content="s"), Message(role="user", content="u"),
                              Message(role="assistant", tool_calls=[call("c1", tool, "{}")])]
@@ -162,7 +165,7 @@ def test_pending_call_runs_without_asking_the_llm_again():
 
 from actors.loop import SHOWN_CHARS  # noqa: E402
 from kubechain.api.v1alpha1 import WaitingFor  # noqa: E402
-from kubechain.naming import tool_job_name  # noqa: E402
+from kubechain.core.naming import tool_job_name  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
           "required": ["city"]}
@@ -193,7 +196,7 @@ def tool(name, execution, parameters=None, **fields):
 
 
 def loop_run(spec, llm, tools, store=None):
-    return asyncio.run(AgentLoop(spec, llm, tools, store or MemoryStore()).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+    return asyncio.run(AgentLoop(spec, llm, tools, store or MemoryStore()).run(enter(TaskRunStatus(), Phase.RUNNING, "x", now=NOW)))
 
 
 def test_arguments_that_break_the_schema_are_a_tool_error_naming_the_field_and_nothing_runs():

@@ -5,12 +5,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from mcp_types import CallToolResult, ImageContent, TextContent, Tool, ToolAnnotations
 
-from kubechain import mcpclient
+from kubechain.runtime import mcpclient
 from kubechain.api.runspec import ResolvedExecution, ResolvedTool
 from kubechain.api.v1alpha1 import MCPServer, ToolExecution, ToolSetSpec
-from kubechain.controllers.mcp_discovery import due, merged
-from kubechain.naming import mcp_tool_name
-from kubechain.resolve import evaluate, resolve_tools
+from kubechain.operator.controllers.mcp_discovery import due, merged
+from kubechain.core.naming import mcp_tool_name
+from kubechain.core.resolve import evaluate, resolve_tools
 from kubechain.api.v1alpha1 import AgentSpec
 
 TIME = MCPServer.model_validate({"name": "time", "stdio": {"command": "mcp-server-time"}})
@@ -219,7 +219,7 @@ def test_result_text():
     pytest.param((), True, id="none"),
 ])
 def test_stdio_commands_allowed_by_the_operator(allowed, refused):
-    from kubechain.controllers.mcp_discovery import stdio_refused
+    from kubechain.operator.controllers.mcp_discovery import stdio_refused
 
     problem = stdio_refused(TIME, allowed)
     assert bool(problem) is refused

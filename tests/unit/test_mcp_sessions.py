@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.tools.executor import LocalToolExecutor
-from kubechain import mcpclient
+from kubechain.runtime import mcpclient
 from kubechain.api.runspec import ResolvedExecution, ResolvedMCP, ResolvedTool, secret_key
 from kubechain.api.v1alpha1 import MCPServer
 

@@ -1,5 +1,5 @@
 """Who runs next: limits, priority, fairness across namespaces, FIFO within one."""
-from kubechain.queueing import Limits, Queued, plan
+from kubechain.core.queueing import Limits, Queued, plan
 
 
 def runs(namespace, count, priority=0, start=0):
@@ -36,12 +36,13 @@ def test_global_and_namespace_limits_and_overrides():
     assert admitted(plan(runs("a", 2), {"x": 3}, limits)) == []
 
 
-class Memo:
-    def __init__(self, total: int, per_namespace: int):
-        from kubechain.settings import ReconcileSettings, Settings
+def operator_state(total: int, per_namespace: int):
+    """The operator's state with these limits (no Kubernetes or Ray client: admission uses neither)."""
+    from kubechain.operator.settings import ReconcileSettings, Settings
+    from kubechain.operator.state import OperatorState
 
-        self.settings = Settings(reconcile=ReconcileSettings(max_running=total, max_running_per_namespace=per_namespace))
-        self.scheduled, self.last_plan = {}, {}
+    settings = Settings(reconcile=ReconcileSettings(max_running=total, max_running_per_namespace=per_namespace))
+    return OperatorState(settings=settings, kube=None, ray=None)
 
 
 def indexes(queued: list[Queued], running: dict[str, list[str]]) -> dict:
@@ -53,14 +54,15 @@ def indexes(queued: list[Queued], running: dict[str, list[str]]) -> dict:
 
 
 def test_admit_says_go_only_from_a_fresh_plan_and_places_a_run_too_new_for_a_recent_one():
-    from kubechain.controllers.taskrun_queue import admit
+    from kubechain.core.reconciler import Admitted, InQueue
+    from kubechain.operator.controllers.taskrun.queue import admit
 
-    memo, queued = Memo(total=10, per_namespace=2), runs("a", 3)
-    assert admit(memo, indexes(queued, {}), "a", "a-0", "uid-a-0") is None  # admitted: counted as running now
+    memo, queued = operator_state(total=10, per_namespace=2), runs("a", 3)
+    assert admit(memo, indexes(queued, {}), "a", "a-0", "uid-a-0") == Admitted()  # counted as running now
     assert memo.scheduled == {"uid-a-0": "a"}
-    assert admit(memo, indexes(queued, {}), "a", "a-2", "uid-a-2") == (
+    assert admit(memo, indexes(queued, {}), "a", "a-2", "uid-a-2") == InQueue(
         "Queued: position 1 of 1 (namespace limit: 2 of 2 running)", 1)  # a-0 scheduled, a-1 admitted ahead of it
     later = queued + [Queued("a", "a-new", 0, "2026-01-01T00:00:09Z")]  # created since the recent plan, which
-    assert admit(memo, indexes(later, {}), "a", "a-new", "uid-a-new")[1] == 2  # left no room in "a": placed last
+    assert admit(memo, indexes(later, {}), "a", "a-new", "uid-a-new").position == 2  # no room left in "a": last
     memo.last_plan["at"] = 0.0  # an old plan is never used
-    assert admit(memo, indexes(queued[1:], {"a": ["uid-a-0"]}), "a", "a-1", "uid-a-1") is None
+    assert admit(memo, indexes(queued[1:], {"a": ["uid-a-0"]}), "a", "a-1", "uid-a-1") == Admitted()

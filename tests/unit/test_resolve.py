@@ -3,7 +3,7 @@ import pytest
 
 from kubechain.api.builtins import BUILTIN_ARGUMENTS
 from kubechain.api.runspec import TaskRunRef
-from kubechain.resolve import evaluate, run_spec
+from kubechain.core.resolve import evaluate, run_spec
 
 
 class DictCatalog:

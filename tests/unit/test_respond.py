@@ -2,7 +2,7 @@
 import pytest
 
 from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, TaskRunStatus, ToolCallRecord, WaitingFor)
-from kubechain.respond import Refused, Reply, response_patch
+from kubechain.clients.respond import Refused, Reply, response_patch
 
 
 def run(phase=Phase.PAUSED_FOR_USER_INPUT, responses=None, *records):
@@ -55,7 +55,7 @@ class FakeApi:
 
 def test_send_reply_writes_the_checked_patch_and_a_refusal_writes_nothing():
     """The CLI and the web console reply through send_reply: one read, the checks, one patch."""
-    from kubechain.respond import send_cancel, send_reply
+    from kubechain.clients.respond import send_cancel, send_reply
 
     api = FakeApi(run(Phase.PAUSED_FOR_USER_INPUT, None, waiting("a", WaitingFor.ANSWER)))
     assert send_reply(api, "ns", "r", ANSWER) == "a"

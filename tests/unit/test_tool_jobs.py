@@ -4,9 +4,9 @@ from pydantic import ValidationError
 
 from kubechain.api.v1alpha1 import ToolCallRecord
 from kubechain.api.v1alpha1.tool import ContainerExecution
-from kubechain.builders import tool_job
-from kubechain.controllers.tooljobs import job_finished
-from kubechain.naming import tool_job_name
+from kubechain.core.builders import tool_job
+from kubechain.operator.controllers.taskrun.jobs import job_finished
+from kubechain.core.naming import tool_job_name
 
 
 def test_job_names_follow_the_idempotency_key_and_fit_a_label():

@@ -8,13 +8,23 @@ from actors.loop import AgentLoop
 from kubechain.api.runspec import CallInput, ResolvedTool
 from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, RunLimits, TaskRunStatus, ToolExecution,
                                     WaitingFor)
-from kubechain.naming import child_taskrun_name
-from kubechain.taskrun_lifecycle import (ChildOutcome, Resume, Wait, decide_waiting, enter, gather_inputs,
-                                         next_deadline, response_problems, stop_for)
+from kubechain.core.naming import child_taskrun_name
+from kubechain.api.runspec import TaskRunRef
+from kubechain.api.v1alpha1 import TaskRunSpec
+from kubechain.core.lifecycle import ChildOutcome, enter, gather_inputs, next_deadline, response_problems, stop_for
+from kubechain.core.reconciler import Observed, Trigger, reconcile
 
 from .test_loop import SPEC, CountingExecutor, MemoryStore, ScriptedLLM, assistant, call
 
 NOW = datetime.now(timezone.utc)
+REF = TaskRunRef(namespace="ns", name="run", uid="u1")
+
+
+def decide_waiting(status, responses=None, children=None, now=NOW):
+    """The reconciler's answer to an event of a waiting run: (phase, reason of the last transition, message)."""
+    spec = TaskRunSpec.model_validate({"taskRef": {"name": "t"}, "responses": responses or {}})
+    decision = reconcile(Observed(Trigger.EVENT, REF, status, spec, children=children or {}), now)
+    return decision.status.phase, decision.status.phase_history[-1].reason, decision.status.message
 
 
 def tool(name, execution, **extra):
@@ -36,7 +46,7 @@ def loop(spec, llm, store=None, tools=None):
 def first_turn(*calls):
     """Run a fresh loop whose first LLM reply makes `calls` (then answers): the status it stops in."""
     llm = ScriptedLLM(assistant(calls=list(calls)), assistant("done"))
-    return asyncio.run(loop(WAITING_SPEC, llm).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+    return asyncio.run(loop(WAITING_SPEC, llm).run(enter(TaskRunStatus(), Phase.RUNNING, "x", now=NOW)))
 
 
 def test_ask_human_pauses_with_the_question_and_resumes_with_the_answer():
@@ -47,8 +57,8 @@ def test_ask_human_pauses_with_the_question_and_resumes_with_the_answer():
 
     answer = HumanResponse(answer="eu-west", by="ops")
     gathered = gather_inputs(paused, {"c1": answer}, {}, NOW)
-    assert decide_waiting(paused, gathered) == Resume("InputReceived", "resuming with 1 result(s)")
-    resumed = enter(paused, Phase.RUNNING, "InputReceived")
+    assert decide_waiting(paused, {"c1": answer}) == (Phase.RUNNING, "InputReceived", "resuming with 1 result(s)")
+    resumed = enter(paused, Phase.RUNNING, "InputReceived", now=NOW)
     llm = ScriptedLLM(assistant("going to eu-west"))
     final = asyncio.run(loop(WAITING_SPEC.model_copy(update={"inputs": gathered.inputs}), llm).run(resumed))
     assert final.phase is Phase.COMPLETED and final.tool_call_history[0].result == "eu-west"
@@ -65,7 +75,7 @@ def test_approval_runs_the_tool_or_hands_the_rejection_to_the_llm(approved, ran,
     inputs = gather_inputs(paused, {"c1": response}, {}, NOW).inputs
     tools, llm = CountingExecutor(), ScriptedLLM(assistant("ok"))
     asyncio.run(loop(WAITING_SPEC.model_copy(update={"inputs": inputs}), llm, tools=tools)
-                .run(enter(paused, Phase.RUNNING, "InputReceived")))
+                .run(enter(paused, Phase.RUNNING, "InputReceived", now=NOW)))
     assert len(tools.calls) == ran and llm.calls[0][0][-1]["content"] == content
 
 
@@ -73,7 +83,7 @@ def test_an_expired_approval_is_a_rejection():
     paused = first_turn(call("c1", "deploy", "{}"))
     expiry = datetime.fromisoformat(paused.tool_call_history[0].expires_at.replace("Z", "+00:00"))
     assert next_deadline(RunLimits(), paused) == expiry
-    assert isinstance(decide_waiting(paused, gather_inputs(paused, {}, {}, expiry - timedelta(seconds=1))), Wait)
+    assert decide_waiting(paused, now=expiry - timedelta(seconds=1))[0] is Phase.PAUSED_FOR_USER_INPUT
     gathered = gather_inputs(paused, {}, {}, expiry)
     assert gathered.inputs["c1"].accepted is False and "deadline" in gathered.inputs["c1"].text
 
@@ -84,11 +94,11 @@ def test_delegation_waits_for_every_child_then_resumes_with_their_results():
     names = [r.child_run for r in status.tool_call_history]
     assert names == [child_taskrun_name("run", "a"), child_taskrun_name("run", "b")] and names[0] != names[1]
     children = {names[0]: ChildOutcome(Phase.COMPLETED, output="x=1"), names[1]: ChildOutcome(Phase.RUNNING)}
-    assert decide_waiting(status, gather_inputs(status, {}, children, NOW)) == Wait(
-        f"waiting for child TaskRun {names[1]} (Running)")
+    assert decide_waiting(status, children=children) == (
+        Phase.DELEGATING, "Delegated", f"waiting for child TaskRun {names[1]} (Running)")
     children[names[1]] = ChildOutcome(Phase.FAILED, error="LLM down")
     gathered = gather_inputs(status, {}, children, NOW)
-    assert decide_waiting(status, gathered).reason == "ChildrenFinished"
+    assert decide_waiting(status, children=children)[:2] == (Phase.RUNNING, "ChildrenFinished")
     assert gathered.inputs["a"] == CallInput(accepted=True, text="x=1")
     assert not gathered.inputs["b"].accepted and "LLM down" in gathered.inputs["b"].text
 
@@ -100,14 +110,14 @@ def test_cycles_depth_and_bad_arguments_fail_the_call_not_the_run():
     assert "'question'" in errors[1]
     deep = WAITING_SPEC.model_copy(update={"lineage": ["a1", "a2", "a3", "a4"]})
     llm = ScriptedLLM(assistant(calls=[call("c", "research", '{"message": "m"}')]), assistant("gave up"))
-    final = asyncio.run(loop(deep, llm).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+    final = asyncio.run(loop(deep, llm).run(enter(TaskRunStatus(), Phase.RUNNING, "x", now=NOW)))
     assert "depth limit (5)" in final.tool_call_history[0].error and final.phase is Phase.COMPLETED
 
 
 def test_max_turns_fails_the_run():
     spec = WAITING_SPEC.model_copy(update={"max_turns": 2})
     llm = ScriptedLLM(*[assistant(calls=[call(f"c{i}", "calculator", '{"expression": "1"}')]) for i in range(3)])
-    final = asyncio.run(loop(spec, llm).run(enter(TaskRunStatus(), Phase.RUNNING, "x")))
+    final = asyncio.run(loop(spec, llm).run(enter(TaskRunStatus(), Phase.RUNNING, "x", now=NOW)))
     assert final.phase is Phase.FAILED and final.phase_history[-1].reason == "MaxTurnsExceeded"
     assert len(llm.calls) == 2
 
@@ -125,12 +135,12 @@ def test_refused_responses():
 
 
 def test_stops_and_deadlines():
-    running = enter(TaskRunStatus(), Phase.RUNNING, "Scheduled")
+    running = enter(TaskRunStatus(), Phase.RUNNING, "Scheduled", now=NOW)
     start = datetime.fromisoformat(running.phase_history[0].time.replace("Z", "+00:00"))
     assert stop_for(RunLimits(), True, running, NOW).reason == "Cancelled"
     assert stop_for(RunLimits(timeout_seconds=10), False, running, start + timedelta(seconds=9)) is None
     assert stop_for(RunLimits(timeout_seconds=10), False, running, start + timedelta(seconds=10)).reason == "Timeout"
-    done = enter(running, Phase.COMPLETED, "FinalAnswer")
+    done = enter(running, Phase.COMPLETED, "FinalAnswer", now=NOW)
     assert stop_for(RunLimits(), True, done, NOW) is None and next_deadline(RunLimits(), done) is None
     end = datetime.fromisoformat(done.phase_history[-1].time.replace("Z", "+00:00"))
     assert next_deadline(RunLimits(ttl_seconds_after_finished=30), done) == end + timedelta(seconds=30)

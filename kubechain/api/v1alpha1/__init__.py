@@ -1,6 +1,7 @@
 """kubechain.dev/v1alpha1: the API types, the single source of the CRD schemas."""
 from . import agent, llm, task, taskrun, tool, toolset
 from .agent import AgentSpec, AgentStatus
+from .conditions import ConditionType, ReadinessReason, Reason
 from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, LocalObjectReference, Model, SecretKeyRef
 from .llm import LLMSpec, LLMStatus
 from .task import TaskSpec, TaskStatus

@@ -92,12 +92,17 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def with_condition(previous: list[Condition], type: str, ok: bool | None, reason: str, message: str,
-                   generation: int | None = None) -> list[Condition]:
-    """`previous` with condition `type` set (ok None: Unknown); lastTransitionTime moves only when the status flips."""
+                   generation: int | None = None, now: datetime | None = None) -> list[Condition]:
+    """`previous` with condition `type` set (ok None: Unknown); lastTransitionTime moves only when the status flips
+    (to `now`, the clock's time when not given)."""
     status = "Unknown" if ok is None else "True" if ok else "False"
     old = next((c for c in previous if c.type == type), None)
-    since = old.last_transition_time if old and old.status == status else now_rfc3339()
+    since = old.last_transition_time if old and old.status == status else rfc3339(now) if now else now_rfc3339()
     cond = Condition(type=type, status=status, reason=reason, message=message,
                      last_transition_time=since, observed_generation=generation)
     return [c for c in previous if c.type != type] + [cond]

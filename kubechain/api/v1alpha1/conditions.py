@@ -1,0 +1,83 @@
+"""Condition types and reasons: the words kubechain writes into conditions, phase transitions and Events.
+
+Types only. A reason is CamelCase (Kubernetes' convention) and says what happened, not what to do; the
+message beside it says the rest. `kubectl wait --for=condition=Succeeded` and alerts on Event reasons
+depend on these spellings: they are API.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"                    # LLM, Tool, ToolSet, Agent: usable, every dependency ready
+    SUCCEEDED = "Succeeded"            # TaskRun: Unknown until it ends, then True (Completed) or False (Failed)
+    RAY_AVAILABLE = "RayAvailable"     # TaskRun while Running: False while Ray cannot be reached (the run waits)
+    RESPONSES_VALID = "ResponsesValid"  # TaskRun: False while spec.responses holds a reply that is refused
+
+
+class Reason(StrEnum):
+    """Why a TaskRun changed phase (phaseHistory, condition Succeeded), and the Events about it."""
+
+    # Pending -> Running (operator)
+    SCHEDULED = "Scheduled"                # a slot was free and the Agent ready: an actor is started
+    # Running -> ... (the actor)
+    FINAL_ANSWER = "FinalAnswer"           # -> Completed
+    WAITING_FOR_INPUT = "WaitingForInput"  # -> PausedForUserInput: an ask_human call or a call to approve
+    DELEGATED = "Delegated"                # -> Delegating: delegate calls (child runs) or container calls (Jobs);
+                                           #    also the Event of each child TaskRun created
+    LLM_ERROR = "LLMError"                 # -> Failed: the LLM request failed
+    MAX_TURNS_EXCEEDED = "MaxTurnsExceeded"  # -> Failed: spec.maxTurns LLM requests were made
+    INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
+    # PausedForUserInput / Delegating -> Running (operator)
+    INPUT_RECEIVED = "InputReceived"       # every waiting call has an answer or a decision
+    CHILDREN_FINISHED = "ChildrenFinished"  # every delegated child run ended
+    JOBS_FINISHED = "JobsFinished"         # every container call's Job finished
+    # any phase not ended -> Failed (operator)
+    CANCELLED = "Cancelled"                # spec.cancel became true
+    TIMEOUT = "Timeout"                    # spec.timeoutSeconds passed since the run first entered Running
+
+    # Events only (no phase change)
+    ACTOR_STARTED = "ActorStarted"         # the run's first actor
+    ACTOR_RESUMED = "ActorResumed"         # a new actor for a run that was resumed after waiting (not a crash)
+    ACTOR_RESTARTED = "ActorRestarted"     # a new actor after the last one was lost (a crash recovery)
+    ACTOR_ATTACHED = "ActorAttached"       # the operator (restarted) found the run's live actor and supervises it
+    ACTOR_LOST = "ActorLost"               # the actor's process went away before its run ended
+    RAY_UNAVAILABLE = "RayUnavailable"     # Ray cannot be reached: the run stays Running and waits for it
+    TOOL_JOB_CREATED = "ToolJobCreated"    # a container call's Job was created
+    RESPONSE_REFUSED = "ResponseRefused"   # a reply in spec.responses was refused (condition ResponsesValid)
+
+    # Condition reasons
+    CONNECTED = "Connected"                # RayAvailable=True
+    UNREACHABLE = "Unreachable"            # RayAvailable=False
+    ACCEPTED = "Accepted"                  # ResponsesValid=True
+    REFUSED = "Refused"                    # ResponsesValid=False
+
+    @property
+    def resumes(self) -> bool:
+        """A waiting run went back to Running: its next actor is a resumption, not a recovery."""
+        return self in (Reason.INPUT_RECEIVED, Reason.CHILDREN_FINISHED, Reason.JOBS_FINISHED)
+
+
+class ReadinessReason(StrEnum):
+    """Reasons of the Ready condition of LLM, Tool, ToolSet and Agent (and the Events when it flips)."""
+
+    READY = "Ready"
+    INVALID_SPEC = "InvalidSpec"              # the spec passed the schema but not the rules across fields
+    SECRET_NOT_FOUND = "SecretNotFound"       # LLM: the API key's Secret or key is missing
+    INVALID_TOOL = "InvalidTool"              # a tool's arguments schema is not a valid JSON Schema object
+    DUPLICATE_TOOL = "DuplicateTool"          # two tools would reach the LLM under one name
+    DEPENDENCY_PENDING = "DependencyPending"  # a referenced object is not reconciled yet (start-up: no Event)
+    LLM_NOT_FOUND = "LLMNotFound"
+    LLM_NOT_READY = "LLMNotReady"
+    TOOL_NOT_FOUND = "ToolNotFound"
+    TOOL_NOT_READY = "ToolNotReady"
+    TOOLSET_NOT_FOUND = "ToolSetNotFound"
+    TOOLSET_NOT_READY = "ToolSetNotReady"
+    MCP_DISCOVERY_PENDING = "MCPDiscoveryPending"  # an MCP server's tools are being listed (start-up: no Event)
+    MCP_SERVER_FAILED = "MCPServerFailed"     # an MCP server could not be reached or listed
+
+    @property
+    def transient(self) -> bool:
+        """Only a moment of start-up, not a problem worth a Warning Event."""
+        return self in (ReadinessReason.DEPENDENCY_PENDING, ReadinessReason.MCP_DISCOVERY_PENDING)

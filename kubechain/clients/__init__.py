@@ -1,0 +1,1 @@
+"""What users run against the API: the `kubechain` command line, replies to waiting calls, transcripts."""

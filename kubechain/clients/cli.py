@@ -1,0 +1,200 @@
+"""`kubechain`: the command line (CRD generation, running the operator)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kubechain.operator.settings import current
+
+
+def crds(args: argparse.Namespace) -> int:
+    from kubechain.api.crdgen import write_all
+
+    for path in write_all(Path(args.out)):
+        print(path)
+    return 0
+
+
+def operator(args: argparse.Namespace) -> int:
+    """Run the kopf operator in this process, exactly as `kopf run -m kubechain.operator.main` would."""
+    argv = ["kopf", "run", "-m", "kubechain.operator.main", "--standalone"]
+    argv += ["--all-namespaces"] if not args.namespace else [f"--namespace={ns}" for ns in args.namespace]
+    if args.verbose:
+        argv.append("--verbose")
+    if port := current().health_port:
+        argv.append(f"--liveness=http://0.0.0.0:{port}/healthz")
+    if current().json_logs:
+        argv.append("--log-format=json")
+    os.execvp(argv[0], argv)
+    return 1  # not reached
+
+
+def transcript(args: argparse.Namespace) -> int:
+    """Print a TaskRun's whole conversation, out-of-line chunks included."""
+    from kubechain.clients import transcript as t
+
+    status, messages, _ = t.load(args.namespace, args.taskrun)
+    print(t.as_json(messages) if args.json else t.render(status, messages))
+    return 0
+
+
+def _api():
+    from kubernetes import client, config
+
+    config.load_config()
+    return client.CustomObjectsApi()
+
+
+def _reply(args: argparse.Namespace) -> int:
+    from kubechain.api.v1alpha1 import HumanResponse, WaitingFor
+    from kubechain.clients.respond import Refused, Reply, send_reply
+
+    if args.fn is respond:
+        reply = Reply(WaitingFor.ANSWER, HumanResponse(answer=args.text, by=args.by))
+    else:
+        reply = Reply(WaitingFor.APPROVAL, HumanResponse(approved=args.fn is approve, reason=args.reason, by=args.by))
+    try:
+        call_id = send_reply(_api(), args.namespace, args.taskrun, reply, args.call)
+    except Refused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"taskrun/{args.taskrun}: call {call_id} {'answered' if args.fn is respond else args.fn.__name__ + 'd'}")
+    return 0
+
+
+def respond(args: argparse.Namespace) -> int:
+    """Answer an ask_human question of a paused TaskRun."""
+    return _reply(args)
+
+
+def approve(args: argparse.Namespace) -> int:
+    """Approve a call that waits for approval: the tool runs."""
+    return _reply(args)
+
+
+def reject(args: argparse.Namespace) -> int:
+    """Reject a call that waits for approval: the LLM gets the reason as the tool's result."""
+    return _reply(args)
+
+
+def cancel(args: argparse.Namespace) -> int:
+    from kubechain.clients.respond import send_cancel
+
+    send_cancel(_api(), args.namespace, args.taskrun)
+    print(f"taskrun/{args.taskrun}: cancel requested")
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    """Serve the web console (kubechain/ui) until interrupted."""
+    from kubechain.ui.app import Settings, serve
+
+    serve(Settings(host=args.host, port=args.port, kubeconfig=args.kubeconfig, allow_actions=args.allow_actions,
+                   as_kubeconfig_user=args.as_kubeconfig_user, namespace=args.namespace,
+                   ray_dashboard_url=args.ray_dashboard_url, tracing_url=args.tracing_url))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create a Task for an agent; with --follow, print the conversation as it grows until the run ends."""
+    import time
+    import uuid
+
+    from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
+    from kubechain.core.naming import taskrun_name
+    from kubechain.transcript import render_message
+
+    api = _api()
+    name = args.name or f"{args.agent}-{uuid.uuid4().hex[:6]}"
+    body = {"apiVersion": API_VERSION, "kind": "Task", "metadata": {"name": name},
+            "spec": {"agentRef": {"name": args.agent}, "userInput": args.input}}
+    api.create_namespaced_custom_object(GROUP, VERSION, args.namespace, "tasks", body)
+    run_name = taskrun_name(name)
+    print(f"task/{name} created; its run is taskrun/{run_name}")
+    if not args.follow:
+        return 0
+    printed, shown_phase, deadline = 0, "", time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", run_name)
+        except Exception:  # not created yet
+            time.sleep(0.3)
+            continue
+        status = TaskRunStatus.model_validate(obj.get("status") or {})
+        first = status.sealed_context.messages  # messages before the tail were printed when they were in it
+        window = status.context_window[max(0, printed - first):]
+        for message in window:
+            print(render_message(message), flush=True)
+        printed = max(printed, first + len(status.context_window))
+        if status.phase.value != shown_phase:
+            shown_phase = status.phase.value
+            print(f"-- {shown_phase}: {status.message}", flush=True)
+        if status.phase.terminal:
+            print(status.output if status.output is not None else f"error: {status.error}")
+            return 0 if status.phase.value == "Completed" else 1
+        time.sleep(0.3)
+    print("timed out following the run", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubechain", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
+    p.add_argument("--out", default="crds", help="output directory")
+    p.set_defaults(fn=crds)
+    p = sub.add_parser("operator", help="run the operator (kopf)")
+    p.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(fn=operator)
+    p = sub.add_parser("transcript", help="print a TaskRun's full conversation")
+    p.add_argument("taskrun")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--json", action="store_true", help="the messages as OpenAI-format JSON")
+    p.set_defaults(fn=transcript)
+    for fn, usage in ((respond, "answer a paused TaskRun's question"), (approve, "approve a call waiting for approval"),
+                      (reject, "reject a call waiting for approval")):
+        p = sub.add_parser(fn.__name__, help=usage)
+        p.add_argument("taskrun")
+        if fn is respond:
+            p.add_argument("text", help="the answer")
+        p.add_argument("--call", help="the tool call id (default: the only call waiting)")
+        p.add_argument("--reason", default="", required=fn is reject, help="why (a rejection's reason reaches the LLM)")
+        p.add_argument("--by", default=os.environ.get("USER", ""), help="who responds (audit)")
+        p.add_argument("--namespace", "-n", default="default")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("cancel", help="cancel a TaskRun (and its child runs)")
+    p.add_argument("taskrun")
+    p.add_argument("--namespace", "-n", default="default")
+    p.set_defaults(fn=cancel)
+    p = sub.add_parser("run", help="create a Task for an agent (and follow its run)")
+    p.add_argument("agent")
+    p.add_argument("input", help="the user's message")
+    p.add_argument("--name", help="Task name (default: <agent>-<random>)")
+    p.add_argument("--follow", "-f", action="store_true", help="print the conversation until the run ends")
+    p.add_argument("--timeout", type=float, default=3600, help="stop following after this many seconds")
+    p.add_argument("--namespace", "-n", default="default")
+    p.set_defaults(fn=run)
+    p = sub.add_parser("ui", help="serve the web console (read-only unless --allow-actions)")
+    console = current().console
+    p.add_argument("--host", default=console.host, help="address to listen on")
+    p.add_argument("--port", type=int, default=console.port)
+    p.add_argument("--kubeconfig", help="the console's own credentials (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--namespace", "-n", help="watch only this namespace (default: all)")
+    p.add_argument("--allow-actions", action="store_true",
+                   help="let users answer, approve, reject and cancel (with their own credentials)")
+    p.add_argument("--as-kubeconfig-user", action="store_true",
+                   help="local use: requests without a token act as the kubeconfig's user (never in a cluster)")
+    p.add_argument("--ray-dashboard-url", default=console.ray_dashboard_url,
+                   help="link each run to its actor there, e.g. http://localhost:8265")
+    p.add_argument("--tracing-url", default=console.tracing_url,
+                   help="link each run to its trace: a URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}")
+    p.set_defaults(fn=ui)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

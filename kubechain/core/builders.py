@@ -1,0 +1,89 @@
+"""Pure builders of the objects kubechain creates."""
+from __future__ import annotations
+
+from typing import Any
+
+from kubechain.api.v1alpha1 import API_VERSION, RunLimits, TaskRunSpec, ToolCallRecord
+from kubechain.api.v1alpha1.tool import ContainerExecution
+from kubechain.core.naming import (ANNOTATION_TOOL_CALL, LABEL_AGENT, LABEL_PARENT_UID, LABEL_TASK, LABEL_TASKRUN,
+                              LABEL_TASKRUN_UID, taskrun_name)
+
+
+def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _limits(limits: RunLimits) -> dict[str, Any]:
+    return RunLimits.model_validate(limits.model_dump()).to_wire()
+
+
+def taskrun_for_task(namespace: str, task_name: str, task_uid: str, agent_name: str,
+                     limits: RunLimits = RunLimits()) -> dict[str, Any]:
+    """The TaskRun a Task launches, owned by the Task so deleting the Task deletes the run."""
+    return {
+        "apiVersion": API_VERSION, "kind": "TaskRun",
+        "metadata": {"name": taskrun_name(task_name), "namespace": namespace,
+                     "labels": {LABEL_TASK: task_name, LABEL_AGENT: agent_name},
+                     "ownerReferences": [owner_reference("Task", task_name, task_uid)]},
+        "spec": {"taskRef": {"name": task_name}, **_limits(limits)},
+    }
+
+
+def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: TaskRunSpec, parent_agent: str,
+                  record: ToolCallRecord, message: str, traceparent: str | None = None) -> dict[str, Any]:
+    """The TaskRun a delegate call runs as: owned by its parent (deleting the parent deletes the tree), with
+    the parent's limits and the chain of agents above it."""
+    lineage = [*(parent.parent.agents if parent.parent else []), parent_agent]
+    return {
+        "apiVersion": API_VERSION, "kind": "TaskRun",
+        "metadata": {"name": record.child_run, "namespace": namespace,
+                     "labels": {LABEL_AGENT: record.delegated_to, LABEL_PARENT_UID: parent_uid},
+                     "annotations": {ANNOTATION_TOOL_CALL: record.id},
+                     "ownerReferences": [owner_reference("TaskRun", parent_name, parent_uid)]},
+        "spec": {"agentRef": {"name": record.delegated_to}, "userInput": message, **_limits(parent),
+                 "parent": {"name": parent_name, "uid": parent_uid, "toolCallId": record.id, "agents": lineage,
+                            **({"traceparent": traceparent} if traceparent else {})}},
+    }
+
+
+def tool_job(namespace: str, taskrun: str, taskrun_uid: str, record: ToolCallRecord,
+             container: ContainerExecution) -> dict[str, Any]:
+    """The Job a container call runs as: owned by the TaskRun, run once (no retries: a tool with effects must
+    not run twice unasked), killed at the tool's timeout, as restricted as Pod Security's `restricted` profile."""
+    env = [{"name": "KUBECHAIN_ARGUMENTS", "value": record.arguments or "{}"},
+           {"name": "KUBECHAIN_TOOL", "value": record.tool},
+           {"name": "KUBECHAIN_IDEMPOTENCY_KEY", "value": record.idempotency_key}]
+    for var in container.env:
+        if var.value_from is not None:
+            ref = var.value_from.secret_key_ref
+            env.append({"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        else:
+            env.append({"name": var.name, "value": var.value})
+    labels = {LABEL_TASKRUN_UID: taskrun_uid, LABEL_TASKRUN: taskrun[:63].rstrip("-_.")}
+    tool_container = {
+        "name": "tool", "image": container.image, "env": env,
+        **({"command": container.command} if container.command else {}),
+        **({"args": container.args} if container.args else {}),
+        "resources": container.resources.to_wire(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # a writable scratch dir on a read-only root
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never", "containers": [tool_container], "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "automountServiceAccountToken": container.service_account_name is not None,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if container.service_account_name:
+        pod_spec["serviceAccountName"] = container.service_account_name
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": record.job, "namespace": namespace, "labels": labels,
+                     "annotations": {ANNOTATION_TOOL_CALL: record.id},
+                     "ownerReferences": [owner_reference("TaskRun", taskrun, taskrun_uid)]},
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": container.timeout_seconds,
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+    }

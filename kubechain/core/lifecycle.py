@@ -1,0 +1,183 @@
+"""The TaskRun state machine, in one place.
+
+    Pending ──Scheduled──▶ Running ──FinalAnswer──▶ Completed
+                            │  ▲ ▲
+          ask_human or a    │  │ └──ChildrenFinished── Delegating ◀──delegate call(s)──┐
+          call to approve   │  └──InputReceived── PausedForUserInput ◀──────────────────┤
+                            └──LLMError / MaxTurnsExceeded / InternalError──▶ Failed    │
+                            └───────────────────────────────────────────────────────────┘
+    any phase not ended ──Cancelled (spec.cancel) / Timeout (spec.timeoutSeconds)──▶ Failed
+
+The operator owns Pending → Running (its supervisor starts the actor), the way back from waiting
+(PausedForUserInput / Delegating → Running, once every waiting call has what it waits for) and the
+stops (Cancelled, Timeout: it raises the epoch, so a live actor is fenced out, and kills it). The
+actor owns every edge out of Running, and holds no process while the run waits. The operator's half
+is `kubechain/core/reconciler.py`, a pure function of what it observed; this module holds what both
+halves share: the legal edges, `enter()` (which records any transition the same way for both), the
+run's deadlines and what its waiting calls have received.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from kubechain.api.runspec import CallInput
+from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, PhaseTransition, Reason, RunLimits,
+                                    TaskRunStatus, ToolCallRecord, WaitingFor)
+from kubechain.api.v1alpha1.common import rfc3339
+
+WAITING_PHASES = frozenset({Phase.PAUSED_FOR_USER_INPUT, Phase.DELEGATING})
+EDGES: dict[Phase, frozenset[Phase]] = {
+    Phase.PENDING: frozenset({Phase.RUNNING, Phase.FAILED}),
+    Phase.RUNNING: frozenset({Phase.COMPLETED, Phase.FAILED, *WAITING_PHASES}),
+    Phase.PAUSED_FOR_USER_INPUT: frozenset({Phase.RUNNING, Phase.FAILED}),
+    Phase.DELEGATING: frozenset({Phase.RUNNING, Phase.FAILED}),
+    Phase.COMPLETED: frozenset(),
+    Phase.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+def enter(status: TaskRunStatus, phase: Phase, reason: str, message: str = "", *, now: datetime) -> TaskRunStatus:
+    """`status` moved to `phase` at `now`, with the transition appended to phaseHistory."""
+    if phase not in EDGES[status.phase]:
+        raise IllegalTransition(f"{status.phase.value} -> {phase.value} ({reason})")
+    history = [*status.phase_history, PhaseTransition(phase=phase, time=rfc3339(now), reason=reason, message=message)]
+    return status.model_copy(update={"phase": phase, "message": message, "phase_history": history})
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def started_at(status: TaskRunStatus) -> datetime | None:
+    """When the run first entered Running: timeouts count from here, across restarts and pauses."""
+    return next((_time(t.time) for t in status.phase_history if t.phase is Phase.RUNNING), None)
+
+
+def finished_at(status: TaskRunStatus) -> datetime | None:
+    if not status.phase.terminal or not status.phase_history:
+        return None
+    return _time(status.phase_history[-1].time)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the run now, as Failed with this reason."""
+    reason: Reason
+    message: str
+
+
+def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: datetime) -> Stop | None:
+    """Whether a run that has not ended must be stopped now: cancelled, or past its deadline."""
+    if status.phase.terminal:
+        return None
+    if cancel:
+        return Stop(Reason.CANCELLED, "cancelled: spec.cancel is true")
+    start = started_at(status)
+    if limits.timeout_seconds and start and now >= start + timedelta(seconds=limits.timeout_seconds):
+        return Stop(Reason.TIMEOUT, f"timed out: still not finished {limits.timeout_seconds} s after it started")
+    return None
+
+
+def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
+    """The next moment something is due without any event: the run's timeout, an approval's expiry, or
+    (for an ended run) its deletion after ttlSecondsAfterFinished."""
+    if status.phase.terminal:
+        end = finished_at(status)
+        return end + timedelta(seconds=limits.ttl_seconds_after_finished) \
+            if end and limits.ttl_seconds_after_finished is not None else None
+    moments = [_time(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
+    if limits.timeout_seconds and (start := started_at(status)):
+        moments.append(start + timedelta(seconds=limits.timeout_seconds))
+    return min(moments, default=None)
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """What the operator knows of a child TaskRun: its phase (None: not created yet), output and error."""
+    phase: Phase | None
+    output: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What the operator knows of a container call's Job: whether it finished, and its result or error."""
+    finished: bool
+    succeeded: bool = False
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Gathered:
+    inputs: dict[str, CallInput] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # what is still awaited, one line per call
+
+
+def _valid(record: ToolCallRecord, response: HumanResponse | None) -> bool:
+    if response is None:
+        return False
+    if record.waiting_for is WaitingFor.ANSWER:
+        return bool(response.answer)
+    return record.waiting_for is WaitingFor.APPROVAL and response.approved is not None
+
+
+def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], children: dict[str, ChildOutcome],
+                  now: datetime, jobs: dict[str, JobOutcome] | None = None) -> Gathered:
+    """For each waiting call, its input if it has arrived: an answer, a decision (an expired approval is a
+    rejection), a child run that ended, or a Job that finished (`jobs` by call id)."""
+    gathered = Gathered()
+    for record in status.tool_call_history:
+        if record.state is not CallState.WAITING:
+            continue
+        response = responses.get(record.id)
+        if record.waiting_for is WaitingFor.CHILD_RUN:
+            child = children.get(record.child_run or "") or ChildOutcome(None)
+            if child.phase is not None and child.phase.terminal:
+                ok = child.phase is Phase.COMPLETED
+                text = child.output if ok else f"the delegated run {record.child_run} failed: {child.error}"
+                gathered.inputs[record.id] = CallInput(accepted=ok, text=text)
+            else:
+                gathered.missing.append(f"child TaskRun {record.child_run} ({(child.phase or Phase.PENDING).value})")
+        elif record.waiting_for is WaitingFor.JOB:
+            job = (jobs or {}).get(record.id) or JobOutcome(False)
+            if job.finished:
+                gathered.inputs[record.id] = CallInput(accepted=job.succeeded, text=job.text)
+            else:
+                gathered.missing.append(f"Job {record.job} ({record.tool})")
+        elif _valid(record, response):
+            text = response.answer if record.waiting_for is WaitingFor.ANSWER else response.reason
+            gathered.inputs[record.id] = CallInput(accepted=response.approved is not False, text=text or "",
+                                                   response=response)
+        elif record.expires_at and now >= _time(record.expires_at):
+            gathered.inputs[record.id] = CallInput(accepted=False, text="no decision before the approval deadline "
+                                                                        f"{record.expires_at}")
+        else:
+            what = "an answer to" if record.waiting_for is WaitingFor.ANSWER else "approval of"
+            gathered.missing.append(f"{what} call {record.id} ({record.tool})")
+    return gathered
+
+
+def response_problems(status: TaskRunStatus, responses: dict[str, HumanResponse], sealed: bool = False) -> list[str]:
+    """Replies that are refused, each with why. A reply is accepted once, for a call waiting for a human.
+    `sealed`: older calls are out of line, so a call not in the tail may be one of them (then no verdict)."""
+    records = {r.id: r for r in status.tool_call_history}
+    problems = []
+    for call_id, response in sorted(responses.items()):
+        record = records.get(call_id)
+        if record is None:
+            if not sealed:
+                problems.append(f"{call_id}: no such tool call in this run")
+        elif record.state is CallState.WAITING and record.waiting_for.human:
+            if not _valid(record, response):
+                need = "an `answer`" if record.waiting_for is WaitingFor.ANSWER else "`approved: true|false`"
+                problems.append(f"{call_id}: this call waits for {need}")
+        elif record.response is None:
+            problems.append(f"{call_id}: the call ({record.tool}) is not waiting for a human")
+        elif record.response != response:
+            problems.append(f"{call_id}: already answered ({record.response.to_wire()}); the new reply is ignored")
+    return problems

@@ -1,0 +1,502 @@
+"""The TaskRun reconciler: one pure function from what the operator observed, and the time, to a Decision.
+
+    reconcile(Observed, now) -> Decision(status: the whole new status, effects: what to do, guarded)
+
+Who asks (`Trigger`), and what each one owns, is the operator's half of kubechain/core/lifecycle.py's diagram:
+- EVENT (a watch event of the run, or its retry timer): Pending -> Running (Scheduled), the waits (children,
+  Jobs, replies; back to Running), stops (Cancelled), and the books of every phase (conditions Succeeded and
+  ResponsesValid, the Task's view, metrics, tool Jobs to delete, the parent to wake).
+- CLOCK (a daemon of every started run): Timeout, expired approvals, deletion after ttlSecondsAfterFinished.
+- SUPERVISOR (a daemon of every Running run): exactly one actor on the run. Its rounds are facts that the
+  effects answer: look -> ActorAbsent -> PrepareActor -> ActorPrepared -> (epoch raised) CreateActor ->
+  ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | RayDown -> look again.
+  A found actor (an operator restart, a clean return) is joined, never replaced.
+
+Nothing here reads the clock, the network or the process: every input is in `Observed`, every output in the
+Decision. The applier writes the status when it differs from the observed one, then applies the effects in
+order; a guarded write that loses a race applies nothing, and the caller observes again.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import assert_never
+
+from kubechain.api.runspec import RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import (ActorRef, CallState, ConditionType, Phase, Reason, TaskRunSpec, TaskRunStatus,
+                                    WaitingFor)
+from kubechain.api.v1alpha1.common import with_condition
+from kubechain.api.v1alpha1.tool import ContainerExecution
+
+from . import effects as do
+from .builders import child_taskrun, tool_job
+from .lifecycle import (ChildOutcome, Gathered, JobOutcome, Stop, enter, gather_inputs, next_deadline,
+                        response_problems, stop_for)
+from .naming import actor_name
+
+CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
+RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
+MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
+
+
+class Trigger(Enum):
+    EVENT = "event"
+    CLOCK = "clock"
+    SUPERVISOR = "supervisor"
+
+
+# --- What the operator observed ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """What a run runs, as the catalog says now: its Task (if it has one), then the Task's Agent."""
+    found: bool                # False: the run's Task does not exist
+    agent: str = ""
+    ready: bool = False
+    message: str = ""          # the Agent's status message, or why there is none
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The admission plan has a slot for the run (reserved for it until its Running write is seen)."""
+
+
+@dataclass(frozen=True)
+class InQueue:
+    message: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What this process last saw of the run: the length of its phaseHistory and its phase."""
+    history: int
+    phase: Phase
+
+
+# The supervisor's facts about the run's actor: what it looked up, or what its last effect answered.
+@dataclass(frozen=True)
+class ActorAbsent:
+    """No live actor holds the run (none was started, or the one named in the status is gone)."""
+
+
+@dataclass(frozen=True)
+class ActorFound:
+    """A live actor holds the run: after an operator restart, or after its run returned while still Running."""
+    name: str
+
+
+@dataclass(frozen=True)
+class ActorPrepared:
+    """The RunSpec of a new actor is resolved (Agent, LLM, tools, Secrets), at `spec.epoch`."""
+    spec: RunSpec = field(hash=False)
+
+
+@dataclass(frozen=True)
+class ActorCreated:
+    """A new actor exists at the run's epoch and has not got the run yet."""
+    ref: ActorRef
+    spec: RunSpec = field(hash=False)
+
+
+@dataclass(frozen=True)
+class ActorReturned:
+    """The joined actor's run returned (the status says whether the run ended)."""
+
+
+@dataclass(frozen=True)
+class ActorLost:
+    """The actor's process went away (killed, crashed, node lost) before its run ended."""
+    message: str
+
+
+@dataclass(frozen=True)
+class RayDown:
+    """Ray cannot be reached, or refuses to create actors."""
+    message: str
+
+
+@dataclass(frozen=True)
+class CannotStart:
+    """The run cannot be resolved into a RunSpec now (its Task or Agent gone, a Secret missing)."""
+    message: str
+
+
+ActorFact = ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | RayDown | CannotStart
+FAILURES = (ActorLost, RayDown, CannotStart)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a decision is made from (controllers/taskrun/observe.py gathers it)."""
+    trigger: Trigger
+    ref: TaskRunRef
+    status: TaskRunStatus
+    spec: TaskRunSpec | None            # None: the run is gone, or its spec does not parse (spec_error)
+    spec_error: str = ""
+    exists: bool = True                 # False: deleted (or replaced by a new object of the same name)
+    task: str | None = None             # the Task that launched the run (its label)
+    task_shows: str | None = None       # the phase that Task shows, as far as this process knows
+    seen: Seen | None = None            # None: first sight since this process started
+    target: Target | None = None        # Pending runs
+    slot: Admitted | InQueue | None = None  # Pending runs whose Agent is ready
+    scheduled: bool = False             # this process wrote Running; the write has not come back yet
+    children: Mapping[str, ChildOutcome] = field(default_factory=dict)  # by child TaskRun name
+    jobs: Mapping[str, JobOutcome] = field(default_factory=dict)        # tool Jobs that exist, by call id
+    # Waiting container calls without a Job: the tool's container as the Agent defines it now (None: the tool
+    # is no longer a container tool of the Agent, so no Job will ever run the call).
+    containers: Mapping[str, ContainerExecution | None] = field(default_factory=dict)
+    actor: ActorFact | None = None      # the supervisor's
+    failures: int = 0                   # the supervisor's consecutive failed attempts, this fact included
+    traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
+    ray_namespace: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: TaskRunStatus                   # whole; the observed object itself when nothing changes
+    effects: tuple[do.Effect, ...] = ()
+    guarded: bool = False                   # write only over the observed resourceVersion, else apply nothing
+    holds_slot: bool = False                # the run took its admission slot: a failed write releases it
+
+
+def reconcile(seen: Observed, now: datetime) -> Decision:
+    """The next step for one TaskRun."""
+    status = seen.status
+    if not seen.exists:
+        return _gone(seen)
+    if seen.trigger is Trigger.SUPERVISOR and status.phase is not Phase.RUNNING:
+        return Decision(status, (do.Exit(),))  # the run left Running: kopf stops the supervisor
+    if seen.spec is None:
+        return _invalid(seen)
+    # any phase not ended --Cancelled (spec.cancel: an event) / Timeout (the clock)--> Failed
+    cancel = seen.spec.cancel and seen.trigger is Trigger.EVENT
+    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.spec, cancel, status, now)):
+        decision = _stopped(seen, stop, now)
+    else:
+        decision = _by_phase(seen, now)
+    if seen.trigger is Trigger.EVENT:
+        decision = _books(seen, decision, now)
+    elif seen.trigger is Trigger.CLOCK:
+        decision = _next_tick(seen, decision, now)
+    return decision
+
+
+def _by_phase(seen: Observed, now: datetime) -> Decision:
+    match seen.status.phase:
+        case Phase.PENDING:
+            return _pending(seen, now)
+        case Phase.RUNNING:
+            return _running(seen, now)
+        case Phase.PAUSED_FOR_USER_INPUT | Phase.DELEGATING:
+            return _waiting(seen, now)
+        case Phase.COMPLETED | Phase.FAILED:
+            return _ended(seen, now)
+        case _:
+            assert_never(seen.status.phase)
+
+
+def failures_after(fact: ActorFact, failures: int) -> int:
+    """Consecutive failed attempts once `fact` is known: a returned run resets them."""
+    return failures + 1 if isinstance(fact, FAILURES) else 0 if isinstance(fact, ActorReturned) else failures
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next attempt: a first failure is retried at once, repeated ones back off."""
+    return 0.0 if failures <= 1 else min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (failures - 2))
+
+
+# --- Cases --------------------------------------------------------------------------------------------------
+def _gone(seen: Observed) -> Decision:
+    """deleted: the supervisor stops the actor (a run deleted mid-step stops now); the event forgets the run and
+    frees its slot; the clock stops."""
+    match seen.trigger:
+        case Trigger.SUPERVISOR:
+            return Decision(seen.status, (do.KillActor(_actor_of(seen.status)), do.Exit()))
+        case Trigger.EVENT:
+            freed = (do.WakeAdmitted(),) if seen.seen and seen.seen.phase is Phase.RUNNING else ()
+            return Decision(seen.status, (do.Remember(0, None), *freed))
+        case Trigger.CLOCK:
+            return Decision(seen.status, (do.Exit(),))
+        case _:
+            assert_never(seen.trigger)
+
+
+def _invalid(seen: Observed) -> Decision:
+    """A spec the schema let through but the models refuse: say so, and do nothing else (the clock stops; a
+    supervisor looks again later, as the spec may be fixed)."""
+    status = _said(seen.status, f"invalid spec: {seen.spec_error}")
+    match seen.trigger:
+        case Trigger.EVENT:
+            return Decision(status)
+        case Trigger.SUPERVISOR:
+            return Decision(status, (do.Sleep(MAX_BACKOFF_SECONDS),))
+        case Trigger.CLOCK:
+            return Decision(seen.status, (do.Exit(),))
+        case _:
+            assert_never(seen.trigger)
+
+
+def _stopped(seen: Observed, stop: Stop, now: datetime) -> Decision:
+    """pending|running|paused|delegating -> failed: Cancelled, Timeout. The epoch is raised in the same write, so
+    a live actor is fenced out before it is killed; children that have not ended are cancelled too."""
+    status = seen.status
+    failed = enter(status.model_copy(update={"error": stop.message, "epoch": status.epoch + 1}),
+                   Phase.FAILED, stop.reason, stop.message, now=now)
+    children = tuple(do.CancelChild(name) for name, child in sorted(seen.children.items())
+                     if child.phase is None or not child.phase.terminal)
+    return Decision(failed, (do.PostEvent("Warning", stop.reason, stop.message), do.KillActor(_actor_of(status)),
+                             *children), guarded=True)
+
+
+def _pending(seen: Observed, now: datetime) -> Decision:
+    """pending -> pending: waiting for the Task, the Agent or a slot (the message says which);
+    pending -> running: Scheduled, once the Agent is ready and the admission plan has a slot."""
+    status, target = seen.status, seen.target
+    if seen.trigger is not Trigger.EVENT or seen.scheduled or target is None:
+        return Decision(status)  # our Running write has not come back through the watch yet
+    if not target.found:
+        return Decision(_said(status, "waiting for its Task to exist"))
+    if not target.ready:
+        return Decision(_said(status, f"waiting for Agent {target.agent!r} to be ready: {target.message}"))
+    match seen.slot:
+        case InQueue(message=message, position=position):
+            if (status.message, status.queue_position) == (message, position):
+                return Decision(status)
+            return Decision(status.model_copy(update={"message": message, "queue_position": position}))
+        case Admitted():
+            running = enter(status, Phase.RUNNING, Reason.SCHEDULED, "starting an actor", now=now)
+            actor = ActorRef(name=actor_name(seen.ref.namespace, seen.ref.name, seen.ref.uid),
+                             namespace=seen.ray_namespace)
+            running = running.model_copy(update={"agent": target.agent, "actor": actor, "queue_position": None,
+                                                 "traceparent": status.traceparent or seen.traceparent or None})
+            return Decision(running, (do.PostEvent("Normal", Reason.SCHEDULED, f"agent {target.agent!r} is ready"),),
+                            holds_slot=True)
+        case None:
+            return Decision(status)
+        case _:
+            assert_never(seen.slot)
+
+
+def _running(seen: Observed, now: datetime) -> Decision:
+    """running: the supervisor keeps exactly one actor on the run (events and the clock leave it alone; the
+    actor owns every edge out of Running). Each fact is one round:
+      absent   -> prepare a RunSpec at epoch+1 (with the inputs of calls that waited, for a resumed run)
+      prepared -> write the raised epoch (fencing out any older actor), then create the actor
+      created  -> record the actor (a pooled one is found again by this name), then give it the run
+      found    -> join the live actor's run
+      returned -> look again soon;  lost -> Event, look again;  Ray down -> condition, Event, reconnect."""
+    status, fact = seen.status, seen.actor
+    match fact:
+        case None:
+            return Decision(status)
+        case ActorAbsent():
+            inputs = gather(seen, seen.spec, now).inputs
+            return Decision(status, (do.PrepareActor(status.epoch + 1, inputs),))
+        case ActorPrepared(spec=spec):
+            return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),))
+        case ActorCreated(ref=ref, spec=spec):
+            reason, restored = _start_kind(status, spec.epoch)
+            recorded = _ray_available(status.model_copy(update={"actor": ref}), now, True)
+            recovery = (do.CountRecovery(),) if reason is Reason.ACTOR_RESTARTED else ()
+            return Decision(recorded, (do.PostEvent("Normal", reason, f"actor {ref.name} (epoch {spec.epoch}): {restored}"),
+                                       *recovery, do.JoinActor(spec)))
+        case ActorFound():
+            return Decision(_ray_available(status, now, True), (
+                do.PostEvent("Normal", Reason.ACTOR_ATTACHED, f"supervising the running actor (epoch {status.epoch})"),
+                do.JoinActor(None)))
+        case ActorReturned():
+            return Decision(status, (do.Sleep(RETURNED_SECONDS),))
+        case ActorLost(message=message):
+            return Decision(status, (do.PostEvent("Warning", Reason.ACTOR_LOST, f"{message}; restoring from the checkpoint"),
+                                     do.Sleep(backoff(seen.failures))))
+        case RayDown(message=message):
+            down = _ray_available(status, now, False, message[:500])
+            flipped = () if down is status else (
+                do.PostEvent("Warning", Reason.RAY_UNAVAILABLE, f"{message[:500]}; retrying, the run stays Running"),)
+            return Decision(down, (*flipped, do.DisconnectRay(), do.Sleep(backoff(seen.failures))))
+        case CannotStart(message=message):
+            return Decision(_said(status, message), (do.Sleep(backoff(seen.failures)),))
+        case _:
+            assert_never(fact)
+
+
+def _waiting(seen: Observed, now: datetime) -> Decision:
+    """paused|delegating: create the child runs and tool Jobs of waiting calls (at most maxParallelToolCalls
+    Jobs unfinished), then
+      paused|delegating -> running: InputReceived / ChildrenFinished / JobsFinished, once every waiting call
+        has its answer, decision (an expired approval is a rejection), child result or Job result;
+      paused|delegating -> paused|delegating: the message says what is still awaited.
+    The clock only notices an approval that expired, and wakes the event handler to decide."""
+    status, spec = seen.status, seen.spec
+    if seen.trigger is Trigger.CLOCK:
+        expired = [r.id for r in status.tool_call_history
+                   if r.state is CallState.WAITING and r.expires_at and now >= _time(r.expires_at)]
+        return Decision(status, (do.Wake("", f"approval deadline of {', '.join(expired)}"),) if expired else ())
+    if seen.trigger is not Trigger.EVENT:
+        return Decision(status)
+    starts = (*_children_to_create(seen), *_jobs_to_create(seen))
+    gathered = gather(seen, spec, now)
+    if gathered.missing:
+        return Decision(_said(status, "waiting for " + "; ".join(gathered.missing)), starts)
+    kinds = {r.waiting_for for r in status.tool_call_history if r.id in gathered.inputs}
+    human = any(k.human for k in kinds if k)
+    reason = (Reason.CHILDREN_FINISHED if WaitingFor.CHILD_RUN in kinds and not human
+              else Reason.JOBS_FINISHED if WaitingFor.JOB in kinds and not human else Reason.INPUT_RECEIVED)
+    message = f"resuming with {len(gathered.inputs)} result(s)"
+    # No actor holds a waiting run: clearing status.actor tells the next actor's start from a crash recovery.
+    running = enter(status, Phase.RUNNING, reason, message, now=now).model_copy(update={"actor": None})
+    return Decision(running, (*starts, do.PostEvent("Normal", reason, message)), guarded=True)
+
+
+def _ended(seen: Observed, now: datetime) -> Decision:
+    """completed|failed: a child run wakes its parent (which may resume now); the clock deletes the run
+    ttlSecondsAfterFinished after it ended."""
+    status = seen.status
+    if seen.trigger is Trigger.CLOCK:
+        due = next_deadline(seen.spec, status)
+        return Decision(status, (do.DeleteRun(), do.Exit()) if due is not None and now >= due else ())
+    if seen.trigger is Trigger.EVENT and seen.spec.parent is not None:
+        return Decision(status, (do.Wake(seen.spec.parent.name, f"child {seen.ref.name} {status.phase.value}"),))
+    return Decision(status)
+
+
+# --- What every event also keeps up to date -----------------------------------------------------------------
+def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
+    """Condition Succeeded (Unknown until the run ends) for `kubectl wait`, condition ResponsesValid, the Task's
+    view of its run, transition metrics, a freed admission slot, and tool Jobs no longer needed. A guarded
+    decision (resume, stop) writes only its own change: the conditions follow on the event it causes."""
+    status, effects = decision.status, list(decision.effects)
+    if not decision.guarded:
+        status, refused = _responses_valid(status, seen, now)
+        status = _succeeded(status, now)
+        if refused:
+            effects.append(do.PostEvent("Warning", Reason.RESPONSE_REFUSED, refused))
+    history = len(seen.status.phase_history)
+    if seen.seen is None or seen.seen.history != history:
+        if seen.seen is not None and history:
+            last = seen.status.phase_history[-1]
+            effects.append(do.CountTransition(last.phase.value, last.reason))
+        if seen.seen is not None and seen.seen.phase is Phase.RUNNING and seen.status.phase is not Phase.RUNNING:
+            effects.append(do.WakeAdmitted())
+    effects.append(do.Remember(history, seen.status.phase.value))
+    if seen.task and seen.task_shows != seen.status.phase.value:
+        effects.append(do.ShowOnTask(seen.task, seen.status.phase.value, seen.status.output, seen.status.error))
+    effects.extend(do.DeleteJob(r.job) for r in seen.status.tool_call_history
+                   if r.job and r.id in seen.jobs and (r.state.finished or seen.status.phase.terminal))
+    return replace(decision, status=status, effects=tuple(effects))
+
+
+def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
+    """The clock sleeps until the next deadline (at most CLOCK_SECONDS: it looks at the live run again), and
+    stops for an ended run that has none."""
+    if any(isinstance(e, do.Exit) for e in decision.effects):
+        return decision
+    due = next_deadline(seen.spec, seen.status)
+    if due is None and seen.status.phase.terminal:
+        return replace(decision, effects=(*decision.effects, do.Exit()))
+    pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
+    if any(isinstance(e, do.Wake) for e in decision.effects):
+        pause = CLOCK_SECONDS  # the event handler decides now; waking it again at once would change nothing
+    return replace(decision, effects=(*decision.effects, do.Sleep(pause)))
+
+
+# --- Pieces -------------------------------------------------------------------------------------------------
+def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
+    """What the run's waiting calls have received (an approval past its deadline: a rejection)."""
+    jobs = dict(seen.jobs)
+    for call_id, container in seen.containers.items():
+        if container is None and call_id not in jobs:
+            record = next(r for r in seen.status.tool_call_history if r.id == call_id)
+            jobs[call_id] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
+                                                    f"{seen.status.agent!r}; the call did not run")
+    return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs)
+
+
+def _children_to_create(seen: Observed) -> list[do.CreateChild]:
+    status = seen.status
+    return [do.CreateChild(child_taskrun(seen.ref.namespace, seen.ref.name, seen.ref.uid, seen.spec, status.agent,
+                                         r, json.loads(r.arguments)["message"], status.traceparent),
+                           f"call {r.id}: child TaskRun {r.child_run} (agent {r.delegated_to})")
+            for r in status.tool_call_history
+            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children]
+
+
+def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:
+    """Jobs of waiting container calls, keeping at most maxParallelToolCalls unfinished."""
+    waiting = [r for r in seen.status.tool_call_history if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB]
+    room = seen.spec.max_parallel_tool_calls - sum(1 for r in waiting if r.id in seen.jobs and not seen.jobs[r.id].finished)
+    creates = []
+    for record in (r for r in waiting if r.id not in seen.jobs):
+        if room <= 0:
+            break
+        container = seen.containers.get(record.id)
+        if container is not None:
+            creates.append(do.CreateJob(tool_job(seen.ref.namespace, seen.ref.name, seen.ref.uid, record, container),
+                                        f"call {record.id} ({record.tool}): Job {record.job}"))
+        room -= 1
+    return creates
+
+
+def _start_kind(status: TaskRunStatus, epoch: int) -> tuple[Reason, str]:
+    """Why a new actor starts: the run's first, a resumption (no actor was recorded since it resumed), or a
+    recovery from a lost actor."""
+    if epoch == 1:
+        return Reason.ACTOR_STARTED, "new run"
+    if status.actor is None:
+        return Reason.ACTOR_RESUMED, f"resumed at step {status.step}"
+    return Reason.ACTOR_RESTARTED, f"restored from the checkpoint at step {status.step}"
+
+
+def _actor_of(status: TaskRunStatus) -> str | None:
+    return status.actor.name if status.actor else None
+
+
+def _said(status: TaskRunStatus, message: str) -> TaskRunStatus:
+    return status if status.message == message else status.model_copy(update={"message": message})
+
+
+def _ray_available(status: TaskRunStatus, now: datetime, available: bool,
+                   message: str = "Ray is reachable") -> TaskRunStatus:
+    """RayAvailable: while Ray is unreachable the run says so, and stays Running (nothing is marked Failed)."""
+    old = next((c for c in status.conditions if c.type == ConditionType.RAY_AVAILABLE), None)
+    if old is not None and (old.status == "True") == available:
+        return status
+    reason = Reason.CONNECTED if available else Reason.UNREACHABLE
+    return status.model_copy(update={"conditions": with_condition(
+        status.conditions, ConditionType.RAY_AVAILABLE, available, reason, message, now=now)})
+
+
+def _succeeded(status: TaskRunStatus, now: datetime) -> TaskRunStatus:
+    if not status.phase_history:
+        return status
+    last = status.phase_history[-1]
+    ok = True if status.phase is Phase.COMPLETED else False if status.phase is Phase.FAILED else None
+    old = next((c for c in status.conditions if c.type == ConditionType.SUCCEEDED), None)
+    if old is not None and old.reason == last.reason and old.status == ("Unknown" if ok is None else str(ok)):
+        return status
+    return status.model_copy(update={"conditions": with_condition(
+        status.conditions, ConditionType.SUCCEEDED, ok, last.reason, last.message or last.phase.value, now=now)})
+
+
+def _responses_valid(status: TaskRunStatus, seen: Observed, now: datetime) -> tuple[TaskRunStatus, str]:
+    """Condition ResponsesValid for replies that are refused (they change nothing; absent until a reply is), and
+    the message of a refusal that is new (for a Warning)."""
+    if not seen.spec.responses:
+        return status, ""
+    problems = response_problems(seen.status, seen.spec.responses, sealed=seen.status.sealed_context.tool_calls > 0)
+    old = next((c for c in status.conditions if c.type == ConditionType.RESPONSES_VALID), None)
+    reason, message = ((Reason.REFUSED, "; ".join(problems)[:1000]) if problems
+                       else (Reason.ACCEPTED, "every reply is accepted"))
+    if (old is None and not problems) or (old is not None and (old.reason, old.message) == (reason, message)):
+        return status, ""
+    return status.model_copy(update={"conditions": with_condition(
+        status.conditions, ConditionType.RESPONSES_VALID, not problems, reason, message, now=now)}), \
+        message if problems else ""
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+

@@ -1,0 +1,439 @@
+"""A scripted OpenAI-compatible chat-completions server for tests, benchmarks and the demo.
+
+There is no real model here (and no internet): replies come from *scripts* keyed by the
+request's ``model``. A script is a list of steps; the step used for a request is the number of
+assistant messages already in the request, so the server is stateless per conversation (a retried
+or resumed conversation gets the same reply, concurrent conversations never interfere). Past the
+end of a script the last step repeats. Step format (dicts, loadable from YAML or JSON)::
+
+    {"content": "final answer, may quote {last_tool_result}"}
+    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}, "id": "optional"}]}
+    {"tool_calls": [{"name": "calculator", "arguments": "{not json"}]}   # raw string, verbatim
+    # optional on any step:
+    "latency": 0.1                                     # seconds to wait before replying
+    "error": {"status": 429, "times": 2}               # first 2 hits of this step, per conversation,
+                                                       # fail with that status, then reply normally
+                                                       # (optional "message", "retry_after_ms": 1)
+
+A conversation is identified by (model, contents of its first two messages). Default tool call ids
+are ``call_<step>_<index>``. Models without a script (and ``demo``) get a small rule-based
+behaviour: call ``calculator`` for arithmetic, ``current_time`` when asked for the time, then
+answer "The answer is <tool result>.", otherwise echo "You said: <text>".
+
+Usage is deterministic: prompt_tokens = max(1, chars of message contents and tool call arguments
+// 4), completion_tokens = max(1, chars of reply content and tool call arguments // 4).
+
+Control API (no auth): ``PUT/DELETE /_scripts/{model}``, ``GET/DELETE /_requests``.
+CLI: ``python -m kubechain.demo.llm_server --port 8000 [--script model=steps.yaml] [--api-key K]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+DEMO_MODEL = "demo"
+MAX_RECORDED_REQUESTS = 10_000
+_STEP_KEYS = {"content", "tool_calls", "latency", "error"}
+_ARITHMETIC_RUN = re.compile(r"[\d\s+\-*/().%]+")
+_BINARY_OPERATION = re.compile(r"[\d).]\s*(\*\*|[-+*/%])\s*[\d(.]")
+
+Step = dict[str, Any]
+Message = dict[str, Any]
+
+
+def validate_steps(steps: Any) -> list[Step]:
+    """Fail loudly on malformed scripts: a typo should break the test, not silently echo."""
+    if not isinstance(steps, list) or not steps:
+        raise ValueError("a script must be a non-empty list of steps")
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise ValueError(f"step {i} must be a mapping")
+        if unknown := set(step) - _STEP_KEYS:
+            raise ValueError(f"step {i} has unknown keys {sorted(unknown)}")
+        if "content" not in step and "tool_calls" not in step:
+            raise ValueError(f"step {i} needs 'content' or 'tool_calls'")
+        if any(not isinstance(c, dict) or "name" not in c for c in step.get("tool_calls") or []):
+            raise ValueError(f"step {i}: every tool call needs a 'name'")
+        error = step.get("error")
+        if error is not None and not (isinstance(error, dict) and "status" in error):
+            raise ValueError(f"step {i}: 'error' needs a 'status'")
+    return steps
+
+
+def load_script(path: str | Path) -> list[Step]:
+    return validate_steps(yaml.safe_load(Path(path).read_text()))  # YAML also parses JSON
+
+
+def content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, list):  # multi-part content: only text parts carry characters
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def prompt_chars(messages: list[Message]) -> int:
+    total = 0
+    for message in messages:
+        total += len(content_text(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):  # junk from a client must not turn into a 500
+                total += len(str((call.get("function") or {}).get("arguments", "")))
+    return total
+
+
+def token_count(chars: int) -> int:
+    return max(1, chars // 4)
+
+
+def step_index(messages: list[Message]) -> int:
+    return sum(1 for m in messages if m.get("role") == "assistant")
+
+
+def conversation_key(model: str, messages: list[Message]) -> str:
+    head = [content_text(m.get("content")) for m in messages[:2]]
+    return hashlib.sha256(json.dumps([model, head]).encode()).hexdigest()
+
+
+def last_content(messages: list[Message], role: str) -> str | None:
+    for message in reversed(messages):
+        if message.get("role") == role:
+            return content_text(message.get("content"))
+    return None
+
+
+def offered_tools(body: dict[str, Any]) -> list[str]:
+    return [str((t.get("function") or {}).get("name", ""))
+            for t in body.get("tools") or [] if isinstance(t, dict)]
+
+
+def _balance_parens(expr: str) -> str:
+    # Prose like "(what is 2+2)" leaves a dangling bracket on the extracted run.
+    while expr.startswith("(") and expr.count("(") > expr.count(")"):
+        expr = expr[1:].strip()
+    while expr.endswith(")") and expr.count(")") > expr.count("("):
+        expr = expr[:-1].strip()
+    return expr
+
+
+def find_expression(text: str) -> str | None:
+    candidates = []
+    for run in _ARITHMETIC_RUN.findall(text):
+        expr = _balance_parens(run.strip().rstrip(".").strip())  # a sentence's full stop
+        if _BINARY_OPERATION.search(expr):
+            candidates.append(expr)
+    return max(candidates, key=len, default=None)
+
+
+def demo_step(messages: list[Message], tools: list[str]) -> Step:
+    tool_result = last_content(messages, "tool")
+    if tool_result is not None:
+        return {"content": f"The answer is {tool_result}."}
+    user_text = last_content(messages, "user") or ""
+    if "calculator" in tools and (expr := find_expression(user_text)):
+        return {"tool_calls": [{"name": "calculator", "arguments": {"expression": expr}}]}
+    if "current_time" in tools and "time" in user_text.lower():
+        return {"tool_calls": [{"name": "current_time", "arguments": {}}]}
+    return {"content": f"You said: {user_text}"}
+
+
+def render_tool_calls(step: Step, index: int) -> list[dict[str, Any]]:
+    calls = []
+    for i, call in enumerate(step.get("tool_calls") or []):
+        args = call.get("arguments", {})
+        calls.append({"id": call.get("id") or f"call_{index}_{i}", "type": "function",
+                      "function": {"name": call["name"],
+                                   "arguments": args if isinstance(args, str) else json.dumps(args)}})
+    return calls
+
+
+def completion_body(model: str, step: Step, index: int, messages: list[Message]) -> dict[str, Any]:
+    content = step.get("content")
+    if content is not None:  # str.replace, not format(): scripted text may contain braces
+        content = str(content).replace("{last_tool_result}", last_content(messages, "tool") or "")
+    tool_calls = render_tool_calls(step, index)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    reply_chars = len(content or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
+    prompt, completion = token_count(prompt_chars(messages)), token_count(reply_chars)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+        "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "tool_calls" if tool_calls else "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }
+
+
+def error_response(status: int, message: str, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    error_type = ("rate_limit_error" if status == 429 else
+                  "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": code or error_type}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class ScriptState:
+    """Scripts, injected-error budgets and the request log; shared by the loop and test threads."""
+
+    def __init__(self, scripts: dict[str, list[Step]] | None = None, api_key: str | None = None):
+        self.api_key = api_key
+        self._lock = threading.Lock()
+        self._scripts: dict[str, list[Step]] = {}
+        self._errors_served: dict[tuple[str, str, int], int] = {}
+        self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
+        for model, steps in (scripts or {}).items():
+            self.set_script(model, steps)
+
+    def set_script(self, model: str, steps: list[Step]) -> None:
+        steps = list(validate_steps(steps))
+        with self._lock:
+            self._scripts[model] = steps
+            self._forget_errors(model)  # a new script gets a fresh error budget
+
+    def delete_script(self, model: str) -> bool:
+        with self._lock:
+            self._forget_errors(model)
+            return self._scripts.pop(model, None) is not None
+
+    def _forget_errors(self, model: str) -> None:
+        for key in [k for k in self._errors_served if k[0] == model]:
+            del self._errors_served[key]
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self._scripts) | {DEMO_MODEL})
+
+    def step_for(self, model: str, messages: list[Message], tools: list[str], index: int) -> Step:
+        with self._lock:
+            script = self._scripts.get(model)
+        if not script:
+            return demo_step(messages, tools)
+        return script[min(index, len(script) - 1)]
+
+    def take_error(self, model: str, messages: list[Message], index: int, step: Step) -> dict | None:
+        """Return the step's error if this conversation has not yet used up its budget."""
+        error = step.get("error")
+        if not error:
+            return None
+        key = (model, conversation_key(model, messages), index)
+        with self._lock:
+            served = self._errors_served.get(key, 0)
+            if served >= int(error.get("times", 1)):
+                return None
+            self._errors_served[key] = served + 1
+        return error
+
+    def record(self, entry: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._requests.append(entry)
+        return entry
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._requests]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+
+STATE_KEY = web.AppKey("state", ScriptState)
+
+
+def _authorized(request: web.Request) -> bool:
+    key = request.app[STATE_KEY].api_key
+    return key is None or request.headers.get("Authorization") == f"Bearer {key}"
+
+
+async def chat_completions(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    entry = state.record({"model": None, "received_at": time.time(), "step": None,
+                          "messages": [], "tools": [], "status": None})
+    try:
+        body = await request.json()
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise ValueError("body must be an object with a 'messages' list of objects")
+        entry.update(model=str(body.get("model", "")), messages=body["messages"],
+                     tools=offered_tools(body), step=step_index(body["messages"]))
+    except ValueError as exc:
+        entry["status"] = 400
+        return error_response(400, f"invalid request body: {exc}")
+    response = await _reply(state, body, entry, _authorized(request))
+    entry["status"] = response.status  # the entry was recorded on arrival so in-flight requests show
+    return response
+
+
+async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any],
+                 authorized: bool) -> web.Response:
+    if not authorized:
+        return error_response(401, "Incorrect API key provided.", "invalid_api_key")
+    if body.get("stream"):
+        return error_response(400, "stream=true is not supported by the scripted server.",
+                              "unsupported_parameter")
+    model, messages, index = entry["model"], entry["messages"], entry["step"]
+    step = state.step_for(model, messages, entry["tools"], index)
+    error = state.take_error(model, messages, index, step)
+    if step.get("latency"):
+        await asyncio.sleep(float(step["latency"]))
+    if error:
+        # retry-after-ms wins in the openai SDK; it ignores "retry-after: 0" and backs off 0.5 s.
+        retry_ms = str(error.get("retry_after_ms", 1))
+        return error_response(int(error["status"]), error.get("message", "Injected error from script."),
+                              headers={"retry-after": "0", "retry-after-ms": retry_ms})
+    return web.json_response(completion_body(model, step, index, messages))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return error_response(401, "Incorrect API key provided.", "invalid_api_key")
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "kubechain-testing"}
+            for m in request.app[STATE_KEY].models()]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def scripts_endpoint(request: web.Request) -> web.Response:
+    state, model = request.app[STATE_KEY], request.match_info["model"]
+    if request.method == "DELETE":
+        return web.json_response({"deleted": state.delete_script(model)})
+    try:
+        state.set_script(model, await request.json())
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    return web.json_response({"ok": True})
+
+
+async def requests_endpoint(request: web.Request) -> web.Response:
+    if request.method == "DELETE":
+        request.app[STATE_KEY].clear_requests()
+        return web.json_response({"ok": True})
+    return web.json_response(request.app[STATE_KEY].requests())
+
+
+def create_app(state: ScriptState) -> web.Application:
+    app = web.Application(client_max_size=256 * 1024 * 1024)  # long conversations are big requests
+    app[STATE_KEY] = state
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_route("*", "/_scripts/{model}", scripts_endpoint)
+    app.router.add_route("*", "/_requests", requests_endpoint)
+    return app
+
+
+async def serve(state: ScriptState, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start listening; returns the runner and the bound port (port=0 picks a free one)."""
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner, runner.addresses[0][1]
+
+
+class ScriptedLLMServer:
+    """Runs the server on its own event loop in a background thread; usable as a context manager."""
+
+    def __init__(self, scripts: dict[str, list[Step]] | None = None, *, api_key: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0):
+        self.state = ScriptState(scripts, api_key)
+        self.host, self.port = host, port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> ScriptedLLMServer:
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="scripted-llm", daemon=True)
+        self._thread.start()
+        try:
+            future = asyncio.run_coroutine_threadsafe(serve(self.state, self.host, self.port), self._loop)
+            self._runner, self.port = future.result(timeout=10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self._thread = self._loop = None
+
+    def __enter__(self) -> ScriptedLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_script(self, model: str, steps: list[Step]) -> None:
+        self.state.set_script(model, steps)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.state.requests()
+
+    def clear_requests(self) -> None:
+        self.state.clear_requests()
+
+
+def _script_arg(value: str) -> tuple[str, list[Step]]:
+    model, sep, path = value.partition("=")
+    if not sep or not model or not path:
+        raise argparse.ArgumentTypeError(f"expected MODEL=PATH, got {value!r}")
+    try:
+        return model, load_script(path)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot load script {path}: {exc}") from exc
+
+
+async def _serve_forever(state: ScriptState, host: str, port: int) -> None:
+    runner, bound_port = await serve(state, host, port)
+    print(f"listening on http://{host}:{bound_port}/v1", flush=True)  # readiness signal for parents
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible LLM server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--script", type=_script_arg, action="append", default=[],
+                        metavar="MODEL=PATH", help="YAML/JSON list of steps for MODEL (repeatable)")
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    args = parser.parse_args(argv)
+    state = ScriptState(dict(args.script), args.api_key)
+    try:
+        asyncio.run(_serve_forever(state, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""Agent: ready when its LLM and every ToolSet are ready. LLM and ToolSet events re-evaluate it too
+(see llm.py and toolset.py), so readiness follows its dependencies both ways. An Agent turning
+ready wakes the TaskRuns that wait for it (an annotation write is a watch event for them)."""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubechain.operator.observed import observed
+from kubechain.api.v1alpha1 import GROUP, VERSION
+
+from .catalog import IndexCatalog
+from .readiness import reconcile_readiness
+
+
+@kopf.on.event(GROUP, VERSION, "agents")  # every event: see tool.py
+@observed("Agent")
+async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                    meta: kopf.Meta, memo: kopf.Memo, pending_taskruns: kopf.Index, **kwargs: Any) -> None:
+    if type == "DELETED":
+        return
+    catalog = IndexCatalog(kwargs)
+    await reconcile_readiness(memo.state.kube, catalog, "Agent", namespace, name, uid, meta.get("generation"),
+                              dict(spec), dict(status))
+    # Whoever made the agent ready (this event, an LLM or a ToolSet), its waiting runs start now.
+    if ((catalog.get("Agent", namespace, name) or {}).get("status") or {}).get("ready"):
+        for run in pending_taskruns.get((namespace, name), []):
+            await memo.state.kube.wake("taskruns", namespace, run, reason=f"agent {name} ready")

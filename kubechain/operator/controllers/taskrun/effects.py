@@ -1,0 +1,243 @@
+"""The TaskRun effects applier: the only TaskRun code that calls Kubernetes or Ray or posts Events.
+
+`apply()` writes the decision's status (only the fields that changed, once), then carries out its effects in
+order (kubechain/core/effects.py says what each means). A guarded write that loses a race (someone wrote the
+run since it was observed) applies nothing and answers None: the caller observes again and decides anew.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from pydantic import SecretStr
+
+from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
+from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
+from kubechain.core import effects as do
+from kubechain.core.reconciler import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
+                                       ActorReturned, CannotStart, Decision, Observed, RayDown)
+from kubechain.core.resolve import run_spec
+
+from ...metrics import PHASES, RECOVERIES, TRANSITIONS
+from ...raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
+from ...state import OperatorState
+from ..catalog import IndexCatalog
+from .observe import agent_and_input
+from .queue import wake_admitted
+
+
+@dataclass(frozen=True)
+class Applied:
+    fact: ActorFact | None = None  # what an actor effect answered (the supervisor's next fact)
+    exit: bool = False             # the daemon is done with this run
+
+
+def status_patch(old: TaskRunStatus, new: TaskRunStatus) -> dict[str, Any]:
+    """A merge patch of the top-level fields that differ (null: removed)."""
+    if new is old:
+        return {}
+    patch: dict[str, Any] = {}
+    for name, info in type(new).model_fields.items():
+        if getattr(old, name) != getattr(new, name):
+            patch[info.alias or name] = new.to_wire(include={name}).get(info.alias or name)
+    return patch
+
+
+class Applier:
+    """Applies decisions about one run. A supervisor's applier also holds the handle of the run's actor."""
+
+    def __init__(self, state: OperatorState, ref: TaskRunRef, indexes: dict[str, Any],
+                 stopped: kopf.DaemonStopped | None = None):
+        self.state, self.ref, self.indexes, self.stopped = state, ref, indexes, stopped
+        self.handle: Any = None  # the actor found or created (a supervisor's)
+        self.actor = ""          # its name
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """What kopf.event() needs to post an Event about the run."""
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
+                "metadata": {"namespace": self.ref.namespace, "name": self.ref.name, "uid": self.ref.uid}}
+
+    async def apply(self, seen: Observed, decision: Decision, version: str | None = None) -> Applied | None:
+        if patch := status_patch(seen.status, decision.status):
+            try:
+                written = await self.state.kube.patch_status("taskruns", self.ref.namespace, self.ref.name, patch,
+                                                             version=version if decision.guarded else None)
+            except Exception:
+                if decision.holds_slot:
+                    self.state.scheduled.pop(self.ref.uid, None)  # not started: its slot is free again
+                raise
+            if not written:
+                if decision.holds_slot:
+                    self.state.scheduled.pop(self.ref.uid, None)
+                if decision.guarded:
+                    return None
+        applied = Applied()
+        for effect in decision.effects:
+            applied = await self._one(effect, seen) or applied
+            if applied.exit:
+                break
+        return applied
+
+    async def _one(self, effect: do.Effect, seen: Observed) -> Applied | None:
+        state, ref = self.state, self.ref
+        match effect:
+            case do.PostEvent(type=type_, reason=reason, message=message):
+                kopf.event(self.body, type=type_, reason=reason, message=message)
+            case do.CreateChild(body=body, message=message):
+                if await state.kube.create("taskruns", ref.namespace, body):
+                    kopf.event(self.body, type="Normal", reason="Delegated", message=message)
+            case do.CreateJob(body=body, message=message):
+                if await state.kube.create_job(ref.namespace, body):
+                    kopf.event(self.body, type="Normal", reason="ToolJobCreated", message=message)
+            case do.DeleteJob(name=name):
+                await state.kube.delete_job(ref.namespace, name)
+            case do.CancelChild(name=name):
+                await state.kube.patch("taskruns", ref.namespace, name, {"spec": {"cancel": True}})
+            case do.DeleteRun():
+                await state.kube.delete("taskruns", ref.namespace, ref.name, ref.uid)
+            case do.Wake(name=name, reason=reason):
+                await state.kube.wake("taskruns", ref.namespace, name or ref.name, reason=reason)
+            case do.WakeAdmitted():
+                await wake_admitted(state, self.indexes)
+            case do.ShowOnTask(task=task, phase=phase, output=output, error=error):
+                await state.kube.patch_status("tasks", ref.namespace, task,
+                                              {"phase": phase, "output": output, "error": error})
+                state.task_phases[(ref.namespace, task)] = phase
+            case do.Remember(history=history, phase=phase):
+                PHASES.observe(ref.uid, ref.namespace, phase)
+                if phase is None:
+                    state.phases.pop(ref.uid, None)
+                    state.forget(ref.uid)
+                else:
+                    state.phases[ref.uid] = (history, Phase(phase))
+            case do.CountTransition(phase=phase, reason=reason):
+                TRANSITIONS.labels(phase, reason).inc()
+            case do.CountRecovery():
+                RECOVERIES.labels(ref.namespace).inc()
+            case do.PrepareActor(epoch=epoch, inputs=inputs):
+                return Applied(await self._prepare(seen, epoch, inputs))
+            case do.CreateActor(spec=spec):
+                return Applied(await self._create(spec))
+            case do.JoinActor(spec=spec):
+                fact = await self._join(spec)
+                return Applied(fact, exit=fact is None)
+            case do.KillActor(name=name):
+                try:
+                    await asyncio.to_thread(state.ray.kill, ref.namespace, ref.name, ref.uid, name)
+                except RayUnavailable:
+                    pass  # with the head gone the actor is gone; a raised epoch fences out any other
+            case do.DisconnectRay():
+                await asyncio.to_thread(state.ray.disconnect)
+            case do.Sleep(seconds=seconds):
+                if self.stopped is not None:
+                    await self.stopped.wait(seconds)
+            case do.Exit():
+                return Applied(exit=True)
+            case _:
+                raise TypeError(f"unknown effect {effect!r}")
+        return None
+
+    # --- Ray ------------------------------------------------------------------------------------------------
+    async def look(self, status: TaskRunStatus) -> ActorFact:
+        """The supervisor's first question each round: is a live actor on the run? Epoch 0: none was ever
+        started (the epoch is raised before one is), so there is none to find."""
+        if not status.epoch:
+            return ActorAbsent()
+        name = status.actor.name if status.actor else None
+        try:
+            handle = await asyncio.to_thread(self.state.ray.find, self.ref, name)
+        except RayUnavailable as exc:
+            return RayDown(str(exc))
+        if handle is None:
+            return ActorAbsent()
+        self.handle, self.actor = handle, name or ""
+        return ActorFound(self.actor)
+
+    async def _prepare(self, seen: Observed, epoch: int, inputs: dict[str, Any]) -> ActorFact:
+        """The RunSpec of a new actor: Task -> Agent -> LLM, tools, the key and the tools' Secrets."""
+        catalog, ref, spec = IndexCatalog(self.indexes), self.ref, seen.spec
+        found = agent_and_input(catalog, ref.namespace, spec)
+        if found is None:
+            return CannotStart(f"Task {spec.task_ref.name!r} not found")
+        agent_name, user_input = found
+        agent = catalog.get("Agent", ref.namespace, agent_name)
+        llm = agent and catalog.get("LLM", ref.namespace, agent["spec"]["llmRef"]["name"])
+        if not (agent and llm and (agent.get("status") or {}).get("ready")):
+            return CannotStart(f"Agent {agent_name!r} is not ready: cannot start an actor")
+        secrets: dict[tuple[str, str], str] = {}
+        wanted = {(r["name"], r["key"]) for r in [llm["spec"].get("apiKeySecretRef")] if r}
+        run = _run_spec(seen, spec, agent_name, user_input, catalog, epoch, inputs, self.state)
+        wanted |= {r for tool in run.tools for r in tool.secret_refs()}
+        for name, key in sorted(wanted):
+            secret = await self.state.kube.secret_value(ref.namespace, name, key)
+            if secret.problem:
+                return CannotStart(secret.problem)
+            secrets[(name, key)] = secret.value
+        if key_ref := llm["spec"].get("apiKeySecretRef"):
+            run.api_key = SecretStr(secrets[(key_ref["name"], key_ref["key"])])
+        for tool in run.tools:
+            for name, key in tool.secret_refs():
+                run.secrets[secret_key(name, key)] = SecretStr(secrets[(name, key)])
+        return ActorPrepared(run)
+
+    async def _create(self, spec: RunSpec) -> ActorFact:
+        try:
+            self.handle, ref = await asyncio.to_thread(self.state.ray.create, spec)
+        except RayUnavailable as exc:
+            return RayDown(str(exc))
+        self.actor = ref.name
+        return ActorCreated(ref, spec)
+
+    async def _join(self, spec: RunSpec | None) -> ActorFact | None:
+        """Join the actor's run and wait for it; None when the supervisor is stopped first."""
+        ray = self.state.ray
+        try:
+            run = await asyncio.to_thread(ray.join, self.handle, spec)
+            if self.actor.startswith(STANDBY_PREFIX):
+                self.state.in_background(recycle_when_done(self.state, self.actor, self.handle, run))
+            if not await until_stopped(ray.wait(run), self.stopped):
+                return None
+        except ActorDied as exc:
+            return ActorLost(str(exc))
+        except RayUnavailable as exc:
+            return RayDown(str(exc))
+        return ActorReturned()
+
+
+def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, catalog: IndexCatalog, epoch: int,
+              inputs: dict[str, Any], state: OperatorState) -> RunSpec:
+    return run_spec(seen.ref, agent, user_input, catalog, None, epoch, traceparent=seen.status.traceparent,
+                    max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
+                    lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
+                    max_delegation_depth=state.settings.reconcile.max_delegation_depth,
+                    json_logs=state.settings.json_logs)
+
+
+async def recycle_when_done(state: OperatorState, actor: str, handle: Any, run: Any) -> None:
+    """A pooled actor goes back to the pool once its run returns, even after kopf stopped the run's daemon
+    (the watch event of the run's last phase often arrives before the actor's return value)."""
+    try:
+        await state.ray.wait(run)
+    except (ActorDied, RayUnavailable):
+        return
+    await asyncio.to_thread(state.ray.recycle, actor, handle)
+
+
+async def until_stopped(work: Any, stopped: kopf.DaemonStopped | None) -> bool:
+    """Await `work` unless the daemon is asked to stop first; True when the work finished (errors raise)."""
+    task = asyncio.ensure_future(work)
+    if stopped is None:
+        await task
+        return True
+    stop = asyncio.ensure_future(stopped.wait())
+    done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stop):
+        if pending not in done:
+            pending.cancel()
+    if task in done:
+        task.result()
+        return True
+    return False

@@ -1,0 +1,54 @@
+"""kopf indexes of TaskRuns: what the reconciler observes about a run's neighbours, kept current from the watch
+stream (memory, not the apiserver). Tool Jobs are indexed in jobs.py; Tasks, Agents and the rest in
+controllers/catalog.py."""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubechain.api.v1alpha1 import GROUP, VERSION, Phase
+from kubechain.core.lifecycle import ChildOutcome
+from kubechain.core.naming import LABEL_AGENT, LABEL_PARENT_UID
+from kubechain.core.queueing import Queued
+
+from .filters import is_pending, is_running
+
+QUEUE = "queue"
+ANNOTATION_MAX_RUNNING = f"{GROUP}/max-running"
+
+
+@kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
+def pending_taskruns(namespace: str, name: str, labels: kopf.Labels, **_: Any):
+    """Pending TaskRuns by (namespace, agent), to wake them when the agent turns ready."""
+    return {(namespace, labels.get(LABEL_AGENT, "")): name}
+
+
+@kopf.index(GROUP, VERSION, "taskruns", labels={LABEL_PARENT_UID: kopf.PRESENT})
+def child_taskruns(namespace: str, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any):
+    """Child TaskRuns by (namespace, parent uid): what a delegating parent waits for."""
+    outcome = ChildOutcome(Phase(status.get("phase", "Pending")), status.get("output") or "", status.get("error") or "")
+    return {(namespace, labels[LABEL_PARENT_UID]): (name, outcome)}
+
+
+@kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
+def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any):
+    """Every Pending TaskRun, for the admission queue: (uid, agent or Task it names, queue entry)."""
+    ref = (spec.get("agentRef") or spec.get("taskRef") or {}).get("name", "")
+    kind = "Agent" if spec.get("agentRef") else "Task"
+    entry = Queued(namespace, name, int(spec.get("priority") or 0), meta.get("creationTimestamp") or "")
+    return {QUEUE: (uid, kind, ref, entry)}
+
+
+@kopf.index(GROUP, VERSION, "taskruns", when=is_running)
+def running_taskruns(namespace: str, uid: str, **_: Any):
+    """Running TaskRuns (each holds an actor) by namespace: what the limits count."""
+    return {namespace: uid}
+
+
+@kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_RUNNING: kopf.PRESENT})
+def namespace_limits(name: str, annotations: kopf.Annotations, **_: Any):
+    """Namespaces with their own limit (annotation kubechain.dev/max-running)."""
+    value = annotations.get(ANNOTATION_MAX_RUNNING, "")
+    return {name: int(value)} if value.isdigit() else None
+

@@ -1,0 +1,97 @@
+"""What the TaskRun reconciler decides from: a run's body, read together with the kopf indexes and this process's
+books into one `Observed`. No writes; the only waits are for the admission lock (no I/O under it)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from kubechain.api.runspec import TaskRunRef
+from kubechain.api.v1alpha1 import CallState, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.core.lifecycle import ChildOutcome
+from kubechain.core.naming import LABEL_TASK
+from kubechain.core.reconciler import ActorFact, Observed, Seen, Target, Trigger
+from kubechain.core.resolve import Catalog, parse
+
+from ...state import OperatorState
+from ..catalog import IndexCatalog
+from .jobs import container_of
+from .queue import admit
+
+
+def ref_of(body: Mapping[str, Any]) -> TaskRunRef:
+    meta = body["metadata"]
+    return TaskRunRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+
+def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, indexes: dict[str, Any], *,
+            status: TaskRunStatus | None = None, actor: ActorFact | None = None, failures: int = 0,
+            traceparent: str = "") -> Observed:
+    """The run as `body` shows it (`status`: a newer status this process wrote itself), with its neighbours."""
+    ref = ref_of(body)
+    status = status or TaskRunStatus.model_validate(body.get("status") or {})
+    spec, error = parse(TaskRunSpec, dict(body.get("spec") or {}))
+    task = (body["metadata"].get("labels") or {}).get(LABEL_TASK)
+    catalog = IndexCatalog(indexes)
+    seen = state.phases.get(ref.uid)
+    observed = Observed(
+        trigger=trigger, ref=ref, status=status, spec=spec, spec_error=error or "",
+        task=task, task_shows=state.task_phases.get((ref.namespace, task)) if task else None,
+        seen=Seen(*seen) if seen else None, scheduled=ref.uid in state.scheduled,
+        children=children_of(indexes, ref), actor=actor, failures=failures, traceparent=traceparent,
+        ray_namespace=state.settings.ray.namespace)
+    if spec is None:
+        return observed
+    if status.phase is Phase.PENDING:
+        return replace(observed, target=target_of(catalog, ref.namespace, spec)) if trigger is Trigger.EVENT else observed
+    jobs = dict(indexes["tool_jobs"].get((ref.namespace, ref.uid), []))
+    if status.phase.terminal:
+        return replace(observed, jobs=jobs)
+    return replace(observed, jobs=jobs, containers=containers_of(catalog, ref.namespace, status, jobs))
+
+
+def gone(trigger: Trigger, ref: TaskRunRef, state: OperatorState, status: TaskRunStatus) -> Observed:
+    """A run that was deleted (or replaced by a new object of its name)."""
+    seen = state.phases.get(ref.uid)
+    return Observed(trigger=trigger, ref=ref, status=status, spec=None, exists=False,
+                    seen=Seen(*seen) if seen else None)
+
+
+async def with_slot(seen: Observed, state: OperatorState, indexes: dict[str, Any]) -> Observed:
+    """A Pending run whose Agent is ready gets its place in the admission plan: admitted (a slot is reserved for
+    it), or queued."""
+    if seen.target is None or not seen.target.ready or seen.scheduled or seen.spec.cancel:
+        return seen
+    async with state.admission_lock:  # no awaits inside: every Pending run's decision takes this lock
+        slot = admit(state, indexes, seen.ref.namespace, seen.ref.name, seen.ref.uid)
+    return replace(seen, slot=slot)
+
+
+def children_of(indexes: dict[str, Any], ref: TaskRunRef) -> dict[str, ChildOutcome]:
+    return dict(indexes["child_taskruns"].get((ref.namespace, ref.uid), []))
+
+
+def containers_of(catalog: Catalog, namespace: str, status: TaskRunStatus, jobs: Mapping[str, Any]) -> dict[str, Any]:
+    """The container of each waiting container call that has no Job yet, as the run's Agent defines it now."""
+    return {r.id: container_of(catalog, namespace, status.agent or "", r.tool) for r in status.tool_call_history
+            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB and r.id not in jobs}
+
+
+def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> tuple[str, str] | None:
+    """(agent, user input) of a run: from its Task, or its own spec (child runs); None if the Task is missing."""
+    if spec.task_ref is None:
+        return spec.agent_ref.name, spec.user_input or ""
+    task = catalog.get("Task", namespace, spec.task_ref.name)
+    if task is None:
+        return None
+    return (task["spec"].get("agentRef") or {}).get("name", ""), task["spec"].get("userInput", "")
+
+
+def target_of(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> Target:
+    found = agent_and_input(catalog, namespace, spec)
+    if found is None:
+        return Target(found=False)
+    agent = catalog.get("Agent", namespace, found[0])
+    status = (agent or {}).get("status") or {}
+    message = (status.get("message") or "not reconciled yet") if agent else "not found"
+    return Target(True, found[0], bool(status.get("ready")), message)

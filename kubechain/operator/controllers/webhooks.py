@@ -1,0 +1,65 @@
+"""Admission: defaults for every kind and the validation rules of kubechain/admission.py, served by kopf.
+
+Validation fails closed (failurePolicy Fail): a bad object is refused even while the operator restarts
+(kubectl then says it cannot reach the webhook; retry). Status writes - every checkpoint - are never
+sent to the webhooks, so running actors are not slowed or blocked by them. Defaulting fails open
+(Ignore): the CRD schema and the models carry the same defaults, so nothing depends on it; and it runs on
+CREATE only: an update (kopf's own metadata writes, a wake, a cancel) would pay a webhook round trip to
+change nothing, which in a burst of a thousand TaskRuns was most of the operator's admission work.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubechain.core import admission
+from kubechain.api.v1alpha1 import GROUP, KINDS, VERSION
+
+from .catalog import IndexCatalog
+
+WRITES = ["CREATE", "UPDATE"]
+
+
+def refuse(problems: list[str]) -> None:
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+for _info in KINDS:
+    def _defaults(spec: kopf.Spec, patch: kopf.Patch, _model: Any = _info.spec, **_: Any) -> None:
+        """Write the effective defaults into the object, so `kubectl get -o yaml` shows them."""
+        try:
+            defaulted = _model.model_validate(dict(spec)).to_wire()
+        except ValueError:
+            return  # the validating webhook (or the schema) says what is wrong
+        if any(dict(spec).get(k) != v for k, v in defaulted.items()):
+            patch["spec"] = defaulted
+
+    kopf.on.mutate(GROUP, VERSION, _info.plural, id=f"default-{_info.plural}", operations=["CREATE"],
+                   ignore_failures=True)(_defaults)
+
+
+@kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES)
+def validate_tool(spec: kopf.Spec, **_: Any) -> None:
+    refuse(admission.tool(dict(spec)))
+
+
+@kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES)
+def validate_toolset(spec: kopf.Spec, **_: Any) -> None:
+    refuse(admission.toolset(dict(spec)))
+
+
+@kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES)
+def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
+    refuse(admission.agent(namespace, name, dict(spec), IndexCatalog(kwargs)))
+
+
+@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=["UPDATE"])
+def validate_task(old: kopf.Body, new: kopf.Body, **_: Any) -> None:
+    refuse(admission.task_update(dict(old), dict(new)))
+
+
+@kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES)
+def validate_taskrun(new: kopf.Body, old: kopf.Body | None, operation: str, **_: Any) -> None:
+    refuse(admission.taskrun(dict(new), dict(old) if operation == "UPDATE" and old is not None else None))

@@ -1,0 +1,300 @@
+"""The operator's only door to Ray: connect (with token auth) and start or find TaskRun actors.
+
+Blocking (the Ray API is); controllers call it through asyncio.to_thread. Tests of handlers can
+pass any object with the same methods.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubechain.api.runspec import RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import ActorRef
+from kubechain.core.naming import actor_name
+from kubechain.operator.settings import RaySettings
+
+log = logging.getLogger(__name__)
+STANDBY_PREFIX = "kubechain-standby-"
+
+
+class ActorDied(Exception):
+    """The actor process is gone (killed, crashed, node lost) before its run ended."""
+
+
+class RayUnavailable(Exception):
+    """Ray cannot be reached or refuses to create actors right now."""
+
+
+class ActorGateway(Protocol):
+    def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None: ...
+    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
+    def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
+    async def wait(self, run: Any) -> str: ...
+    def recycle(self, name: str, handle: Any) -> None: ...
+
+
+def _detached(future: Any) -> asyncio.Future:
+    """An asyncio view of Ray's concurrent future that can be cancelled without cancelling Ray's own:
+    Ray Client's data thread crashes when it completes a future someone cancelled."""
+    loop = asyncio.get_running_loop()
+    view = loop.create_future()
+
+    def transfer(done: Any) -> None:
+        if not view.done():
+            error = done.exception()
+            view.set_exception(error) if error is not None else view.set_result(done.result())
+
+    def on_done(done: Any) -> None:
+        if not loop.is_closed():  # after the operator's loop stopped, nobody waits for it any more
+            loop.call_soon_threadsafe(transfer, done)
+
+    future.add_done_callback(on_done)
+    return view
+
+
+def configure_token_auth() -> None:
+    """Ray 2.60 heads enforce token auth by default: find the token the way Ray does and pass it on.
+
+    The token goes in RAY_AUTH_TOKEN because Ray Client's per-connection server does not honour
+    RAY_AUTH_TOKEN_PATH (seen with ray 2.60: "SpecificServer startup failed").
+    """
+    if os.environ.get("RAY_AUTH_MODE") == "disabled":
+        return
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), str(Path.home() / ".ray" / "auth_token")):
+        if not token and path and Path(path).is_file():
+            token = Path(path).read_text().strip()
+    if token:
+        os.environ["RAY_AUTH_TOKEN"] = token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+class RayGateway:
+    def __init__(self, settings: RaySettings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._refilling = threading.Lock()
+        self._probed: tuple[float, bool] = (0.0, False)  # (monotonic time, reachable) of the last probe
+        self._returned_at = 0.0  # monotonic time an ended run's actor last came back to the pool
+        self._actor_class = None
+        address = settings.address.removeprefix("ray://")
+        self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
+        self._lost = False
+        self._standbys: list[tuple[str, Any]] = []  # warm actors holding no run: (name, handle)
+
+    def connect(self) -> None:
+        import ray
+
+        with self._lock:
+            if self._lost:  # the head went away: drop the dead session once, then connect afresh
+                ray.shutdown()
+                self._lost = False
+            if ray.is_initialized():
+                return
+            self._connect()
+        if self.settings.standby_actors:
+            self._refill()
+
+    def _connect(self) -> None:
+        import ray
+
+        if self._endpoint and not self.reachable():  # fail fast instead of Ray Client's long retries
+            raise RayUnavailable(f"the Ray head at {self._endpoint} does not answer")
+        configure_token_auth()
+        ray.init(address=self.settings.address, namespace=self.settings.namespace,
+                 log_to_driver=False, configure_logging=False)
+        if not self._endpoint:
+            self._endpoint = ray.get_runtime_context().gcs_address
+        log.info("connected to Ray at %s", self.settings.address)
+        if self.settings.standby_actors:
+            self._standbys = self._adopt_standbys()
+
+    def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
+        """The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
+        else the run's own actor name. A pooled actor counts only while it still holds this run."""
+        import ray
+
+        self._connect_or_raise()
+        try:
+            handle = ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
+        except ValueError:
+            return None
+        if name and name.startswith(STANDBY_PREFIX) and not self._holds(handle, ref.uid):
+            return None
+        return handle
+
+    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
+        """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and
+        `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a racing
+        duplicate request finds the same actor)."""
+        self._connect_or_raise()
+        if self.settings.standby_actors:
+            with self._lock:
+                taken = self._standbys.pop(0) if self._standbys else None
+            refill = threading.Timer(self.settings.standby_refill_seconds, self._refill)
+            refill.daemon = True
+            refill.start()
+            name, handle = taken or self._new_standby()
+        else:
+            name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
+            handle = self._new_actor(name, spec)
+        return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
+                                restarts=max(spec.epoch - 1, 0))
+
+    def join(self, handle: Any, spec: RunSpec | None = None) -> Any:
+        """Start or join the actor's run loop (idempotent); returns the future of its final phase. `spec` assigns
+        a standby to the run; without it, an actor that holds no run (or another) fails the future (ActorDied)."""
+        return handle.run.remote(spec)
+
+    def _new_actor(self, name: str, spec: RunSpec | None) -> Any:
+        try:
+            return self._remote_class().options(
+                name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
+                num_cpus=self.settings.actor_num_cpus, max_restarts=0,
+                scheduling_strategy=self.settings.scheduling_strategy,
+            ).remote(spec)
+        except Exception as exc:
+            raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc
+
+    def recycle(self, name: str, handle: Any) -> None:
+        """A pooled actor whose run has ended goes back to the pool if the pool is short of `standby_actors`,
+        else it ends now."""
+        import ray
+
+        if not name.startswith(STANDBY_PREFIX):
+            return  # named after its run: it ends with it
+        try:
+            if len(self._standbys) >= self.settings.standby_actors:
+                ray.kill(handle)
+                return
+            if not ray.get(handle.recycle.remote(), timeout=10):
+                return
+        except Exception as exc:  # gone, or stuck (then it ends itself once its grace is over)
+            log.info("actor %s not recycled: %s", name, exc)
+            return
+        with self._lock:
+            self._standbys.append((name, handle))
+            self._returned_at = time.monotonic()
+
+    def _refill(self) -> None:
+        """Top the pool up to `standby_actors` warm actors (a new run's actor then skips a worker process start,
+        ~1 s), without holding the gateway's lock: creating an actor can take seconds on a busy Ray, and every
+        find and create would wait for it."""
+        if time.monotonic() - self._returned_at < self.settings.standby_refill_seconds:
+            return  # ended runs' actors are coming back: they refill the pool
+        try:
+            with self._refilling:
+                while len(self._standbys) < self.settings.standby_actors:
+                    standby = self._new_standby()
+                    with self._lock:
+                        self._standbys.append(standby)
+        except Exception as exc:  # Ray away: the next run's create tries again
+            log.info("standby actors not refilled: %s", exc)
+
+    def _new_standby(self) -> tuple[str, Any]:
+        name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
+        return name, self._new_actor(name, None)
+
+    def _holds(self, handle: Any, uid: str | None = None) -> bool:
+        """Whether a pooled actor holds run `uid` (any run, without it); an actor that cannot say is dead."""
+        import ray
+
+        try:
+            return ray.get(handle.holds.remote(uid), timeout=10)
+        except ray.exceptions.GetTimeoutError:
+            return True  # alive but busy: it may well hold the run
+        except Exception:
+            return False
+
+    def _adopt_standbys(self) -> list[tuple[str, Any]]:
+        """Standbys an earlier operator process left (detached actors outlive it), if no run holds them."""
+        import ray
+
+        found = []
+        for name in ray.util.list_named_actors():  # in our Ray namespace
+            if name.startswith(STANDBY_PREFIX):
+                try:
+                    handle = ray.get_actor(name, namespace=self.settings.namespace)
+                    if ray.get(handle.holds.remote(), timeout=10) is False:
+                        found.append((name, handle))
+                except Exception:  # gone meanwhile, or not answering: not worth keeping
+                    continue
+        for _, extra in found[self.settings.standby_actors:]:  # the pool is smaller now
+            ray.kill(extra)
+        return found[:self.settings.standby_actors]
+
+    async def wait(self, run: Any) -> str:
+        """The final phase the actor returns. ActorDied when its process went away first (Ray fails the
+        future at once); RayUnavailable when the head itself is gone (Ray would hang: we probe it)."""
+        import ray
+
+        result = _detached(run.future())
+        try:
+            while not (await asyncio.wait({result}, timeout=self.settings.health_interval_seconds))[0]:
+                if not await asyncio.to_thread(self.reachable):
+                    raise RayUnavailable(f"the Ray head at {self._endpoint} stopped answering")
+            return result.result()
+        except ray.exceptions.RayActorError as exc:
+            raise ActorDied(str(exc).splitlines()[0]) from None
+        except ray.exceptions.RayError as exc:  # e.g. the loop raised: the actor restarts from its checkpoint
+            raise ActorDied(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        except ConnectionError as exc:  # Ray Client lost its server: the head (or the proxy) is gone
+            raise RayUnavailable(f"lost the connection to Ray: {str(exc).splitlines()[0]}") from None
+        finally:
+            result.cancel()
+
+    def reachable(self) -> bool:
+        """A TCP connect to the address we reached Ray at: cheap, and cannot hang like a Ray call can. One probe
+        answers every supervisor asking within a second."""
+        at, answer = self._probed
+        if time.monotonic() - at < 1.0:
+            return answer
+        host, _, port = self._endpoint.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            answer = True
+        except (OSError, ValueError):
+            answer = False
+        self._probed = (time.monotonic(), answer)
+        return answer
+
+    def kill(self, namespace: str, name: str, uid: str, actor: str | None = None) -> None:
+        """Stop a TaskRun's actor, if it lives (its TaskRun is gone or stopped): `actor` as its status records
+        it (a pooled actor, if it still holds this run), and the run's own actor name."""
+        import ray
+
+        self._connect_or_raise()
+        for candidate in {actor or "", actor_name(namespace, name, uid)} - {""}:
+            try:
+                handle = ray.get_actor(candidate, namespace=self.settings.namespace)
+            except ValueError:
+                continue
+            if not candidate.startswith(STANDBY_PREFIX) or self._holds(handle, uid):
+                ray.kill(handle)
+
+    def disconnect(self) -> None:
+        """Mark the session dead, so the next call connects afresh (e.g. to a restarted head)."""
+        self._lost = True
+
+    def _connect_or_raise(self) -> None:
+        try:
+            self.connect()
+        except RayUnavailable:
+            raise
+        except Exception as exc:
+            raise RayUnavailable(f"Ray at {self.settings.address} is unreachable: {exc}") from exc
+
+    def _remote_class(self):
+        import ray
+        from actors.taskrun_actor import TaskRunActor
+
+        if self._actor_class is None:
+            self._actor_class = ray.remote(TaskRunActor)
+        return self._actor_class

@@ -1,0 +1,109 @@
+"""Settings of the operator, its actors and the command line, read from the environment here and nowhere else
+(kopf's OperatorSettings style: grouped dataclasses, a default and a docstring per field). `current()` is what
+every module uses: one reading per process. Left to their owners: Ray's own RAY_* variables (the Ray gateway
+passes the token on as Ray expects) and OpenTelemetry's OTEL_* (the SDK reads them; tracing only looks at
+whether an exporter is configured)."""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str = field(default_factory=lambda: _env("RAY_ADDRESS", "auto"))
+    """Where the Ray head is: `ray://host:10001` (Ray Client, e.g. a KubeRay head service), a GCS
+    address `host:6379` (operator on a Ray node) or `auto`. Token auth: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
+    or ~/.ray/auth_token (RAY_AUTH_MODE=token is implied when a token is found)."""
+    namespace: str = field(default_factory=lambda: _env("KUBECHAIN_RAY_NAMESPACE", "kubechain"))
+    """Ray namespace of the TaskRun actors."""
+    actor_num_cpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_ACTOR_NUM_CPUS", "0")))
+    """CPUs reserved per actor. 0: actors are I/O-bound, so many share a node."""
+    scheduling_strategy: str = field(default_factory=lambda: _env("KUBECHAIN_ACTOR_SCHEDULING", "SPREAD"))
+    """Ray scheduling strategy of the actors. SPREAD: a lost node takes as few runs with it as possible
+    (I/O-bound actors gain nothing from being packed). DEFAULT: Ray's packing."""
+    standby_actors: int = field(default_factory=lambda: int(_env("KUBECHAIN_STANDBY_ACTORS", "0")))
+    """Warm actors kept ready (worker process started, imports done) for the next runs: a new run's first LLM
+    request then comes ~1 s sooner. Each holds a Ray worker process (~75 MB), and a run that gets one shows
+    it in the Ray dashboard as `kubechain-standby-<id>` (status.actor names it). 0 (default): none, and every
+    run's actor ends with it. With a pool, an actor whose run ended goes back to it (up to this many)."""
+    standby_refill_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_STANDBY_REFILL_SECONDS", "2")))
+    """How long after a run took a standby a new one is started, unless an ended run's actor refilled the pool
+    first: short runs then reuse a few processes instead of starting one each (~1 s of CPU)."""
+    health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
+    """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once)."""
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    pending_retry_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_PENDING_RETRY_SECONDS", "10")))
+    """How often a blocked object (missing Secret, Task or Agent) is looked at again, besides change events."""
+    max_running: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUNNING", "100")))
+    """TaskRuns that may hold an actor at once, cluster-wide; more wait in Pending, reason Queued."""
+    max_running_per_namespace: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUNNING_PER_NAMESPACE", "50")))
+    """The same per namespace; a Namespace's annotation kubechain.dev/max-running overrides it."""
+    max_delegation_depth: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_DELEGATION_DEPTH", "5")))
+    """How many runs a chain of delegations may hold, root included: a deeper delegate call is a tool error."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    port: int = field(default_factory=lambda: int(_env("KUBECHAIN_WEBHOOK_PORT", "9443")))
+    """HTTPS port of the admission and conversion webhooks (0: no webhooks)."""
+    address: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_ADDRESS", "0.0.0.0"))
+    """Interface to listen on."""
+    host: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_HOST", "kubechain-webhooks.kubechain-system.svc"))
+    """Host name (or IP) the apiserver reaches the webhooks at; it is in the certificate and the webhook URLs."""
+    service: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_SERVICE", ""))
+    """`namespace/name:port` of the Service in front of the webhooks: the apiserver is pointed at it (in a
+    cluster); empty: at https://<host>:<port> (local runs)."""
+    cert_dir: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_CERT_DIR", "/tmp/kubechain-webhook"))
+    """ca.crt, tls.crt, tls.key: mounted (cert-manager) or generated here at start-up."""
+
+
+@dataclass(frozen=True)
+class MCPSettings:
+    stdio_commands: tuple[str, ...] = field(default_factory=lambda: tuple(
+        c.strip() for c in _env("KUBECHAIN_MCP_STDIO_COMMANDS", "*").split(",") if c.strip()))
+    """Commands a ToolSet's stdio MCP server may run (exact `command` values, comma-separated; `*`: any). stdio
+    servers run inside the operator (discovery) and the actors, so whoever may write ToolSets runs code there:
+    in a shared cluster list only servers whose arguments cannot run code of their choosing (not node, python...)."""
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """Defaults of `kubechain ui` (its flags override them)."""
+    host: str = field(default_factory=lambda: _env("KUBECHAIN_UI_HOST", "127.0.0.1"))
+    """Address the console listens on."""
+    port: int = field(default_factory=lambda: int(_env("KUBECHAIN_UI_PORT", "8090")))
+    """Port the console listens on."""
+    ray_dashboard_url: str | None = field(default_factory=lambda: os.environ.get("KUBECHAIN_UI_RAY_DASHBOARD_URL"))
+    """Link each run to its actor in the Ray dashboard, e.g. http://localhost:8265."""
+    tracing_url: str | None = field(default_factory=lambda: os.environ.get("KUBECHAIN_UI_TRACING_URL"))
+    """Link each run to its trace: a URL with {trace_id}."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    ray: RaySettings = field(default_factory=RaySettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    mcp: MCPSettings = field(default_factory=MCPSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    metrics_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_METRICS_PORT", "8080")))
+    """Port of the operator's Prometheus /metrics (0: off)."""
+    health_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_HEALTH_PORT", "0")))
+    """Port of the operator's liveness probe /healthz (kopf's; 0: off)."""
+    json_logs: bool = field(default_factory=lambda: _env("KUBECHAIN_LOG_FORMAT", "").lower() == "json")
+    """KUBECHAIN_LOG_FORMAT=json: the operator's logs (kopf's) and its actors' are one JSON object per line."""
+
+
+@functools.cache
+def current() -> Settings:
+    """This process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,335 @@
+"""The TaskRun reconciler, one row per edge of its diagram (kubechain/core/reconciler.py), named by the edge."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from kubechain.api.runspec import CallInput, RunSpec, TaskRunRef
+from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, HumanResponse, LLMSpec, Phase, TaskRunSpec,
+                                    TaskRunStatus, ToolCallRecord, WaitingFor)
+from kubechain.api.v1alpha1.tool import ContainerExecution
+from kubechain.core import effects as do
+from kubechain.core.lifecycle import ChildOutcome, JobOutcome, enter
+from kubechain.core.reconciler import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorReturned,
+                                       Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger,
+                                       backoff, failures_after, reconcile)
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = T0 + timedelta(seconds=5)
+REF = TaskRunRef(namespace="ns", name="run", uid="uid-1234567890")
+SPEC = TaskRunSpec.model_validate({"taskRef": {"name": "task"}})
+READY = Target(True, "helper", True, "ok")
+
+
+def running(**update) -> TaskRunStatus:
+    status = enter(TaskRunStatus(), Phase.RUNNING, "Scheduled", "starting an actor", now=T0)
+    return status.model_copy(update={"agent": "helper", "epoch": 1, "actor": ActorRef(name="a1", namespace="kc"),
+                                     **update})
+
+
+def waiting(phase: Phase, *records: ToolCallRecord, **update) -> TaskRunStatus:
+    reason = "WaitingForInput" if phase is Phase.PAUSED_FOR_USER_INPUT else "Delegated"
+    return enter(running(**update), phase, reason, "waiting", now=T0).model_copy(
+        update={"tool_call_history": list(records)})
+
+
+def ended(phase: Phase, **update) -> TaskRunStatus:
+    return enter(running(), phase, "FinalAnswer" if phase is Phase.COMPLETED else "LLMError", "done", now=T0) \
+        .model_copy(update=update)
+
+
+def call(id_: str, waiting_for: WaitingFor, **fields) -> ToolCallRecord:
+    return ToolCallRecord(id=id_, step=1, tool=fields.pop("tool", "t"), arguments=fields.pop("arguments", "{}"),
+                          state=fields.pop("state", CallState.WAITING), waiting_for=waiting_for, **fields)
+
+
+ASK = call("c1", WaitingFor.ANSWER, question="which region?")
+CHILD = call("c2", WaitingFor.CHILD_RUN, arguments='{"message": "find x"}', child_run="run-child", delegated_to="fact")
+JOB = call("c3", WaitingFor.JOB, tool="shout", job="run-tool-1")
+CONTAINER = ContainerExecution(image="busybox")
+
+
+def run_spec(epoch: int) -> RunSpec:
+    return RunSpec(taskrun=REF, epoch=epoch, agent="helper", llm=LLMSpec(model="m"), system_prompt="s", user_input="u")
+
+
+def seen(status: TaskRunStatus, trigger: Trigger = Trigger.EVENT, spec: TaskRunSpec = SPEC, **fields) -> Observed:
+    return Observed(trigger, REF, status, spec, ray_namespace="kc", **fields)
+
+
+def kinds(decision) -> list[type]:
+    return [type(e) for e in decision.effects if not isinstance(e, (do.Remember, do.Sleep))]
+
+
+def events(decision) -> list[tuple[str, str]]:
+    return [(e.type, e.reason) for e in decision.effects if isinstance(e, do.PostEvent)]
+
+
+def last(decision) -> tuple[Phase, str]:
+    return decision.status.phase, decision.status.phase_history[-1].reason if decision.status.phase_history else ""
+
+
+def cond(decision, type_: str) -> Condition | None:
+    return next((c for c in decision.status.conditions if c.type == type_), None)
+
+
+# --- pending ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target, slot, message", [
+    pytest.param(Target(False), None, "waiting for its Task to exist", id="pending->pending: no Task"),
+    pytest.param(Target(True, "helper", False, "LLM 'x' not found"), None,
+                 "waiting for Agent 'helper' to be ready: LLM 'x' not found", id="pending->pending: Agent not ready"),
+    pytest.param(READY, InQueue("Queued: position 2 of 3 (cluster limit: 1 of 1 running)", 2),
+                 "Queued: position 2 of 3 (cluster limit: 1 of 1 running)", id="pending->pending: queued"),
+])
+def test_pending_waits_and_says_why(target, slot, message):
+    decision = reconcile(seen(TaskRunStatus(), target=target, slot=slot), NOW)
+    assert decision.status.phase is Phase.PENDING and decision.status.message == message
+    assert kinds(decision) == [] and not decision.guarded
+    assert decision.status.queue_position == (slot.position if slot else None)
+
+
+def test_pending_to_running_scheduled():
+    decision = reconcile(seen(TaskRunStatus(queue_position=3), target=READY, slot=Admitted(),
+                              traceparent="00-abc-def-01"), NOW)
+    status = decision.status
+    assert last(decision) == (Phase.RUNNING, "Scheduled") and decision.holds_slot
+    assert (status.agent, status.actor.name, status.actor.namespace) == ("helper", "ns/run/uid-1234", "kc")
+    assert status.queue_position is None and status.traceparent == "00-abc-def-01"
+    assert events(decision) == [("Normal", "Scheduled")]
+    assert cond(decision, "Succeeded").status == "Unknown"  # written with the transition, for `kubectl wait`
+
+
+@pytest.mark.parametrize("observed", [
+    pytest.param(seen(TaskRunStatus(), target=READY, scheduled=True), id="pending: Running written, not back yet"),
+    pytest.param(seen(TaskRunStatus(), Trigger.CLOCK), id="pending: the clock has nothing to do"),
+])
+def test_pending_unchanged(observed):
+    decision = reconcile(observed, NOW)
+    assert decision.status is observed.status and kinds(decision) == []
+
+
+def test_invalid_spec_is_said_and_nothing_else():
+    decision = reconcile(replace(seen(TaskRunStatus()), spec=None, spec_error="maxTurns: too small"), NOW)
+    assert decision.status.message == "invalid spec: maxTurns: too small" and decision.effects == ()
+
+
+# --- stops --------------------------------------------------------------------------------------------------
+CANCEL = SPEC.model_copy(update={"cancel": True})
+
+
+@pytest.mark.parametrize("status, trigger, spec, at, reason", [
+    pytest.param(TaskRunStatus(), Trigger.EVENT, CANCEL, NOW, "Cancelled", id="pending->failed: cancelled"),
+    pytest.param(running(), Trigger.EVENT, CANCEL, NOW, "Cancelled", id="running->failed: cancelled"),
+    pytest.param(running(), Trigger.CLOCK, SPEC.model_copy(update={"timeout_seconds": 5}), NOW, "Timeout",
+                 id="running->failed: timeout"),
+    pytest.param(waiting(Phase.DELEGATING, CHILD), Trigger.EVENT, CANCEL, NOW, "Cancelled",
+                 id="delegating->failed: cancelled"),
+    pytest.param(waiting(Phase.PAUSED_FOR_USER_INPUT, ASK), Trigger.CLOCK,
+                 SPEC.model_copy(update={"timeout_seconds": 5}), NOW, "Timeout", id="paused->failed: timeout"),
+])
+def test_stops(status, trigger, spec, at, reason):
+    children = {"run-child": ChildOutcome(Phase.RUNNING), "done-child": ChildOutcome(Phase.COMPLETED)}
+    decision = reconcile(seen(status, trigger, spec, children=children), at)
+    assert last(decision) == (Phase.FAILED, reason) and decision.guarded
+    assert decision.status.epoch == status.epoch + 1 and decision.status.error == decision.status.message
+    assert events(decision) == [("Warning", reason)]
+    effects = [e for e in decision.effects if isinstance(e, (do.KillActor, do.CancelChild))]
+    assert effects == [do.KillActor(status.actor.name if status.actor else None), do.CancelChild("run-child")]
+
+
+def test_the_clock_ignores_cancel_and_the_supervisor_ignores_stops():
+    assert reconcile(seen(running(), Trigger.CLOCK, CANCEL), NOW).status.phase is Phase.RUNNING
+    timed = SPEC.model_copy(update={"timeout_seconds": 1})
+    supervised = reconcile(seen(running(), Trigger.SUPERVISOR, timed, actor=ActorReturned()), NOW)
+    assert supervised.status.phase is Phase.RUNNING
+
+
+# --- running: the supervisor ---------------------------------------------------------------------------------
+def supervise(status: TaskRunStatus, fact, failures: int = 1, **fields):
+    return reconcile(seen(status, Trigger.SUPERVISOR, actor=fact, failures=failures, **fields), NOW)
+
+
+def test_running_absent_prepares_a_spec_one_epoch_up_with_the_waited_for_inputs():
+    status = running(epoch=3, tool_call_history=[ASK])
+    decision = supervise(status, ActorAbsent(), spec=SPEC.model_copy(update={"responses": {
+        "c1": HumanResponse(answer="eu")}}))
+    [prepare] = decision.effects
+    assert prepare.epoch == 4 and prepare.inputs["c1"] == CallInput(accepted=True, text="eu",
+                                                                     response=HumanResponse(answer="eu"))
+    assert decision.status is status
+
+
+def test_running_prepared_raises_the_epoch_then_creates():
+    spec = run_spec(4)
+    decision = supervise(running(epoch=3), ActorPrepared(spec))
+    assert decision.status.epoch == 4 and decision.effects == (do.CreateActor(spec),)
+
+
+@pytest.mark.parametrize("status, epoch, reason, recovery", [
+    pytest.param(running(epoch=0, actor=None), 1, "ActorStarted", False, id="running: first actor started"),
+    pytest.param(running(epoch=1, actor=None), 2, "ActorResumed", False, id="running: actor after a resume"),
+    pytest.param(running(epoch=1), 2, "ActorRestarted", True, id="running: actor after a crash (recovery)"),
+])
+def test_running_created_records_the_actor_then_joins(status, epoch, reason, recovery):
+    ref = ActorRef(name="kubechain-standby-1", namespace="kc", id="ff")
+    decision = supervise(status, ActorCreated(ref, run_spec(epoch)))
+    assert decision.status.actor == ref and cond(decision, "RayAvailable").status == "True"
+    assert events(decision) == [("Normal", reason)]
+    assert (do.CountRecovery() in decision.effects) is recovery
+    assert isinstance(decision.effects[-1], do.JoinActor) and decision.effects[-1].spec.epoch == epoch
+
+
+def test_running_found_attaches():
+    decision = supervise(running(), ActorFound("a1"))
+    assert events(decision) == [("Normal", "ActorAttached")] and decision.effects[-1] == do.JoinActor(None)
+
+
+@pytest.mark.parametrize("fact, failures, sleep, event", [
+    pytest.param(ActorReturned(), 0, 0.2, None, id="running->running: actor returned, look again"),
+    pytest.param(ActorLost("killed"), 1, 0.0, ("Warning", "ActorLost"), id="running->running: actor lost"),
+    pytest.param(ActorLost("killed"), 4, 2.0, ("Warning", "ActorLost"), id="running->running: lost again, backoff"),
+    pytest.param(CannotStart("Secret 'k' not found"), 2, 0.5, None, id="running->running: cannot start"),
+])
+def test_running_looks_again(fact, failures, sleep, event):
+    decision = supervise(running(), fact, failures)
+    assert decision.effects[-1] == do.Sleep(sleep) and events(decision) == ([event] if event else [])
+    if isinstance(fact, CannotStart):
+        assert decision.status.message == fact.message
+
+
+def test_running_ray_down_says_so_once_and_reconnects():
+    decision = supervise(running(), RayDown("connection refused"), 3)
+    assert cond(decision, "RayAvailable").status == "False" and decision.status.phase is Phase.RUNNING
+    assert events(decision) == [("Warning", "RayUnavailable")]
+    assert decision.effects[-2:] == (do.DisconnectRay(), do.Sleep(1.0))
+    again = supervise(decision.status, RayDown("connection refused"), 4)
+    assert again.status is decision.status and events(again) == []
+
+
+@pytest.mark.parametrize("status", [
+    pytest.param(waiting(Phase.PAUSED_FOR_USER_INPUT, ASK), id="running->paused: supervisor exits"),
+    pytest.param(ended(Phase.COMPLETED), id="running->completed: supervisor exits"),
+])
+def test_supervisor_exits_once_the_run_left_running(status):
+    assert supervise(status, ActorReturned()).effects == (do.Exit(),)
+
+
+def test_deleted_mid_run_kills_the_actor():
+    decision = reconcile(replace(seen(running(), Trigger.SUPERVISOR), exists=False), NOW)
+    assert decision.effects == (do.KillActor("a1"), do.Exit())
+
+
+def test_an_event_of_a_running_run_is_the_supervisors():
+    status = running()
+    decision = reconcile(seen(status, seen=Seen(1, Phase.RUNNING)), NOW)
+    assert decision.status.phase is Phase.RUNNING and kinds(decision) == []
+
+
+def test_failures_and_backoff():
+    assert failures_after(ActorLost("x"), 2) == 3 and failures_after(ActorReturned(), 5) == 0
+    assert failures_after(ActorFound("a"), 2) == 2
+    assert [backoff(n) for n in range(1, 7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 5.0]
+
+
+# --- waiting -------------------------------------------------------------------------------------------------
+def answer(call_id: str, **reply) -> TaskRunSpec:
+    return SPEC.model_copy(update={"responses": {call_id: HumanResponse(**reply)}})
+
+
+@pytest.mark.parametrize("status, spec, extra, reason", [
+    pytest.param(waiting(Phase.PAUSED_FOR_USER_INPUT, ASK), answer("c1", answer="eu"), {}, "InputReceived",
+                 id="paused->running: input received"),
+    pytest.param(waiting(Phase.DELEGATING, CHILD), SPEC,
+                 {"children": {"run-child": ChildOutcome(Phase.COMPLETED, "x=1")}}, "ChildrenFinished",
+                 id="delegating->running: children finished"),
+    pytest.param(waiting(Phase.DELEGATING, JOB), SPEC, {"jobs": {"c3": JobOutcome(True, True, "OK")}}, "JobsFinished",
+                 id="delegating->running: jobs finished"),
+    pytest.param(waiting(Phase.DELEGATING, JOB), SPEC, {"containers": {"c3": None}}, "JobsFinished",
+                 id="delegating->running: the tool is no longer a container tool"),
+])
+def test_waiting_resumes(status, spec, extra, reason):
+    decision = reconcile(seen(status, spec=spec, **extra), NOW)
+    assert last(decision) == (Phase.RUNNING, reason) and decision.guarded
+    assert decision.status.actor is None  # no actor holds a waiting run: the next start is a resumption
+    assert events(decision) == [("Normal", reason)]
+
+
+def test_paused_waits_for_an_answer():
+    decision = reconcile(seen(waiting(Phase.PAUSED_FOR_USER_INPUT, ASK)), NOW)
+    assert decision.status.phase is Phase.PAUSED_FOR_USER_INPUT and not decision.guarded
+    assert decision.status.message == "waiting for an answer to call c1 (t)"
+
+
+def test_delegating_creates_children_and_jobs_within_the_limit():
+    jobs = [call(f"j{i}", WaitingFor.JOB, tool="shout", job=f"run-tool-{i}") for i in range(3)]
+    status = waiting(Phase.DELEGATING, CHILD, *jobs)
+    spec = SPEC.model_copy(update={"max_parallel_tool_calls": 2})
+    decision = reconcile(seen(status, spec=spec, jobs={"j0": JobOutcome(False)},
+                              containers={"j1": CONTAINER, "j2": CONTAINER}), NOW)
+    children = [e for e in decision.effects if isinstance(e, do.CreateChild)]
+    created = [e.body["metadata"]["name"] for e in decision.effects if isinstance(e, do.CreateJob)]
+    assert [c.body["metadata"]["name"] for c in children] == ["run-child"] and created == ["run-tool-1"]
+    assert children[0].body["spec"]["userInput"] == "find x"
+    assert decision.status.phase is Phase.DELEGATING and "waiting for child TaskRun run-child" in decision.status.message
+
+
+def test_the_clock_wakes_a_run_whose_approval_expired():
+    approval = call("c9", WaitingFor.APPROVAL, expires_at="2026-12-01T12:00:03.000Z")
+    status = waiting(Phase.PAUSED_FOR_USER_INPUT, approval)
+    early = reconcile(seen(status, Trigger.CLOCK), T0 + timedelta(seconds=1))
+    assert kinds(early) == [] and early.effects[-1] == do.Sleep(2.0)
+    late = reconcile(seen(status, Trigger.CLOCK), NOW)
+    assert late.effects == (do.Wake("", "approval deadline of c9"), do.Sleep(5.0))
+    resumed = reconcile(seen(status), NOW)  # the event it causes resumes the run with a rejection
+    assert last(resumed) == (Phase.RUNNING, "InputReceived")
+
+
+# --- ended --------------------------------------------------------------------------------------------------
+def test_a_child_that_ended_wakes_its_parent():
+    spec = TaskRunSpec.model_validate({"agentRef": {"name": "fact"}, "userInput": "x",
+                                       "parent": {"name": "boss-run", "uid": "p", "toolCallId": "c2"}})
+    decision = reconcile(seen(ended(Phase.COMPLETED), spec=spec), NOW)
+    assert do.Wake("boss-run", "child run Completed") in decision.effects
+
+
+@pytest.mark.parametrize("ttl, at, effects", [
+    pytest.param(None, NOW, (do.Exit(),), id="completed: no TTL, the clock stops"),
+    pytest.param(30, NOW, (do.Sleep(5.0),), id="completed: TTL not due"),
+    pytest.param(3, NOW, (do.DeleteRun(), do.Exit()), id="completed->deleted: TTL passed"),
+])
+def test_ttl(ttl, at, effects):
+    spec = SPEC.model_copy(update={"ttl_seconds_after_finished": ttl})
+    assert reconcile(seen(ended(Phase.COMPLETED), Trigger.CLOCK, spec), at).effects == effects
+
+
+# --- the books every event keeps -------------------------------------------------------------------------------
+def test_books_of_an_event_that_shows_a_run_has_ended():
+    record = call("c3", WaitingFor.JOB, state=CallState.SUCCEEDED, job="run-tool-1")
+    status = ended(Phase.COMPLETED, output="42", tool_call_history=[record])
+    decision = reconcile(seen(status, task="task", task_shows="Running", seen=Seen(1, Phase.RUNNING),
+                              jobs={"c3": JobOutcome(True, True, "ok")}), NOW)
+    succeeded = cond(decision, "Succeeded")
+    assert (succeeded.status, succeeded.reason) == ("True", "FinalAnswer")
+    assert do.CountTransition("Completed", "FinalAnswer") in decision.effects
+    assert do.WakeAdmitted() in decision.effects  # it left Running: its slot is free
+    assert do.ShowOnTask("task", "Completed", "42", None) in decision.effects
+    assert do.DeleteJob("run-tool-1") in decision.effects and do.Remember(2, "Completed") in decision.effects
+    quiet = reconcile(seen(decision.status, task="task", task_shows="Completed", seen=Seen(2, Phase.COMPLETED)), NOW)
+    assert quiet.status is decision.status and kinds(quiet) == []  # nothing new: nothing written
+
+
+def test_refused_replies_are_a_condition_and_a_warning_once():
+    status = waiting(Phase.PAUSED_FOR_USER_INPUT, ASK)
+    decision = reconcile(seen(status, spec=answer("c1", approved=True)), NOW)
+    refused = cond(decision, "ResponsesValid")
+    assert (refused.status, refused.reason) == ("False", "Refused") and "waits for an `answer`" in refused.message
+    assert events(decision) == [("Warning", "ResponseRefused")]
+    again = reconcile(seen(decision.status, spec=answer("c1", approved=True)), NOW)
+    assert events(again) == [] and cond(again, "ResponsesValid") == refused
+
+
+def test_a_deleted_run_is_forgotten_and_frees_its_slot():
+    decision = reconcile(replace(seen(running(), seen=Seen(1, Phase.RUNNING)), exists=False, spec=None), NOW)
+    assert decision.effects == (do.Remember(0, None), do.WakeAdmitted())
