@@ -12,6 +12,7 @@ import cProfile
 import json
 import os
 import pstats
+from datetime import datetime, timezone
 import shutil
 import statistics
 import subprocess
@@ -49,7 +50,7 @@ async def run_loop(steps: int) -> None:
                    llm=LLMSpec(model="profile", base_url=LLM_URL), system_prompt="s", user_input="u",
                    tools=[echo], max_turns=steps + 5)
     store = KubeCheckpointStore(spec.taskrun, spec.epoch)
-    status = enter(await store.load(), Phase.RUNNING, "Profile")
+    status = enter(await store.load(), Phase.RUNNING, "Profile", now=datetime.now(timezone.utc))
     llm = OpenAIChatClient(spec.llm, None)
     store.save, llm.complete = timed("checkpoint", store.save), timed("LLM request", llm.complete)
     try:

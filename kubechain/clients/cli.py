@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
     from kubechain.core.naming import taskrun_name
-    from kubechain.transcript import render_message
+    from kubechain.clients.transcript import render_message
 
     api = _api()
     name = args.name or f"{args.agent}-{uuid.uuid4().hex[:6]}"

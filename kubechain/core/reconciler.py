@@ -19,147 +19,23 @@ order; a guarded write that loses a race applies nothing, and the caller observe
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
-from enum import Enum
 from typing import assert_never
 
-from kubechain.api.runspec import RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import (ActorRef, CallState, ConditionType, Phase, Reason, TaskRunSpec, TaskRunStatus,
-                                    WaitingFor)
+from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
 from kubechain.api.v1alpha1.common import with_condition
-from kubechain.api.v1alpha1.tool import ContainerExecution
 
 from . import effects as do
 from .builders import child_taskrun, tool_job
-from .lifecycle import (ChildOutcome, Gathered, JobOutcome, Stop, enter, gather_inputs, next_deadline,
-                        response_problems, stop_for)
+from .lifecycle import Gathered, JobOutcome, Stop, enter, gather_inputs, next_deadline, response_problems, stop_for
 from .naming import actor_name
+from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
+                          ActorReturned, Admitted, CannotStart, Decision, InQueue, Observed, RayDown, Trigger)
 
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
-
-
-class Trigger(Enum):
-    EVENT = "event"
-    CLOCK = "clock"
-    SUPERVISOR = "supervisor"
-
-
-# --- What the operator observed ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    """What a run runs, as the catalog says now: its Task (if it has one), then the Task's Agent."""
-    found: bool                # False: the run's Task does not exist
-    agent: str = ""
-    ready: bool = False
-    message: str = ""          # the Agent's status message, or why there is none
-
-
-@dataclass(frozen=True)
-class Admitted:
-    """The admission plan has a slot for the run (reserved for it until its Running write is seen)."""
-
-
-@dataclass(frozen=True)
-class InQueue:
-    message: str
-    position: int
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What this process last saw of the run: the length of its phaseHistory and its phase."""
-    history: int
-    phase: Phase
-
-
-# The supervisor's facts about the run's actor: what it looked up, or what its last effect answered.
-@dataclass(frozen=True)
-class ActorAbsent:
-    """No live actor holds the run (none was started, or the one named in the status is gone)."""
-
-
-@dataclass(frozen=True)
-class ActorFound:
-    """A live actor holds the run: after an operator restart, or after its run returned while still Running."""
-    name: str
-
-
-@dataclass(frozen=True)
-class ActorPrepared:
-    """The RunSpec of a new actor is resolved (Agent, LLM, tools, Secrets), at `spec.epoch`."""
-    spec: RunSpec = field(hash=False)
-
-
-@dataclass(frozen=True)
-class ActorCreated:
-    """A new actor exists at the run's epoch and has not got the run yet."""
-    ref: ActorRef
-    spec: RunSpec = field(hash=False)
-
-
-@dataclass(frozen=True)
-class ActorReturned:
-    """The joined actor's run returned (the status says whether the run ended)."""
-
-
-@dataclass(frozen=True)
-class ActorLost:
-    """The actor's process went away (killed, crashed, node lost) before its run ended."""
-    message: str
-
-
-@dataclass(frozen=True)
-class RayDown:
-    """Ray cannot be reached, or refuses to create actors."""
-    message: str
-
-
-@dataclass(frozen=True)
-class CannotStart:
-    """The run cannot be resolved into a RunSpec now (its Task or Agent gone, a Secret missing)."""
-    message: str
-
-
-ActorFact = ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | RayDown | CannotStart
-FAILURES = (ActorLost, RayDown, CannotStart)
-
-
-@dataclass(frozen=True)
-class Observed:
-    """Everything a decision is made from (controllers/taskrun/observe.py gathers it)."""
-    trigger: Trigger
-    ref: TaskRunRef
-    status: TaskRunStatus
-    spec: TaskRunSpec | None            # None: the run is gone, or its spec does not parse (spec_error)
-    spec_error: str = ""
-    exists: bool = True                 # False: deleted (or replaced by a new object of the same name)
-    task: str | None = None             # the Task that launched the run (its label)
-    task_shows: str | None = None       # the phase that Task shows, as far as this process knows
-    seen: Seen | None = None            # None: first sight since this process started
-    target: Target | None = None        # Pending runs
-    slot: Admitted | InQueue | None = None  # Pending runs whose Agent is ready
-    scheduled: bool = False             # this process wrote Running; the write has not come back yet
-    children: Mapping[str, ChildOutcome] = field(default_factory=dict)  # by child TaskRun name
-    jobs: Mapping[str, JobOutcome] = field(default_factory=dict)        # tool Jobs that exist, by call id
-    # Waiting container calls without a Job: the tool's container as the Agent defines it now (None: the tool
-    # is no longer a container tool of the Agent, so no Job will ever run the call).
-    containers: Mapping[str, ContainerExecution | None] = field(default_factory=dict)
-    actor: ActorFact | None = None      # the supervisor's
-    failures: int = 0                   # the supervisor's consecutive failed attempts, this fact included
-    traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
-    ray_namespace: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    status: TaskRunStatus                   # whole; the observed object itself when nothing changes
-    effects: tuple[do.Effect, ...] = ()
-    guarded: bool = False                   # write only over the observed resourceVersion, else apply nothing
-    holds_slot: bool = False                # the run took its admission slot: a failed write releases it
 
 
 def reconcile(seen: Observed, now: datetime) -> Decision:
@@ -168,7 +44,9 @@ def reconcile(seen: Observed, now: datetime) -> Decision:
     if not seen.exists:
         return _gone(seen)
     if seen.trigger is Trigger.SUPERVISOR and status.phase is not Phase.RUNNING:
-        return Decision(status, (do.Exit(),))  # the run left Running: kopf stops the supervisor
+        # The run left Running: wait for kopf to stop the supervisor (its filter no longer matches). A daemon
+        # that returns on its own is never started again for the run, and a resumed run needs one.
+        return Decision(status, (do.Sleep(CLOCK_SECONDS),))
     if seen.spec is None:
         return _invalid(seen)
     # any phase not ended --Cancelled (spec.cancel: an event) / Timeout (the clock)--> Failed

@@ -17,7 +17,7 @@ import time
 import pytest
 from kubernetes import config
 
-from kubechain.transcript import complete as full_transcript
+from kubechain.clients.transcript import complete as full_transcript
 
 from .chaos import EffectCounter, actor_pid, actors, kill_actor, wait_until
 from .conftest import agent, llm, secret, task

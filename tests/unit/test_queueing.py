@@ -54,7 +54,7 @@ def indexes(queued: list[Queued], running: dict[str, list[str]]) -> dict:
 
 
 def test_admit_says_go_only_from_a_fresh_plan_and_places_a_run_too_new_for_a_recent_one():
-    from kubechain.core.reconciler import Admitted, InQueue
+    from kubechain.core.observation import Admitted, InQueue
     from kubechain.operator.controllers.taskrun.queue import admit
 
     memo, queued = operator_state(total=10, per_namespace=2), runs("a", 3)

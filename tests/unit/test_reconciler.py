@@ -12,9 +12,9 @@ from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, HumanRespons
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core import effects as do
 from kubechain.core.lifecycle import ChildOutcome, JobOutcome, enter
-from kubechain.core.reconciler import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorReturned,
-                                       Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger,
-                                       backoff, failures_after, reconcile)
+from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorReturned,
+                                        Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger)
+from kubechain.core.reconciler import backoff, failures_after, reconcile
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(seconds=5)
@@ -209,11 +209,12 @@ def test_running_ray_down_says_so_once_and_reconnects():
 
 
 @pytest.mark.parametrize("status", [
-    pytest.param(waiting(Phase.PAUSED_FOR_USER_INPUT, ASK), id="running->paused: supervisor exits"),
-    pytest.param(ended(Phase.COMPLETED), id="running->completed: supervisor exits"),
+    pytest.param(waiting(Phase.PAUSED_FOR_USER_INPUT, ASK), id="running->paused: supervisor waits to be stopped"),
+    pytest.param(ended(Phase.COMPLETED), id="running->completed: supervisor waits to be stopped"),
 ])
-def test_supervisor_exits_once_the_run_left_running(status):
-    assert supervise(status, ActorReturned()).effects == (do.Exit(),)
+def test_supervisor_waits_for_kopf_to_stop_it_once_the_run_left_running(status):
+    # kopf never starts again a daemon that returned on its own: a resumed run would have no supervisor
+    assert supervise(status, ActorReturned()).effects == (do.Sleep(5.0),)
 
 
 def test_deleted_mid_run_kills_the_actor():

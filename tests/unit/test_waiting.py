@@ -12,7 +12,8 @@ from kubechain.core.naming import child_taskrun_name
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import TaskRunSpec
 from kubechain.core.lifecycle import ChildOutcome, enter, gather_inputs, next_deadline, response_problems, stop_for
-from kubechain.core.reconciler import Observed, Trigger, reconcile
+from kubechain.core.observation import Observed, Trigger
+from kubechain.core.reconciler import reconcile
 
 from .test_loop import SPEC, CountingExecutor, MemoryStore, ScriptedLLM, assistant, call
 

@@ -93,7 +93,7 @@ class ToolCallRecord(Model):
     attempts: int = Field(default=0, description="How many times the tool was started for this call.")
     result: str | None = Field(default=None, description="The tool's result, when it succeeded.")
     error: str | None = Field(default=None, description="The error reported to the LLM, when it failed.")
-    waiting_for: WaitingFor | None = Field(default=None, description="While Waiting: Answer, Approval or ChildRun.")
+    waiting_for: WaitingFor | None = Field(default=None, description="While Waiting: Answer, Approval, ChildRun or Job.")
     question: str | None = Field(default=None, description="What the human is asked (ask_human), or what needs approval.")
     expires_at: str | None = Field(default=None, description="Approval deadline (RFC 3339): no decision by then "
                                                              "counts as a rejection.")
@@ -218,10 +218,10 @@ class TaskRunStatus(Model):
     step: int = Field(default=0, description="Number of LLM turns taken so far.")
     context_window: list[Message] = Field(
         default_factory=list, description="The latest messages of the conversation (OpenAI chat format); older ones "
-                                          "are in contextChunks. `kubechain transcript` prints all of it.")
+                                          "are sealed out of line (see sealedContext). `kubechain transcript` prints all of it.")
     tool_call_history: list[ToolCallRecord] = Field(
         default_factory=list, description="The latest tool calls (the write-ahead journal: arguments, state, result "
-                                          "or error, timing); older finished ones are in contextChunks.")
+                                          "or error, timing); older finished ones are sealed out of line (see sealedContext).")
     sealed_context: SealedContext = Field(
         default_factory=lambda: SealedContext(), description="Older messages and tool calls, sealed in order into "
                                                              "ConfigMaps owned by the TaskRun: written once, never rewritten.")
@@ -235,7 +235,8 @@ class TaskRunStatus(Model):
     traceparent: str | None = Field(default=None, description="W3C trace context of the run's OpenTelemetry trace: "
                                                               "operator and actor spans of this run are its children.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions: Succeeded (Unknown "
-                                        "until the run ends), RayAvailable, ResponsesValid.")
+                                        "until the run ends), RayAvailable (False while Ray cannot be reached: the run "
+                                        "waits), ResponsesValid (False while a reply in spec.responses is refused).")
 
 
 KIND = KindInfo(

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
-from kubechain.core.reconciler import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                                       ActorReturned, CannotStart, Decision, Observed, RayDown)
+from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
+                                        ActorReturned, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import run_spec
 
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS

@@ -17,7 +17,8 @@ import kopf
 from opentelemetry import trace
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, TaskRunStatus
-from kubechain.core.reconciler import Trigger, reconcile as decide
+from kubechain.core.observation import Trigger
+from kubechain.core.reconciler import reconcile as decide
 from kubechain.runtime.tracing import traceparent
 
 from ...observed import observed

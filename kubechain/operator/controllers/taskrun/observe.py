@@ -10,7 +10,7 @@ from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import CallState, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.naming import LABEL_TASK
-from kubechain.core.reconciler import ActorFact, Observed, Seen, Target, Trigger
+from kubechain.core.observation import ActorFact, Observed, Seen, Target, Trigger
 from kubechain.core.resolve import Catalog, parse
 
 from ...state import OperatorState

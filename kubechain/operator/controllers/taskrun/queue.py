@@ -6,7 +6,7 @@ from typing import Any
 
 from kubechain.core.queueing import Limits, Queued, Slot, plan, why_queued
 
-from kubechain.core.reconciler import Admitted, InQueue
+from kubechain.core.observation import Admitted, InQueue
 
 from ...state import OperatorState
 from ..catalog import IndexCatalog

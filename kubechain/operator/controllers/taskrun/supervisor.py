@@ -13,7 +13,8 @@ import kopf
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunStatus
 from kubechain.core import effects as do
-from kubechain.core.reconciler import ActorCreated, ActorPrepared, Trigger, failures_after, reconcile as decide
+from kubechain.core.observation import ActorCreated, ActorPrepared, Trigger
+from kubechain.core.reconciler import failures_after, reconcile as decide
 from kubechain.runtime.tracing import span_in
 
 from ...observed import TRACER
