@@ -128,6 +128,12 @@ class Observed:
     traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
     ray_namespace: str = ""
 
+    @property
+    def parsed(self) -> TaskRunSpec:
+        """The spec, where a decision is reached only once it parsed."""
+        assert self.spec is not None, "decided on a spec that does not parse"
+        return self.spec
+
 
 @dataclass(frozen=True)
 class Decision:

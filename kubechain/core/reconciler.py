@@ -50,8 +50,8 @@ def reconcile(seen: Observed, now: datetime) -> Decision:
     if seen.spec is None:
         return _invalid(seen)
     # any phase not ended --Cancelled (spec.cancel: an event) / Timeout (the clock)--> Failed
-    cancel = seen.spec.cancel and seen.trigger is Trigger.EVENT
-    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.spec, cancel, status, now)):
+    cancel = seen.parsed.cancel and seen.trigger is Trigger.EVENT
+    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.parsed, cancel, status, now)):
         decision = _stopped(seen, stop, now)
     else:
         decision = _by_phase(seen, now)
@@ -171,7 +171,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
         case None:
             return Decision(status)
         case ActorAbsent():
-            inputs = gather(seen, seen.spec, now).inputs
+            inputs = gather(seen, seen.parsed, now).inputs
             return Decision(status, (do.PrepareActor(status.epoch + 1, inputs),))
         case ActorPrepared(spec=spec):
             return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),))
@@ -208,14 +208,14 @@ def _waiting(seen: Observed, now: datetime) -> Decision:
         has its answer, decision (an expired approval is a rejection), child result or Job result;
       paused|delegating -> paused|delegating: the message says what is still awaited.
     The clock only notices an approval that expired, and wakes the event handler to decide."""
-    status, spec = seen.status, seen.spec
+    status, spec = seen.status, seen.parsed
     if seen.trigger is Trigger.CLOCK:
         expired = [r.id for r in status.tool_call_history
                    if r.state is CallState.WAITING and r.expires_at and now >= _time(r.expires_at)]
         return Decision(status, (do.Wake("", f"approval deadline of {', '.join(expired)}"),) if expired else ())
     if seen.trigger is not Trigger.EVENT:
         return Decision(status)
-    starts = (*_children_to_create(seen), *_jobs_to_create(seen))
+    starts: tuple[do.Effect, ...] = (*_children_to_create(seen), *_jobs_to_create(seen))
     gathered = gather(seen, spec, now)
     if gathered.missing:
         return Decision(_said(status, "waiting for " + "; ".join(gathered.missing)), starts)
@@ -234,10 +234,10 @@ def _ended(seen: Observed, now: datetime) -> Decision:
     ttlSecondsAfterFinished after it ended."""
     status = seen.status
     if seen.trigger is Trigger.CLOCK:
-        due = next_deadline(seen.spec, status)
+        due = next_deadline(seen.parsed, status)
         return Decision(status, (do.DeleteRun(), do.Exit()) if due is not None and now >= due else ())
-    if seen.trigger is Trigger.EVENT and seen.spec.parent is not None:
-        return Decision(status, (do.Wake(seen.spec.parent.name, f"child {seen.ref.name} {status.phase.value}"),))
+    if seen.trigger is Trigger.EVENT and seen.parsed.parent is not None:
+        return Decision(status, (do.Wake(seen.parsed.parent.name, f"child {seen.ref.name} {status.phase.value}"),))
     return Decision(status)
 
 
@@ -272,7 +272,7 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
     stops for an ended run that has none."""
     if any(isinstance(e, do.Exit) for e in decision.effects):
         return decision
-    due = next_deadline(seen.spec, seen.status)
+    due = next_deadline(seen.parsed, seen.status)
     if due is None and seen.status.phase.terminal:
         return replace(decision, effects=(*decision.effects, do.Exit()))
     pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
@@ -295,7 +295,7 @@ def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
 
 def _children_to_create(seen: Observed) -> list[do.CreateChild]:
     status = seen.status
-    return [do.CreateChild(child_taskrun(seen.ref.namespace, seen.ref.name, seen.ref.uid, seen.spec, status.agent,
+    return [do.CreateChild(child_taskrun(seen.ref.namespace, seen.ref.name, seen.ref.uid, seen.parsed, status.agent,
                                          r, json.loads(r.arguments)["message"], status.traceparent),
                            f"call {r.id}: child TaskRun {r.child_run} (agent {r.delegated_to})")
             for r in status.tool_call_history
@@ -305,7 +305,7 @@ def _children_to_create(seen: Observed) -> list[do.CreateChild]:
 def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:
     """Jobs of waiting container calls, keeping at most maxParallelToolCalls unfinished."""
     waiting = [r for r in seen.status.tool_call_history if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB]
-    room = seen.spec.max_parallel_tool_calls - sum(1 for r in waiting if r.id in seen.jobs and not seen.jobs[r.id].finished)
+    room = seen.parsed.max_parallel_tool_calls - sum(1 for r in waiting if r.id in seen.jobs and not seen.jobs[r.id].finished)
     creates = []
     for record in (r for r in waiting if r.id not in seen.jobs):
         if room <= 0:
@@ -362,9 +362,9 @@ def _succeeded(status: TaskRunStatus, now: datetime) -> TaskRunStatus:
 def _responses_valid(status: TaskRunStatus, seen: Observed, now: datetime) -> tuple[TaskRunStatus, str]:
     """Condition ResponsesValid for replies that are refused (they change nothing; absent until a reply is), and
     the message of a refusal that is new (for a Warning)."""
-    if not seen.spec.responses:
+    if not seen.parsed.responses:
         return status, ""
-    problems = response_problems(seen.status, seen.spec.responses, sealed=seen.status.sealed_context.tool_calls > 0)
+    problems = response_problems(seen.status, seen.parsed.responses, sealed=seen.status.sealed_context.tool_calls > 0)
     old = next((c for c in status.conditions if c.type == ConditionType.RESPONSES_VALID), None)
     reason, message = ((Reason.REFUSED, "; ".join(problems)[:1000]) if problems
                        else (Reason.ACCEPTED, "every reply is accepted"))

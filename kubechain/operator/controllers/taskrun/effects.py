@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import kopf
 from pydantic import SecretStr
@@ -137,7 +137,7 @@ class Applier:
             case do.Exit():
                 return Applied(exit=True)
             case _:
-                raise TypeError(f"unknown effect {effect!r}")
+                assert_never(effect)
         return None
 
     # --- Ray ------------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ class Applier:
 
     async def _prepare(self, seen: Observed, epoch: int, inputs: dict[str, Any]) -> ActorFact:
         """The RunSpec of a new actor: Task -> Agent -> LLM, tools, the key and the tools' Secrets."""
-        catalog, ref, spec = IndexCatalog(self.indexes), self.ref, seen.spec
+        catalog, ref, spec = IndexCatalog(self.indexes), self.ref, seen.parsed
         found = agent_and_input(catalog, ref.namespace, spec)
         if found is None:
             return CannotStart(f"Task {spec.task_ref.name!r} not found")

@@ -26,7 +26,10 @@ from .observe import gone, observe, ref_of
 CONTINUED = (ActorPrepared, ActorCreated)  # facts that carry the round on without looking again
 
 
-@kopf.daemon(GROUP, VERSION, "taskruns", when=is_running, cancellation_timeout=1.0, backoff=RETRY_SECONDS)
+# Stopped (the run left Running, or was deleted), it finishes the effect at hand (a status write, a kill) and exits;
+# kopf cancels it only if that takes longer than the backoff.
+@kopf.daemon(GROUP, VERSION, "taskruns", when=is_running, cancellation_backoff=2.0, cancellation_timeout=1.0,
+             backoff=RETRY_SECONDS)
 async def supervise(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     state, ref = memo.state, ref_of(body)
     state.forget(ref.uid)  # Running is seen: the scheduler's reservation and lock are done with
