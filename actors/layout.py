@@ -112,4 +112,6 @@ class Layout:
                                   for i in range(self.sealed_messages, len(status.context_window))],
                 "toolCallHistory": [self._call_wired(status.tool_call_history, i)[0]
                                     for i in range(self.sealed_calls, len(status.tool_call_history))],
-                "sealedContext": self.summary.to_wire()}
+                "sealedContext": self.summary.to_wire(),
+                "llmRetry": status.llm_retry.to_wire() if status.llm_retry else None,  # null: the episode ended
+                **({"actor": None} if status.actor is None else {})}  # let go of (a back-off): no actor holds it

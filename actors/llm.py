@@ -1,10 +1,13 @@
 """LLMClient: one chat-completions request. OpenAIChatClient talks to any OpenAI-compatible server."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from kubechain.api.v1alpha1 import FunctionCall, LLMSpec, Message, ToolCall, Usage
+from kubechain.api.v1alpha1 import FunctionCall, LLMSpec, Message, Reason, ToolCall, Usage
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,41 @@ class LLMReply:
 
 
 class LLMError(Exception):
-    """The LLM could not answer, after the SDK's own retries."""
+    """A request the LLM did not answer. `retryable`: asking again may work (429, 408, 409, 5xx, no answer);
+    `reason`: why, as the TaskRun says it; `retry_after`: the seconds the provider asked to wait, if it said."""
+
+    def __init__(self, message: str, *, retryable: bool = False, reason: Reason = Reason.LLM_ERROR,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable, self.reason, self.retry_after = retryable, reason, retry_after
+
+
+def http_error(status: int, message: str, headers: Mapping[str, str], now: datetime) -> LLMError:
+    """What an HTTP error from the provider means for the run: retried (rate limits, outages) or final."""
+    if status == 429:
+        return LLMError(message, retryable=True, reason=Reason.RATE_LIMITED, retry_after=retry_after(headers, now))
+    if status in (408, 409) or status >= 500:
+        return LLMError(message, retryable=True, reason=Reason.SERVER_ERROR, retry_after=retry_after(headers, now))
+    if status in (401, 403):
+        return LLMError(message, reason=Reason.UNAUTHORIZED)
+    if status == 404:
+        return LLMError(message, reason=Reason.MODEL_NOT_FOUND)
+    return LLMError(message, reason=Reason.LLM_REJECTED)
+
+
+def retry_after(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds to wait as the provider says: `retry-after-ms`, or `retry-after` in seconds or as an HTTP-date."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        if (ms := lower.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        if (value := lower.get("retry-after")) is None:
+            return None
+        if value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
+    except (ValueError, TypeError, OverflowError):
+        return None  # unreadable: the run's own back-off applies
 
 
 class LLMClient(Protocol):
@@ -44,6 +81,11 @@ class OpenAIChatClient:
             # recursive re-typing of the whole conversation: that costs O(context) per step (3 ms at 100 messages,
             # 40 ms at 1,000) for messages that are already in wire form.
             response = await self._client.post("/chat/completions", body=body, cast_to=self._completion)
+        except self._openai.APIStatusError as exc:  # the provider answered with an error
+            raise http_error(exc.status_code, f"{type(exc).__name__}: {exc}", exc.response.headers,
+                             datetime.now(timezone.utc)) from None
+        except self._openai.APIConnectionError as exc:  # no answer (timeouts included)
+            raise LLMError(f"{type(exc).__name__}: {exc}", retryable=True, reason=Reason.UNREACHABLE) from None
         except self._openai.APIError as exc:
             raise LLMError(f"{type(exc).__name__}: {exc}") from None
         if not response.choices:

@@ -26,6 +26,7 @@ from kubechain.core.lifecycle import enter
 
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError
+from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
 from .telemetry import RunTelemetry
 from .tools.arguments import check_arguments, parse_arguments
 from .tools.executor import ToolExecutor, ToolOutcome
@@ -68,6 +69,11 @@ class AgentLoop:
                 Message(role="user", content=self.spec.user_input)]})
         self._messages = [_wire(m) for m in status.context_window]
         while status.phase is Phase.RUNNING:
+            wait = wait_left(status.llm_retry, datetime.now(timezone.utc))
+            if wait > HOLD_SECONDS:
+                return status  # still Running: the operator starts a fresh actor at retryAt, no process waits
+            if wait:
+                await asyncio.sleep(wait)
             with self.telemetry.step(status.step + 1):
                 status = await self.step(status)
         return status
@@ -84,7 +90,10 @@ class AgentLoop:
                     reply = await self.llm.complete(self._messages, self._tool_schemas)
                     call.update(usage=reply.usage, ok=True)
             except LLMError as exc:
-                return await self._finish(status.model_copy(update={"error": str(exc)}), Phase.FAILED, Reason.LLM_ERROR, str(exc))
+                return await self._llm_failed(status, exc)
+            if status.llm_retry is not None:
+                status.message = f"the LLM answered again after {status.llm_retry.attempts} failed attempt(s)"
+                status.llm_retry = None
             status.step += 1
             status.usage = status.usage + reply.usage
             self._append(status, reply.message)
@@ -241,6 +250,24 @@ class AgentLoop:
     async def _save(self, status: TaskRunStatus) -> None:
         async with self.telemetry.checkpoint():
             await self.store.save(status)
+
+    async def _llm_failed(self, status: TaskRunStatus, error: LLMError) -> TaskRunStatus:
+        """A failed LLM request: the next attempt of the episode is checkpointed (when, and why), or the run fails
+        (a final error, or the policy ran out)."""
+        now = datetime.now(timezone.utc)
+        retry = next_retry(self.spec.llm.retry, status.llm_retry, error, now)
+        if retry is None:
+            message = gave_up(status.llm_retry, error, now)
+            reason = Reason.LLM_ERROR if error.retryable else error.reason
+            return await self._finish(status.model_copy(update={"error": message, "llm_retry": None}), Phase.FAILED,
+                                      reason, message)
+        status.llm_retry = retry
+        status.message = (f"LLM request failed ({retry.reason}, attempt {retry.attempts}): {str(error)[:300]}; "
+                          f"retrying at {retry.retry_at}")
+        if wait_left(retry, now) > HOLD_SECONDS:
+            status.actor = None  # it lets go of the run until then: no actor holds it, as while a run waits
+        await self._save(status)
+        return status
 
     async def _finish(self, status: TaskRunStatus, phase: Phase, reason: Reason, message: str) -> TaskRunStatus:
         status = enter(status, phase, reason, message, now=datetime.now(timezone.utc))

@@ -3,7 +3,7 @@
 Only the LLM's spec differs: v1alpha2 groups its fields (endpoint, credentials, parameters). The mapping is
 a bijection on the fields that are set - nothing is defaulted on the way - so every object converts both
 ways and back unchanged, and objects stored in v1alpha1 need no migration. Pure functions; the operator
-serves them as the CRDs' conversion webhook (kubechain/webhooks/server.py).
+serves them as the CRDs' conversion webhook (kubechain/operator/webhook_server.py).
 """
 from __future__ import annotations
 

@@ -96,6 +96,11 @@ def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
     return min(moments, default=None)
 
 
+def llm_retry_at(status: TaskRunStatus) -> datetime | None:
+    """When a run riding out failed LLM requests asks again (status.llmRetry, written by its actor)."""
+    return _time(status.llm_retry.retry_at) if status.llm_retry else None
+
+
 @dataclass(frozen=True)
 class ChildOutcome:
     """What the operator knows of a child TaskRun: its phase (None: not created yet), output and error."""

@@ -28,7 +28,8 @@ from kubechain.api.v1alpha1.common import with_condition
 
 from . import effects as do
 from .builders import child_taskrun, tool_job
-from .lifecycle import Gathered, JobOutcome, Stop, enter, gather_inputs, next_deadline, response_problems, stop_for
+from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
+                        response_problems, stop_for)
 from .naming import actor_name
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                           ActorReturned, Admitted, CannotStart, Decision, InQueue, Observed, RayDown, Trigger)
@@ -170,6 +171,9 @@ def _running(seen: Observed, now: datetime) -> Decision:
     match fact:
         case None:
             return Decision(status)
+        case ActorAbsent() if (retry := llm_retry_at(status)) and retry > now:
+            # running, backing off: the actor let go of the run until the LLM's retry time (status.llmRetry)
+            return Decision(status, (do.Sleep((retry - now).total_seconds()),))
         case ActorAbsent():
             inputs = gather(seen, seen.parsed, now).inputs
             return Decision(status, (do.PrepareActor(status.epoch + 1, inputs),))
@@ -249,9 +253,11 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
     status, effects = decision.status, list(decision.effects)
     if not decision.guarded:
         status, refused = _responses_valid(status, seen, now)
-        status = _succeeded(status, now)
+        status, llm = _llm_available(_succeeded(status, now), now)
         if refused:
             effects.append(do.PostEvent("Warning", Reason.RESPONSE_REFUSED, refused))
+        if llm is not None:
+            effects.append(llm)
     history = len(seen.status.phase_history)
     if seen.seen is None or seen.seen.history != history:
         if seen.seen is not None and history:
@@ -319,8 +325,8 @@ def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:
 
 
 def _start_kind(status: TaskRunStatus, epoch: int) -> tuple[Reason, str]:
-    """Why a new actor starts: the run's first, a resumption (no actor was recorded since it resumed), or a
-    recovery from a lost actor."""
+    """Why a new actor starts: the run's first, a resumption (no actor holds the run since it resumed from a wait
+    or its actor let go of it for an LLM back-off), or a recovery from a lost actor."""
     if epoch == 1:
         return Reason.ACTOR_STARTED, "new run"
     if status.actor is None:
@@ -357,6 +363,22 @@ def _succeeded(status: TaskRunStatus, now: datetime) -> TaskRunStatus:
         return status
     return status.model_copy(update={"conditions": with_condition(
         status.conditions, ConditionType.SUCCEEDED, ok, last.reason, last.message or last.phase.value, now=now)})
+
+
+def _llm_available(status: TaskRunStatus, now: datetime) -> tuple[TaskRunStatus, do.PostEvent | None]:
+    """Condition LLMAvailable from status.llmRetry (the actor's): False while the run rides out failed requests,
+    True again once the LLM answers; an Event when it flips, not per attempt."""
+    retry, old = status.llm_retry, next((c for c in status.conditions if c.type == ConditionType.LLM_AVAILABLE), None)
+    if retry is not None and (old is None or old.status != "False" or old.reason != retry.reason):
+        message = f"{retry.last_error[:500]}; retrying (attempt {retry.attempts + 1} at {retry.retry_at})"
+        event = do.PostEvent("Warning", retry.reason, message) if old is None or old.status != "False" else None
+        return status.model_copy(update={"conditions": with_condition(
+            status.conditions, ConditionType.LLM_AVAILABLE, False, retry.reason, message, now=now)}), event
+    if retry is None and old is not None and old.status == "False":
+        return status.model_copy(update={"conditions": with_condition(
+            status.conditions, ConditionType.LLM_AVAILABLE, True, Reason.ANSWERING, "the LLM answers", now=now)}), \
+            do.PostEvent("Normal", Reason.LLM_RECOVERED, status.message or "the LLM answers again")
+    return status, None
 
 
 def _responses_valid(status: TaskRunStatus, seen: Observed, now: datetime) -> tuple[TaskRunStatus, str]:

@@ -13,7 +13,9 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
     "latency": 0.1                                     # seconds to wait before replying
     "error": {"status": 429, "times": 2}               # first 2 hits of this step, per conversation,
                                                        # fail with that status, then reply normally
-                                                       # (optional "message", "retry_after_ms": 1)
+                                                       # (optional "message", "code", and what a provider
+                                                       # says to wait: "retry_after" seconds, "retry_after_date"
+                                                       # seconds from now as an HTTP-date, "retry_after_ms")
 
 A conversation is identified by (model, contents of its first two messages). Default tool call ids
 are ``call_<step>_<index>``. Models without a script (and ``demo``) get a small rule-based
@@ -38,6 +40,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +191,14 @@ def error_response(status: int, message: str, code: str | None = None,
     return web.json_response(body, status=status, headers=headers)
 
 
+def retry_headers(error: dict[str, Any]) -> dict[str, str]:
+    """What the provider says to wait, as real providers say it (none unless the script asks)."""
+    dated = {"retry-after": formatdate(time.time() + float(error["retry_after_date"]), usegmt=True)} \
+        if "retry_after_date" in error else {}
+    return {**({"retry-after": str(error["retry_after"])} if "retry_after" in error else {}), **dated,
+            **({"retry-after-ms": str(error["retry_after_ms"])} if "retry_after_ms" in error else {})}
+
+
 class ScriptState:
     """Scripts, injected-error budgets and the request log; shared by the loop and test threads."""
 
@@ -293,10 +304,8 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if step.get("latency"):
         await asyncio.sleep(float(step["latency"]))
     if error:
-        # retry-after-ms wins in the openai SDK; it ignores "retry-after: 0" and backs off 0.5 s.
-        retry_ms = str(error.get("retry_after_ms", 1))
         return error_response(int(error["status"]), error.get("message", "Injected error from script."),
-                              headers={"retry-after": "0", "retry-after-ms": retry_ms})
+                              error.get("code"), headers=retry_headers(error))
     return web.json_response(completion_body(model, step, index, messages))
 
 

@@ -59,7 +59,8 @@ def test_defaults_are_written_into_objects(kube, stack):
     kube.apply([{"apiVersion": "kubechain.dev/v1alpha1", "kind": "LLM", "metadata": {"name": "bare"},
                  "spec": {"model": "m"}}])
     spec = kube.get("llms.v1alpha1.kubechain.dev", "bare")["spec"]
-    assert (spec["provider"], spec["temperature"], spec["maxTokens"], spec["maxRetries"]) == ("openai", 0.7, 4096, 2)
+    assert (spec["provider"], spec["temperature"], spec["maxTokens"], spec["maxRetries"]) == ("openai", 0.7, 4096, 0)
+    assert spec["retry"] == {"maxElapsedSeconds": 3600, "initialBackoffSeconds": 1.0, "maxBackoffSeconds": 120.0}
     preferred = kube.get("llm", "bare")  # kubectl's default is the newest version
     assert preferred["apiVersion"] == "kubechain.dev/v1alpha2" and preferred["spec"]["parameters"]["temperature"] == 0.7
     # The mutating webhook itself, called over TLS exactly as the apiserver calls it.

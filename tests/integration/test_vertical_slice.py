@@ -119,6 +119,8 @@ def test_llm_errors_fail_the_run_with_a_clear_error(kube, stack):
     model = f"{kube.namespace}-model"
     stack.llm.set_script(model, [{"content": "never", "error": {"status": 500, "times": 10}}])
     calc_agent(kube, model)
+    # no retries (LLM.spec.retry: the first failure fails the run); riding outages out: test_llm_faults.py
+    kube.run("patch", "llm", "model", "--type", "merge", "-p", '{"spec": {"retry": {"maxElapsedSeconds": 0}}}')
     kube.apply([task("doomed", "mathematician", "Anything")])
 
     status = kube.wait_phase("doomed-run", "Failed")["status"]

@@ -102,7 +102,7 @@ def test_step_is_chosen_by_assistant_message_count(server: ScriptedLLMServer) ->
 
 
 def test_rate_limit_is_retried_by_the_sdk(server: ScriptedLLMServer) -> None:
-    server.set_script("flaky", [{"content": "finally", "error": {"status": 429, "times": 1}}])
+    server.set_script("flaky", [{"content": "finally", "error": {"status": 429, "times": 1, "retry_after_ms": 1}}])
     messages = [{"role": "user", "content": "rate limit me"}]
     reply = client(server, max_retries=2).chat.completions.create(model="flaky", messages=messages)
     assert reply.choices[0].message.content == "finally"
@@ -114,8 +114,20 @@ def test_rate_limit_is_retried_by_the_sdk(server: ScriptedLLMServer) -> None:
             model="flaky", messages=[{"role": "user", "content": "another"}])
     assert info.value.status_code == 429
     assert info.value.body["type"] == "rate_limit_error"
-    # the SDK ignores "retry-after: 0" (backs off 0.5 s); retry-after-ms keeps retries instant
+    # what the script says to wait comes as a provider says it
     assert info.value.response.headers["retry-after-ms"] == "1"
+
+
+def test_retry_after_in_seconds_and_as_a_date(server: ScriptedLLMServer) -> None:
+    from email.utils import parsedate_to_datetime
+
+    server.set_script("slow", [{"content": "ok", "error": {"status": 503, "times": 1, "retry_after": 7}}])
+    server.set_script("dated", [{"content": "ok", "error": {"status": 429, "times": 1, "retry_after_date": 30}}])
+    for model, check in (("slow", lambda v: v == "7"),
+                         ("dated", lambda v: 25 < parsedate_to_datetime(v).timestamp() - time.time() <= 31)):
+        with pytest.raises(openai.APIStatusError) as info:
+            client(server, max_retries=0).chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert check(info.value.response.headers["retry-after"]), info.value.response.headers
 
 
 def test_server_error_without_retries_raises(server: ScriptedLLMServer) -> None:

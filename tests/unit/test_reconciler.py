@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kubechain.api.runspec import CallInput, RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, HumanResponse, LLMSpec, Phase, TaskRunSpec,
+from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, HumanResponse, LLMRetry, LLMSpec, Phase, TaskRunSpec,
                                     TaskRunStatus, ToolCallRecord, WaitingFor)
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core import effects as do
@@ -334,3 +334,35 @@ def test_refused_replies_are_a_condition_and_a_warning_once():
 def test_a_deleted_run_is_forgotten_and_frees_its_slot():
     decision = reconcile(replace(seen(running(), seen=Seen(1, Phase.RUNNING)), exists=False, spec=None), NOW)
     assert decision.effects == (do.Remember(0, None), do.WakeAdmitted())
+
+
+# --- the LLM's outages (status.llmRetry, written by the actor) -------------------------------------------------
+BACKING_OFF = LLMRetry(attempts=2, since="2026-12-01T12:00:00.000Z", retry_at="2026-12-01T12:00:35.000Z",
+                       reason="RateLimited", last_error="RateLimitError: slow down")
+
+
+def test_running_backing_off_holds_no_actor_until_the_retry_time():
+    status = running(llm_retry=BACKING_OFF)
+    assert supervise(status, ActorAbsent()).effects == (do.Sleep(30.0),)
+    due = reconcile(seen(status, Trigger.SUPERVISOR, actor=ActorAbsent()), NOW + timedelta(seconds=31))
+    assert [type(e) for e in due.effects] == [do.PrepareActor]
+
+
+def test_an_actor_after_a_backoff_is_a_resumption_not_a_recovery():
+    released = running(llm_retry=BACKING_OFF, actor=None)  # the actor let go of the run (status.actor: null)
+    decision = supervise(released, ActorCreated(ActorRef(name="a2", namespace="kc"), run_spec(2)))
+    assert events(decision) == [("Normal", "ActorResumed")] and do.CountRecovery() not in decision.effects
+    crashed = running(llm_retry=BACKING_OFF)  # killed while it slept through a short back-off: a recovery
+    assert events(supervise(crashed, ActorCreated(ActorRef(name="a3", namespace="kc"), run_spec(3)))) == [
+        ("Normal", "ActorRestarted")]
+
+
+def test_llm_available_flips_once_per_episode():
+    down = reconcile(seen(running(llm_retry=BACKING_OFF)), NOW)
+    assert (cond(down, "LLMAvailable").status, cond(down, "LLMAvailable").reason) == ("False", "RateLimited")
+    assert events(down) == [("Warning", "RateLimited")]
+    again = down.status.model_copy(update={"llm_retry": BACKING_OFF.model_copy(update={"attempts": 3})})
+    quiet = reconcile(seen(again), NOW)
+    assert quiet.status is again and events(quiet) == []  # a further attempt: no write, no Event
+    back = reconcile(seen(again.model_copy(update={"llm_retry": None})), NOW)
+    assert cond(back, "LLMAvailable").status == "True" and events(back) == [("Normal", "LLMRecovered")]

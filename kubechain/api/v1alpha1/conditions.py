@@ -13,6 +13,7 @@ class ConditionType(StrEnum):
     READY = "Ready"                    # LLM, Tool, ToolSet, Agent: usable, every dependency ready
     SUCCEEDED = "Succeeded"            # TaskRun: Unknown until it ends, then True (Completed) or False (Failed)
     RAY_AVAILABLE = "RayAvailable"     # TaskRun while Running: False while Ray cannot be reached (the run waits)
+    LLM_AVAILABLE = "LLMAvailable"     # TaskRun: False while it rides out failed LLM requests (status.llmRetry)
     RESPONSES_VALID = "ResponsesValid"  # TaskRun: False while spec.responses holds a reply that is refused
 
 
@@ -26,7 +27,10 @@ class Reason(StrEnum):
     WAITING_FOR_INPUT = "WaitingForInput"  # -> PausedForUserInput: an ask_human call or a call to approve
     DELEGATED = "Delegated"                # -> Delegating: delegate calls (child runs) or container calls (Jobs);
                                            #    also the Event of each child TaskRun created
-    LLM_ERROR = "LLMError"                 # -> Failed: the LLM request failed
+    LLM_ERROR = "LLMError"                 # -> Failed: LLM requests kept failing past LLM.spec.retry
+    UNAUTHORIZED = "Unauthorized"          # -> Failed: the provider refused the key (401/403); not retried
+    MODEL_NOT_FOUND = "ModelNotFound"      # -> Failed: the provider does not know the model (404); not retried
+    LLM_REJECTED = "LLMRejected"           # -> Failed: the provider refused the request (other 4xx); not retried
     MAX_TURNS_EXCEEDED = "MaxTurnsExceeded"  # -> Failed: spec.maxTurns LLM requests were made
     INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
     # PausedForUserInput / Delegating -> Running (operator)
@@ -47,9 +51,14 @@ class Reason(StrEnum):
     TOOL_JOB_CREATED = "ToolJobCreated"    # a container call's Job was created
     RESPONSE_REFUSED = "ResponseRefused"   # a reply in spec.responses was refused (condition ResponsesValid)
 
+    LLM_RECOVERED = "LLMRecovered"         # the LLM answered again after failed requests
+
     # Condition reasons
+    RATE_LIMITED = "RateLimited"           # LLMAvailable=False: 429 (also an Event, once per episode)
+    SERVER_ERROR = "ServerError"           # LLMAvailable=False: 5xx, 408, 409
+    ANSWERING = "Answering"                # LLMAvailable=True
     CONNECTED = "Connected"                # RayAvailable=True
-    UNREACHABLE = "Unreachable"            # RayAvailable=False
+    UNREACHABLE = "Unreachable"            # RayAvailable=False; LLMAvailable=False: no answer (connection, timeout)
     ACCEPTED = "Accepted"                  # ResponsesValid=True
     REFUSED = "Refused"                    # ResponsesValid=False
 

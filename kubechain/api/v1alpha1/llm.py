@@ -8,6 +8,21 @@ from pydantic import Field
 from .common import AGE, READY_COLUMNS, KindInfo, Model, PrinterColumn, ReadyStatus, SecretKeyRef
 
 
+class RetryPolicy(Model):
+    """Retries of a failed LLM request by the run itself: exponential back-off with jitter, or the provider's
+    Retry-After. The run stays Running and says so (condition LLMAvailable, status.message, status.llmRetry); a
+    wait longer than a few seconds holds no actor process (the operator starts a fresh one at the retry time).
+    Requests the provider refuses for good (401/403, an unknown model, other 4xx) fail the run at once."""
+
+    max_elapsed_seconds: int = Field(default=3600, ge=0, description="How long one episode of failures may last "
+                                     "(from its first failure) before the run fails with reason LLMError. 0: the "
+                                     "first failure fails the run.")
+    initial_backoff_seconds: float = Field(default=1.0, gt=0, le=3600, description="Wait after the first failure; "
+                                           "it doubles with each failure of the episode (with jitter).")
+    max_backoff_seconds: float = Field(default=120.0, gt=0, le=3600, description="Longest wait between two attempts "
+                                       "(a longer Retry-After from the provider is honoured).")
+
+
 class LLMSpec(Model):
     provider: Literal["openai"] = Field(
         default="openai",
@@ -24,8 +39,12 @@ class LLMSpec(Model):
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
     max_tokens: int = Field(default=4096, ge=1, description="Upper bound of completion tokens per request.")
     request_timeout_seconds: float = Field(default=120, gt=0, description="Timeout of one LLM request, in seconds.")
-    max_retries: int = Field(default=2, ge=0, le=20,
-                             description="Retries of a failed request (connection errors, 408/409/429/5xx) with backoff.")
+    max_retries: int = Field(default=0, ge=0, le=20,
+                             description="Immediate retries inside one request by the client library (invisible in "
+                                         "status). The run's own `retry` policy is what rides out rate limits and "
+                                         "outages; leave this at 0.")
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(), description="How runs ride out the provider's "
+                               "rate limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
 
 
 class LLMStatus(ReadyStatus):

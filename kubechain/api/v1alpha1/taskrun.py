@@ -168,6 +168,16 @@ class RunLimits(Model):
                                          "turn run concurrently, at most this many at a time (container Jobs too).")
 
 
+class LLMRetry(Model):
+    """An episode of failed LLM requests the run is riding out (see LLM.spec.retry); cleared by the next answer."""
+
+    attempts: int = Field(description="Failed attempts in this episode.")
+    since: str = Field(description="When the episode's first attempt failed (RFC 3339).")
+    retry_at: str = Field(description="When the next attempt is due (RFC 3339).")
+    reason: str = Field(description="RateLimited (429), ServerError (5xx, 408, 409) or Unreachable (no answer).")
+    last_error: str = Field(description="The provider's last error.")
+
+
 class ParentRef(Model):
     """Where a child TaskRun comes from: set by the operator when it delegates."""
 
@@ -229,6 +239,8 @@ class TaskRunStatus(Model):
     output: str | None = Field(default=None, description="The agent's final answer, once Completed.")
     error: str | None = Field(default=None, description="Why the run failed, once Failed.")
     usage: Usage = Field(default_factory=Usage, description="Tokens used by the run.")
+    llm_retry: LLMRetry | None = Field(default=None, description="While the run rides out failed LLM requests: "
+                                       "attempts, since when, and when it retries (condition LLMAvailable=False).")
     actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
     epoch: int = Field(default=0, description="Fencing number, raised each time an actor is started for this run: "
                                               "only the actor holding the current epoch may write checkpoints.")
@@ -236,7 +248,8 @@ class TaskRunStatus(Model):
                                                               "operator and actor spans of this run are its children.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions: Succeeded (Unknown "
                                         "until the run ends), RayAvailable (False while Ray cannot be reached: the run "
-                                        "waits), ResponsesValid (False while a reply in spec.responses is refused).")
+                                        "waits), LLMAvailable (False while it rides out failed LLM requests), ResponsesValid (False while a reply "
+                                        "in spec.responses is refused).")
 
 
 KIND = KindInfo(

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from kubechain.api.v1alpha1.common import Model, SecretKeyRef
 from kubechain.api.v1alpha1.llm import KIND as V1ALPHA1_KIND
-from kubechain.api.v1alpha1.llm import LLMStatus
+from kubechain.api.v1alpha1.llm import LLMStatus, RetryPolicy
 
 
 class Endpoint(Model):
@@ -16,8 +16,10 @@ class Endpoint(Model):
         default=None, alias="baseURL", pattern=r"^https?://",
         description="Base URL of an OpenAI-compatible API, e.g. http://vllm:8000/v1. Empty means api.openai.com.")
     request_timeout_seconds: float = Field(default=120, gt=0, description="Timeout of one LLM request, in seconds.")
-    max_retries: int = Field(default=2, ge=0, le=20,
-                             description="Retries of a failed request (connection errors, 408/409/429/5xx) with backoff.")
+    max_retries: int = Field(default=0, ge=0, le=20,
+                             description="Immediate retries inside one request by the client library (invisible in "
+                                         "status). The run's own `retry` policy is what rides out rate limits and "
+                                         "outages; leave this at 0.")
 
 
 class Credentials(Model):
@@ -39,6 +41,8 @@ class LLMSpec(Model):
     credentials: Credentials = Field(default_factory=Credentials, description="How to authenticate (optional for "
                                                                               "servers that need none).")
     parameters: Parameters = Field(default_factory=Parameters, description="Sampling parameters of every request.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="How runs ride out the provider's rate "
+                               "limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
 
 
 KIND = V1ALPHA1_KIND.__class__(**{**V1ALPHA1_KIND.__dict__, "spec": LLMSpec, "status": LLMStatus})
