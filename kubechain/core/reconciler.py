@@ -367,14 +367,14 @@ def _succeeded(status: TaskRunStatus, now: datetime) -> TaskRunStatus:
 
 def _llm_available(status: TaskRunStatus, now: datetime) -> tuple[TaskRunStatus, do.PostEvent | None]:
     """Condition LLMAvailable from status.llmRetry (the actor's): False while the run rides out failed requests,
-    True again once the LLM answers; an Event when it flips, not per attempt."""
+    True again once the LLM answers (a run that gave up keeps False); an Event when it flips, not per attempt."""
     retry, old = status.llm_retry, next((c for c in status.conditions if c.type == ConditionType.LLM_AVAILABLE), None)
     if retry is not None and (old is None or old.status != "False" or old.reason != retry.reason):
         message = f"{retry.last_error[:500]}; retrying (attempt {retry.attempts + 1} at {retry.retry_at})"
         event = do.PostEvent("Warning", retry.reason, message) if old is None or old.status != "False" else None
         return status.model_copy(update={"conditions": with_condition(
             status.conditions, ConditionType.LLM_AVAILABLE, False, retry.reason, message, now=now)}), event
-    if retry is None and old is not None and old.status == "False":
+    if retry is None and old is not None and old.status == "False" and status.phase is not Phase.FAILED:
         return status.model_copy(update={"conditions": with_condition(
             status.conditions, ConditionType.LLM_AVAILABLE, True, Reason.ANSWERING, "the LLM answers", now=now)}), \
             do.PostEvent("Normal", Reason.LLM_RECOVERED, status.message or "the LLM answers again")

@@ -366,3 +366,5 @@ def test_llm_available_flips_once_per_episode():
     assert quiet.status is again and events(quiet) == []  # a further attempt: no write, no Event
     back = reconcile(seen(again.model_copy(update={"llm_retry": None})), NOW)
     assert cond(back, "LLMAvailable").status == "True" and events(back) == [("Normal", "LLMRecovered")]
+    gave_up = enter(again, Phase.FAILED, "LLMError", "gave up", now=NOW).model_copy(update={"llm_retry": None})
+    assert cond(reconcile(seen(gave_up), NOW), "LLMAvailable").status == "False"  # no recovery for a run that gave up
