@@ -14,6 +14,7 @@ from kubechain.api.v1alpha1 import FunctionCall, LLMSpec, Message, Reason, ToolC
 class LLMReply:
     message: Message
     usage: Usage
+    finish_reason: str = "stop"  # "length": cut off at the token limit
 
 
 class LLMError(Exception):
@@ -71,11 +72,7 @@ class OpenAIChatClient:
                                           timeout=spec.request_timeout_seconds, max_retries=spec.max_retries)
 
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> LLMReply:
-        body: dict[str, Any] = {"model": self._spec.model, "messages": messages}
-        for key, value in (("temperature", self._spec.temperature), ("max_tokens", self._spec.max_tokens),
-                           ("tools", tools or None)):
-            if value is not None:
-                body[key] = value
+        body = request_body(self._spec, messages, tools)
         try:
             # The SDK's own request path (auth, retries, errors, response types) without `chat.completions.create`'s
             # recursive re-typing of the whole conversation: that costs O(context) per step (3 ms at 100 messages,
@@ -90,10 +87,23 @@ class OpenAIChatClient:
             raise LLMError(f"{type(exc).__name__}: {exc}") from None
         if not response.choices:
             raise LLMError("the LLM returned no choices")
-        return LLMReply(message=_message(response.choices[0].message), usage=_usage(response.usage))
+        choice = response.choices[0]
+        return LLMReply(message=_message(choice.message), usage=_usage(response.usage),
+                        finish_reason=choice.finish_reason or "stop")
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def request_body(spec: LLMSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """What is set, as providers take it: unset parameters are not sent (a reasoning model refuses a temperature
+    or `max_tokens`); extraBody's fields go first, so they can never replace the run's own."""
+    body: dict[str, Any] = {**(spec.extra_body or {}), "model": spec.model, "messages": messages}
+    for key, value in (("temperature", spec.temperature), ("max_tokens", spec.max_tokens),
+                       ("max_completion_tokens", spec.max_completion_tokens), ("tools", tools or None)):
+        if value is not None:
+            body[key] = value
+    return body
 
 
 def _message(msg: Any) -> Message:

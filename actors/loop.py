@@ -35,6 +35,10 @@ INTERRUPTED = ("interrupted by a crash while running; outcome unknown. It was no
                "is not idempotent.")
 
 
+TRUNCATED = ("the model's answer was cut off at its token limit (finish_reason: length); raise the LLM's "
+             "maxCompletionTokens or maxTokens")
+TRUNCATED_CALL = ("your output was cut off at the token limit before this call's arguments were complete "
+                  "(finish_reason: length); call it again with shorter arguments")
 SHOWN_CHARS = 16 * 1024   # of a tool's result, in the tool message the LLM reads
 KEPT_CHARS = 1024 * 1024  # of a tool's result, in the journal (a checkpoint chunk holds ~900 KB per ConfigMap part)
 
@@ -97,13 +101,20 @@ class AgentLoop:
             status.step += 1
             status.usage = status.usage + reply.usage
             self._append(status, reply.message)
+            cut = reply.finish_reason == "length"
             if not reply.message.tool_calls:
+                if cut:  # a partial answer is not the agent's answer
+                    return await self._finish(status.model_copy(update={"error": TRUNCATED}), Phase.FAILED,
+                                              Reason.OUTPUT_TRUNCATED, TRUNCATED)
                 status.output = reply.message.content or ""
                 return await self._finish(status, Phase.COMPLETED, Reason.FINAL_ANSWER, "the agent answered")
             open_calls = [ToolCallRecord(id=c.id, step=status.step, tool=c.function.name, arguments=c.function.arguments,
                                          idempotency_key=idempotency_key(self.spec.taskrun.uid, status.step, c.id))
                           for c in reply.message.tool_calls]
             status.tool_call_history.extend(open_calls)
+            for record in open_calls if cut else ():  # the last call's arguments may stop mid-way
+                if parse_arguments(record.arguments)[1] is not None:
+                    self._record(status, record, CallState.FAILED, ToolOutcome(error=TRUNCATED_CALL))
             if any(self._has_effects(r) for r in open_calls):
                 await self._save(status)
         await self._run_calls(status, open_calls)
@@ -154,6 +165,8 @@ class AgentLoop:
         """Whether the call must run now. Otherwise it got its result here (an input it waited for, a
         rejection, bad arguments, an interruption) or it waits."""
         tool = self._by_name.get(record.tool)
+        if record.state.finished:
+            return False  # settled in the step already (arguments cut off at the token limit)
         if record.state is CallState.WAITING:
             given = self.spec.inputs.get(record.id)
             if given is None:

@@ -18,6 +18,7 @@ LLM_GROUPS = {
     "baseURL": ("endpoint", "baseURL"), "requestTimeoutSeconds": ("endpoint", "requestTimeoutSeconds"),
     "maxRetries": ("endpoint", "maxRetries"), "apiKeySecretRef": ("credentials", "apiKeySecretRef"),
     "temperature": ("parameters", "temperature"), "maxTokens": ("parameters", "maxTokens"),
+    "maxCompletionTokens": ("parameters", "maxCompletionTokens"), "extraBody": ("parameters", "extraBody"),
 }
 
 

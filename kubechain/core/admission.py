@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubechain.api.v1alpha1 import AgentSpec, HumanResponse, TaskRunSpec, TaskRunStatus, ToolSetSpec, ToolSpec
+from kubechain.api.v1alpha1 import AgentSpec, HumanResponse, LLMSpec, TaskRunSpec, TaskRunStatus, ToolSetSpec, ToolSpec
 from kubechain.core.naming import llm_tool_name
 from kubechain.core.resolve import Catalog, parse, tool_problem
 from kubechain.core.lifecycle import response_problems
+
+
+def llm(spec: dict[str, Any]) -> list[str]:
+    """What the schema cannot say: e.g. extraBody may not set the fields the run sends itself."""
+    return [error] if (error := parse(LLMSpec, spec)[1]) else []
 
 
 def tool(spec: dict[str, Any]) -> list[str]:

@@ -11,6 +11,8 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
     {"tool_calls": [{"name": "calculator", "arguments": "{not json"}]}   # raw string, verbatim
     # optional on any step:
     "latency": 0.1                                     # seconds to wait before replying
+    "finish_reason": "length"                          # as if cut off at the token limit
+    "refuse": ["max_tokens", "temperature"]            # 400 unsupported_parameter, as reasoning models do
     "error": {"status": 429, "times": 2}               # first 2 hits of this step, per conversation,
                                                        # fail with that status, then reply normally
                                                        # (optional "message", "code", and what a provider
@@ -35,7 +37,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import re
 import threading
 import time
 import uuid
@@ -47,11 +48,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from .rules import content_text, demo_step, last_content
+
 DEMO_MODEL = "demo"
 MAX_RECORDED_REQUESTS = 10_000
-_STEP_KEYS = {"content", "tool_calls", "latency", "error"}
-_ARITHMETIC_RUN = re.compile(r"[\d\s+\-*/().%]+")
-_BINARY_OPERATION = re.compile(r"[\d).]\s*(\*\*|[-+*/%])\s*[\d(.]")
+_STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse"}
 
 Step = dict[str, Any]
 Message = dict[str, Any]
@@ -80,14 +81,6 @@ def load_script(path: str | Path) -> list[Step]:
     return validate_steps(yaml.safe_load(Path(path).read_text()))  # YAML also parses JSON
 
 
-def content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, list):  # multi-part content: only text parts carry characters
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return str(content)
-
-
 def prompt_chars(messages: list[Message]) -> int:
     total = 0
     for message in messages:
@@ -111,46 +104,9 @@ def conversation_key(model: str, messages: list[Message]) -> str:
     return hashlib.sha256(json.dumps([model, head]).encode()).hexdigest()
 
 
-def last_content(messages: list[Message], role: str) -> str | None:
-    for message in reversed(messages):
-        if message.get("role") == role:
-            return content_text(message.get("content"))
-    return None
-
-
 def offered_tools(body: dict[str, Any]) -> list[str]:
     return [str((t.get("function") or {}).get("name", ""))
             for t in body.get("tools") or [] if isinstance(t, dict)]
-
-
-def _balance_parens(expr: str) -> str:
-    # Prose like "(what is 2+2)" leaves a dangling bracket on the extracted run.
-    while expr.startswith("(") and expr.count("(") > expr.count(")"):
-        expr = expr[1:].strip()
-    while expr.endswith(")") and expr.count(")") > expr.count("("):
-        expr = expr[:-1].strip()
-    return expr
-
-
-def find_expression(text: str) -> str | None:
-    candidates = []
-    for run in _ARITHMETIC_RUN.findall(text):
-        expr = _balance_parens(run.strip().rstrip(".").strip())  # a sentence's full stop
-        if _BINARY_OPERATION.search(expr):
-            candidates.append(expr)
-    return max(candidates, key=len, default=None)
-
-
-def demo_step(messages: list[Message], tools: list[str]) -> Step:
-    tool_result = last_content(messages, "tool")
-    if tool_result is not None:
-        return {"content": f"The answer is {tool_result}."}
-    user_text = last_content(messages, "user") or ""
-    if "calculator" in tools and (expr := find_expression(user_text)):
-        return {"tool_calls": [{"name": "calculator", "arguments": {"expression": expr}}]}
-    if "current_time" in tools and "time" in user_text.lower():
-        return {"tool_calls": [{"name": "current_time", "arguments": {}}]}
-    return {"content": f"You said: {user_text}"}
 
 
 def render_tool_calls(step: Step, index: int) -> list[dict[str, Any]]:
@@ -177,7 +133,7 @@ def completion_body(model: str, step: Step, index: int, messages: list[Message])
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": "tool_calls" if tool_calls else "stop"}],
+                     "finish_reason": step.get("finish_reason") or ("tool_calls" if tool_calls else "stop")}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
     }
@@ -265,6 +221,7 @@ class ScriptState:
 
 
 STATE_KEY = web.AppKey("state", ScriptState)
+PLAIN = {"model", "messages", "tools"}  # the rest of a request body is logged as its "params"
 
 
 def _authorized(request: web.Request) -> bool:
@@ -281,8 +238,8 @@ async def chat_completions(request: web.Request) -> web.Response:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ValueError("body must be an object with a 'messages' list of objects")
-        entry.update(model=str(body.get("model", "")), messages=body["messages"],
-                     tools=offered_tools(body), step=step_index(body["messages"]))
+        entry.update(model=str(body.get("model", "")), messages=body["messages"], tools=offered_tools(body),
+                     step=step_index(body["messages"]), params={k: v for k, v in body.items() if k not in PLAIN})
     except ValueError as exc:
         entry["status"] = 400
         return error_response(400, f"invalid request body: {exc}")
@@ -306,6 +263,9 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if error:
         return error_response(int(error["status"]), error.get("message", "Injected error from script."),
                               error.get("code"), headers=retry_headers(error))
+    if refused := sorted(set(step.get("refuse", ())) & set(body)):  # as a reasoning model refuses them
+        return error_response(400, f"Unsupported parameter: '{refused[0]}' is not supported with this model.",
+                              "unsupported_parameter")
     return web.json_response(completion_body(model, step, index, messages))
 
 

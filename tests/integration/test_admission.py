@@ -59,7 +59,8 @@ def test_defaults_are_written_into_objects(kube, stack):
     kube.apply([{"apiVersion": "kubechain.dev/v1alpha1", "kind": "LLM", "metadata": {"name": "bare"},
                  "spec": {"model": "m"}}])
     spec = kube.get("llms.v1alpha1.kubechain.dev", "bare")["spec"]
-    assert (spec["provider"], spec["temperature"], spec["maxTokens"], spec["maxRetries"]) == ("openai", 0.7, 4096, 0)
+    assert (spec["provider"], spec["maxRetries"]) == ("openai", 0)
+    assert "temperature" not in spec and "maxTokens" not in spec  # not sent unless set: models differ in what they take
     assert spec["retry"] == {"maxElapsedSeconds": 3600, "initialBackoffSeconds": 1.0, "maxBackoffSeconds": 120.0}
     preferred = kube.get("llm", "bare")  # kubectl's default is the newest version
     assert preferred["apiVersion"] == "kubechain.dev/v1alpha2" and preferred["spec"]["parameters"]["temperature"] == 0.7
@@ -80,11 +81,12 @@ def test_defaults_are_written_into_objects(kube, stack):
     assert answer["allowed"] and answer["uid"] == "u1"
     ops = json.loads(base64.b64decode(answer["patch"]))
     added = {op["path"]: op.get("value") for op in ops}
-    assert added["/spec/temperature"] == 0.7 and added["/spec/maxTokens"] == 4096
+    assert added["/spec/retry"] == {"maxElapsedSeconds": 3600, "initialBackoffSeconds": 1.0, "maxBackoffSeconds": 120.0}
+    assert "/spec/temperature" not in added and "/spec/maxTokens" not in added  # sent only when set
 
 
 def test_objects_read_back_in_either_version_and_v1alpha2_objects_work(kube, stack):
-    kube.apply([secret(), llm("old", stack.llm.base_url, "m1")])
+    kube.apply([secret(), llm("old", stack.llm.base_url, "m1", temperature=0.7)])
     as_v2 = json.loads(kube.run("get", "llms.v1alpha2.kubechain.dev", "old", "-o", "json").stdout)
     assert as_v2["apiVersion"] == "kubechain.dev/v1alpha2"
     assert as_v2["spec"]["endpoint"]["baseURL"] == stack.llm.base_url

@@ -102,3 +102,29 @@ def test_an_outage_past_the_policy_fails_with_the_attempts(kube, stack):
     assert failed["phaseHistory"][-1]["reason"] == "LLMError" and failed["error"].startswith("InternalServerError")
     assert "gave up after" in failed["error"] and len(statuses(stack, model)) >= 3
     assert any(e["reason"] == "LLMError" and e["type"] == "Warning" for e in kube.events("doomed-run"))
+
+
+def test_a_reasoning_model_gets_only_the_parameters_it_takes(kube, stack):
+    model = f"{kube.namespace}-reasoning"
+    stack.llm.set_script(model, [{"content": "thought it through", "refuse": ["max_tokens", "temperature"]}])
+    kube.apply([secret(), llm("model", stack.llm.base_url, model, maxCompletionTokens=300,
+                              extraBody={"reasoning_effort": "low"}), agent("plain", "model")])
+    kube.wait_ready("agent", "plain")
+    kube.apply([task("think", "plain", "hello")])
+    assert kube.wait_phase("think-run", "Completed", timeout=FIRST_ACTOR_SECONDS)["status"]["output"] == "thought it through"
+    [sent] = [r["params"] for r in stack.llm.requests() if r["model"] == model]
+    assert sent == {"max_completion_tokens": 300, "reasoning_effort": "low"}  # no temperature, no max_tokens
+
+    kube.run("patch", "llm", "model", "--type", "merge", "-p", '{"spec": {"maxTokens": 100}}')
+    kube.apply([task("old-style", "plain", "hello")])
+    failed = kube.wait_phase("old-style-run", "Failed", timeout=60)["status"]
+    assert failed["phaseHistory"][-1]["reason"] == "LLMRejected" and "'max_tokens' is not supported" in failed["error"]
+    refused = kube.apply([llm("bad", stack.llm.base_url, model, extraBody={"model": "other"})], check=False)
+    assert refused.returncode != 0 and "extraBody cannot set model" in refused.stderr
+
+
+def test_a_cut_off_answer_is_not_taken_for_the_answer(kube, stack):
+    setup(kube, stack, [{"content": "The answer is 4", "finish_reason": "length"}])
+    kube.apply([task("cut", "plain", "2+2?")])
+    failed = kube.wait_phase("cut-run", "Failed", timeout=FIRST_ACTOR_SECONDS)["status"]
+    assert failed["phaseHistory"][-1]["reason"] == "OutputTruncated" and "output" not in failed

@@ -137,3 +137,39 @@ def test_an_episode_past_the_policy_fails_with_the_attempts():
     final = run(Failing(1, error, assistant("never")), store, status=status)
     assert final.phase is Phase.FAILED and final.phase_history[-1].reason == "LLMError"
     assert "gave up after 4 attempts" in final.error and final.llm_retry is None
+
+
+# --- parameters as providers take them, and cut-off replies ------------------------------------------------------
+def test_only_what_is_set_is_sent_and_extra_fields_never_replace_the_runs_own():
+    from actors.llm import request_body
+    from kubechain.api.v1alpha1 import LLMSpec
+
+    plain = request_body(LLMSpec(model="o9"), [{"role": "user", "content": "hi"}], [])
+    assert plain == {"model": "o9", "messages": [{"role": "user", "content": "hi"}]}  # no temperature, no max_tokens
+    spec = LLMSpec(model="o9", max_completion_tokens=500, extra_body={"reasoning_effort": "low", "seed": 7})
+    body = request_body(spec, [], [{"type": "function"}])
+    assert body == {"reasoning_effort": "low", "seed": 7, "model": "o9", "messages": [],
+                    "max_completion_tokens": 500, "tools": [{"type": "function"}]}
+    with pytest.raises(ValueError, match="extraBody cannot set messages, model"):
+        LLMSpec(model="o9", extra_body={"model": "other", "messages": []})
+
+
+def test_a_cut_off_answer_fails_the_run_and_a_cut_off_call_is_a_tool_error():
+    from actors.llm import LLMReply
+    from kubechain.api.v1alpha1 import Usage
+
+    from .test_loop import call
+
+    cut = LLMReply(assistant("The answer is 4").message, Usage(), finish_reason="length")
+    store = MemoryStore()
+    final = run(ScriptedLLM(cut), store)
+    assert final.phase is Phase.FAILED and final.phase_history[-1].reason == "OutputTruncated"
+    assert "maxCompletionTokens" in final.error and final.output is None
+
+    calls = LLMReply(assistant(calls=[call("c1", "calculator", '{"expression": "1+1"}'),
+                                      call("c2", "calculator", '{"expression": "2*')]).message, Usage(),
+                     finish_reason="length")
+    final = run(ScriptedLLM(calls, assistant("done")), MemoryStore())
+    [whole, broken] = final.tool_call_history
+    assert (whole.state.value, broken.state.value) == ("Succeeded", "Failed") and "cut off" in broken.error
+    assert final.phase is Phase.COMPLETED

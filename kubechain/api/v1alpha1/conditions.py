@@ -31,6 +31,7 @@ class Reason(StrEnum):
     UNAUTHORIZED = "Unauthorized"          # -> Failed: the provider refused the key (401/403); not retried
     MODEL_NOT_FOUND = "ModelNotFound"      # -> Failed: the provider does not know the model (404); not retried
     LLM_REJECTED = "LLMRejected"           # -> Failed: the provider refused the request (other 4xx); not retried
+    OUTPUT_TRUNCATED = "OutputTruncated"   # -> Failed: the final answer was cut off at the token limit
     MAX_TURNS_EXCEEDED = "MaxTurnsExceeded"  # -> Failed: spec.maxTurns LLM requests were made
     INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
     # PausedForUserInput / Delegating -> Running (operator)

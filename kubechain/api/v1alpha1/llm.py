@@ -1,11 +1,15 @@
 """LLM: how to reach a chat-completions model (OpenAI or any OpenAI-compatible server)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .common import AGE, READY_COLUMNS, KindInfo, Model, PrinterColumn, ReadyStatus, SecretKeyRef
+
+
+# Request fields the run itself sends: a passthrough (extraBody) cannot override them.
+RESERVED_FIELDS = frozenset({"model", "messages", "tools", "tool_choice", "stream", "stream_options", "n"})
 
 
 class RetryPolicy(Model):
@@ -36,8 +40,17 @@ class LLMSpec(Model):
         default=None,
         description="Secret key holding the API key. Optional for servers that need none. The key is never "
                     "written to status, events or logs.")
-    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
-    max_tokens: int = Field(default=4096, ge=1, description="Upper bound of completion tokens per request.")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature; not sent when "
+                                      "unset (reasoning models accept only their default).")
+    max_tokens: int | None = Field(default=None, ge=1, description="Upper bound of completion tokens per request, "
+                                   "sent as `max_tokens`; not sent when unset. Reasoning models refuse it: use "
+                                   "maxCompletionTokens.")
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="Upper bound of completion tokens, "
+                                              "reasoning included, sent as `max_completion_tokens` (current OpenAI "
+                                              "models); not sent when unset.")
+    extra_body: dict[str, Any] | None = Field(default=None, description="Provider-specific request fields sent as "
+                                              "they are, e.g. {reasoning_effort: low, top_p: 0.9, seed: 7}. They "
+                                              f"cannot set {', '.join(sorted(RESERVED_FIELDS))}.")
     request_timeout_seconds: float = Field(default=120, gt=0, description="Timeout of one LLM request, in seconds.")
     max_retries: int = Field(default=0, ge=0, le=20,
                              description="Immediate retries inside one request by the client library (invisible in "
@@ -45,6 +58,14 @@ class LLMSpec(Model):
                                          "outages; leave this at 0.")
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(), description="How runs ride out the provider's "
                                "rate limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
+
+
+    @field_validator("extra_body")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value and (taken := sorted(RESERVED_FIELDS & set(value))):
+            raise ValueError(f"extraBody cannot set {', '.join(taken)}: kubechain sends them")
+        return value
 
 
 class LLMStatus(ReadyStatus):

@@ -2,12 +2,13 @@
 one flat list, so credentials can be reviewed (and RBAC'd by policy tools) apart from tuning knobs."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kubechain.api.v1alpha1.common import Model, SecretKeyRef
 from kubechain.api.v1alpha1.llm import KIND as V1ALPHA1_KIND
+from kubechain.api.v1alpha1.llm import LLMSpec as V1ALPHA1_SPEC
 from kubechain.api.v1alpha1.llm import LLMStatus, RetryPolicy
 
 
@@ -28,8 +29,12 @@ class Credentials(Model):
 
 
 class Parameters(Model):
-    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
-    max_tokens: int = Field(default=4096, ge=1, description="Upper bound of completion tokens per request.")
+    temperature: float | None = V1ALPHA1_SPEC.model_fields["temperature"]
+    max_tokens: int | None = V1ALPHA1_SPEC.model_fields["max_tokens"]
+    max_completion_tokens: int | None = V1ALPHA1_SPEC.model_fields["max_completion_tokens"]
+    extra_body: dict[str, Any] | None = V1ALPHA1_SPEC.model_fields["extra_body"]
+
+    _not_reserved = field_validator("extra_body")(V1ALPHA1_SPEC._not_reserved.__func__)
 
 
 class LLMSpec(Model):

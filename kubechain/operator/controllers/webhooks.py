@@ -40,6 +40,11 @@ for _info in KINDS:
                    ignore_failures=True)(_defaults)
 
 
+@kopf.on.validate(GROUP, VERSION, "llms", id="validate-llms", operations=WRITES)
+def validate_llm(spec: kopf.Spec, **_: Any) -> None:
+    refuse(admission.llm(dict(spec)))
+
+
 @kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES)
 def validate_tool(spec: kopf.Spec, **_: Any) -> None:
     refuse(admission.tool(dict(spec)))
