@@ -63,7 +63,8 @@ def test_defaults_are_written_into_objects(kube, stack):
     assert "temperature" not in spec and "maxTokens" not in spec  # not sent unless set: models differ in what they take
     assert spec["retry"] == {"maxElapsedSeconds": 3600, "initialBackoffSeconds": 1.0, "maxBackoffSeconds": 120.0}
     preferred = kube.get("llm", "bare")  # kubectl's default is the newest version
-    assert preferred["apiVersion"] == "kubechain.dev/v1alpha2" and preferred["spec"]["parameters"]["temperature"] == 0.7
+    assert preferred["apiVersion"] == "kubechain.dev/v1alpha2" and preferred["spec"]["retry"] == spec["retry"]
+    assert preferred["spec"]["endpoint"]["maxRetries"] == 0
     # The mutating webhook itself, called over TLS exactly as the apiserver calls it.
     configuration = json.loads(kube.run("get", "mutatingwebhookconfiguration", "kubechain.dev", "-o", "json").stdout)
     hook = next(w for w in configuration["webhooks"] if w["name"] == "default-llms.kubechain.dev")

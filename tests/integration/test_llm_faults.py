@@ -115,7 +115,10 @@ def test_a_reasoning_model_gets_only_the_parameters_it_takes(kube, stack):
     [sent] = [r["params"] for r in stack.llm.requests() if r["model"] == model]
     assert sent == {"max_completion_tokens": 300, "reasoning_effort": "low"}  # no temperature, no max_tokens
 
-    kube.run("patch", "llm", "model", "--type", "merge", "-p", '{"spec": {"maxTokens": 100}}')
+    kube.run("patch", "llm.v1alpha1.kubechain.dev", "model", "--type", "merge", "-p", '{"spec": {"maxTokens": 100}}')
+    # once the LLM's status is of the new generation, the operator's index has the new spec too
+    kube.wait_for("llm.v1alpha1.kubechain.dev", "model", lambda o: (o.get("status") or {}).get("observedGeneration")
+                  == o["metadata"]["generation"], 30, "reconciled")
     kube.apply([task("old-style", "plain", "hello")])
     failed = kube.wait_phase("old-style-run", "Failed", timeout=60)["status"]
     assert failed["phaseHistory"][-1]["reason"] == "LLMRejected" and "'max_tokens' is not supported" in failed["error"]
