@@ -48,6 +48,9 @@ def install_crds(kubeconfig: Path) -> None:
         time.sleep(0.3)
 
 
+RAY_CONNECT_SECONDS = 240  # see Operator._wait_for_ray
+
+
 @dataclass
 class Operator:
     """The operator as a separate process, `kopf run`, exactly as deployed - and, like a Deployment's
@@ -61,6 +64,7 @@ class Operator:
     health_port: int = 0
     restarts: int = 0
     _keep_running: threading.Event = field(default_factory=threading.Event)
+    _log_start: int = 0
 
     def __post_init__(self) -> None:
         self.log = self.workdir / "logs" / "operator.log"
@@ -69,6 +73,7 @@ class Operator:
         self._spawn(timeout)
         self._keep_running.set()
         threading.Thread(target=self._restart_on_exit, daemon=True).start()
+        self._wait_for_ray()
 
     def kill(self) -> None:
         """SIGKILL the operator, as a node failure would; it is started again (like a pod) by the watcher."""
@@ -91,9 +96,27 @@ class Operator:
             if time.monotonic() > deadline:
                 raise StartupError(f"the operator did not come back:\n{log_tail(self.log)}")
             time.sleep(0.2)
+        self._wait_for_ray()
+
+    def _wait_for_ray(self, timeout: float = RAY_CONNECT_SECONDS) -> None:
+        """Until this operator process is connected to Ray, as a readiness probe gates a new pod. On this machine
+        Ray's proxier sometimes fails to start a client's server, and ray.init gives up only ~100 s later (then
+        the operator connects again): tests start from a connected operator instead of each allowing for it."""
+        deadline = time.monotonic() + timeout
+        while "connected to Ray at" not in self._own_log():
+            if time.monotonic() > deadline:
+                raise StartupError(f"the operator did not connect to Ray in {timeout} s:\n{log_tail(self.log)}")
+            time.sleep(0.2)
+
+    def _own_log(self) -> str:
+        """What the current operator process has logged (the file holds every process's, one after another)."""
+        with open(self.log, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def _spawn(self, timeout: float) -> None:
         (self.health_port,) = free_ports(1)
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         cmd = [sys.executable, "-m", "kopf", "run", "-m", "kubechain.operator.main", "--all-namespaces",
                "--standalone", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
         self.proc = spawn(cmd, self.log, env={**os.environ, **self.env}, cwd=REPO_ROOT)

@@ -47,10 +47,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 async def connect_ray(ray: RayGateway, address: str) -> None:
-    try:
-        await asyncio.to_thread(ray.connect)
-    except Exception as exc:  # TaskRun handlers retry the connection; the operator still serves the other kinds
-        log.warning("Ray is not reachable at %s yet: %s", address, exc)
+    """Until the first connection is made (then the TaskRun supervisors keep it up): a failed attempt is tried
+    again, backing off to 30 s, so a Ray that answers late (or a Ray Client server that failed to start) does not
+    leave the operator unconnected until a run happens to need it. The operator serves the other kinds meanwhile."""
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(ray.connect)
+            return
+        except Exception as exc:
+            log.warning("Ray is not reachable at %s yet: %s; trying again in %.0f s", address, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(30.0, delay * 2)
 
 
 @kopf.on.cleanup()

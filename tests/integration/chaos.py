@@ -53,6 +53,7 @@ class EffectCounter:
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self._hold_at: int | None = None
+        self._hold_seconds = 30.0
         self.held = threading.Event()
         self._release = threading.Event()
         counter = self
@@ -63,7 +64,7 @@ class EffectCounter:
                 counter.posts.append({"key": self.headers.get("Idempotency-Key"), "body": json.loads(body or b"{}")})
                 if counter._hold_at == len(counter.posts):
                     counter.held.set()
-                    counter._release.wait(30)
+                    counter._release.wait(counter._hold_seconds)
                 reply = f"ok {json.dumps(counter.posts[-1]['body'], sort_keys=True)}".encode()
                 try:
                     self.send_response(200)
@@ -80,8 +81,8 @@ class EffectCounter:
         self.url = f"http://127.0.0.1:{self._server.server_port}/"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def hold(self, nth_post: int) -> None:
-        self._hold_at = nth_post
+    def hold(self, nth_post: int, seconds: float = 30) -> None:
+        self._hold_at, self._hold_seconds = nth_post, seconds
 
     def release(self) -> None:
         self._release.set()

@@ -42,7 +42,7 @@ def counter():
 def setup_agent(kube, stack, counter) -> str:
     model = f"{kube.namespace}-model"
     stack.llm.set_script(model, SCRIPT)
-    http = lambda url, idem: {"http": {"url": url}}  # noqa: E731
+    http = lambda url, idem: {"http": {"url": url, "timeoutSeconds": 300}}  # noqa: E731  (a held call may be slow)
     tools = [{"name": "charge", "description": "charge a card", "execution": http(counter.url, False)},
              {"name": "book", "description": "book a seat", "idempotent": True, "execution": http(counter.url, True)},
              {"name": "calculator", "description": "math", "execution": {"builtin": {"name": "calculator"}}}]
@@ -292,11 +292,11 @@ def test_a_5mb_2000_message_context_is_rebuilt_exactly_from_the_real_apiserver(k
 def test_operator_restart_reattaches_even_when_the_run_can_no_longer_be_resolved(kube, stack, counter):
     """The live actor holds everything it needs: a deleted Secret must not keep the new operator from joining it."""
     model = setup_agent(kube, stack, counter)
-    # Step 2's reply takes long enough that the run is surely in flight when the new operator is up (a loaded
-    # machine can take tens of seconds to give it a Ray Client connection).
-    stack.llm.set_script(model, [{**s, "latency": (40 if i == 2 else 0.5)} for i, s in enumerate(SCRIPT)])
+    # The charge is held until the new operator has joined the actor: the run is surely in flight however long
+    # the new operator takes to get a Ray Client connection.
+    counter.hold(1, seconds=300)
     start(kube, "chaos")
-    wait_until(lambda: requests_by_step(stack, model).get(1), what="step 1 asked")
+    wait_until(counter.held.is_set, what="the charge in flight")
     kube.run("delete", "secret", "llm-key")
     restarts = stack.operator.restarts
     stack.operator.kill()
@@ -304,6 +304,7 @@ def test_operator_restart_reattaches_even_when_the_run_can_no_longer_be_resolved
     kube.wait_for("events", "", lambda o: any(e["reason"] == "ActorAttached" and
                                               e["involvedObject"]["name"] == "chaos-run" for e in o["items"]),
                   timeout=60, what="ActorAttached")  # the new operator joined the live actor
+    counter.release()
 
     run = kube.wait_phase("chaos-run", "Completed")
     assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
