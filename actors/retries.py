@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from kubechain.api.v1alpha1 import LLMRetry, RetryPolicy
-from kubechain.api.v1alpha1.common import rfc3339
+from kubechain.api.v1alpha1.common import parse_rfc3339, rfc3339
 
 from .llm import LLMError
 
@@ -28,7 +28,7 @@ def next_retry(policy: RetryPolicy, previous: LLMRetry | None, error: LLMError, 
     if not error.retryable:
         return None
     attempts = (previous.attempts if previous else 0) + 1
-    since = _time(previous.since) if previous else now
+    since = parse_rfc3339(previous.since) if previous else now
     backoff = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * 2 ** (attempts - 1))
     delay = error.retry_after if error.retry_after is not None else backoff * (0.5 + jitter() / 2)
     if (now - since).total_seconds() + delay > policy.max_elapsed_seconds:
@@ -39,17 +39,13 @@ def next_retry(policy: RetryPolicy, previous: LLMRetry | None, error: LLMError, 
 
 def wait_left(retry: LLMRetry | None, now: datetime) -> float:
     """Seconds until the episode's next attempt is due (0: now)."""
-    return max(0.0, (_time(retry.retry_at) - now).total_seconds()) if retry else 0.0
+    return max(0.0, (parse_rfc3339(retry.retry_at) - now).total_seconds()) if retry else 0.0
 
 
 def gave_up(previous: LLMRetry | None, error: LLMError, now: datetime) -> str:
     """Why the run fails: the provider's error, and for a retried episode how long it was ridden out."""
     if previous is None or not error.retryable:
         return str(error)
-    elapsed = (now - _time(previous.since)).total_seconds()
+    elapsed = (now - parse_rfc3339(previous.since)).total_seconds()
     return (f"{error} (gave up after {previous.attempts + 1} attempts over {elapsed:.0f} s: "
             f"LLM.spec.retry.maxElapsedSeconds)")
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from kubechain.api.runspec import CallInput
 from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, PhaseTransition, Reason, RunLimits,
                                     TaskRunStatus, ToolCallRecord, WaitingFor)
-from kubechain.api.v1alpha1.common import rfc3339
+from kubechain.api.v1alpha1.common import parse_rfc3339, rfc3339
 
 WAITING_PHASES = frozenset({Phase.PAUSED_FOR_USER_INPUT, Phase.DELEGATING})
 EDGES: dict[Phase, frozenset[Phase]] = {
@@ -49,19 +49,15 @@ def enter(status: TaskRunStatus, phase: Phase, reason: str, message: str = "", *
     return status.model_copy(update={"phase": phase, "message": message, "phase_history": history})
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def started_at(status: TaskRunStatus) -> datetime | None:
     """When the run first entered Running: timeouts count from here, across restarts and pauses."""
-    return next((_time(t.time) for t in status.phase_history if t.phase is Phase.RUNNING), None)
+    return next((parse_rfc3339(t.time) for t in status.phase_history if t.phase is Phase.RUNNING), None)
 
 
 def finished_at(status: TaskRunStatus) -> datetime | None:
     if not status.phase.terminal or not status.phase_history:
         return None
-    return _time(status.phase_history[-1].time)
+    return parse_rfc3339(status.phase_history[-1].time)
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
         end = finished_at(status)
         return end + timedelta(seconds=limits.ttl_seconds_after_finished) \
             if end and limits.ttl_seconds_after_finished is not None else None
-    moments = [_time(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
+    moments = [parse_rfc3339(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
     if limits.timeout_seconds and (start := started_at(status)):
         moments.append(start + timedelta(seconds=limits.timeout_seconds))
     return min(moments, default=None)
@@ -98,7 +94,7 @@ def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
 
 def llm_retry_at(status: TaskRunStatus) -> datetime | None:
     """When a run riding out failed LLM requests asks again (status.llmRetry, written by its actor)."""
-    return _time(status.llm_retry.retry_at) if status.llm_retry else None
+    return parse_rfc3339(status.llm_retry.retry_at) if status.llm_retry else None
 
 
 @dataclass(frozen=True)
@@ -158,7 +154,7 @@ def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], ch
             text = response.answer if record.waiting_for is WaitingFor.ANSWER else response.reason
             gathered.inputs[record.id] = CallInput(accepted=response.approved is not False, text=text or "",
                                                    response=response)
-        elif record.expires_at and now >= _time(record.expires_at):
+        elif record.expires_at and now >= parse_rfc3339(record.expires_at):
             gathered.inputs[record.id] = CallInput(accepted=False, text="no decision before the approval deadline "
                                                                         f"{record.expires_at}")
         else:

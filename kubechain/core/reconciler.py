@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import assert_never
 
 from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
-from kubechain.api.v1alpha1.common import with_condition
+from kubechain.api.v1alpha1.common import parse_rfc3339, with_condition
 
 from . import effects as do
 from .builders import child_taskrun, tool_job
@@ -215,7 +215,7 @@ def _waiting(seen: Observed, now: datetime) -> Decision:
     status, spec = seen.status, seen.parsed
     if seen.trigger is Trigger.CLOCK:
         expired = [r.id for r in status.tool_call_history
-                   if r.state is CallState.WAITING and r.expires_at and now >= _time(r.expires_at)]
+                   if r.state is CallState.WAITING and r.expires_at and now >= parse_rfc3339(r.expires_at)]
         return Decision(status, (do.Wake("", f"approval deadline of {', '.join(expired)}"),) if expired else ())
     if seen.trigger is not Trigger.EVENT:
         return Decision(status)
@@ -395,8 +395,3 @@ def _responses_valid(status: TaskRunStatus, seen: Observed, now: datetime) -> tu
     return status.model_copy(update={"conditions": with_condition(
         status.conditions, ConditionType.RESPONSES_VALID, not problems, reason, message, now=now)}), \
         message if problems else ""
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-

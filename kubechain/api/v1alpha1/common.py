@@ -96,6 +96,11 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_rfc3339(text: str) -> datetime:
+    """The inverse of rfc3339() (and of Kubernetes' timestamps)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def with_condition(previous: list[Condition], type: str, ok: bool | None, reason: str, message: str,
                    generation: int | None = None, now: datetime | None = None) -> list[Condition]:
     """`previous` with condition `type` set (ok None: Unknown); lastTransitionTime moves only when the status flips
