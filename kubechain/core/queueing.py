@@ -1,8 +1,9 @@
 """Admission of TaskRuns to Running: how many may hold an actor at once, and who goes next.
 
 Limits: KUBECHAIN_MAX_RUNNING (whole cluster) and KUBECHAIN_MAX_RUNNING_PER_NAMESPACE, or a Namespace's
-annotation `kubechain.dev/max-running`. Runs over a limit wait in Pending, reason Queued, with their
-position. The order, a pure function of what is queued and what runs:
+annotation `kubechain.dev/max-running`, and an LLM's `maxConcurrentRuns` (so a fleet of agents does not cause
+its own 429 storm). Runs over a limit wait in Pending, reason Queued, with their position and the limit. A run
+held back by its LLM's limit does not hold back the runs behind it that use another LLM. The order, a pure function of what is queued and what runs:
   1. higher `priority` first (Task/TaskRun spec; child runs inherit their parent's),
   2. then the namespace with the fewest runs admitted so far (so a burst in one namespace cannot starve
      another: slots go round the namespaces),
@@ -22,6 +23,7 @@ class Queued:
     name: str
     priority: int
     created: str  # RFC 3339 creationTimestamp: sorts like time
+    llm: str = ""  # the LLM its Agent talks to, in its namespace ("" not known yet)
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,13 @@ class Limits:
     total: int
     per_namespace: int
     namespaces: tuple[tuple[str, int], ...] = ()  # per-namespace overrides (Namespace annotation)
+    llms: tuple[tuple[tuple[str, str], int], ...] = ()  # (namespace, LLM) -> its maxConcurrentRuns
 
     def of(self, namespace: str) -> int:
         return dict(self.namespaces).get(namespace, self.per_namespace)
+
+    def of_llm(self, namespace: str, llm: str) -> int | None:
+        return dict(self.llms).get((namespace, llm))
 
     def room(self, namespace: str, running: dict[str, int]) -> bool:
         """Whether one more run of `namespace` may start."""
@@ -44,9 +50,11 @@ class Slot(NamedTuple):  # a tuple: a burst's plan makes a thousand
     position: int  # 0 when admitted, else 1-based place in the queue
 
 
-def plan(queued: list[Queued], running: dict[str, int], limits: Limits) -> list[Slot]:
-    """Every queued run, in admission order, admitted now or with its position."""
-    counts = dict(running)
+def plan(queued: list[Queued], running: dict[str, int], limits: Limits,
+         on_llm: dict[tuple[str, str], int] | None = None) -> list[Slot]:
+    """Every queued run, in admission order, admitted now or with its position. `running`: runs holding a slot
+    by namespace; `on_llm`: by (namespace, LLM)."""
+    counts, llm_counts = dict(running), dict(on_llm or {})
     total = sum(counts.values())
     lines: dict[str, deque[Queued]] = {}
     for run in sorted(queued, key=lambda r: (-r.priority, r.created, r.name)):
@@ -58,8 +66,11 @@ def plan(queued: list[Queued], running: dict[str, int], limits: Limits) -> list[
         run = lines[namespace].popleft()
         if not lines[namespace]:
             del lines[namespace]
-        if total < limits.total and counts.get(namespace, 0) < limits.of(namespace):
+        llm, llm_limit = (namespace, run.llm), limits.of_llm(namespace, run.llm)
+        if (total < limits.total and counts.get(namespace, 0) < limits.of(namespace)
+                and (llm_limit is None or llm_counts.get(llm, 0) < llm_limit)):
             counts[namespace] = counts.get(namespace, 0) + 1
+            llm_counts[llm] = llm_counts.get(llm, 0) + 1
             total += 1
             order.append(Slot(run, True, 0))
         else:
@@ -68,7 +79,12 @@ def plan(queued: list[Queued], running: dict[str, int], limits: Limits) -> list[
     return order
 
 
-def why_queued(namespace: str, running: dict[str, int], limits: Limits) -> str:
+def why_queued(namespace: str, running: dict[str, int], limits: Limits, llm: str = "",
+               on_llm: dict[tuple[str, str], int] | None = None) -> str:
+    """The limit a queued run waits for, for its message."""
+    busy, llm_limit = (on_llm or {}).get((namespace, llm), 0), limits.of_llm(namespace, llm)
+    if llm_limit is not None and busy >= llm_limit:
+        return f"LLM {llm} limit: {busy} of {llm_limit} running (maxConcurrentRuns)"
     if running.get(namespace, 0) >= limits.of(namespace):
         return f"namespace limit: {running.get(namespace, 0)} of {limits.of(namespace)} running"
     return f"cluster limit: {sum(running.values())} of {limits.total} running"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Coroutine
 
 from kubechain.api.v1alpha1 import Phase
+from kubechain.core.queueing import Queued
 
 from .kube import Kube
 from .raygateway import RayGateway
@@ -24,8 +25,8 @@ class OperatorState:
     ray: RayGateway
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """TaskRun uid -> the lock of its decisions: its event handler, timers and clock decide one at a time."""
-    scheduled: dict[str, str] = field(default_factory=dict)
-    """TaskRun uid -> namespace: moved to Running by this process, not yet seen Running (it holds a slot)."""
+    scheduled: dict[str, Queued] = field(default_factory=dict)
+    """TaskRun uid -> its queue entry: moved to Running by this process, not yet seen Running (it holds a slot)."""
     admission_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One admission decision at a time (taken without awaits inside)."""
     last_plan: dict[str, Any] = field(default_factory=dict)

@@ -104,3 +104,29 @@ def test_a_burst_does_not_starve_another_namespace_and_priority_goes_first(stack
     # First come, first served alone would run all of b3..b7 before the small namespace's runs (created
     # after them); slots shared across namespaces let both small runs in before the tail of the burst.
     assert max(started(r) for r in s.values()) < min(started(b["b6-run"]), started(b["b7-run"]))
+
+
+def test_an_llms_max_concurrent_runs_queues_its_runs_and_not_the_others(kube, stack):
+    """Runs of an LLM with maxConcurrentRuns: 1 run one at a time, the others wait saying so; a run of another
+    LLM in the same namespace is not held back behind them."""
+    limited, free = f"{kube.namespace}-limited", f"{kube.namespace}-free"
+    for model in (limited, free):
+        stack.llm.set_script(model, [{"content": "done", "latency": LATENCY}])
+    kube.apply([secret(), llm("one", stack.llm.base_url, limited, maxConcurrentRuns=1), agent("a", "one"),
+                llm("any", stack.llm.base_url, free), agent("b", "any")])
+    kube.wait_ready("agent", "a")
+    kube.wait_ready("agent", "b")
+    kube.apply([task(f"t{i}", "a", f"job {i}") for i in range(3)])
+    waiting = kube.wait_for("taskrun", "t2-run", lambda o: (o.get("status") or {}).get("queuePosition") == 2)
+    assert waiting["status"]["message"] == (
+        "Queued: position 2 of 2 (LLM one limit: 1 of 1 running (maxConcurrentRuns))")
+    kube.apply([task("other", "b", "not behind them")])
+    kube.wait_phase("other-run", "Completed", timeout=30)
+
+    def one_at_a_time() -> bool:
+        now = [n for n in running(kube) if n != "other-run"]
+        assert len(now) <= 1, f"maxConcurrentRuns 1 exceeded: {now}"
+        return all((runs(kube)[f"t{i}-run"].get("status") or {}).get("phase") == "Completed" for i in range(3))
+    wait_until(one_at_a_time, timeout=60, what="the three runs of the limited LLM completed one at a time")
+    done = runs(kube)
+    assert started(done["other-run"]) < started(done["t1-run"])  # it did not wait behind the limited LLM's queue

@@ -1,5 +1,5 @@
 """Who runs next: limits, priority, fairness across namespaces, FIFO within one."""
-from kubechain.core.queueing import Limits, Queued, plan
+from kubechain.core.queueing import Limits, Queued, plan, why_queued
 
 
 def runs(namespace, count, priority=0, start=0):
@@ -36,6 +36,19 @@ def test_global_and_namespace_limits_and_overrides():
     assert admitted(plan(runs("a", 2), {"x": 3}, limits)) == []
 
 
+def test_an_llm_limit_holds_back_only_the_runs_of_that_llm():
+    on_gpt = [Queued("a", f"gpt-{i}", 0, f"2026-01-01T00:00:0{i}Z", llm="gpt") for i in range(3)]
+    other = [Queued("a", "local-0", 0, "2026-01-01T00:00:09Z", llm="local")]
+    limits = Limits(total=10, per_namespace=10, llms=((("a", "gpt"), 2),))
+    assert admitted(plan(on_gpt + other, {}, limits)) == ["gpt-0", "gpt-1", "local-0"]  # no head-of-line blocking
+    assert admitted(plan(on_gpt + other, {"a": 1}, limits, {("a", "gpt"): 1})) == ["gpt-0", "local-0"]
+    elsewhere = Queued("b", "gpt-b", 0, "2026-01-01T00:00:00Z", llm="gpt")  # an LLM of the same name, namespace b
+    assert admitted(plan([elsewhere], {"a": 2}, limits, {("a", "gpt"): 2})) == ["gpt-b"]
+    assert why_queued("a", {"a": 2}, limits, "gpt", {("a", "gpt"): 2}) == (
+        "LLM gpt limit: 2 of 2 running (maxConcurrentRuns)")
+    assert why_queued("a", {"a": 2}, limits, "local", {("a", "gpt"): 2}) == "cluster limit: 2 of 10 running"
+
+
 def operator_state(total: int, per_namespace: int):
     """The operator's state with these limits (no Kubernetes or Ray client: admission uses neither)."""
     from kubechain.operator.settings import ReconcileSettings, Settings
@@ -59,10 +72,25 @@ def test_admit_says_go_only_from_a_fresh_plan_and_places_a_run_too_new_for_a_rec
 
     memo, queued = operator_state(total=10, per_namespace=2), runs("a", 3)
     assert admit(memo, indexes(queued, {}), "a", "a-0", "uid-a-0") == Admitted()  # counted as running now
-    assert memo.scheduled == {"uid-a-0": "a"}
+    assert memo.scheduled == {"uid-a-0": queued[0]}
     assert admit(memo, indexes(queued, {}), "a", "a-2", "uid-a-2") == InQueue(
         "Queued: position 1 of 1 (namespace limit: 2 of 2 running)", 1)  # a-0 scheduled, a-1 admitted ahead of it
     later = queued + [Queued("a", "a-new", 0, "2026-01-01T00:00:09Z")]  # created since the recent plan, which
     assert admit(memo, indexes(later, {}), "a", "a-new", "uid-a-new").position == 2  # no room left in "a": last
     memo.last_plan["at"] = 0.0  # an old plan is never used
-    assert admit(memo, indexes(queued[1:], {"a": ["uid-a-0"]}), "a", "a-1", "uid-a-1") == Admitted()
+    assert admit(memo, indexes(queued[1:], {"a": [("uid-a-0", "a")]}), "a", "a-1", "uid-a-1") == Admitted()
+
+
+def test_admit_holds_runs_at_their_llms_max_concurrent_runs_and_says_so():
+    from kubechain.core.observation import Admitted, InQueue
+    from kubechain.operator.controllers.taskrun.queue import admit
+
+    memo, queued = operator_state(total=10, per_namespace=10), runs("a", 3)
+    index = indexes(queued, {"a": [("uid-old", "a")]})  # one run of agent a already Running
+    index["agents_index"][("a", "a")] = [{"spec": {"llmRef": {"name": "gpt"}}, "status": {"ready": True}}]
+    index["llms_index"] = {("a", "gpt"): [{"spec": {"maxConcurrentRuns": 2}, "status": {}}]}
+    assert admit(memo, index, "a", "a-0", "uid-a-0") == Admitted()
+    assert memo.scheduled["uid-a-0"].llm == "gpt"  # counted against its LLM until seen Running
+    memo.last_plan.clear()
+    assert admit(memo, index, "a", "a-1", "uid-a-1") == InQueue(
+        "Queued: position 1 of 2 (LLM gpt limit: 2 of 2 running (maxConcurrentRuns))", 1)

@@ -27,6 +27,15 @@ class RetryPolicy(Model):
                                        "(a longer Retry-After from the provider is honoured).")
 
 
+MAX_CONCURRENT_RUNS = Field(default=None, ge=1, description="At most this many runs of this LLM are Running at "
+                            "once (admission queue); more wait in Pending, reason Queued, naming this limit. Unset: "
+                            "no limit of its own. Keeps a fleet of agents from causing its own rate limiting.")
+CONTEXT_WINDOW_TOKENS = Field(default=None, ge=256, description="The model's context window, in tokens (prompt and "
+                              "completion). Runs of Agents with a context policy compact what the model sees before "
+                              "a request would pass it (Agent.spec.context). Unset: unknown; compaction then starts "
+                              "only when the provider answers context_length_exceeded.")
+
+
 class LLMSpec(Model):
     provider: Literal["openai"] = Field(
         default="openai",
@@ -58,6 +67,8 @@ class LLMSpec(Model):
                                          "outages; leave this at 0.")
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(), description="How runs ride out the provider's "
                                "rate limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
+    max_concurrent_runs: int | None = MAX_CONCURRENT_RUNS
+    context_window_tokens: int | None = CONTEXT_WINDOW_TOKENS
 
 
     @field_validator("extra_body")

@@ -48,6 +48,8 @@ class LLMSpec(Model):
     parameters: Parameters = Field(default_factory=Parameters, description="Sampling parameters of every request.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="How runs ride out the provider's rate "
                                "limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
+    max_concurrent_runs: int | None = V1ALPHA1_SPEC.model_fields["max_concurrent_runs"]
+    context_window_tokens: int | None = V1ALPHA1_SPEC.model_fields["context_window_tokens"]
 
 
 KIND = V1ALPHA1_KIND.__class__(**{**V1ALPHA1_KIND.__dict__, "spec": LLMSpec, "status": LLMStatus})

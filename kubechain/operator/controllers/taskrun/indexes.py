@@ -41,9 +41,9 @@ def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: 
 
 
 @kopf.index(GROUP, VERSION, "taskruns", when=is_running)
-def running_taskruns(namespace: str, uid: str, **_: Any):
-    """Running TaskRuns (each holds an actor) by namespace: what the limits count."""
-    return {namespace: uid}
+def running_taskruns(namespace: str, uid: str, status: kopf.Status, **_: Any):
+    """Running TaskRuns (each holds a slot) by namespace, with their agent: what the limits count."""
+    return {namespace: (uid, status.get("agent") or "")}
 
 
 @kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_RUNNING: kopf.PRESENT})

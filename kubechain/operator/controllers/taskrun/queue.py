@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from kubechain.core.queueing import Limits, Queued, Slot, plan, why_queued
 
@@ -16,28 +17,46 @@ WAKE_AGAIN_SECONDS = 5.0  # an admitted run is woken once; its own retry timer c
 PLAN_SECONDS = 1.0  # how old a plan may be to tell a run it still waits (admitting always plans afresh)
 
 
-def admission(state: OperatorState, indexes: dict[str, Any], fresh: bool = True) -> tuple[list[Slot], dict[str, int], Limits]:
+class Counts(NamedTuple):
+    """Runs holding a slot (running, or admitted by this process and not yet seen Running)."""
+    namespaces: dict[str, int]
+    llms: dict[tuple[str, str], int]  # by (namespace, LLM)
+
+
+def admission(state: OperatorState, indexes: dict[str, Any], fresh: bool = True) -> tuple[list[Slot], Counts, Limits]:
     """The admission plan: queued runs whose agent is ready, against what runs (or was just started); with the
-    counts of runs running or admitted by namespace. Not `fresh`: the last plan, if under PLAN_SECONDS old,
+    runs holding a slot once it is carried out. Not `fresh`: the last plan, if under PLAN_SECONDS old,
     since in a burst every queued run's retry asks, and a plan is O(queued)."""
     last = state.last_plan
     if not fresh and last and time.monotonic() - last["at"] < PLAN_SECONDS:
         return last["plan"]
-    catalog = IndexCatalog(indexes)
-    holding: dict[str, set[str]] = {ns: set(uids) for ns, uids in indexes["running_taskruns"].items()}
-    for uid, namespace in state.scheduled.items():
-        holding.setdefault(namespace, set()).add(uid)
-    counts = {ns: len(uids) for ns, uids in holding.items()}
-    ready: dict[tuple[str, str], bool] = {}  # (namespace, agent): a burst is many runs of few agents
-    queued = [entry for uid, kind, ref, entry in indexes["queued_taskruns"].get(QUEUE, [])
-              if uid not in state.scheduled and agent_ready(catalog, entry.namespace, kind, ref, ready)]
+    agents = Agents(IndexCatalog(indexes))
+    holding: dict[str, set[str]] = {}
+    on_llm: dict[tuple[str, str], int] = {}
+    for namespace, runs in indexes["running_taskruns"].items():
+        for uid, agent in runs:
+            holding.setdefault(namespace, set()).add(uid)
+            llm = (namespace, agents.llm(namespace, agent))
+            on_llm[llm] = on_llm.get(llm, 0) + 1
+    for uid, entry in state.scheduled.items():
+        if uid not in holding.get(entry.namespace, ()):
+            holding.setdefault(entry.namespace, set()).add(uid)
+            on_llm[entry.namespace, entry.llm] = on_llm.get((entry.namespace, entry.llm), 0) + 1
+    counts = Counts({ns: len(uids) for ns, uids in holding.items()}, on_llm)
+    queued = [replace(entry, llm=agents.llm(entry.namespace, agent))
+              for uid, kind, ref, entry in indexes["queued_taskruns"].get(QUEUE, [])
+              if uid not in state.scheduled and (agent := agents.of(entry.namespace, kind, ref))
+              and agents.ready(entry.namespace, agent)]
     settings = state.settings.reconcile
     overrides = tuple((ns, next(iter(values))) for ns, values in indexes["namespace_limits"].items())
-    limits = Limits(settings.max_running, settings.max_running_per_namespace, overrides)
-    slots = plan(queued, counts, limits)
+    limits = Limits(settings.max_running, settings.max_running_per_namespace, overrides,
+                    agents.llm_limits({(q.namespace, q.llm) for q in queued} | set(on_llm)))
+    slots = plan(queued, counts.namespaces, limits, counts.llms)
     for slot in slots:
         if slot.admitted:
-            counts[slot.run.namespace] = counts.get(slot.run.namespace, 0) + 1
+            counts.namespaces[slot.run.namespace] = counts.namespaces.get(slot.run.namespace, 0) + 1
+            llm = (slot.run.namespace, slot.run.llm)
+            counts.llms[llm] = counts.llms.get(llm, 0) + 1
     last.update(at=time.monotonic(), plan=(slots, counts, limits))
     return slots, counts, limits
 
@@ -51,22 +70,46 @@ def admit(state: OperatorState, indexes: dict[str, Any], namespace: str, name: s
         slots, counts, limits = admission(state, indexes, fresh)
         mine = next((s for s in slots if (s.run.namespace, s.run.name) == (namespace, name)), None)
         waiting = sum(not s.admitted for s in slots)
-        if mine is None and not fresh and not limits.room(namespace, counts):
+        if mine is None and not fresh and not limits.room(namespace, counts.namespaces):
             mine = Slot(Queued(namespace, name, 0, ""), False, waiting + 1)
             waiting += 1
         if mine is not None and not mine.admitted:
-            return InQueue(f"Queued: position {mine.position} of {waiting} ({why_queued(namespace, counts, limits)})",
-                           mine.position)
-    state.scheduled[uid] = namespace
+            why = why_queued(namespace, counts.namespaces, limits, mine.run.llm, counts.llms)
+            return InQueue(f"Queued: position {mine.position} of {waiting} ({why})", mine.position)
+    state.scheduled[uid] = mine.run if mine is not None else Queued(namespace, name, 0, "")
     return Admitted()
 
 
-def agent_ready(catalog: IndexCatalog, namespace: str, kind: str, ref: str, seen: dict[tuple[str, str], bool]) -> bool:
-    if kind == "Task":
-        ref = (((catalog.get("Task", namespace, ref) or {}).get("spec") or {}).get("agentRef") or {}).get("name", "")
-    if (namespace, ref) not in seen:
-        seen[namespace, ref] = bool(((catalog.get("Agent", namespace, ref) or {}).get("status") or {}).get("ready"))
-    return seen[namespace, ref]
+class Agents:
+    """What admission needs of the Agents (a burst is many runs of few agents: each is looked up once)."""
+
+    def __init__(self, catalog: IndexCatalog):
+        self._catalog = catalog
+        self._specs: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def of(self, namespace: str, kind: str, ref: str) -> str:
+        """The agent of a queued run: its own agentRef, or its Task's."""
+        if kind == "Task":
+            return ((((self._catalog.get("Task", namespace, ref) or {}).get("spec") or {}).get("agentRef") or {})
+                    .get("name", ""))
+        return ref
+
+    def _agent(self, namespace: str, agent: str) -> dict[str, Any]:
+        if (namespace, agent) not in self._specs:
+            self._specs[namespace, agent] = self._catalog.get("Agent", namespace, agent)
+        return self._specs[namespace, agent] or {}
+
+    def ready(self, namespace: str, agent: str) -> bool:
+        return bool((self._agent(namespace, agent).get("status") or {}).get("ready"))
+
+    def llm(self, namespace: str, agent: str) -> str:
+        return ((self._agent(namespace, agent).get("spec") or {}).get("llmRef") or {}).get("name", "")
+
+    def llm_limits(self, llms: set[tuple[str, str]]) -> tuple[tuple[tuple[str, str], int], ...]:
+        """maxConcurrentRuns of the LLMs that set one."""
+        found = ((key, ((self._catalog.get("LLM", *key) or {}).get("spec") or {}).get("maxConcurrentRuns"))
+                 for key in sorted(llms) if key[1])
+        return tuple((key, int(limit)) for key, limit in found if limit is not None)
 
 
 async def wake_admitted(state: OperatorState, indexes: dict[str, Any]) -> None:
