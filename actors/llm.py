@@ -27,8 +27,11 @@ class LLMError(Exception):
         self.retryable, self.reason, self.retry_after = retryable, reason, retry_after
 
 
-def http_error(status: int, message: str, headers: Mapping[str, str], now: datetime) -> LLMError:
-    """What an HTTP error from the provider means for the run: retried (rate limits, outages) or final."""
+def http_error(status: int, message: str, headers: Mapping[str, str], now: datetime, code: str | None = None) -> LLMError:
+    """What an HTTP error from the provider means for the run: retried (rate limits, outages), compacted (the
+    conversation outgrew the window: OpenAI's code, or vLLM's and others' wording) or final."""
+    if status == 400 and (code == "context_length_exceeded" or "maximum context length" in message):
+        return LLMError(message, reason=Reason.CONTEXT_LENGTH_EXCEEDED)
     if status == 429:
         return LLMError(message, retryable=True, reason=Reason.RATE_LIMITED, retry_after=retry_after(headers, now))
     if status in (408, 409) or status >= 500:
@@ -80,7 +83,7 @@ class OpenAIChatClient:
             response = await self._client.post("/chat/completions", body=body, cast_to=self._completion)
         except self._openai.APIStatusError as exc:  # the provider answered with an error
             raise http_error(exc.status_code, f"{type(exc).__name__}: {exc}", exc.response.headers,
-                             datetime.now(timezone.utc)) from None
+                             datetime.now(timezone.utc), exc.code) from None
         except self._openai.APIConnectionError as exc:  # no answer (timeouts included)
             raise LLMError(f"{type(exc).__name__}: {exc}", retryable=True, reason=Reason.UNREACHABLE) from None
         except self._openai.APIError as exc:

@@ -7,6 +7,8 @@ Durability rules (the write-ahead tool journal is `status.toolCallHistory`):
 - A side-effecting call is journaled as Started before it runs. A restored run re-runs a Started
   call only if the tool is idempotent (with the same idempotency key); otherwise the LLM is told it
   was interrupted with an unknown outcome. Nothing runs twice silently.
+- A conversation that outgrows the model's window is compacted (actors/compaction.py) in a step of its own,
+  checkpointed like any other: only what the model is sent changes; the conversation keeps everything.
 - Calls that wait (ask_human, a tool that requires approval, a delegate call) are journaled as
   Waiting; once the step's other calls are done the run enters PausedForUserInput or Delegating and
   the actor ends. The operator resumes the run with what the calls waited for (RunSpec.inputs).
@@ -15,6 +17,7 @@ Pure with respect to I/O: the LLM, the tools and the checkpoint store come in as
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,8 +27,9 @@ from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.naming import child_taskrun_name, tool_job_name
 from kubechain.core.lifecycle import enter
 
+from . import compaction
 from .checkpoint import CheckpointStore
-from .llm import LLMClient, LLMError
+from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
 from .telemetry import RunTelemetry
 from .tools.arguments import check_arguments, parse_arguments
@@ -64,14 +68,19 @@ class AgentLoop:
         self.telemetry = telemetry or RunTelemetry()
         self._tool_schemas = [t.openai_schema() for t in spec.tools]  # once, not per step
         self._by_name: dict[str, ResolvedTool] = {t.name: t for t in spec.tools}
-        self._messages: list[dict[str, Any]] = []  # the context in wire form, appended in step with status
+        self._history: list[dict[str, Any]] = []  # the whole conversation in wire form, appended in step with status
+        self._messages: list[dict[str, Any]] = []  # what the model is sent of it (compaction.view)
+        self._known = (0, 0)  # (messages of the view, tokens) as the provider counted them at the last reply
+        self._overhead = len(json.dumps(self._tool_schemas)) // 4  # the tools' schemas, in every request
+        self._window = spec.llm.context_window_tokens  # or as a provider's context_length_exceeded states it
 
     async def run(self, status: TaskRunStatus) -> TaskRunStatus:
         if not status.context_window:
             status = status.model_copy(update={"context_window": [
                 Message(role="system", content=self.spec.system_prompt),
                 Message(role="user", content=self.spec.user_input)]})
-        self._messages = [_wire(m) for m in status.context_window]
+        self._history = [_wire(m) for m in status.context_window]
+        self._messages = compaction.view(self._history, status.context)
         while status.phase is Phase.RUNNING:
             wait = wait_left(status.llm_retry, datetime.now(timezone.utc))
             if wait > HOLD_SECONDS:
@@ -89,18 +98,17 @@ class AgentLoop:
                 message = f"the agent did not answer within maxTurns={self.spec.max_turns} LLM requests"
                 return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
                                           Reason.MAX_TURNS_EXCEEDED, message)
+            if compaction.over(self._estimate(), self._window, self.spec.context):
+                if (compacted := await self._compact(status, self._window or 0)) is not None:
+                    return compacted  # a step of its own: the next one asks the LLM with the compacted view
             try:
-                async with self.telemetry.llm_call(self.spec.llm.model) as call:
-                    reply = await self.llm.complete(self._messages, self._tool_schemas)
-                    call.update(usage=reply.usage, ok=True)
+                reply = await self._ask(status, self._messages, self._tool_schemas)
             except LLMError as exc:
                 return await self._llm_failed(status, exc)
-            if status.llm_retry is not None:
-                status.message = f"the LLM answered again after {status.llm_retry.attempts} failed attempt(s)"
-                status.llm_retry = None
             status.step += 1
-            status.usage = status.usage + reply.usage
             self._append(status, reply.message)
+            if reply.usage.prompt_tokens:
+                self._known = (len(self._messages), reply.usage.prompt_tokens + reply.usage.completion_tokens)
             cut = reply.finish_reason == "length"
             if not reply.message.tool_calls:
                 if cut:  # a partial answer is not the agent's answer
@@ -258,7 +266,74 @@ class AgentLoop:
 
     def _append(self, status: TaskRunStatus, message: Message) -> None:
         status.context_window.append(message)
-        self._messages.append(_wire(message))
+        self._history.append(wire := _wire(message))
+        if not compaction.is_marker(wire):
+            self._messages.append(wire)
+
+    async def _ask(self, status: TaskRunStatus, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> LLMReply:
+        """One LLM request, counted in usage; an answer ends the episode of failed requests, if one was going on."""
+        async with self.telemetry.llm_call(self.spec.llm.model) as call:
+            reply = await self.llm.complete(messages, tools)
+            call.update(usage=reply.usage, ok=True)
+        status.usage = status.usage + reply.usage
+        if status.llm_retry is not None:
+            status.message = f"the LLM answered again after {status.llm_retry.attempts} failed attempt(s)"
+            status.llm_retry = None
+        return reply
+
+    def _estimate(self) -> int:
+        """Tokens of the next request: the provider's count at the last reply, plus an estimate of what came since."""
+        counted, known = self._known
+        if not counted:
+            return sum(map(compaction.tokens, self._messages)) + self._overhead
+        return known + sum(map(compaction.tokens, self._messages[counted:]))
+
+    async def _compact(self, status: TaskRunStatus, window: int) -> TaskRunStatus | None:
+        """A compaction step (checkpointed, with an Event), or None when nothing more can be compacted."""
+        plan = compaction.plan(self._history, status.context, window, self.spec.context, self._overhead)
+        if plan is None:
+            return None
+        state, strategy = plan.state, self.spec.context.strategy
+        if plan.to_summarize is not None:
+            previous = status.context.summary if status.context else None
+            request = compaction.summary_request(self._history, plan.to_summarize, previous, window // 2)
+            try:
+                reply = await self._ask(status, request, [])
+            except LLMError as exc:
+                if exc.reason is not Reason.CONTEXT_LENGTH_EXCEEDED:
+                    return await self._llm_failed(status, exc)
+                reply = None  # the summary request itself is too long: truncate this time
+            if reply is None or not reply.message.content:
+                strategy = "truncate"
+                plan = compaction.plan(self._history, status.context, window, self.spec.context.model_copy(
+                    update={"strategy": "truncate"}), self._overhead)
+                if plan is None:
+                    return None
+                state = plan.state
+            else:
+                state = state.model_copy(update={"summary": reply.message.content[:compaction.SUMMARY_CHARS]})
+        after = sum(map(compaction.tokens, compaction.view(self._history, state))) + self._overhead
+        status.context = state.model_copy(update={"tokens": after})
+        text = compaction.describe(plan, strategy, after)
+        self._append(status, Message(role="system", name=compaction.MARKER, content=text))
+        self._messages, self._known, status.message = compaction.view(self._history, status.context), (0, 0), text
+        await self._save(status)
+        await self.store.event(Reason.CONTEXT_COMPACTED, text)
+        return status
+
+    async def _too_long(self, status: TaskRunStatus, error: LLMError) -> TaskRunStatus:
+        """The provider refused a request longer than its window: compact (tighter each time, since the estimate
+        fell short), or fail when nothing more can be compacted or the Agent said not to."""
+        if self.spec.context.strategy != "none":
+            estimate = self._estimate()
+            self._window = min(self._window or estimate, compaction.window_in(str(error)) or estimate)
+            if (compacted := await self._compact(status, int(min(self._window, estimate) * 0.75))) is not None:
+                return compacted
+        why = ("Agent.spec.context.strategy is none" if self.spec.context.strategy == "none"
+               else "nothing more could be compacted")
+        message = f"the conversation no longer fits the model's context window ({why}): {str(error)[:500]}"
+        return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
+                                  Reason.CONTEXT_LENGTH_EXCEEDED, message)
 
     async def _save(self, status: TaskRunStatus) -> None:
         async with self.telemetry.checkpoint():
@@ -267,6 +342,8 @@ class AgentLoop:
     async def _llm_failed(self, status: TaskRunStatus, error: LLMError) -> TaskRunStatus:
         """A failed LLM request: the next attempt of the episode is checkpointed (when, and why), or the run fails
         (a final error, or the policy ran out)."""
+        if error.reason is Reason.CONTEXT_LENGTH_EXCEEDED:
+            return await self._too_long(status, error)
         now = datetime.now(timezone.utc)
         retry = next_retry(self.spec.llm.retry, status.llm_retry, error, now)
         if retry is None:

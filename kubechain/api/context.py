@@ -16,6 +16,7 @@ PART_CHARS = 900_000
 DATA_KEY = "chunk.json"
 LABEL_TASKRUN = "kubechain.dev/taskrun"
 CHUNK_ANNOTATION = "kubechain.dev/chunk"  # on part 0: the chunk's ContextChunk description, JSON
+COMPACTION_MARKER = "kubechain-compaction"  # name of the system message marking a compaction (never sent to the LLM)
 
 
 def chunk_name(taskrun: str, index: int) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from .v1alpha1 import HumanResponse, LLMSpec, MCPServer, Model, ToolExecution
+from .v1alpha1 import ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, ToolExecution
 from .v1alpha1.common import the_one_set
 from .v1alpha1.tool import EXECUTION_KINDS
 
@@ -104,6 +104,7 @@ class RunSpec(Model):
     user_input: str
     tools: list[ResolvedTool] = Field(default_factory=list)
     max_turns: int = Field(default=50, description="LLM requests allowed.")
+    context: ContextPolicy = Field(default_factory=ContextPolicy, description="The Agent's context policy.")
     lineage: list[str] = Field(default_factory=list, description="Agents of the ancestor runs, root first.")
     max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")
     inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")

@@ -6,7 +6,7 @@ import textwrap
 
 from kubernetes import client, config
 
-from kubechain.api.context import DATA_KEY, decode, described, part_name
+from kubechain.api.context import COMPACTION_MARKER, DATA_KEY, decode, described, part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION, Message, TaskRunStatus, ToolCallRecord
 
 
@@ -39,6 +39,8 @@ def complete(obj: dict, api_client: client.ApiClient | None = None
 
 
 def render_message(message: Message, width: int = 100) -> str:
+    if message.role == "system" and message.name == COMPACTION_MARKER:  # what the model saw changed here
+        return f"── {message.content} ──"
     text = message.content or ""
     for call in message.tool_calls or []:
         text += f"→ {call.function.name}({call.function.arguments}) [{call.id}]"

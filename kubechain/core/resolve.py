@@ -198,6 +198,7 @@ def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
     return RunSpec(taskrun=ref, epoch=epoch, agent=agent_name, llm=llm, api_key=api_key, system_prompt=agent.system_prompt,
+                   context=agent.context,
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
                    lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth,
                    traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs)

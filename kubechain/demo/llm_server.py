@@ -13,6 +13,7 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
     "latency": 0.1                                     # seconds to wait before replying
     "finish_reason": "length"                          # as if cut off at the token limit
     "refuse": ["max_tokens", "temperature"]            # 400 unsupported_parameter, as reasoning models do
+    "context_window": 6000                             # 400 context_length_exceeded past this many prompt tokens
     "error": {"status": 429, "times": 2}               # first 2 hits of this step, per conversation,
                                                        # fail with that status, then reply normally
                                                        # (optional "message", "code", and what a provider
@@ -37,6 +38,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -48,11 +50,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from .rules import content_text, demo_step, last_content
+from .rules import content_text, demo_step, last_content, summary_step
 
 DEMO_MODEL = "demo"
+DEFAULT_ID = re.compile(r"^call_(\d+)_\d+$")
 MAX_RECORDED_REQUESTS = 10_000
-_STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse"}
+_STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse", "context_window"}
 
 Step = dict[str, Any]
 Message = dict[str, Any]
@@ -96,7 +99,11 @@ def token_count(chars: int) -> int:
 
 
 def step_index(messages: list[Message]) -> int:
-    return sum(1 for m in messages if m.get("role") == "assistant")
+    """The assistant turns so far: counted, or read from the default call ids (`call_<step>_<i>`) of the latest
+    ones when a compacted conversation no longer shows every turn."""
+    ids = [DEFAULT_ID.match(str(c.get("id", ""))) for m in messages if m.get("role") == "assistant"
+           for c in m.get("tool_calls") or () if isinstance(c, dict)]
+    return max([sum(1 for m in messages if m.get("role") == "assistant")] + [int(i[1]) + 1 for i in ids if i])
 
 
 def conversation_key(model: str, messages: list[Message]) -> str:
@@ -256,7 +263,7 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
         return error_response(400, "stream=true is not supported by the scripted server.",
                               "unsupported_parameter")
     model, messages, index = entry["model"], entry["messages"], entry["step"]
-    step = state.step_for(model, messages, entry["tools"], index)
+    step = summary_step(messages) or state.step_for(model, messages, entry["tools"], index)
     error = state.take_error(model, messages, index, step)
     if step.get("latency"):
         await asyncio.sleep(float(step["latency"]))
@@ -266,6 +273,9 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if refused := sorted(set(step.get("refuse", ())) & set(body)):  # as a reasoning model refuses them
         return error_response(400, f"Unsupported parameter: '{refused[0]}' is not supported with this model.",
                               "unsupported_parameter")
+    if (window := step.get("context_window")) and (used := token_count(prompt_chars(messages))) > int(window):
+        return error_response(400, f"This model's maximum context length is {window} tokens. However, your "
+                              f"messages resulted in {used} tokens.", "context_length_exceeded")
     return web.json_response(completion_body(model, step, index, messages))
 
 

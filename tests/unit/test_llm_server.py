@@ -101,6 +101,31 @@ def test_step_is_chosen_by_assistant_message_count(server: ScriptedLLMServer) ->
     assert [ask(1), ask(0), ask(1), ask(2), ask(5), ask(0)] == ["one", "zero", "one", "last", "last", "zero"]
 
 
+def test_a_compacted_conversation_keeps_its_step_from_the_call_ids(server: ScriptedLLMServer) -> None:
+    server.set_script("ids", [{"tool_calls": [{"name": "echo"}]}] * 5 + [{"content": "fifth"}])
+    latest = {"role": "assistant", "tool_calls": [
+        {"id": "call_4_0", "type": "function", "function": {"name": "echo", "arguments": "{}"}}]}
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, latest,
+                {"role": "tool", "tool_call_id": "call_4_0", "content": "r"}]  # turns 0-3 left out
+    reply = client(server).chat.completions.create(model="ids", messages=messages)
+    assert reply.choices[0].message.content == "fifth"
+
+
+def test_a_context_window_refuses_long_prompts_and_summaries_are_answered(server: ScriptedLLMServer) -> None:
+    server.set_script("small", [{"content": "fits", "context_window": 100}])
+    llm = client(server, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        llm.chat.completions.create(model="small", messages=[{"role": "user", "content": "x" * 404}])
+    assert info.value.code == "context_length_exceeded"
+    assert "maximum context length is 100 tokens" in info.value.message and "101 tokens" in info.value.message
+    assert llm.chat.completions.create(model="small", messages=[{"role": "user", "content": "x" * 400}]
+                                       ).choices[0].message.content == "fits"
+    ask = [{"role": "system", "content": "Summarise the conversation below ..."},
+           {"role": "user", "content": "user: take notes\nassistant: noted"}]
+    assert llm.chat.completions.create(model="small", messages=ask).choices[0].message.content == (
+        "Summary of 2 entries: user: take notes\nassistant: noted")
+
+
 def test_rate_limit_is_retried_by_the_sdk(server: ScriptedLLMServer) -> None:
     server.set_script("flaky", [{"content": "finally", "error": {"status": 429, "times": 1, "retry_after_ms": 1}}])
     messages = [{"role": "user", "content": "rate limit me"}]

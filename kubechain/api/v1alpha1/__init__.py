@@ -1,11 +1,11 @@
 """kubechain.dev/v1alpha1: the API types, the single source of the CRD schemas."""
 from . import agent, llm, task, taskrun, tool, toolset
-from .agent import AgentSpec, AgentStatus
+from .agent import AgentSpec, AgentStatus, ContextPolicy
 from .conditions import ConditionType, ReadinessReason, Reason
 from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, LocalObjectReference, Model, SecretKeyRef
 from .llm import LLMSpec, LLMStatus, RetryPolicy
 from .task import TaskSpec, TaskStatus
-from .taskrun import (ActorRef, CallState, ContextChunk, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
+from .taskrun import (ActorRef, CallState, ContextChunk, ContextState, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
                       PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
                       Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus

@@ -32,6 +32,8 @@ class Reason(StrEnum):
     MODEL_NOT_FOUND = "ModelNotFound"      # -> Failed: the provider does not know the model (404); not retried
     LLM_REJECTED = "LLMRejected"           # -> Failed: the provider refused the request (other 4xx); not retried
     OUTPUT_TRUNCATED = "OutputTruncated"   # -> Failed: the final answer was cut off at the token limit
+    CONTEXT_LENGTH_EXCEEDED = "ContextLengthExceeded"  # -> Failed: the conversation outgrew the model's window and
+                                           #    could not be compacted further (or Agent.spec.context is none)
     MAX_TURNS_EXCEEDED = "MaxTurnsExceeded"  # -> Failed: spec.maxTurns LLM requests were made
     INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
     # PausedForUserInput / Delegating -> Running (operator)
@@ -48,6 +50,7 @@ class Reason(StrEnum):
     ACTOR_RESTARTED = "ActorRestarted"     # a new actor after the last one was lost (a crash recovery)
     ACTOR_ATTACHED = "ActorAttached"       # the operator (restarted) found the run's live actor and supervises it
     ACTOR_LOST = "ActorLost"               # the actor's process went away before its run ended
+    CONTEXT_COMPACTED = "ContextCompacted"  # what the model sees was compacted to fit its context window
     RAY_UNAVAILABLE = "RayUnavailable"     # Ray cannot be reached: the run stays Running and waits for it
     TOOL_JOB_CREATED = "ToolJobCreated"    # a container call's Job was created
     RESPONSE_REFUSED = "ResponseRefused"   # a reply in spec.responses was refused (condition ResponsesValid)

@@ -178,6 +178,22 @@ class LLMRetry(Model):
     last_error: str = Field(description="The provider's last error.")
 
 
+class ContextState(Model):
+    """What the model is sent of the conversation once it has been compacted (Agent.spec.context). Indexes count
+    the whole conversation (contextWindow with the sealed chunks in front), which is never changed."""
+
+    compactions: int = Field(default=0, description="Compactions so far; each is marked in the conversation by a "
+                             "system message named kubechain-compaction (never sent to the model).")
+    omitted_through: int = Field(default=0, description="Messages before this index (after the system prompt and "
+                                 "the user's input) are not sent: `summary` stands for them, or a note.")
+    elided_through: int = Field(default=0, description="Messages before this index are sent with tool results and "
+                                "long arguments replaced by a marker naming the journal call that keeps them.")
+    summary: str | None = Field(default=None, description="The LLM's summary of the omitted messages "
+                                "(strategy summarize).")
+    tokens: int = Field(default=0, description="Estimated prompt tokens of the model's view after the last "
+                        "compaction.")
+
+
 class ParentRef(Model):
     """Where a child TaskRun comes from: set by the operator when it delegates."""
 
@@ -239,6 +255,8 @@ class TaskRunStatus(Model):
     output: str | None = Field(default=None, description="The agent's final answer, once Completed.")
     error: str | None = Field(default=None, description="Why the run failed, once Failed.")
     usage: Usage = Field(default_factory=Usage, description="Tokens used by the run.")
+    context: ContextState | None = Field(default=None, description="Set once the conversation was compacted to fit "
+                                         "the model's context window: what the model is sent.")
     llm_retry: LLMRetry | None = Field(default=None, description="While the run rides out failed LLM requests: "
                                        "attempts, since when, and when it retries (condition LLMAvailable=False).")
     actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
