@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Protocol
 
-from kubechain.api.context import DATA_KEY, configmaps, decode, described, part_name
+from kubechain.api.context import DATA_KEY, EPOCH_ANNOTATION, chained, configmaps, decode, described, part_name
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
@@ -40,9 +40,28 @@ class Fenced(RunGone):
     """A newer actor (higher epoch) owns the run: this one is stale and must stop without writing."""
 
 
+class CheckpointCorrupt(Exception):
+    """The checkpoint cannot be read back as it was written (a sealed chunk missing, rewritten or unreadable): the
+    run fails with reason CheckpointCorrupt, never a restart loop."""
+
+
 class CheckpointStore(Protocol):
     async def load(self) -> TaskRunStatus: ...
     async def save(self, status: TaskRunStatus) -> None: ...
+    async def fail(self, reason: str, message: str) -> None:
+        """End the run Failed without rewriting its conversation (the checkpoint could not be read back, so the
+        actor has only the tail): phase, phaseHistory, error and message, over the version just read."""
+        from datetime import datetime, timezone
+
+        from kubechain.api.v1alpha1 import Phase
+        from kubechain.core.lifecycle import enter
+
+        status = (await self._refresh()).model_copy(update={"error": message})
+        failed = enter(status, Phase.FAILED, reason, message, now=datetime.now(timezone.utc))
+        body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version},
+                "status": failed.to_wire(include={"phase", "phase_history", "error", "message"})}
+        await self._call("PATCH", self._path, body, "application/merge-patch+json")
+
     async def event(self, reason: str, message: str, warning: bool = False) -> None: ...
 
 
@@ -105,18 +124,22 @@ class KubeCheckpointStore:
         self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/taskruns/{ref.name}/status"
         self._configmaps = f"/api/v1/namespaces/{ref.namespace}/configmaps"
         self._version = ""  # resourceVersion of the object as this actor last wrote or read it
-        self.layout = Layout(ref.name)
+        self.layout = Layout(ref.name, epoch=epoch)
 
     async def load(self) -> TaskRunStatus:
         """The full status: the tail in TaskRun.status with the sealed chunks in front of it."""
         status = await self._refresh()
-        self.layout = Layout(self.ref.name, status.sealed_context)
+        self.layout = Layout(self.ref.name, status.sealed_context, self.epoch)
         # In parallel (a long run has a chunk every few steps); gather, unlike a TaskGroup, raises RunGone as is.
         chunks = await asyncio.gather(*(self._read_chunk(i) for i in range(status.sealed_context.chunks)))
-        messages, calls = [], []
-        for chunk_messages, chunk_calls in chunks:
+        messages, calls, chain = [], [], ""
+        for chunk_messages, chunk_calls, sha256 in chunks:
             messages += chunk_messages
             calls += chunk_calls
+            chain = chained(chain, sha256)
+        if status.sealed_context.sha256 and chain != status.sealed_context.sha256:
+            raise CheckpointCorrupt(f"the sealed chunks of {self.ref.name} do not match status.sealedContext.sha256: "
+                                    f"a chunk was rewritten after it was sealed")
         return status.model_copy(update={"context_window": messages + status.context_window,
                                          "tool_call_history": calls + status.tool_call_history})
 
@@ -145,21 +168,41 @@ class KubeCheckpointStore:
         self._version = obj["metadata"]["resourceVersion"]
         return status
 
-    async def _read_chunk(self, index: int) -> tuple[list, list]:
-        part0 = await self._call("GET", f"{self._configmaps}/{part_name(self.ref.name, index, 0)}")
-        chunk = described(part0)
-        parts = [part0] + [await self._call("GET", f"{self._configmaps}/{part_name(self.ref.name, index, i)}")
-                           for i in range(1, chunk.parts)]
-        return decode(chunk, [p["data"][DATA_KEY] for p in parts])
+    async def _read_chunk(self, index: int) -> tuple[list, list, str]:
+        """A sealed chunk's messages, calls and sha256; CheckpointCorrupt if it is missing or does not decode."""
+        name = part_name(self.ref.name, index, 0)
+        try:
+            part0 = await self._call("GET", f"{self._configmaps}/{name}")
+            chunk = described(part0)
+            parts = [part0] + [await self._call("GET", f"{self._configmaps}/{part_name(self.ref.name, index, i)}")
+                               for i in range(1, chunk.parts)]
+            return *decode(chunk, [p["data"][DATA_KEY] for p in parts]), chunk.sha256
+        except RunGone:  # a ConfigMap's 404; if the run itself was deleted, failing it fails too (RunGone)
+            raise CheckpointCorrupt(f"sealed chunk {name} (chunk {index}) is missing") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointCorrupt(f"sealed chunk {name} (chunk {index}) is corrupt: {exc}") from None
 
     async def _write_chunk(self, seal: Seal) -> None:
-        """Create the chunk's ConfigMaps. A leftover from a crash before its status write is not referenced
-        yet, so it is replaced."""
+        """Create the chunk's ConfigMaps, never over a newer actor's: a leftover of an older epoch (it crashed
+        before its status write, so nothing references it) is replaced over the version inspected; one of this
+        epoch with other content is this actor's own leftover; one of a newer epoch fences this actor out."""
         for body in configmaps(self.ref.name, self.ref.uid, seal.chunk, seal.text):
+            path = f"{self._configmaps}/{body['metadata']['name']}"
             try:
                 await self._call("POST", self._configmaps, body)
+                continue
             except Conflict:
-                await self._call("PUT", f"{self._configmaps}/{body['metadata']['name']}", body)
+                there = await self._call("GET", path)
+            if there.get("data") == body["data"]:
+                continue  # written already (a retried request)
+            epoch = int(((there.get("metadata") or {}).get("annotations") or {}).get(EPOCH_ANNOTATION) or 0)
+            if epoch > self.epoch:
+                raise Fenced(f"{path} was written at epoch {epoch}; this actor holds {self.epoch}")
+            body["metadata"]["resourceVersion"] = there["metadata"]["resourceVersion"]
+            try:
+                await self._call("PUT", path, body)
+            except Conflict:  # written since it was inspected: only an actor of a newer epoch replaces a leftover
+                raise Fenced(f"{path} was replaced meanwhile by a newer actor") from None
 
     def _check_owner(self, obj: dict, status: TaskRunStatus) -> None:
         if obj["metadata"]["uid"] != self.ref.uid:
@@ -167,6 +210,20 @@ class KubeCheckpointStore:
         if status.epoch != self.epoch:
             raise Fenced(f"TaskRun {self.ref.namespace}/{self.ref.name} is at epoch {status.epoch}, "
                          f"this actor holds {self.epoch}")
+
+    async def fail(self, reason: str, message: str) -> None:
+        """End the run Failed without rewriting its conversation (the checkpoint could not be read back, so the
+        actor has only the tail): phase, phaseHistory, error and message, over the version just read."""
+        from datetime import datetime, timezone
+
+        from kubechain.api.v1alpha1 import Phase
+        from kubechain.core.lifecycle import enter
+
+        status = (await self._refresh()).model_copy(update={"error": message})
+        failed = enter(status, Phase.FAILED, reason, message, now=datetime.now(timezone.utc))
+        body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version},
+                "status": failed.to_wire(include={"phase", "phase_history", "error", "message"})}
+        await self._call("PATCH", self._path, body, "application/merge-patch+json")
 
     async def event(self, reason: str, message: str, warning: bool = False) -> None:
         now = now_rfc3339()

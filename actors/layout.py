@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kubechain.api.context import chunk_name, describe, encode
+from kubechain.api.context import chained, chunk_name, describe, encode
 from kubechain.api.v1alpha1 import ContextChunk, Message, SealedContext, TaskRunStatus, ToolCallRecord
 
 # The apiserver's work per status write grows with the object: ~1 ms of CPU per KB of tail on the local 1.20
@@ -37,8 +37,8 @@ def _size(wire: dict[str, Any]) -> int:
 
 
 class Layout:
-    def __init__(self, taskrun: str, sealed: SealedContext | None = None):
-        self.taskrun = taskrun
+    def __init__(self, taskrun: str, sealed: SealedContext | None = None, epoch: int = 0):
+        self.taskrun, self.epoch = taskrun, epoch
         self.summary = sealed or SealedContext()
         # Messages never change once appended, nor calls once finished: their wire form and size are computed once.
         self._wire: dict[int, tuple[dict[str, Any], int]] = {}
@@ -70,7 +70,8 @@ class Layout:
         sealed_m = messages[self.sealed_messages:cut_messages]
         sealed_c = status.tool_call_history[self.sealed_calls:cut_calls]
         text = encode(sealed_m, sealed_c)
-        return Seal(describe(chunk_name(self.taskrun, self.summary.chunks), text, len(sealed_m), len(sealed_c)), text)
+        return Seal(describe(chunk_name(self.taskrun, self.summary.chunks), text, len(sealed_m), len(sealed_c),
+                             self.epoch), text)
 
     def _wired(self, messages: list[Message], i: int) -> tuple[dict[str, Any], int]:
         if i not in self._wire:
@@ -103,7 +104,10 @@ class Layout:
             self._calls.pop(i, None)
         self.summary = SealedContext(chunks=self.summary.chunks + 1, messages=self.sealed_messages + seal.chunk.messages,
                                      tool_calls=self.sealed_calls + seal.chunk.tool_calls,
-                                     bytes=self.summary.bytes + seal.chunk.bytes)
+                                     bytes=self.summary.bytes + seal.chunk.bytes,
+                                     # a run sealed before chunks were chained stays unchained (nothing to vouch from)
+                                     sha256=chained(self.summary.sha256, seal.chunk.sha256)
+                                     if self.summary.sha256 or not self.summary.chunks else "")
 
     def status_fields(self, status: TaskRunStatus) -> dict[str, Any]:
         """What goes into TaskRun.status: small fields, the unsealed tail and the chunk references."""

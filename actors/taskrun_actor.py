@@ -73,7 +73,7 @@ class TaskRunActor:
 
     async def _main(self) -> str:
         assert self.spec is not None
-        from .checkpoint import KubeCheckpointStore, RunGone
+        from .checkpoint import CheckpointCorrupt, KubeCheckpointStore, RunGone
         from .llm import OpenAIChatClient
         from kubechain.runtime import tracing
         from kubechain.runtime.logs import configure_actor_logging
@@ -105,11 +105,31 @@ class TaskRunActor:
         except RunGone as exc:  # deleted, replaced, or fenced out by a newer actor: stop without writing
             log.warning("%r stops: %s", self, exc)
             return "Gone"
+        except CheckpointCorrupt as exc:  # restoring again would find the same: fail the run, naming the chunk
+            assert store is not None
+            return await _corrupt(self, store, exc)
         except Exception as exc:  # a bug or a broken store: fail the run if the store still takes writes
             log.exception("%r failed", self)
             if store is None:
                 raise
-            return await _fail(store, exc)
+            try:
+                return await _fail(store, exc)
+            except CheckpointCorrupt as corrupt:
+                return await _corrupt(self, store, corrupt)
+
+
+async def _corrupt(actor: TaskRunActor, store, exc: Exception) -> str:
+    from kubechain.api.v1alpha1 import Reason
+
+    from .checkpoint import RunGone
+
+    log.error("%r: %s", actor, exc)
+    try:
+        await store.fail(Reason.CHECKPOINT_CORRUPT, str(exc))
+    except RunGone:  # the run was deleted (its chunks with it), or a newer actor owns it
+        return "Gone"
+    await store.event(Reason.CHECKPOINT_CORRUPT, f"{Phase.FAILED.value}: {exc}", warning=True)
+    return Phase.FAILED.value
 
 
 async def _fail(store, exc: Exception) -> str:

@@ -16,6 +16,7 @@ PART_CHARS = 900_000
 DATA_KEY = "chunk.json"
 LABEL_TASKRUN = "kubechain.dev/taskrun"
 CHUNK_ANNOTATION = "kubechain.dev/chunk"  # on part 0: the chunk's ContextChunk description, JSON
+EPOCH_ANNOTATION = "kubechain.dev/epoch"  # on every part: the epoch of the actor that wrote it
 COMPACTION_MARKER = "kubechain-compaction"  # name of the system message marking a compaction (never sent to the LLM)
 
 
@@ -28,14 +29,15 @@ def part_name(taskrun: str, index: int, part: int) -> str:
 
 
 def configmaps(taskrun: str, uid: str, chunk: ContextChunk, text: str) -> list[dict[str, Any]]:
-    """The ConfigMaps holding one chunk, owned by the TaskRun (garbage-collected with it)."""
+    """The ConfigMaps holding one chunk, owned by the TaskRun (garbage-collected with it); each part says which
+    epoch wrote it (an actor replaces only an older epoch's leftover)."""
     owner = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "TaskRun", "name": taskrun, "uid": uid}
     out = []
     for i, part in enumerate(split(text)):
         metadata: dict[str, Any] = {"name": f"{chunk.name}-{i}", "labels": {LABEL_TASKRUN: taskrun},
-                                    "ownerReferences": [owner]}
+                                    "ownerReferences": [owner], "annotations": {EPOCH_ANNOTATION: str(chunk.epoch)}}
         if i == 0:
-            metadata["annotations"] = {CHUNK_ANNOTATION: json.dumps(chunk.model_dump(mode="json", by_alias=True))}
+            metadata["annotations"][CHUNK_ANNOTATION] = json.dumps(chunk.model_dump(mode="json", by_alias=True))
         out.append({"metadata": metadata, "data": {DATA_KEY: part}})
     return out
 
@@ -56,9 +58,14 @@ def split(text: str) -> list[str]:
     return [text[i:i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or [""]
 
 
-def describe(name: str, text: str, messages: int, calls: int) -> ContextChunk:
+def describe(name: str, text: str, messages: int, calls: int, epoch: int = 0) -> ContextChunk:
     return ContextChunk(name=name, parts=len(split(text)), messages=messages, tool_calls=calls, bytes=len(text),
-                        sha256=hashlib.sha256(text.encode()).hexdigest())
+                        sha256=hashlib.sha256(text.encode()).hexdigest(), epoch=epoch)
+
+
+def chained(previous: str, chunk_sha256: str) -> str:
+    """SealedContext.sha256 once a chunk is sealed after `previous`: status vouches for every chunk in order."""
+    return hashlib.sha256(f"{previous}:{chunk_sha256}".encode()).hexdigest()
 
 
 def decode(chunk: ContextChunk, parts: list[str]) -> tuple[list[Message], list[ToolCallRecord]]:

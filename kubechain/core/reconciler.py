@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import assert_never
 
-from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Crashes, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
 from kubechain.api.v1alpha1.common import parse_rfc3339, with_condition
 
 from . import effects as do
@@ -37,6 +37,7 @@ from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorF
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
+CRASH_BACKOFF_SECONDS = 30.0  # a crashing step costs a process and an LLM request per attempt: back off further
 
 
 def reconcile(seen: Observed, now: datetime) -> Decision:
@@ -166,7 +167,8 @@ def _running(seen: Observed, now: datetime) -> Decision:
       prepared -> write the raised epoch (fencing out any older actor), then create the actor
       created  -> record the actor (a pooled one is found again by this name), then give it the run
       found    -> join the live actor's run
-      returned -> look again soon;  lost -> Event, look again;  Ray down -> condition, Event, reconnect."""
+      returned -> look again soon;  lost -> Event, look again (or CrashLoop);  Ray down -> condition, Event,
+      reconnect."""
     status, fact = seen.status, seen.actor
     match fact:
         case None:
@@ -178,7 +180,8 @@ def _running(seen: Observed, now: datetime) -> Decision:
             inputs = gather(seen, seen.parsed, now).inputs
             return Decision(status, (do.PrepareActor(status.epoch + 1, inputs),))
         case ActorPrepared(spec=spec):
-            return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),))
+            # guarded: over the resourceVersion the epoch was read at, so two supervisors never both hold N+1
+            return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),), guarded=True)
         case ActorCreated(ref=ref, spec=spec):
             reason, restored = _start_kind(status, spec.epoch)
             recorded = _ray_available(status.model_copy(update={"actor": ref}), now, True)
@@ -192,8 +195,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
         case ActorReturned():
             return Decision(status, (do.Sleep(RETURNED_SECONDS),))
         case ActorLost(message=message):
-            return Decision(status, (do.PostEvent("Warning", Reason.ACTOR_LOST, f"{message}; restoring from the checkpoint"),
-                                     do.Sleep(backoff(seen.failures))))
+            return _lost(seen, message, now)
         case RayDown(message=message):
             down = _ray_available(status, now, False, message[:500])
             flipped = () if down is status else (
@@ -203,6 +205,30 @@ def _running(seen: Observed, now: datetime) -> Decision:
             return Decision(_said(status, message), (do.Sleep(backoff(seen.failures)),))
         case _:
             assert_never(fact)
+
+
+def _lost(seen: Observed, message: str, now: datetime) -> Decision:
+    """running -> running: ActorLost, restored from the checkpoint after a back-off that grows with the losses at
+    this step; running -> failed: CrashLoop, at spec.crashLoopLimit losses without a checkpointed step (a step
+    that crashes its actor every time would otherwise be re-asked forever: maxTurns never counts it)."""
+    status, limit = seen.status, seen.parsed.crash_loop_limit
+    before = status.crashes if status.crashes and status.crashes.step == status.step else None
+    crashes = Crashes(count=(before.count if before else 0) + 1, step=status.step, last_error=message[:1000])
+    if crashes.count >= limit:
+        text = (f"the actor was lost {crashes.count} times at step {status.step} without checkpointing a step "
+                f"(spec.crashLoopLimit {limit}); the last time: {message[:500]}")
+        failed = enter(status.model_copy(update={"crashes": crashes, "error": text, "epoch": status.epoch + 1}),
+                       Phase.FAILED, Reason.CRASH_LOOP, text, now=now)
+        return Decision(failed, (do.PostEvent("Warning", Reason.CRASH_LOOP, text), do.KillActor(_actor_of(status))),
+                        guarded=True)
+    text = f"{message}; restoring from the checkpoint (loss {crashes.count} of {limit} at step {status.step})"
+    return Decision(status.model_copy(update={"crashes": crashes}),
+                    (do.PostEvent("Warning", Reason.ACTOR_LOST, text), do.Sleep(crash_backoff(crashes.count))))
+
+
+def crash_backoff(losses: int) -> float:
+    """Seconds before restoring after the `losses`-th loss at one step: the first at once, then 1, 2, 4 ... 30."""
+    return 0.0 if losses <= 1 else min(CRASH_BACKOFF_SECONDS, 2.0 ** (losses - 2))
 
 
 def _waiting(seen: Observed, now: datetime) -> Decision:

@@ -37,13 +37,21 @@ class MemoryREST:
             name = body["metadata"]["name"]
             if name in self.configmaps:
                 return 409, {"message": "already exists"}
-            self.configmaps[name] = body
+            self.configmaps[name] = self._stored(body)
             self.posts += 1
             return 201, body
         name = path.rsplit("/", 1)[1]
         if method == "PUT":
-            self.configmaps[name] = body
-        return (200, self.configmaps[name]) if name in self.configmaps else (404, {"message": "not found"})
+            if body["metadata"].get("resourceVersion") not in (None, self.configmaps[name]["metadata"]["resourceVersion"]):
+                return 409, {"message": "the object has been modified"}
+            self.configmaps[name] = self._stored(body)
+        if name in self.configmaps:
+            return 200, self.configmaps[name]
+        return 404, {"kind": "Status", "reason": "NotFound", "message": f"configmaps {name!r} not found"}
+
+    def _stored(self, body):
+        self.version += 1
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
 
 
 def digest(status: TaskRunStatus) -> str:
@@ -111,3 +119,85 @@ def test_a_call_is_written_as_it_is_now_after_it_finishes():
     asyncio.run(store.save(status))
     assert rest.status["toolCallHistory"][0]["state"] == "Succeeded"
     assert rest.status["toolCallHistory"][0]["result"] == "done"
+
+
+def sealed_run(steps: int = 12) -> tuple[MemoryREST, TaskRunStatus]:
+    rest = MemoryREST()
+    store = KubeCheckpointStore(REF, epoch=1, rest=rest)
+    status = asyncio.run(store.load()).model_copy(update={"phase": Phase.RUNNING})
+    for step in range(1, steps + 1):
+        grow(status, step)
+        asyncio.run(store.save(status))
+    assert rest.status["sealedContext"]["chunks"] >= 2 and len(rest.status["sealedContext"]["sha256"]) == 64
+    return rest, status
+
+
+def load(rest, epoch: int = 1):
+    return asyncio.run(KubeCheckpointStore(REF, epoch=epoch, rest=rest).load())
+
+
+def test_a_missing_rewritten_or_corrupt_chunk_is_checkpoint_corrupt_naming_it():
+    import pytest
+
+    from actors.checkpoint import CheckpointCorrupt
+    from kubechain.api.context import configmaps, decode, describe, described, encode
+
+    rest, status = sealed_run()
+    assert digest(load(rest)) == digest(status)
+    part = "big-ctx-0001-0"
+    saved = rest.configmaps.pop(part)
+    with pytest.raises(CheckpointCorrupt, match="sealed chunk big-ctx-0001-0 \\(chunk 1\\) is missing"):
+        load(rest)
+    rest.configmaps[part] = {**saved, "data": {"chunk.json": saved["data"]["chunk.json"].replace("x", "y", 1)}}
+    with pytest.raises(CheckpointCorrupt, match="big-ctx-0001-0 \\(chunk 1\\) is corrupt: .*checksum"):
+        load(rest)
+    # Rewritten with a description of its own that matches it: only the chain in status tells.
+    messages, calls = decode(described(saved), [saved["data"]["chunk.json"]])
+    text = encode(messages[:-1], calls)
+    chunk = describe("big-ctx-0001", text, len(messages) - 1, len(calls), epoch=1)
+    rest.configmaps[part] = configmaps("big", REF.uid, chunk, text)[0]
+    with pytest.raises(CheckpointCorrupt, match="do not match status.sealedContext.sha256"):
+        load(rest)
+
+
+def test_chunk_writes_never_replace_a_newer_epochs_and_replace_an_older_leftover():
+    import pytest
+
+    from actors.checkpoint import Fenced
+    from kubechain.api.context import EPOCH_ANNOTATION
+
+    rest, status = sealed_run(4)
+    index = rest.status["sealedContext"]["chunks"]
+    # epoch 1 crashed after writing its next chunk, before the status that references it
+    leftover = KubeCheckpointStore(REF, epoch=1, rest=rest)
+    asyncio.run(leftover.load())
+    for step in range(5, 40):
+        grow(status, step)
+        if seal := leftover.layout.plan(status):
+            asyncio.run(leftover._write_chunk(seal))
+            break
+    name = f"big-ctx-{index:04d}-0"
+    assert rest.configmaps[name]["metadata"]["annotations"][EPOCH_ANNOTATION] == "1"
+    rest.status["epoch"] = 2
+    live = KubeCheckpointStore(REF, epoch=2, rest=rest)
+    restored = asyncio.run(live.load()).model_copy(update={"phase": Phase.RUNNING})
+    for step in range(5, 40):  # the live actor goes its own way (different results)
+        grow(restored, step)
+        restored.context_window[-1].content = f"epoch 2, step {step}"
+        asyncio.run(live.save(restored))
+    assert rest.configmaps[name]["metadata"]["annotations"][EPOCH_ANNOTATION] == "2"  # the leftover was replaced
+    assert digest(load(rest, epoch=2)) == digest(restored)
+    # The stale actor comes back and seals over the live one's chunk: fenced, nothing written.
+    before = json.dumps(rest.configmaps, sort_keys=True)
+    with pytest.raises(Fenced, match="written at epoch 2"):
+        asyncio.run(leftover._write_chunk(seal))
+    assert json.dumps(rest.configmaps, sort_keys=True) == before
+
+
+def test_failing_a_corrupt_run_writes_the_phase_and_leaves_the_conversation_alone():
+    rest, status = sealed_run()
+    tail = json.dumps(rest.status["contextWindow"])
+    asyncio.run(KubeCheckpointStore(REF, epoch=1, rest=rest).fail("CheckpointCorrupt", "chunk 1 is missing"))
+    assert rest.status["phase"] == "Failed" and rest.status["error"] == "chunk 1 is missing"
+    assert rest.status["phaseHistory"][-1]["reason"] == "CheckpointCorrupt"
+    assert json.dumps(rest.status["contextWindow"]) == tail

@@ -165,6 +165,28 @@ def test_running_prepared_raises_the_epoch_then_creates():
     spec = run_spec(4)
     decision = supervise(running(epoch=3), ActorPrepared(spec))
     assert decision.status.epoch == 4 and decision.effects == (do.CreateActor(spec),)
+    assert decision.guarded  # over the version it was read at: two supervisors never both reach epoch 4
+
+
+def test_running_lost_again_at_one_step_backs_off_then_fails_crash_loop():
+    status, sleeps = running(step=3), []
+    for loss in range(1, 5):
+        decision = supervise(status, ActorLost("ActorDiedError: the actor died"))
+        assert decision.status.phase is Phase.RUNNING and decision.status.crashes.count == loss
+        assert events(decision) == [("Warning", "ActorLost")] and f"loss {loss} of 5 at step 3" in \
+            decision.effects[0].message
+        sleeps.append(decision.effects[-1].seconds)
+        status = decision.status
+    assert sleeps == [0.0, 1.0, 2.0, 4.0]
+    failed = supervise(status, ActorLost("ActorDiedError: the actor died"))
+    assert last(failed) == (Phase.FAILED, "CrashLoop") and failed.guarded and failed.status.epoch == 2
+    assert failed.status.error.startswith("the actor was lost 5 times at step 3 without checkpointing a step "
+                                          "(spec.crashLoopLimit 5); the last time: ActorDiedError")
+    assert events(failed) == [("Warning", "CrashLoop")] and do.KillActor("a1") in failed.effects
+    progressed = supervise(status.model_copy(update={"step": 4}), ActorLost("killed"))  # a step was checkpointed
+    assert progressed.status.crashes.count == 1 and progressed.status.phase is Phase.RUNNING
+    one = supervise(running(), ActorLost("x"), spec=SPEC.model_copy(update={"crash_loop_limit": 1}))
+    assert last(one) == (Phase.FAILED, "CrashLoop")
 
 
 @pytest.mark.parametrize("status, epoch, reason, recovery", [
@@ -189,7 +211,6 @@ def test_running_found_attaches():
 @pytest.mark.parametrize("fact, failures, sleep, event", [
     pytest.param(ActorReturned(), 0, 0.2, None, id="running->running: actor returned, look again"),
     pytest.param(ActorLost("killed"), 1, 0.0, ("Warning", "ActorLost"), id="running->running: actor lost"),
-    pytest.param(ActorLost("killed"), 4, 2.0, ("Warning", "ActorLost"), id="running->running: lost again, backoff"),
     pytest.param(CannotStart("Secret 'k' not found"), 2, 0.5, None, id="running->running: cannot start"),
 ])
 def test_running_looks_again(fact, failures, sleep, event):

@@ -5,7 +5,7 @@ from .conditions import ConditionType, ReadinessReason, Reason
 from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, LocalObjectReference, Model, SecretKeyRef
 from .llm import LLMSpec, LLMStatus, RetryPolicy
 from .task import TaskSpec, TaskStatus
-from .taskrun import (ActorRef, CallState, ContextChunk, ContextState, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
+from .taskrun import (ActorRef, CallState, ContextChunk, ContextState, Crashes, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
                       PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
                       Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus

@@ -36,6 +36,9 @@ class Reason(StrEnum):
                                            #    could not be compacted further (or Agent.spec.context is none)
     MAX_TURNS_EXCEEDED = "MaxTurnsExceeded"  # -> Failed: spec.maxTurns LLM requests were made
     INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
+    CHECKPOINT_CORRUPT = "CheckpointCorrupt"  # -> Failed: a sealed chunk is missing or does not match its checksum
+    # Running -> Failed (operator)
+    CRASH_LOOP = "CrashLoop"               # spec.crashLoopLimit actors were lost at one step
     # PausedForUserInput / Delegating -> Running (operator)
     INPUT_RECEIVED = "InputReceived"       # every waiting call has an answer or a decision
     CHILDREN_FINISHED = "ChildrenFinished"  # every delegated child run ended

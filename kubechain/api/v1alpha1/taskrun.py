@@ -139,6 +139,9 @@ class SealedContext(Model):
     messages: int = Field(default=0, description="Messages sealed (they precede contextWindow).")
     tool_calls: int = Field(default=0, description="Tool call records sealed (they precede toolCallHistory).")
     bytes: int = Field(default=0, description="Size of the sealed JSON.")
+    sha256: str = Field(default="", description="SHA-256 chained over the chunks in order (of the previous value "
+                        "and each chunk's own sha256), checked when they are read back: a chunk rewritten after it "
+                        "was sealed, or one missing, fails the run with reason CheckpointCorrupt.")
 
 
 class ContextChunk(Model):
@@ -150,6 +153,8 @@ class ContextChunk(Model):
     tool_calls: int = Field(description="Tool call records in the chunk.")
     bytes: int = Field(description="Size of the chunk's JSON.")
     sha256: str = Field(description="SHA-256 of the chunk's JSON, checked when it is read back.")
+    epoch: int = Field(default=0, description="Epoch of the actor that sealed it: an actor replaces a leftover "
+                       "chunk only from an older epoch (never referenced by the status), never a newer one's.")
 
 
 class RunLimits(Model):
@@ -166,6 +171,9 @@ class RunLimits(Model):
                                                  "priority runs go first. Child runs inherit their parent's.")
     max_parallel_tool_calls: int = Field(default=4, ge=1, le=64, description="Tool calls the LLM asks for in one "
                                          "turn run concurrently, at most this many at a time (container Jobs too).")
+    crash_loop_limit: int = Field(default=5, ge=1, le=100, description="Losses of the run's actor at one step (its "
+                                  "process died, or its loop raised, before the next step was checkpointed) before "
+                                  "the run fails with reason CrashLoop; the attempts in between back off.")
 
 
 class LLMRetry(Model):
@@ -192,6 +200,14 @@ class ContextState(Model):
                                 "(strategy summarize).")
     tokens: int = Field(default=0, description="Estimated prompt tokens of the model's view after the last "
                         "compaction.")
+
+
+class Crashes(Model):
+    """Losses of the run's actor since its last checkpointed step: what the crash-loop limit counts."""
+
+    count: int = Field(description="Actors lost at `step`.")
+    step: int = Field(description="The step the run was at (status.step): a checkpointed step starts a new count.")
+    last_error: str = Field(description="Why the last actor was lost.")
 
 
 class ParentRef(Model):
@@ -260,6 +276,8 @@ class TaskRunStatus(Model):
     llm_retry: LLMRetry | None = Field(default=None, description="While the run rides out failed LLM requests: "
                                        "attempts, since when, and when it retries (condition LLMAvailable=False).")
     actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
+    crashes: Crashes | None = Field(default=None, description="Actors lost at the same step, for the crash-loop "
+                                    "limit (spec.crashLoopLimit).")
     epoch: int = Field(default=0, description="Fencing number, raised each time an actor is started for this run: "
                                               "only the actor holding the current epoch may write checkpoints.")
     traceparent: str | None = Field(default=None, description="W3C trace context of the run's OpenTelemetry trace: "
