@@ -21,14 +21,15 @@ class WrongActor(Exception):
 class TaskRunActor:
     """Implements kubechain.api.runspec.TaskRunActorAPI. The operator wraps it with ray.remote.
 
-    Started with a RunSpec (named after its run, it ends with it), or pooled (spec None: a warm process, imports
-    done) for `run(spec)` to assign a run to; once that run has ended, `recycle()` returns a pooled actor to the
-    pool, so a run after it skips a worker process start (~1 s). Runs never overlap in one actor."""
+    Named after its run (it ends with it), or pooled (a warm process, imports done); either way `run(spec)` gives
+    it its run: never the constructor, whose arguments Ray keeps in the GCS for a detached actor's lifetime, and
+    the spec carries the run's secrets. Once its run has ended, `recycle()` returns a pooled actor to the pool, so
+    a run after it skips a worker process start (~1 s). Runs never overlap in one actor."""
 
-    def __init__(self, spec: RunSpec | None = None):
-        self.spec = spec
+    def __init__(self, pooled: bool = True):
+        self.spec: RunSpec | None = None
         self._task: asyncio.Task[str] | None = None
-        self._pooled = spec is None
+        self._pooled = pooled
         self._runs = 0
         self._retire: asyncio.TimerHandle | None = None
 

@@ -133,7 +133,7 @@ class RayGateway:
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
         """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and
         `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a racing
-        duplicate request finds the same actor)."""
+        duplicate request finds the same actor), given its run by `join` too."""
         self._connect_or_raise()
         if self.settings.standby_actors:
             with self._lock:
@@ -144,7 +144,7 @@ class RayGateway:
             name, handle = taken or self._new_standby()
         else:
             name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
-            handle = self._new_actor(name, spec)
+            handle = self._new_actor(name, pooled=False)
         return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
                                 restarts=max(spec.epoch - 1, 0))
 
@@ -153,13 +153,16 @@ class RayGateway:
         a standby to the run; without it, an actor that holds no run (or another) fails the future (ActorDied)."""
         return handle.run.remote(spec)
 
-    def _new_actor(self, name: str, spec: RunSpec | None) -> Any:
+    def _new_actor(self, name: str, pooled: bool) -> Any:
+        """A detached actor with no run yet: `join` hands it its RunSpec. Ray keeps a detached actor's constructor
+        arguments in the GCS (in Redis with gcs-ft) for as long as the actor lives; a method call's arguments are
+        not kept, so the run's secrets (API key, tool headers) never reach Ray's tables."""
         try:
             return self._remote_class().options(
                 name=name, namespace=self.settings.namespace, lifetime="detached", get_if_exists=True,
                 num_cpus=self.settings.actor_num_cpus, max_restarts=0,
                 scheduling_strategy=self.settings.scheduling_strategy,
-            ).remote(spec)
+            ).remote(pooled=pooled)
         except Exception as exc:
             raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc
 
@@ -200,7 +203,7 @@ class RayGateway:
 
     def _new_standby(self) -> tuple[str, Any]:
         name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
-        return name, self._new_actor(name, None)
+        return name, self._new_actor(name, pooled=True)
 
     def _holds(self, handle: Any, uid: str | None = None) -> bool:
         """Whether a pooled actor holds run `uid` (any run, without it); an actor that cannot say is dead."""

@@ -71,10 +71,12 @@ def test_a_pooled_actor_runs_one_run_then_returns_to_the_pool(exits, finished):
 
 def test_a_run_own_actor_ends_with_it(exits, finished):
     async def scenario():
-        actor = TaskRunActor(spec("u1"))
+        actor = TaskRunActor(pooled=False)  # its run comes with run(), never the constructor (Ray's GCS keeps that)
+        with pytest.raises(WrongActor):
+            await actor.run()
         finished.set()
-        assert await actor.run() == "Completed:u1"
-        assert exits == [0.2] and not await actor.recycle()
+        assert await actor.run(spec("u1")) == "Completed:u1" and await actor.run() == "Completed:u1"
+        assert exits == [0.2, 0.2] and not await actor.recycle()
 
     asyncio.run(scenario())
 
@@ -90,3 +92,43 @@ def test_a_pooled_actor_ends_after_its_share_of_runs(exits, finished):
         assert not await actor.recycle() and exits[-1] == 0.2
 
     asyncio.run(scenario())
+
+
+def test_a_runs_secrets_reach_its_actor_by_method_call_never_as_a_detached_actors_constructor_argument(monkeypatch):
+    """Ray keeps a detached actor's creation task (constructor arguments included) in the GCS for the actor's lifetime
+    (its ActorTaskSpec table, in Redis with gcs-ft); a method call's arguments are not kept."""
+    from pydantic import SecretStr
+
+    from kubechain.operator.raygateway import RayGateway
+    from kubechain.operator.settings import RaySettings
+
+    created, called = [], []
+
+    class Handle:
+        _actor_id = bytes.fromhex("ff")
+
+        class run:  # noqa: N801  (Ray's method handle)
+            @staticmethod
+            def remote(spec):
+                called.append(spec)
+
+    class Remote:
+        def options(self, **options):
+            created.append(options)
+            return self
+
+        def remote(self, *args, **kwargs):
+            created.append((args, kwargs))
+            return Handle()
+
+    for standby in (0, 2):
+        gateway = RayGateway(RaySettings(standby_actors=standby, standby_refill_seconds=3600))
+        monkeypatch.setattr(gateway, "_connect_or_raise", lambda: None)
+        monkeypatch.setattr(gateway, "_remote_class", lambda: Remote())
+        secret = spec("u1").model_copy(update={"api_key": SecretStr("sk-live-1234")})
+        handle, _ = gateway.create(secret)
+        gateway.join(handle, secret)
+    constructed = [entry for entry in created if isinstance(entry, tuple)]
+    assert constructed == [((), {"pooled": False}), ((), {"pooled": True})]
+    assert "sk-live-1234" not in repr(created)
+    assert [s.api_key.get_secret_value() for s in called] == ["sk-live-1234"] * 2  # with the run, by method call
