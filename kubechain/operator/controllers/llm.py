@@ -3,8 +3,9 @@ the model (kubechain/core/llmcheck.py reads its answers; kubechain/operator/llmc
 
 Checked when the LLM is created, changed or resumed, when its key's Secret changes (Secrets LLMs reference are
 watched), and on the recheck timer: every `llm_check_seconds` after a verdict, sooner while the provider does not
-answer. Agents follow the LLM's readiness (notify_agents), so a new run waits in Pending while its LLM is not ready;
-running runs are not touched (a key revoked under them fails them with the provider's reason)."""
+answer. Agents follow the LLM's readiness (notify_agents), so a new run waits in Pending while its LLM is not ready.
+A running run keeps its actor (a key revoked under it fails it with the provider's reason); one that needs a new
+actor (after a crash, a long back-off, an answer) waits for the LLM, still Running (taskrun/effects.py)."""
 from __future__ import annotations
 
 import asyncio
