@@ -28,8 +28,10 @@ answer "The answer is <tool result>.", otherwise echo "You said: <text>".
 Usage is deterministic: prompt_tokens = max(1, chars of message contents and tool call arguments
 // 4), completion_tokens = max(1, chars of reply content and tool call arguments // 4).
 
-Control API (no auth): ``PUT/DELETE /_scripts/{model}``, ``GET/DELETE /_requests``.
-CLI: ``python -m kubechain.demo.llm_server --port 8000 [--script model=steps.yaml] [--api-key K]``.
+Control API (no auth): ``PUT/DELETE /_scripts/{model}``, ``GET/DELETE /_requests``, ``GET/PUT /_models``
+(models declared unknown: kubechain/demo/models.py).
+CLI: ``python -m kubechain.demo.llm_server --port 8000 [--script model=steps.yaml] [--api-key K]
+[--no-models-endpoint]``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from .models import ServedModels, add_routes, model_not_found
 from .rules import content_text, demo_step, last_content, summary_step
 
 DEMO_MODEL = "demo"
@@ -165,8 +168,10 @@ def retry_headers(error: dict[str, Any]) -> dict[str, str]:
 class ScriptState:
     """Scripts, injected-error budgets and the request log; shared by the loop and test threads."""
 
-    def __init__(self, scripts: dict[str, list[Step]] | None = None, api_key: str | None = None):
+    def __init__(self, scripts: dict[str, list[Step]] | None = None, api_key: str | None = None,
+                 lists_models: bool = True):
         self.api_key = api_key
+        self.served = ServedModels(lists_models)
         self._lock = threading.Lock()
         self._scripts: dict[str, list[Step]] = {}
         self._errors_served: dict[tuple[str, str, int], int] = {}
@@ -263,6 +268,8 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
         return error_response(400, "stream=true is not supported by the scripted server.",
                               "unsupported_parameter")
     model, messages, index = entry["model"], entry["messages"], entry["step"]
+    if not state.served.serves(model):
+        return model_not_found(model)
     step = summary_step(messages) or state.step_for(model, messages, entry["tools"], index)
     error = state.take_error(model, messages, index, step)
     if step.get("latency"):
@@ -279,12 +286,8 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     return web.json_response(completion_body(model, step, index, messages))
 
 
-async def list_models(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return error_response(401, "Incorrect API key provided.", "invalid_api_key")
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "kubechain-testing"}
-            for m in request.app[STATE_KEY].models()]
-    return web.json_response({"object": "list", "data": data})
+def _refused(request: web.Request) -> web.Response | None:
+    return None if _authorized(request) else error_response(401, "Incorrect API key provided.", "invalid_api_key")
 
 
 async def scripts_endpoint(request: web.Request) -> web.Response:
@@ -309,7 +312,7 @@ def create_app(state: ScriptState) -> web.Application:
     app = web.Application(client_max_size=256 * 1024 * 1024)  # long conversations are big requests
     app[STATE_KEY] = state
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
+    add_routes(app, state.served, state.models, _refused)
     app.router.add_route("*", "/_scripts/{model}", scripts_endpoint)
     app.router.add_route("*", "/_requests", requests_endpoint)
     return app
@@ -327,8 +330,8 @@ class ScriptedLLMServer:
     """Runs the server on its own event loop in a background thread; usable as a context manager."""
 
     def __init__(self, scripts: dict[str, list[Step]] | None = None, *, api_key: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
-        self.state = ScriptState(scripts, api_key)
+                 host: str = "127.0.0.1", port: int = 0, lists_models: bool = True):
+        self.state = ScriptState(scripts, api_key, lists_models)
         self.host, self.port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -375,6 +378,9 @@ class ScriptedLLMServer:
     def requests(self) -> list[dict[str, Any]]:
         return self.state.requests()
 
+    def set_unknown_models(self, models: list[str]) -> None:
+        self.state.served.set_unknown(models)
+
     def clear_requests(self) -> None:
         self.state.clear_requests()
 
@@ -405,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", type=_script_arg, action="append", default=[],
                         metavar="MODEL=PATH", help="YAML/JSON list of steps for MODEL (repeatable)")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    parser.add_argument("--no-models-endpoint", action="store_true", help="no /v1/models (nor /v1/models/{model})")
     args = parser.parse_args(argv)
-    state = ScriptState(dict(args.script), args.api_key)
+    state = ScriptState(dict(args.script), args.api_key, not args.no_models_endpoint)
     try:
         asyncio.run(_serve_forever(state, args.host, args.port))
     except KeyboardInterrupt:

@@ -47,6 +47,10 @@ class ReconcileSettings:
     """TaskRuns that may hold an actor at once, cluster-wide; more wait in Pending, reason Queued."""
     max_running_per_namespace: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUNNING_PER_NAMESPACE", "50")))
     """The same per namespace; a Namespace's annotation kubechain.dev/max-running overrides it."""
+    llm_check_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LLM_CHECK_SECONDS", "300")))
+    """How often an LLM's key and model are checked with its provider again (`GET /models/{model}`: no tokens),
+    besides when the LLM or its key's Secret changes. A provider that did not answer (Unreachable) is asked again
+    sooner: 3 × pending_retry_seconds after the first failure, then 6 ×, then every 12 × (at most this)."""
     max_delegation_depth: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_DELEGATION_DEPTH", "5")))
     """How many runs a chain of delegations may hold, root included: a deeper delegate call is a tool error."""
 

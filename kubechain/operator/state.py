@@ -14,6 +14,7 @@ from kubechain.api.v1alpha1 import Phase
 from kubechain.core.queueing import Queued
 
 from .kube import Kube
+from .llmcheck import LLMChecks
 from .raygateway import RayGateway
 from .settings import Settings
 
@@ -37,6 +38,8 @@ class OperatorState:
     """(namespace, Task) -> the TaskRun phase last shown in the Task's status."""
     phases: dict[str, tuple[int, Phase]] = field(default_factory=dict)
     """TaskRun uid -> (length of phaseHistory, phase) last seen: transitions, the phase gauge, freed slots."""
+    llm_checks: LLMChecks = field(default_factory=LLMChecks)
+    """The LLMs' provider checks: their locks and last verdicts, and the key Secrets' versions seen."""
     background: set[asyncio.Task] = field(default_factory=set)
     """Tasks that outlive the handler that started them (asyncio keeps only weak references to tasks)."""
     ray_connecting: asyncio.Task | None = None

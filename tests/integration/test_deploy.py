@@ -113,10 +113,10 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
     for verb, what in (("get", "secrets"), ("list", "secrets"), ("patch", "taskruns.kubechain.dev"),
                        ("create", "taskruns.kubechain.dev"), ("delete", "configmaps"), ("get", "llms.kubechain.dev")):
         assert not can(stack, "kubechain-ray", verb, what, *ns), f"the actor may {verb} {what}"
-    for verb, what in (("get", "secrets"), ("create", "taskruns.kubechain.dev"), ("watch", "agents.kubechain.dev"),
-                       ("patch", "customresourcedefinitions/llms.kubechain.dev")):
+    for verb, what in (("get", "secrets"), ("watch", "secrets"), ("create", "taskruns.kubechain.dev"),
+                       ("watch", "agents.kubechain.dev"), ("patch", "customresourcedefinitions/llms.kubechain.dev")):
         assert can(stack, "kubechain-operator", verb, what, *ns), f"the operator may not {verb} {what}"
-    for verb, what in (("list", "secrets"), ("delete", "secrets"),
+    for verb, what in (("patch", "secrets"), ("delete", "secrets"), ("create", "secrets"),
                        ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods")):
         assert not can(stack, "kubechain-operator", verb, what, *ns), f"the operator may {verb} {what}"
     # The web console watches the kubechain kinds and asks who a token is and what it may do; it acts with the

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from .chaos import actors, kill_actor, wait_until
-from .conftest import agent, llm, secret, task
+from .conftest import LLM_KEY, agent, llm, secret, task
 
 pytestmark = pytest.mark.integration
 FAST = {"initialBackoffSeconds": 0.2, "maxBackoffSeconds": 1}
@@ -13,11 +13,10 @@ FAST = {"initialBackoffSeconds": 0.2, "maxBackoffSeconds": 1}
 FIRST_ACTOR_SECONDS = 180
 
 
-def setup(kube, stack, steps: list[dict], key: str | None = None, model: str | None = None, **retry) -> str:
+def setup(kube, stack, steps: list[dict], model: str | None = None, **retry) -> str:
     model = model or f"{kube.namespace}-model"
     stack.llm.set_script(model, steps)
-    kube.apply([secret(**({"value": key} if key else {})),
-                llm("model", stack.llm.base_url, model, retry={**FAST, **retry}), agent("plain", "model")])
+    kube.apply([secret(), llm("model", stack.llm.base_url, model, retry={**FAST, **retry}), agent("plain", "model")])
     kube.wait_ready("agent", "plain")
     return model
 
@@ -81,18 +80,20 @@ def test_an_actor_killed_during_a_short_backoff_waits_out_the_same_deadline(kube
     assert done["epoch"] == 2  # a fresh actor restored the run and asked once, at the retry time
 
 
-@pytest.mark.parametrize("case, key, error, reason", [
-    pytest.param("key", "sk-wrong", None, "Unauthorized", id="a wrong key"),
-    pytest.param("model", None, {"status": 404, "times": 100, "code": "model_not_found",
-                                 "message": "The model `nope` does not exist."}, "ModelNotFound", id="an unknown model"),
+# The LLM's own check turns a wrong key or model into Ready=False before any run (test_readiness): these are a key
+# revoked, or a model withdrawn, after the LLM was verified, as the provider's chat endpoint then answers.
+@pytest.mark.parametrize("case, error, reason", [
+    pytest.param("key", {"status": 401, "times": 100, "code": "invalid_api_key",
+                         "message": "Incorrect API key provided."}, "Unauthorized", id="a revoked key"),
+    pytest.param("model", {"status": 404, "times": 100, "code": "model_not_found",
+                           "message": "The model `nope` does not exist."}, "ModelNotFound", id="a withdrawn model"),
 ])
-def test_errors_retrying_cannot_mend_fail_the_run_at_once(kube, stack, case, key, error, reason):
-    steps = [{"content": "never", **({"error": error} if error else {})}]
-    model = setup(kube, stack, steps, key=key, model=f"{kube.namespace}-{case}")
+def test_errors_retrying_cannot_mend_fail_the_run_at_once(kube, stack, case, error, reason):
+    model = setup(kube, stack, [{"content": "never", "error": error}], model=f"{kube.namespace}-{case}")
     kube.apply([task("refused", "plain", "hello")])
-    failed = kube.wait_phase("refused-run", "Failed", timeout=30)["status"]
+    failed = kube.wait_phase("refused-run", "Failed", timeout=FIRST_ACTOR_SECONDS)["status"]
     assert failed["phaseHistory"][-1]["reason"] == reason and len(statuses(stack, model)) == 1
-    assert "sk-wrong" not in str(failed) and "llmRetry" not in failed
+    assert error["message"] in failed["error"] and LLM_KEY not in str(failed) and "llmRetry" not in failed
 
 
 def test_an_outage_past_the_policy_fails_with_the_attempts(kube, stack):

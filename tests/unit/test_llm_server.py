@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -260,6 +261,77 @@ def test_cli_prints_listening_line(tmp_path) -> None:
         reply = openai.OpenAI(base_url=base_url, api_key="k").chat.completions.create(
             model="cli-model", messages=[{"role": "user", "content": "x"}])
         assert reply.choices[0].message.content == "from yaml"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_every_model_is_served_until_declared_unknown(server: ScriptedLLMServer) -> None:
+    sdk = client(server, max_retries=0)
+    assert sdk.models.retrieve("never-scripted").id == "never-scripted"  # like a proxy: any name
+    server.set_script("scripted-known", [{"content": "hi"}])
+    server.set_unknown_models(["retired", "scripted-known"])
+    try:
+        for model in ("retired", "scripted-known"):
+            with pytest.raises(openai.NotFoundError) as retrieved:
+                sdk.models.retrieve(model)
+            assert retrieved.value.code == "model_not_found" and f"`{model}` does not exist" in retrieved.value.message
+            with pytest.raises(openai.NotFoundError) as chatted:
+                sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+            assert chatted.value.code == "model_not_found"
+        assert "scripted-known" not in [m.id for m in sdk.models.list()]
+    finally:
+        server.set_unknown_models([])
+    assert sdk.models.retrieve("retired").id == "retired"
+
+
+def test_unknown_models_over_http(server: ScriptedLLMServer) -> None:
+    def call(method: str, body: object = None) -> tuple[int, object]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(server.base_url.removesuffix("/v1") + "/_models", data=data, method=method)
+        try:
+            with urllib.request.urlopen(request) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    assert call("PUT", {"unknown": ["b", "a"]}) == (200, {"unknown": ["a", "b"]})
+    assert call("GET") == (200, {"unknown": ["a", "b"]})
+    with pytest.raises(openai.NotFoundError):
+        client(server, max_retries=0).models.retrieve("a")
+    assert call("PUT", {"unknown": "a"})[0] == 400
+    assert call("PUT", {"unknown": []}) == (200, {"unknown": []})
+
+
+def test_the_models_endpoints_want_the_key() -> None:
+    with ScriptedLLMServer(api_key="sekret") as srv:
+        wrong = openai.OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.retrieve("m")
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        assert openai.OpenAI(base_url=srv.base_url, api_key="sekret").models.retrieve("m").id == "m"
+
+
+def test_a_server_without_models_endpoints_still_chats() -> None:
+    with ScriptedLLMServer(lists_models=False) as srv:
+        sdk = openai.OpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
+        for request in (lambda: sdk.models.retrieve("m"), sdk.models.list):
+            with pytest.raises(openai.NotFoundError) as absent:
+                request()
+            assert absent.value.code is None  # a missing route, not OpenAI's model_not_found
+        reply = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "You said: hi"
+
+
+def test_cli_without_models_endpoint() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "kubechain.demo.llm_server", "--port", "0", "--no-models-endpoint"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = proc.stdout.readline().strip().removeprefix("listening on ")
+        with pytest.raises(urllib.error.HTTPError) as absent:
+            urllib.request.urlopen(base_url + "/models")
+        assert absent.value.code == 404
     finally:
         proc.terminate()
         proc.wait(5)

@@ -81,6 +81,9 @@ class ReadinessReason(StrEnum):
     READY = "Ready"
     INVALID_SPEC = "InvalidSpec"              # the spec passed the schema but not the rules across fields
     SECRET_NOT_FOUND = "SecretNotFound"       # LLM: the API key's Secret or key is missing
+    UNAUTHORIZED = "Unauthorized"             # LLM: the provider refused the API key (401/403)
+    MODEL_NOT_FOUND = "ModelNotFound"         # LLM: the provider does not serve the model
+    UNREACHABLE = "Unreachable"               # LLM: the provider did not answer (no connection, timeout, 5xx, 429)
     INVALID_TOOL = "InvalidTool"              # a tool's arguments schema is not a valid JSON Schema object
     DUPLICATE_TOOL = "DuplicateTool"          # two tools would reach the LLM under one name
     DEPENDENCY_PENDING = "DependencyPending"  # a referenced object is not reconciled yet (start-up: no Event)
@@ -97,3 +100,8 @@ class ReadinessReason(StrEnum):
     def transient(self) -> bool:
         """Only a moment of start-up, not a problem worth a Warning Event."""
         return self in (ReadinessReason.DEPENDENCY_PENDING, ReadinessReason.MCP_DISCOVERY_PENDING)
+
+    @property
+    def retried(self) -> bool:
+        """LLM: not a verdict on the key or the model (the provider did not answer): asked again soon, backing off."""
+        return self is ReadinessReason.UNREACHABLE
