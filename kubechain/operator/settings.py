@@ -105,6 +105,10 @@ class ConsoleSettings:
     """Link each run to its actor in the Ray dashboard, e.g. http://localhost:8265."""
     tracing_url: str | None = field(default_factory=lambda: os.environ.get("KUBECHAIN_UI_TRACING_URL"))
     """Link each run to its trace: a URL with {trace_id}."""
+    sign_in_burst: int = field(default_factory=lambda: int(_env("KUBECHAIN_UI_SIGN_IN_BURST", "10")))
+    """Failed sign-ins (tokens the apiserver refuses) a client address may make at once; then 429."""
+    sign_in_per_minute: float = field(default_factory=lambda: float(_env("KUBECHAIN_UI_SIGN_IN_PER_MINUTE", "10")))
+    """How many of those come back per minute."""
 
 
 @dataclass(frozen=True)
