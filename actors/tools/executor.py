@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import ResolvedTool, secret_key
-from kubechain.core.codetools import defined_in, execution_problem, function_rule
 from kubechain.api.v1alpha1.tool import HTTPExecution, RayExecution
+from kubechain.core.codetools import defined_in, execution_problem, function_rule
 
 from .arguments import parse_arguments
 from .builtins import BUILTINS, ToolError
