@@ -102,7 +102,10 @@ deploy: $(STAMP)
 	$(VENV)/bin/kubectl apply --server-side -k kuberay/overlays/$(OVERLAY)
 	$(VENV)/bin/kubectl -n kubechain-system rollout status deploy/kubechain-operator --timeout=300s
 
+# samples/tools.yaml (a ray tool) and samples/mcp.yaml (a stdio server) need code tools: as the cluster admin,
+# opt the samples' namespace in (docs/threat-model.md)
 deploy-samples: $(STAMP)
+	$(VENV)/bin/kubectl label namespace default kubechain.dev/code-tools=allowed --overwrite
 	$(VENV)/bin/kubectl apply -f kuberay/samples-llm.yaml
 	$(VENV)/bin/kubectl apply -f samples/demo.yaml
 	$(VENV)/bin/kubectl patch llm.v1alpha1.kubechain.dev demo-llm --type merge \

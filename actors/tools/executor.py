@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import ResolvedTool, secret_key
 from kubechain.api.v1alpha1.tool import HTTPExecution, RayExecution
+from kubechain.core.codetools import defined_in, execution_problem, function_rule
 
 from .arguments import parse_arguments
 from .builtins import BUILTINS, ToolError
@@ -37,9 +39,12 @@ class ToolExecutor(Protocol):
 class LocalToolExecutor:
     """Runs builtins in the actor's process, http calls from it, and ray tools as Ray tasks it awaits."""
 
-    def __init__(self, tools: list[ResolvedTool], secrets: dict[str, Any] | None = None):
+    def __init__(self, tools: list[ResolvedTool], secrets: dict[str, Any] | None = None,
+                 code_tools: CodeToolPolicy | None = None):
+        """`code_tools`: the admin's rules for the run's namespace (RunSpec.code_tools; None: no code tool runs)."""
         self._tools = {t.name: t for t in tools}
         self._secrets = secrets or {}
+        self._code_tools = code_tools or CodeToolPolicy()
         self._http: Any = None
         self._mcp: Any = None  # actors/tools/mcp.py MCPSessions, at the first MCP call
 
@@ -51,17 +56,20 @@ class LocalToolExecutor:
         if error is not None:
             return ToolOutcome(error=error)
         execution = tool.execution
+        if refused := execution_problem(self._code_tools, execution):  # before anything starts
+            return ToolOutcome(error=refused)
         if execution.builtin is not None:
             return _builtin(execution.builtin.name, args)
         if execution.http is not None:
             return await self._post(execution.http, args, idempotency_key)
         if execution.ray is not None:
-            return await _ray_task(name, execution.ray, args)
+            rule = function_rule(self._code_tools.ray_functions, execution.ray.function) or ""
+            return await _ray_task(name, execution.ray, args, defined_in(rule))
         if execution.mcp is not None:  # resolved from a ToolSet's MCP server (api/runspec.py)
             from .mcp import MCPSessions  # the SDK only for runs that call an MCP tool
 
             if self._mcp is None:
-                self._mcp = MCPSessions(self._secret)
+                self._mcp = MCPSessions(self._secret, self._code_tools)
             return await self._mcp.call(execution.mcp, args)
         return ToolOutcome(error=f"{execution.kind} tools do not run in the actor")
 
@@ -107,19 +115,23 @@ def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:
         return ToolOutcome(error=f"{name} failed: {type(exc).__name__}: {exc}")
 
 
-def call_function(path: str, args: dict[str, Any]) -> str:
-    """Runs in the Ray task: import `module:callable`, call it with the arguments, the result as text."""
+def call_function(path: str, args: dict[str, Any], defined_in: str | None = None) -> str:
+    """Runs in the Ray task: import `module:callable`, call it with the arguments, the result as text.
+    `defined_in`: the callable must be defined in that module (allowed by a `module:*` rule)."""
     import importlib
 
     module, _, attribute = path.partition(":")
     target: Any = importlib.import_module(module)
     for part in attribute.split("."):
         target = getattr(target, part)
+    if defined_in is not None and getattr(target, "__module__", None) != defined_in:
+        raise PermissionError(f"{path} is not defined in {defined_in} (KUBECHAIN_RAY_FUNCTIONS allows "
+                              f"{defined_in}:*, not what it imports)")
     result = target(**args)
     return result if isinstance(result, str) else json.dumps(result, default=str)
 
 
-async def _ray_task(name: str, ray_tool: RayExecution, args: dict[str, Any]) -> ToolOutcome:
+async def _ray_task(name: str, ray_tool: RayExecution, args: dict[str, Any], defined_in: str | None) -> ToolOutcome:
     import ray
 
     options: dict[str, Any] = {"num_cpus": ray_tool.num_cpus, "num_gpus": ray_tool.num_gpus, "name": f"tool:{name}",
@@ -130,7 +142,7 @@ async def _ray_task(name: str, ray_tool: RayExecution, args: dict[str, Any]) -> 
         options["resources"] = ray_tool.resources
     if ray_tool.runtime_env:
         options["runtime_env"] = ray_tool.runtime_env
-    ref = ray.remote(call_function).options(**options).remote(ray_tool.function, args)
+    ref = ray.remote(call_function).options(**options).remote(ray_tool.function, args, defined_in)
     try:
         return ToolOutcome(result=await asyncio.wait_for(ref, ray_tool.timeout_seconds))
     except TimeoutError:

@@ -11,7 +11,9 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import ResolvedMCP
+from kubechain.core.codetools import stdio_problem
 
 from .executor import ToolOutcome
 
@@ -60,8 +62,10 @@ class _Session:
 class MCPSessions:
     """The actor's MCP sessions, by (namespace, ToolSet, server)."""
 
-    def __init__(self, secret: Callable[[str, str], str]):
+    def __init__(self, secret: Callable[[str, str], str], code_tools: CodeToolPolicy | None = None):
+        """`code_tools`: the admin's rules a stdio server is checked against before it starts (None: none starts)."""
         self._secret = secret
+        self._code_tools = code_tools or CodeToolPolicy()
         self._sessions: dict[Key, _Session] = {}
 
     def _get(self, mcp: ResolvedMCP) -> _Session:
@@ -85,6 +89,8 @@ class MCPSessions:
         from kubechain.runtime import mcpclient
 
         where = f"MCP server {mcp.server.name!r}"
+        if mcp.server.stdio is not None and (refused := stdio_problem(self._code_tools, mcp.server.stdio)):
+            return ToolOutcome(error=f"{where}: {refused}")  # nothing started
         held = self._get(mcp)
         try:
             session = await asyncio.wait_for(held.session(), mcp.server.timeout_seconds * 2)

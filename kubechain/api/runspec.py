@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from .codetools import CodeToolPolicy
 from .v1alpha1 import ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, ToolExecution
 from .v1alpha1.common import the_one_set
 from .v1alpha1.tool import EXECUTION_KINDS
@@ -114,6 +115,9 @@ class RunSpec(Model):
                                           "reference, by `secret/key` (see secret_key); never serialised to status.")
     json_logs: bool = Field(default=False, description="The actor logs one JSON object per line (the operator's "
                                                        "KUBECHAIN_LOG_FORMAT).")
+    code_tools: CodeToolPolicy = Field(default_factory=CodeToolPolicy, description="The cluster admin's rules for "
+                                       "the run's namespace: the actor checks a ray tool or stdio MCP server against "
+                                       "them before it runs one (default: none may run).")
 
 
 def secret_key(name: str, key: str) -> str:

@@ -93,7 +93,8 @@ def ui(args: argparse.Namespace) -> int:
 
     serve(Settings(host=args.host, port=args.port, kubeconfig=args.kubeconfig, allow_actions=args.allow_actions,
                    as_kubeconfig_user=args.as_kubeconfig_user, namespace=args.namespace,
-                   ray_dashboard_url=args.ray_dashboard_url, tracing_url=args.tracing_url))
+                   ray_dashboard_url=args.ray_dashboard_url, tracing_url=args.tracing_url,
+                   sign_in_burst=args.sign_in_burst, sign_in_per_minute=args.sign_in_per_minute))
     return 0
 
 
@@ -191,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="link each run to its actor there, e.g. http://localhost:8265")
     p.add_argument("--tracing-url", default=console.tracing_url,
                    help="link each run to its trace: a URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}")
+    p.add_argument("--sign-in-burst", type=int, default=console.sign_in_burst,
+                   help="failed sign-ins a client address may make at once before it gets 429")
+    p.add_argument("--sign-in-per-minute", type=float, default=console.sign_in_per_minute,
+                   help="how many failed sign-ins per minute come back to an address")
     p.set_defaults(fn=ui)
     args = parser.parse_args(argv)
     return args.fn(args)

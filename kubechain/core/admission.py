@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.v1alpha1 import AgentSpec, HumanResponse, LLMSpec, TaskRunSpec, TaskRunStatus, ToolSetSpec, ToolSpec
+from kubechain.core import codetools
 from kubechain.core.naming import llm_tool_name
 from kubechain.core.resolve import Catalog, parse, tool_problem
 from kubechain.core.lifecycle import response_problems
@@ -19,18 +21,22 @@ def llm(spec: dict[str, Any]) -> list[str]:
     return [error] if (error := parse(LLMSpec, spec)[1]) else []
 
 
-def tool(spec: dict[str, Any]) -> list[str]:
+def tool(spec: dict[str, Any], policy: CodeToolPolicy | None = None) -> list[str]:
+    """`policy`: the code-tool rules of the Tool's namespace (None: no code tool may run)."""
     parsed, error = parse(ToolSpec, spec)
     if error:
         return [error]
-    return [problem] if (problem := tool_problem(parsed)) else []
+    problems = [problem] if (problem := tool_problem(parsed)) else []
+    return problems + codetools.tool_problems(parsed, policy or CodeToolPolicy())
 
 
-def toolset(spec: dict[str, Any]) -> list[str]:
+def toolset(spec: dict[str, Any], policy: CodeToolPolicy | None = None) -> list[str]:
+    """`policy`: as for tool()."""
     parsed, error = parse(ToolSetSpec, spec)
     if error:
         return [error]
     problems = [f"tool {t.name!r}: {p}" for t in parsed.tools if (p := tool_problem(t))]
+    problems += codetools.toolset_problems(parsed, policy or CodeToolPolicy())
     names = [t.name for t in parsed.tools] + [llm_tool_name(r.name) for r in parsed.tool_refs]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"tool names must be unique within a ToolSet: {', '.join(dupes)}")

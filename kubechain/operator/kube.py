@@ -44,6 +44,16 @@ class Kube:
             return SecretValue(None, f"Secret {name!r} has no key {key!r}")
         return SecretValue(base64.b64decode(data[key]).decode(), None)
 
+    async def namespace_labels(self, name: str) -> dict[str, str]:
+        """The labels of a Namespace, fresh from the apiserver ({} when it does not exist)."""
+        try:
+            found = await asyncio.to_thread(self.core.read_namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        return dict(found.metadata.labels or {})
+
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A kubechain object fresh from the apiserver, or None when it does not exist."""
         try:

@@ -15,13 +15,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
+from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import ActorRef
+from kubechain.api.v1alpha1 import ActorRef, MCPServer, MCPServerStatus
 from kubechain.core.naming import actor_name
 from kubechain.operator.settings import RaySettings
 
 log = logging.getLogger(__name__)
 STANDBY_PREFIX = "kubechain-standby-"
+DISCOVERY_START_SECONDS = 60  # what a discovery task may take beyond its server's own limits: a worker's start
 
 
 class ActorDied(Exception):
@@ -84,6 +86,7 @@ class RayGateway:
         self._probed: tuple[float, bool] = (0.0, False)  # (monotonic time, reachable) of the last probe
         self._returned_at = 0.0  # monotonic time an ended run's actor last came back to the pool
         self._actor_class = None
+        self._discovery = None  # the stdio MCP discovery task (a Ray remote function), once asked for
         address = settings.address.removeprefix("ray://")
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
         self._lost = False
@@ -281,6 +284,28 @@ class RayGateway:
                 continue
             if not candidate.startswith(STANDBY_PREFIX) or self._holds(handle, uid):
                 ray.kill(handle)
+
+    def discover_stdio(self, server: MCPServer, secrets: dict[str, str], code_tools: CodeToolPolicy) -> MCPServerStatus:
+        """A stdio MCP server's discovery as a Ray task on a worker (actors/tools/mcp_discovery.py, which checks
+        `code_tools` before it starts anything): the operator's process never starts one. It reserves what an
+        actor does (so never the head of a KubeRay cluster, whose num-cpus is 0). Raises RayUnavailable, or
+        TimeoutError when the task did not answer in time (then it is cancelled)."""
+        import ray
+        from actors.tools.mcp_discovery import discover_stdio
+
+        self._connect_or_raise()
+        if self._discovery is None:
+            self._discovery = ray.remote(discover_stdio)
+        ref = self._discovery.options(num_cpus=self.settings.actor_num_cpus, max_retries=0,
+                                      name=f"mcp-discovery:{server.name}").remote(server, secrets, code_tools)
+        try:
+            return ray.get(ref, timeout=server.timeout_seconds * 2 + DISCOVERY_START_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref, force=True)
+            raise TimeoutError(f"the discovery task did not answer within "
+                               f"{server.timeout_seconds * 2 + DISCOVERY_START_SECONDS:g} s") from None
+        except ray.exceptions.RayError as exc:
+            raise RayUnavailable(f"the discovery task failed: {str(exc).splitlines()[0]}") from None
 
     def disconnect(self) -> None:
         """Mark the session dead, so the next call connects afresh (e.g. to a restarted head)."""

@@ -70,13 +70,32 @@ class WebhookSettings:
     """ca.crt, tls.crt, tls.key: mounted (cert-manager) or generated here at start-up."""
 
 
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in _env(name, "").split(",") if item.strip())
+
+
 @dataclass(frozen=True)
-class MCPSettings:
-    stdio_commands: tuple[str, ...] = field(default_factory=lambda: tuple(
-        c.strip() for c in _env("KUBECHAIN_MCP_STDIO_COMMANDS", "*").split(",") if c.strip()))
-    """Commands a ToolSet's stdio MCP server may run (exact `command` values, comma-separated; `*`: any). stdio
-    servers run inside the operator (discovery) and the actors, so whoever may write ToolSets runs code there:
-    in a shared cluster list only servers whose arguments cannot run code of their choosing (not node, python...)."""
+class CodeToolSettings:
+    """Code tools - `ray` tools and stdio MCP servers - run code of the tenant's choosing on the Ray workers (never
+    in the operator). Each is refused (at admission, and again where it would run) unless its namespace is opted
+    in and it passes the allowlists below; every list is comma-separated and empty by default: none run.
+    docs/threat-model.md says who may change what."""
+    namespaces: tuple[str, ...] = field(default_factory=lambda: _list("KUBECHAIN_CODE_TOOLS_NAMESPACES"))
+    """Namespaces where code tools may run, besides those whose Namespace carries the label
+    kubechain.dev/code-tools=allowed. `*`: every namespace (a single-tenant cluster)."""
+    ray_functions: tuple[str, ...] = field(default_factory=lambda: _list("KUBECHAIN_RAY_FUNCTIONS"))
+    """Callables a ray tool may call: `module:callable`, or `module:*` for any public function defined in that
+    module (not one it imported). `*`: any callable, i.e. any code on the workers."""
+    ray_runtime_env_keys: tuple[str, ...] = field(default_factory=lambda: _list("KUBECHAIN_RAY_RUNTIME_ENV_KEYS"))
+    """Keys a ray tool's runtimeEnv may set, e.g. `env_vars` (its names pass KUBECHAIN_CODE_TOOLS_ENV). `pip`,
+    `working_dir`, `py_modules`... bring the tenant's own code: list them only for namespaces you trust so."""
+    stdio_commands: tuple[str, ...] = field(default_factory=lambda: _list("KUBECHAIN_MCP_STDIO_COMMANDS"))
+    """Exact `command` values a stdio MCP server may run (`*`: any). List only servers whose arguments cannot
+    run code of their choosing: never interpreters (node, npx, python, uvx, sh...)."""
+    env_names: tuple[str, ...] = field(default_factory=lambda: _list("KUBECHAIN_CODE_TOOLS_ENV"))
+    """Environment variables a stdio server's `env` or a ray tool's runtimeEnv.env_vars may set: names or
+    shell-style patterns (GITHUB_*). Loader and interpreter variables (LD_*, PYTHON*, NODE_OPTIONS, BROWSER...:
+    kubechain/core/codetools.py NEVER_ENV) are refused even when listed."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,10 @@ class ConsoleSettings:
     """Link each run to its actor in the Ray dashboard, e.g. http://localhost:8265."""
     tracing_url: str | None = field(default_factory=lambda: os.environ.get("KUBECHAIN_UI_TRACING_URL"))
     """Link each run to its trace: a URL with {trace_id}."""
+    sign_in_burst: int = field(default_factory=lambda: int(_env("KUBECHAIN_UI_SIGN_IN_BURST", "10")))
+    """Failed sign-ins (tokens the apiserver refuses) a client address may make at once; then 429."""
+    sign_in_per_minute: float = field(default_factory=lambda: float(_env("KUBECHAIN_UI_SIGN_IN_PER_MINUTE", "10")))
+    """How many of those come back per minute."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +120,7 @@ class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
-    mcp: MCPSettings = field(default_factory=MCPSettings)
+    code_tools: CodeToolSettings = field(default_factory=CodeToolSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     metrics_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_METRICS_PORT", "8080")))
     """Port of the operator's Prometheus /metrics (0: off)."""

@@ -4,6 +4,7 @@
     GET  /healthz                                      200 once every watch has listed its kind
     GET  /api/config                                   who you are, read-only or not, which links exist
     POST /api/login, /api/logout                       set / clear the token cookie (HttpOnly, SameSite=Strict)
+                                                       (failed sign-ins are limited per address: 429)
     GET  /api/{agents|tasks|taskruns}?namespace=       rows you may list
     GET  /api/watch?kinds=...&namespace=               server-sent events: `snapshot` per kind, then `change`
     GET  /api/namespaces/{ns}/taskruns/{name}          a run's page: transcript (sealed chunks too), journal, ...
@@ -33,6 +34,7 @@ from kubechain.api.v1alpha1 import GROUP, VERSION, HumanResponse, TaskRunStatus,
 from kubechain.clients.respond import Refused, Reply, send_cancel, send_reply
 from kubechain.ui import views
 from kubechain.ui.auth import COOKIE, Authorizer, User, load_configuration, token_of
+from kubechain.ui.ratelimit import SignInLimited, SignInLimiter
 from kubechain.ui.watch import OVERFLOW, Hub, Informer
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class Settings:
     namespace: str | None = None         # watch one namespace (default: all)
     ray_dashboard_url: str | None = None
     tracing_url: str | None = None       # with {trace_id}, or a prefix the trace id is appended to
+    sign_in_burst: int = 10              # failed sign-ins (unknown tokens) per client address at once...
+    sign_in_per_minute: float = 10.0     # ...and how fast they come back (kubechain/ui/ratelimit.py)
 
 
 AUTHZ = web.AppKey("authz", Authorizer)
@@ -71,6 +75,13 @@ USER = web.RequestKey("user", User)
 
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def limited(exc: SignInLimited) -> web.Response:
+    response = error(429, str(exc))
+    if exc.retry_after < 86400:
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
 
 
 def api_error(exc: ApiException) -> web.Response:
@@ -97,7 +108,9 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             return error(403, "cross-origin request refused")
     if request.path.startswith("/api/") and request.path != "/api/login":
         try:
-            user = await request.app[AUTHZ].authenticate(token_of(request.headers, request.cookies))
+            user = await request.app[AUTHZ].authenticate(token_of(request.headers, request.cookies), request.remote)
+        except SignInLimited as exc:
+            return limited(exc)
         except Exception as exc:  # the apiserver is unreachable or refuses the console's own account
             log.warning("TokenReview failed: %s", exc)
             return error(503, "cannot check the token with the Kubernetes API")
@@ -128,7 +141,10 @@ async def config(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await json_body(request)
     token = str(body.get("token", "")).strip()
-    user = await request.app[AUTHZ].authenticate(token) if token else None
+    try:
+        user = await request.app[AUTHZ].authenticate(token, request.remote) if token else None
+    except SignInLimited as exc:
+        return limited(exc)
     if user is None:
         return error(401, "the Kubernetes API does not accept this token")
     response = web.json_response({"user": user.name})
@@ -292,7 +308,8 @@ def make_app(settings: Settings, authz: Authorizer | None = None, hub: Hub | Non
     app = web.Application(middlewares=[guard])
     app[SETTINGS] = settings
     app[AUTHZ] = authz or Authorizer(load_configuration(settings.kubeconfig),
-                                     as_kubeconfig_user=settings.as_kubeconfig_user)
+                                     as_kubeconfig_user=settings.as_kubeconfig_user,
+                                     limiter=SignInLimiter(settings.sign_in_burst, settings.sign_in_per_minute))
     app.on_response_prepare.append(add_security_headers)
 
     async def start_watches(app: web.Application) -> None:

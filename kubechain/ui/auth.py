@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 from kubernetes import client, config
 
 from kubechain.api.v1alpha1 import GROUP
+from kubechain.ui.ratelimit import SignInLimiter
 
 COOKIE = "kubechain_token"
 KUBECONFIG_USER = "(kubeconfig user)"
@@ -102,9 +103,12 @@ def with_token(own: client.Configuration, token: str) -> client.Configuration:
 class Authorizer:
     """TokenReview and SubjectAccessReview through the console's own client, cached for `ttl` seconds."""
 
-    def __init__(self, own: client.Configuration, ttl: float = 10.0, as_kubeconfig_user: bool = False):
+    def __init__(self, own: client.Configuration, ttl: float = 10.0, as_kubeconfig_user: bool = False,
+                 limiter: SignInLimiter | None = None):
+        """`limiter`: how many unknown tokens each client address may have checked (kubechain/ui/ratelimit.py)."""
         self.own = own
         self.as_kubeconfig_user = as_kubeconfig_user
+        self.limiter = limiter
         self._api = client.ApiClient(own)
         self._users, self._access = TTLCache(ttl), TTLCache(ttl)
 
@@ -112,14 +116,21 @@ class Authorizer:
         """A client that acts as `user` (close it after use)."""
         return client.ApiClient(with_token(self.own, user.token) if user.token else self.own)
 
-    async def authenticate(self, token: str | None) -> User | None:
+    async def authenticate(self, token: str | None, client: str | None = None) -> User | None:
+        """Who `token` is (None: nobody). `client`: the caller's address, for a token not checked lately - a sign-in
+        attempt, limited per address (SignInLimited); None for the console's own re-checks."""
         if token is None:
             return User(KUBECONFIG_USER) if self.as_kubeconfig_user else None
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._users.get(key)
         if cached is None:
+            limiter = self.limiter if client is not None else None
+            if limiter is not None:
+                limiter.take(client or "")  # before the TokenReview: an empty bucket never reaches the apiserver
             cached = await asyncio.to_thread(self._review_token, token) or False
             self._users.put(key, cached)
+            if limiter is not None and cached:
+                limiter.give_back(client or "")
         return cached or None
 
     def _review_token(self, token: str) -> User | None:

@@ -6,6 +6,8 @@ import itertools
 import json
 import re
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +20,18 @@ from harness.otlp import OTLPReceiver
 
 LLM_KEY = "sk-test-key"
 _ns_counter = itertools.count()
+CODE_TOOLS_LABEL = "kubechain.dev/code-tools=allowed"
+# The code tools the suites run, allowed as a cluster admin would (in the operator's Deployment); each test's
+# namespace is opted in by its own test (allow_code_tools), so a namespace nobody opted in refuses them all.
+CODE_TOOL_SETTINGS = {
+    "KUBECHAIN_RAY_FUNCTIONS": "kubechain.demo.raytools:*",
+    "KUBECHAIN_RAY_RUNTIME_ENV_KEYS": "env_vars",
+    "KUBECHAIN_MCP_STDIO_COMMANDS": ",".join([
+        "mcp-server-time", str(Path(sys.executable).parent / "mcp-server-time"),  # samples/mcp.yaml, test_mcp.py
+        shutil.which("node") or "/usr/bin/node",  # server-everything over stdio (test_mcp.py)
+        "/nonexistent/mcp-server-time"]),  # the failing server of test_mcp.py: allowed, so it fails to start
+    "KUBECHAIN_CODE_TOOLS_ENV": "DEMO_TOKEN,PLAIN,KUBECHAIN_TOOL_*",
+}
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +45,7 @@ def otlp():
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
     workdir = Path(os.environ.get("KUBECHAIN_TEST_WORKDIR") or tmp_path_factory.mktemp("stack"))
-    with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=otlp.env()) as env:
+    with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=otlp.env(), operator_env=CODE_TOOL_SETTINGS) as env:
         yield env
 
 
@@ -84,6 +98,11 @@ def kube(stack: LocalEnvironment, request: pytest.FixtureRequest) -> Kube:
     namespace = f"t{next(_ns_counter)}-{readable}"[:60].strip("-")
     kubectl(stack.kubeconfig, "create", "namespace", namespace)
     return Kube(stack, namespace)
+
+
+def allow_code_tools(kube: Kube) -> None:
+    """What a cluster admin does to opt a namespace in to ray tools and stdio MCP servers."""
+    kubectl(kube.env.kubeconfig, "label", "namespace", kube.namespace, CODE_TOOLS_LABEL, "--overwrite")
 
 
 def llm(name: str, base_url: str, model: str, secret: str = "llm-key", key: str = "api-key", **extra) -> dict:

@@ -83,6 +83,21 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay
     assert result.returncode != 0 and "maxReplicas" in result.stderr
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_code_tools_are_opt_in_and_narrow_in_every_overlay(kube, stack, overlay):
+    """The operator allows no namespace by itself (the admin labels the ones to opt in), no `*` anywhere, and only
+    commands and callables that cannot run code of a tenant's choosing; the operator reads Namespaces' labels."""
+    objects = render(kube, overlay)
+    [operator] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubechain-operator"]
+    env = {e["name"]: e.get("value", "") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBECHAIN_CODE_TOOLS_NAMESPACES"] == "" and env["KUBECHAIN_CODE_TOOLS_ENV"] == ""
+    assert env["KUBECHAIN_MCP_STDIO_COMMANDS"] == "mcp-server-time"
+    assert env["KUBECHAIN_RAY_FUNCTIONS"] == "kubechain.demo.raytools:*"
+    assert env["KUBECHAIN_RAY_RUNTIME_ENV_KEYS"] == ""
+    [role] = [o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "kubechain-operator"]
+    assert any("namespaces" in r["resources"] and "get" in r["verbs"] for r in role["rules"])
+
+
 def token_kubeconfig(stack, tmp_path: Path, account: str) -> Path:
     """A kubeconfig that authenticates as kubechain-system/<account> with its token."""
     wait_until(lambda: kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "sa", account, "-o",

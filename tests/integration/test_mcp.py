@@ -1,7 +1,8 @@
 """MCP servers in ToolSets, against real servers nobody here wrote: `mcp-server-time` (PyPI, stdio) and
 `@modelcontextprotocol/server-everything` (npm, stdio and streamable HTTP; `make mcp-servers` installs it).
 
-Discovery runs in the operator process, calls in the TaskRun actors: both spawn the stdio servers on this machine.
+Discovery of a stdio server runs as a Ray task, calls in the TaskRun actors: both on the Ray workers (here, this
+machine), never in the operator's process. Their namespaces are opted in to code tools (test_tenancy.py: when not).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 
 from harness.localenv import kubectl
 
-from .conftest import Kube, agent, llm, secret, task
+from .conftest import Kube, agent, allow_code_tools, llm, secret, task
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,12 @@ EVERYTHING = Path(os.environ.get("KUBECHAIN_MCP_NPM", Path.home() / ".cache/kube
     "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 NODE = shutil.which("node") or "/usr/bin/node"
 needs_everything = pytest.mark.skipif(not EVERYTHING.exists(), reason="run `make mcp-servers` first")
+
+
+@pytest.fixture(autouse=True)
+def code_tools_allowed(kube):
+    """These tests' namespaces are opted in to code tools by the cluster admin (test_tenancy.py: when not)."""
+    allow_code_tools(kube)
 
 
 def mcp_toolset(name: str, *servers: dict) -> dict:
@@ -182,6 +189,7 @@ def test_everything_over_stdio_with_env_from_a_secret(kube, stack):
 def test_same_server_name_in_two_namespaces_does_not_mix(kube, stack):
     other = Kube(stack, f"{kube.namespace}-b"[:60])
     kubectl(stack.kubeconfig, "create", "namespace", other.namespace)
+    allow_code_tools(other)
     # Same ToolSet name, same server name `tools`, different servers.
     mcp_agent(kube, stack, mcp_toolset("kit", stdio("tools", TIME_SERVER)), [
         {"tool_calls": [{"name": "tools__get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]},

@@ -9,11 +9,17 @@ import pytest
 from harness.controlplane import REPO_ROOT
 
 from .chaos import wait_until
-from .conftest import agent, llm, secret, task, toolset
+from .conftest import allow_code_tools, agent, llm, secret, task, toolset
 
 pytestmark = pytest.mark.integration
 
 TARGET_SCHEMA = {"type": "object", "properties": {"target": {"type": "string"}}, "required": ["target"]}
+
+
+@pytest.fixture(autouse=True)
+def code_tools_allowed(kube):
+    """These tests' namespaces are opted in to code tools by the cluster admin (test_tenancy.py: when not)."""
+    allow_code_tools(kube)
 
 
 def container_tool(name: str, timeout: int = 120) -> dict:

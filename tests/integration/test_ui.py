@@ -315,9 +315,10 @@ def test_a_laptop_console_acts_as_the_kubeconfig_user_without_a_token(kube, stac
     kube.apply([task("solo", "nobody", "hello")])  # no such agent: the run just waits, which is enough to read
     kube.wait_for("taskrun", "solo-run", lambda o: bool(o.get("status")))
     with console(stack, tmp_path, "--as-kubeconfig-user") as url:
-        status, body = http_get(f"{url}/api/config")
+        # No 2 s default here: a run's page is several apiserver reads, slow on a busy machine.
+        status, body = http_get(f"{url}/api/config", timeout=60)
         assert (status, json.loads(body)["user"]) == (200, "(kubeconfig user)")
-        status, body = http_get(f"{url}/api/namespaces/{kube.namespace}/taskruns/solo-run")
+        status, body = http_get(f"{url}/api/namespaces/{kube.namespace}/taskruns/solo-run", timeout=60)
         assert status == 200 and json.loads(body)["name"] == "solo-run"
         request = urllib.request.Request(f"{url}/api/namespaces/{kube.namespace}/taskruns/solo-run/cancel",
                                          method="POST", headers={"X-Kubechain-UI": "1"})

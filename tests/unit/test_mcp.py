@@ -210,19 +210,3 @@ def test_result_text():
                                      TextContent(type="text", text="b")])
     assert mcpclient.result_text(result) == "a\n[image image/png, 3 bytes]\nb"
     assert mcpclient.result_text(CallToolResult(content=[], structured_content={"x": 1})) == '{"x": 1}'
-
-
-@pytest.mark.parametrize("allowed, refused", [
-    pytest.param(("*",), False, id="any"),
-    pytest.param(("mcp-server-time",), False, id="listed"),
-    pytest.param(("mcp-server-git",), True, id="not-listed"),
-    pytest.param((), True, id="none"),
-])
-def test_stdio_commands_allowed_by_the_operator(allowed, refused):
-    from kubechain.operator.controllers.mcp_discovery import stdio_refused
-
-    problem = stdio_refused(TIME, allowed)
-    assert bool(problem) is refused
-    if problem:
-        assert problem.startswith("command 'mcp-server-time' is not allowed for stdio MCP servers")
-    assert stdio_refused(WEB, ()) is None  # http servers run nowhere here

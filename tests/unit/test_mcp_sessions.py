@@ -9,10 +9,13 @@ import pytest
 
 from actors.tools.executor import LocalToolExecutor
 from kubechain.runtime import mcpclient
+from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import ResolvedExecution, ResolvedMCP, ResolvedTool, secret_key
 from kubechain.api.v1alpha1 import MCPServer
 
 TIME_SERVER = shutil.which("mcp-server-time") or str(Path(sys.executable).parent / "mcp-server-time")
+# A namespace the cluster admin opted in, with any command and environment allowed
+ALLOWED = CodeToolPolicy(namespace="ns", namespace_allowed=True, stdio_commands=["*"], env_names=["*"])
 TIME = MCPServer.model_validate({"name": "time", "stdio": {"command": TIME_SERVER}, "timeoutSeconds": 30})
 
 
@@ -49,7 +52,7 @@ def test_executor_calls_share_one_session_per_server_and_report_errors():
     tools = [resolved(TIME, "get_current_time"), resolved(TIME, "convert_time"), resolved(TIME, "no_such_tool")]
 
     async def main():
-        executor = LocalToolExecutor(tools)
+        executor = LocalToolExecutor(tools, code_tools=ALLOWED)
         calls = await asyncio.gather(*(executor.execute("time__get_current_time", f'{{"timezone": "{tz}"}}', str(i),
                                                         f"k{i}") for i, tz in enumerate(["Europe/Paris", "Asia/Tokyo"])))
         sessions = executor._mcp._sessions
@@ -69,7 +72,7 @@ def test_executor_calls_share_one_session_per_server_and_report_errors():
 def test_sessions_are_keyed_by_namespace():
     async def main():
         executor = LocalToolExecutor([resolved(TIME, "get_current_time", "a", "a__t"),
-                                      resolved(TIME, "get_current_time", "b", "b__t")])
+                                      resolved(TIME, "get_current_time", "b", "b__t")], code_tools=ALLOWED)
         await executor.execute("a__t", '{"timezone": "UTC"}', "1", "k1")
         await executor.execute("b__t", '{"timezone": "UTC"}', "2", "k2")
         keys = sorted(executor._mcp._sessions)
@@ -91,7 +94,8 @@ def test_env_from_secrets_reaches_a_stdio_server(tmp_path):
     from pydantic import SecretStr
 
     async def main():
-        executor = LocalToolExecutor([resolved(server, "token")], {secret_key("tok", "value"): SecretStr("s3cret")})
+        executor = LocalToolExecutor([resolved(server, "token")], {secret_key("tok", "value"): SecretStr("s3cret")},
+                                     ALLOWED)
         outcome = await executor.execute("env__token", "{}", "1", "k1")
         await executor._mcp.aclose()
         return outcome
@@ -111,7 +115,7 @@ def test_a_server_that_dies_is_restarted_at_the_next_call(tmp_path):
                                        "stdio": {"command": sys.executable, "args": [str(script)]}})
 
     async def main():
-        executor = LocalToolExecutor([resolved(server, "pid"), resolved(server, "crash")])
+        executor = LocalToolExecutor([resolved(server, "pid"), resolved(server, "crash")], code_tools=ALLOWED)
         first = await executor.execute("fragile__pid", "{}", "1", "k1")
         crashed = await executor.execute("fragile__crash", "{}", "2", "k2")
         second = await executor.execute("fragile__pid", "{}", "3", "k3")

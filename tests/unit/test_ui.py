@@ -13,6 +13,7 @@ from kubechain.api.v1alpha1 import (ActorRef, CallState, FunctionCall, Message, 
 from kubechain.ui import views
 from kubechain.ui.app import SECURITY_HEADERS, Settings, make_app
 from kubechain.ui.auth import COOKIE, Authorizer, TTLCache, User, token_of, with_token
+from kubechain.ui.ratelimit import SignInLimited, SignInLimiter
 from kubechain.ui.watch import Hub
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -142,7 +143,7 @@ class FakeAuthz:
         self.users = {"alice-token": User("alice", token="alice-token"), "bob-token": User("bob", token="bob-token")}
         self.grants = grants
 
-    async def authenticate(self, token):
+    async def authenticate(self, token, client=None):
         return self.users.get(token)
 
     async def allowed(self, user, verb, plural, namespace):
@@ -274,3 +275,56 @@ def test_an_event_stream_ends_when_its_token_stops_working(monkeypatch):
             del authz.users["alice-token"]  # revoked
             return await asyncio.wait_for(response.content.read(), 30)  # returns once the server ends the stream
     assert b"event:" not in asyncio.run(main())
+
+
+# --- failed sign-ins, limited per client address ------------------------------------------------------------
+
+def test_a_bucket_holds_a_burst_then_refills_at_its_rate_per_address():
+    now = [0.0]
+    limiter = SignInLimiter(burst=2, per_minute=6, clock=lambda: now[0])  # one back every 10 s
+    limiter.take("a"), limiter.take("a")
+    with pytest.raises(SignInLimited) as refused:
+        limiter.take("a")
+    assert refused.value.retry_after == pytest.approx(10) and "try again in 10 s" in str(refused.value)
+    limiter.take("b")  # another address has its own bucket
+    now[0] = 10.0
+    limiter.take("a")
+    with pytest.raises(SignInLimited):
+        limiter.take("a")
+    limiter.give_back("a")  # a good token costs nothing
+    limiter.take("a")
+
+
+def test_only_unknown_tokens_are_checked_and_only_bad_ones_use_the_bucket_up(monkeypatch):
+    authz = Authorizer(client.Configuration(), limiter=SignInLimiter(burst=2, per_minute=0.001))
+    reviewed = []
+    monkeypatch.setattr(authz, "_review_token", lambda token: reviewed.append(token) or (
+        User("alice", token=token) if token == "alice-token" else None))
+
+    async def main():
+        assert (await authz.authenticate("alice-token", "1.2.3.4")).name == "alice"  # given back
+        assert await authz.authenticate("forged-1", "1.2.3.4") is None
+        assert await authz.authenticate("forged-2", "1.2.3.4") is None
+        with pytest.raises(SignInLimited):
+            await authz.authenticate("forged-3", "1.2.3.4")  # refused before a TokenReview
+        assert (await authz.authenticate("alice-token", "1.2.3.4")).name == "alice"  # known: not held up
+        assert await authz.authenticate("forged-4", "5.6.7.8") is None  # another address
+        assert await authz.authenticate("forged-5") is None  # the console's own re-checks are not limited
+    asyncio.run(main())
+    assert reviewed == ["alice-token", "forged-1", "forged-2", "forged-4", "forged-5"]
+
+
+def test_a_burst_of_bad_sign_ins_is_refused_with_429(monkeypatch):
+    authz = Authorizer(client.Configuration(), limiter=SignInLimiter(burst=3, per_minute=0.001))
+    monkeypatch.setattr(authz, "_review_token", lambda token: None)
+
+    async def main():
+        hub = Hub(asyncio.get_running_loop())
+        async with TestClient(TestServer(make_app(Settings(), authz=authz, hub=hub))) as http:
+            logins = [await http.post("/api/login", json={"token": f"t{i}"}, headers={"X-Kubechain-UI": "1"})
+                      for i in range(4)]
+            bearer = await http.get("/api/taskruns", headers={"Authorization": "Bearer t9"})
+            return [r.status for r in logins], bearer.status, await bearer.json(), bearer.headers.get("Retry-After")
+    statuses, bearer, body, retry = asyncio.run(main())
+    assert statuses == [401, 401, 401, 429] and bearer == 429
+    assert body["error"].startswith("too many failed sign-in attempts from your address") and int(retry) >= 1

@@ -20,13 +20,18 @@ MCP_TRANSPORTS = ("stdio", "http")
 
 
 class MCPStdio(Model):
-    """A local process speaking MCP on stdin/stdout. It runs where the tools are used: in the operator (for
-    discovery) and in each TaskRun actor's process on its Ray node, so the command must exist in those images."""
+    """A local process speaking MCP on stdin/stdout: code run for the tenant, so refused unless the cluster admin
+    allows it in the namespace (label kubechain.dev/code-tools=allowed or KUBECHAIN_CODE_TOOLS_NAMESPACES) and
+    lists the command (KUBECHAIN_MCP_STDIO_COMMANDS). It runs on the Ray workers only: discovery as a Ray task,
+    calls in each TaskRun actor's process, so the command must exist in the Ray image."""
 
-    command: str = Field(min_length=1, description="Executable to start, e.g. `mcp-server-time` or `npx`.")
+    command: str = Field(min_length=1, description="Executable to start, e.g. `mcp-server-time`; one the operator's "
+                         "KUBECHAIN_MCP_STDIO_COMMANDS lists.")
     args: list[str] = Field(default_factory=list, description="Arguments of the command.")
     env: list[EnvVar] = Field(default_factory=list, description="Environment variables (values or Secret keys), "
-                              "added to a minimal inherited environment (PATH, HOME...), not the operator's own.")
+                              "added to a minimal inherited environment (PATH, HOME...): only names the operator's "
+                              "KUBECHAIN_CODE_TOOLS_ENV allows, never loader or interpreter variables (LD_*, "
+                              "PYTHON*, NODE_OPTIONS, BROWSER...).")
 
 
 class MCPHTTP(Model):

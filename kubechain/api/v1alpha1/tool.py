@@ -89,18 +89,21 @@ class HTTPExecution(Model):
 class RayExecution(Model):
     """A Python callable run as a Ray task, scheduled by Ray next to the agents with its own resources: e.g. a GPU
     embedding step. It is called with the arguments as keyword arguments; a str result is the tool's result,
-    anything else is serialised as JSON."""
+    anything else is serialised as JSON. Code run for the tenant: refused unless the cluster admin allows it in
+    the namespace (label kubechain.dev/code-tools=allowed or KUBECHAIN_CODE_TOOLS_NAMESPACES) and lists the
+    callable (KUBECHAIN_RAY_FUNCTIONS)."""
 
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
-                          description="Import path `package.module:callable`, importable on the Ray workers (or "
-                                      "through runtimeEnv).")
+                          description="Import path `package.module:callable`, importable on the Ray workers; one "
+                                      "the operator's KUBECHAIN_RAY_FUNCTIONS allows.")
     num_cpus: float = Field(default=1, ge=0, description="CPUs the task reserves.")
     num_gpus: float = Field(default=0, ge=0, description="GPUs the task reserves.")
     memory: int | None = Field(default=None, ge=0, description="Memory the task reserves, in bytes.")
     resources: dict[str, Annotated[float, Field(ge=0, description="Amount of the resource.")]] = Field(
         default_factory=dict, description="Custom Ray resources the task reserves.")
-    runtime_env: dict[str, Any] = Field(default_factory=dict, description="Ray runtime_env of the task (pip, "
-                                        "env_vars, working_dir...).")
+    runtime_env: dict[str, Any] = Field(default_factory=dict, description="Ray runtime_env of the task: only keys "
+                                        "the operator's KUBECHAIN_RAY_RUNTIME_ENV_KEYS allows (e.g. env_vars, whose "
+                                        "names pass KUBECHAIN_CODE_TOOLS_ENV).")
     timeout_seconds: float = Field(default=300, gt=0, description="Cancel the task after this many seconds: a "
                                                                   "tool error.")
 

@@ -2,9 +2,10 @@
 
 - When: at once when a server is new or its connection spec changed (the ToolSet's event handler asks), and
   on a timer: every `refreshSeconds` (default 5 min) for a server that answered, every 30 s for one that failed.
-- How: one connection per discovery (stdio: the command runs in the operator's process; http: a streamable
-  HTTP session), closed right after `tools/list`: the operator keeps no MCP processes or sessions between
-  refreshes. Discovery state is keyed by (namespace, ToolSet, server): one task per ToolSet at a time, and a
+- How: one connection per discovery, closed right after `tools/list`. stdio: a Ray task on a worker starts the
+  command (RayGateway.discover_stdio; never the operator's own process, whose account reads Secrets), after the
+  namespace's code-tool rules allow it (kubechain/core/codetools.py: checked here and again in the task); http:
+  a streamable HTTP session from the operator. Nothing is kept between refreshes. Discovery state is keyed by (namespace, ToolSet, server): one task per ToolSet at a time, and a
   result is written only for the server spec (config hash) it was obtained with.
 - A failed server is a status entry too (ready false + the error): the ToolSet is then not ready with that
   message (kubechain/resolve.py), and its Agents follow.
@@ -18,9 +19,13 @@ from typing import Any
 
 import kopf
 
+from kubechain.api.runspec import secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, MCPServer, MCPServerStatus, ToolSetSpec
-from kubechain.operator.kube import Kube
+from kubechain.core.codetools import stdio_problem
 from kubechain.core.resolve import parse
+from kubechain.operator import codetools
+from kubechain.operator.raygateway import RayUnavailable
+from kubechain.operator.state import OperatorState
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +67,7 @@ def merged(servers: list[MCPServer], entries: list[dict[str, Any]], results: lis
     return [by_name[s.name] for s in servers if s.name in by_name]
 
 
-def stdio_refused(server: MCPServer, allowed: tuple[str, ...]) -> str | None:
-    """Why the operator will not start this stdio server (KUBECHAIN_MCP_STDIO_COMMANDS), or None."""
-    if server.stdio is None or "*" in allowed or server.stdio.command in allowed:
-        return None
-    return (f"command {server.stdio.command!r} is not allowed for stdio MCP servers (the operator's "
-            f"KUBECHAIN_MCP_STDIO_COMMANDS: {', '.join(allowed) or 'none'})")
-
-
-def request(kube: Kube, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any],
-            allowed: tuple[str, ...] = ("*",)) -> None:
+def request(state: OperatorState, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any]) -> None:
     """Start discovering what is due for this ToolSet, unless a discovery of it is already running."""
     parsed, error = parse(ToolSetSpec, spec)
     if error:
@@ -82,7 +78,7 @@ def request(kube: Kube, namespace: str, name: str, spec: dict[str, Any], status:
     key = (namespace, name)
     if not (todo or stale) or (key in _tasks and not _tasks[key].done()):
         return
-    _tasks[key] = asyncio.create_task(_discover(kube, namespace, name, todo, allowed), name=f"mcp-discovery {namespace}/{name}")
+    _tasks[key] = asyncio.create_task(_discover(state, namespace, name, todo), name=f"mcp-discovery {namespace}/{name}")
 
 
 def forget(namespace: str, name: str) -> None:
@@ -92,10 +88,10 @@ def forget(namespace: str, name: str) -> None:
         task.cancel()
 
 
-async def _discover(kube: Kube, namespace: str, name: str, servers: list[MCPServer],
-                    allowed: tuple[str, ...]) -> None:
+async def _discover(state: OperatorState, namespace: str, name: str, servers: list[MCPServer]) -> None:
+    kube = state.kube
     try:
-        results = await asyncio.gather(*(discover_server(kube, namespace, s, allowed) for s in servers))
+        results = await asyncio.gather(*(discover_server(state, namespace, s) for s in servers))
         fresh = await kube.get("toolsets", namespace, name)  # the spec may have moved on while we asked
         if fresh is None:
             return
@@ -114,19 +110,26 @@ async def _discover(kube: Kube, namespace: str, name: str, servers: list[MCPServ
         log.exception("MCP discovery of ToolSet %s/%s failed", namespace, name)
 
 
-async def discover_server(kube: Kube, namespace: str, server: MCPServer,
-                          allowed: tuple[str, ...] = ("*",)) -> MCPServerStatus:
+async def discover_server(state: OperatorState, namespace: str, server: MCPServer) -> MCPServerStatus:
     from kubechain.runtime import mcpclient  # the SDK only where a ToolSet has MCP servers
 
-    if refused := stdio_refused(server, allowed):  # never started: the ToolSet stays not ready, no actor gets it
-        return mcpclient.failed_status(server, refused)
-    values: dict[tuple[str, str], str] = {}
+    rules = None
+    if server.stdio is not None:  # refused before its Secrets are read or a task is sent
+        rules = await codetools.policy(state.kube, state.settings.code_tools, namespace)
+        if refused := stdio_problem(rules, server.stdio):  # the ToolSet stays not ready, no actor gets it
+            return mcpclient.failed_status(server, refused)
+    values: dict[str, str] = {}
     for secret, key in sorted(server.secret_refs()):
-        found = await kube.secret_value(namespace, secret, key)
-        if found.problem:
-            return mcpclient.failed_status(server, found.problem)
-        values[(secret, key)] = found.value
-    return await mcpclient.discover(server, lambda secret, key: values[(secret, key)])
+        found = await state.kube.secret_value(namespace, secret, key)
+        if found.problem or found.value is None:
+            return mcpclient.failed_status(server, found.problem or f"Secret {secret!r} has no value")
+        values[secret_key(secret, key)] = found.value
+    if rules is None:  # http: the operator connects itself (a network call; nothing starts here)
+        return await mcpclient.discover(server, lambda secret, key: values[secret_key(secret, key)])
+    try:
+        return await asyncio.to_thread(state.ray.discover_stdio, server, values, rules)
+    except (RayUnavailable, TimeoutError) as exc:  # retried like any failed server
+        return mcpclient.failed_status(server, f"cannot list its tools on Ray: {exc}")
 
 
 def _has_mcp(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -137,4 +140,4 @@ def _has_mcp(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
             initial_delay=TICK_SECONDS)
 async def refresh(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo,
                   **_: Any) -> None:
-    request(memo.state.kube, namespace, name, dict(spec), dict(status), memo.state.settings.mcp.stdio_commands)
+    request(memo.state, namespace, name, dict(spec), dict(status))

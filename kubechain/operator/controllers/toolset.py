@@ -23,7 +23,7 @@ async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.S
         mcp_discovery.forget(namespace, name)
     else:
         # A new or changed MCP server is discovered at once; its status write is the next event here.
-        mcp_discovery.request(memo.state.kube, namespace, name, dict(spec), dict(status), memo.state.settings.mcp.stdio_commands)
+        mcp_discovery.request(memo.state, namespace, name, dict(spec), dict(status))
         await reconcile_readiness(memo.state.kube, catalog, "ToolSet", namespace, name, uid,
                                   meta.get("generation"), dict(spec), dict(status))
     await reevaluate_dependents(memo.state.kube, catalog, "Agent", namespace,

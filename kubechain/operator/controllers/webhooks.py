@@ -1,5 +1,8 @@
 """Admission: defaults for every kind and the validation rules of kubechain/admission.py, served by kopf.
 
+Tools and ToolSets with a code tool (a ray tool, a stdio MCP server) are checked against their namespace's
+code-tool rules (kubechain/operator/codetools.py: the settings and the Namespace's label, read fresh).
+
 Validation fails closed (failurePolicy Fail): a bad object is refused even while the operator restarts
 (kubectl then says it cannot reach the webhook; retry). Status writes - every checkpoint - are never
 sent to the webhooks, so running actors are not slowed or blocked by them. Defaulting fails open
@@ -13,8 +16,11 @@ from typing import Any
 
 import kopf
 
-from kubechain.core import admission
+from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.v1alpha1 import GROUP, KINDS, VERSION
+from kubechain.core import admission
+from kubechain.core.codetools import uses_code_tools
+from kubechain.operator import codetools
 
 from .catalog import IndexCatalog
 
@@ -45,14 +51,21 @@ def validate_llm(spec: kopf.Spec, **_: Any) -> None:
     refuse(admission.llm(dict(spec)))
 
 
+async def _code_tool_policy(kind: str, namespace: str, spec: dict[str, Any], memo: kopf.Memo) -> CodeToolPolicy | None:
+    """The namespace's code-tool rules when the object has a code tool (else no Namespace read is needed)."""
+    if not uses_code_tools(kind, spec):
+        return None
+    return await codetools.policy(memo.state.kube, memo.state.settings.code_tools, namespace)
+
+
 @kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES)
-def validate_tool(spec: kopf.Spec, **_: Any) -> None:
-    refuse(admission.tool(dict(spec)))
+async def validate_tool(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    refuse(admission.tool(dict(spec), await _code_tool_policy("Tool", namespace, dict(spec), memo)))
 
 
 @kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES)
-def validate_toolset(spec: kopf.Spec, **_: Any) -> None:
-    refuse(admission.toolset(dict(spec)))
+async def validate_toolset(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    refuse(admission.toolset(dict(spec), await _code_tool_policy("ToolSet", namespace, dict(spec), memo)))
 
 
 @kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES)

@@ -16,10 +16,12 @@ from pydantic import SecretStr
 from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
+from kubechain.core.codetools import is_code_tool
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                                         ActorReturned, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import run_spec
 
+from ... import codetools
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS
 from ...raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
 from ...state import OperatorState
@@ -181,6 +183,8 @@ class Applier:
         for tool in run.tools:
             for name, key in tool.secret_refs():
                 run.secrets[secret_key(name, key)] = SecretStr(secrets[(name, key)])
+        if any(is_code_tool(t.execution) for t in run.tools):  # the actor checks them again before each runs
+            run.code_tools = await codetools.policy(self.state.kube, self.state.settings.code_tools, ref.namespace)
         return ActorPrepared(run)
 
     async def _create(self, spec: RunSpec) -> ActorFact:
