@@ -45,9 +45,9 @@ def create(api: client.CustomObjectsApi, plural: str, kind: str, name: str, spec
                                                            "metadata": {"name": name}, "spec": spec})
 
 
-def noop_agent(api: client.CustomObjectsApi, name: str, base_url: str, model: str) -> None:
-    """An agent whose only tool is a no-op builtin, talking to the scripted LLM's `model`."""
-    create(api, "llms", "LLM", name, {"baseURL": base_url, "model": model})
+def noop_agent(api: client.CustomObjectsApi, name: str, base_url: str, model: str, **llm: Any) -> None:
+    """An agent whose only tool is a no-op builtin, talking to the scripted LLM's `model` (`llm`: more LLM spec)."""
+    create(api, "llms", "LLM", name, {"baseURL": base_url, "model": model, **llm})
     create(api, "toolsets", "ToolSet", name, {"tools": [{"name": "noop", "description": "does nothing",
                                                          "execution": {"builtin": {"name": "echo"}}}]})
     create(api, "agents", "Agent", name, {"llmRef": {"name": name}, "systemPrompt": "bench",

@@ -276,7 +276,7 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
     """Condition Succeeded (Unknown until the run ends) for `kubectl wait`, condition ResponsesValid, the Task's
     view of its run, transition metrics, a freed admission slot, and tool Jobs no longer needed. A guarded
     decision (resume, stop) writes only its own change: the conditions follow on the event it causes."""
-    status, effects = decision.status, list(decision.effects)
+    status, effects, llm = decision.status, list(decision.effects), None
     if not decision.guarded:
         status, refused = _responses_valid(status, seen, now)
         status, llm = _llm_available(_succeeded(status, now), now)
@@ -296,7 +296,9 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
         effects.append(do.ShowOnTask(seen.task, seen.status.phase.value, seen.status.output, seen.status.error))
     effects.extend(do.DeleteJob(r.job) for r in seen.status.tool_call_history
                    if r.job and r.id in seen.jobs and (r.state.finished or seen.status.phase.terminal))
-    return replace(decision, status=status, effects=tuple(effects))
+    # LLMAvailable's flip is written over the version it was decided on: from a stale event (the actor's next
+    # attempt saved before the flip came back) it would flip, and post its once-per-episode Event, again
+    return replace(decision, status=status, effects=tuple(effects), guarded=decision.guarded or llm is not None)
 
 
 def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:

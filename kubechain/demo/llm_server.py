@@ -29,7 +29,9 @@ Usage is deterministic: prompt_tokens = max(1, chars of message contents and too
 // 4), completion_tokens = max(1, chars of reply content and tool call arguments // 4).
 
 Control API (no auth): ``PUT/DELETE /_scripts/{model}``, ``GET/DELETE /_requests``, ``GET/PUT /_models``
-(models declared unknown: kubechain/demo/models.py).
+(models declared unknown: kubechain/demo/models.py), and a server-wide outage: ``PUT /_outage``
+``{"status": 503, "seconds": 300}`` (optional "message", "code", "retry_after"...) fails every chat request with
+that error for that long (``DELETE`` ends it sooner; ``ScriptedLLMServer.set_outage``).
 CLI: ``python -m kubechain.demo.llm_server --port 8000 [--script model=steps.yaml] [--api-key K]
 [--no-models-endpoint]``.
 """
@@ -176,6 +178,7 @@ class ScriptState:
         self._scripts: dict[str, list[Step]] = {}
         self._errors_served: dict[tuple[str, str, int], int] = {}
         self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
+        self.outage: tuple[float, dict[str, Any]] | None = None  # (until, error): PUT /_outage
         for model, steps in (scripts or {}).items():
             self.set_script(model, steps)
 
@@ -217,6 +220,13 @@ class ScriptState:
                 return None
             self._errors_served[key] = served + 1
         return error
+
+    def set_outage(self, error: dict[str, Any] | None) -> float | None:
+        """Every chat request fails with `error` for error["seconds"] from now (None: ends it); returns its end."""
+        if error is not None and not (isinstance(error, dict) and {"status", "seconds"} <= set(error)):
+            raise ValueError("an outage needs a 'status' and 'seconds'")
+        self.outage = (time.time() + float(error["seconds"]), error) if error else None  # one atomic swap
+        return self.outage[0] if self.outage else None
 
     def record(self, entry: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -267,6 +277,9 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if body.get("stream"):
         return error_response(400, "stream=true is not supported by the scripted server.",
                               "unsupported_parameter")
+    if (outage := state.outage) and time.time() < outage[0]:
+        return error_response(int(outage[1]["status"]), outage[1].get("message", "Scripted outage."),
+                              outage[1].get("code"), headers=retry_headers(outage[1]))
     model, messages, index = entry["model"], entry["messages"], entry["step"]
     if not state.served.serves(model):
         return model_not_found(model)
@@ -301,6 +314,14 @@ async def scripts_endpoint(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def outage_endpoint(request: web.Request) -> web.Response:
+    try:
+        until = request.app[STATE_KEY].set_outage(None if request.method == "DELETE" else await request.json())
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    return web.json_response({"until": until})
+
+
 async def requests_endpoint(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         request.app[STATE_KEY].clear_requests()
@@ -315,6 +336,7 @@ def create_app(state: ScriptState) -> web.Application:
     add_routes(app, state.served, state.models, _refused)
     app.router.add_route("*", "/_scripts/{model}", scripts_endpoint)
     app.router.add_route("*", "/_requests", requests_endpoint)
+    app.router.add_route("*", "/_outage", outage_endpoint)
     return app
 
 
@@ -374,6 +396,9 @@ class ScriptedLLMServer:
 
     def set_script(self, model: str, steps: list[Step]) -> None:
         self.state.set_script(model, steps)
+
+    def set_outage(self, error: dict[str, Any] | None) -> float | None:
+        return self.state.set_outage(error)
 
     def requests(self) -> list[dict[str, Any]]:
         return self.state.requests()

@@ -243,6 +243,36 @@ def test_control_api_over_http(server: ScriptedLLMServer) -> None:
     assert "http-model" not in [m.id for m in client(server).models.list()]
 
 
+def test_a_server_wide_outage_fails_every_request_until_it_ends(server: ScriptedLLMServer) -> None:
+    server.set_script("steady", [{"content": "up"}])
+
+    def ask(text: str):
+        return client(server, max_retries=0).chat.completions.create(
+            model="steady", messages=[{"role": "user", "content": text}])
+
+    until = server.set_outage({"status": 503, "seconds": 60, "retry_after": 7})
+    assert 59 < until - time.time() <= 60
+    for text in ("a", "b"):  # every conversation, whatever its script says
+        with pytest.raises(openai.InternalServerError) as info:
+            ask(text)
+        assert info.value.status_code == 503 and info.value.response.headers["retry-after"] == "7"
+    time.sleep(max(0.0, server.set_outage({"status": 503, "seconds": 0.01}) - time.time() + 0.01))
+    assert ask("a").choices[0].message.content == "up"  # over by itself
+
+    url = server.base_url.removesuffix("/v1") + "/_outage"
+    put = urllib.request.Request(url, data=json.dumps({"status": 500, "seconds": 60}).encode(), method="PUT")
+    with urllib.request.urlopen(put) as resp:
+        assert json.loads(resp.read())["until"] > time.time() + 59
+    with pytest.raises(openai.InternalServerError):
+        ask("c")
+    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE")) as resp:
+        assert json.loads(resp.read()) == {"until": None}
+    assert ask("c").choices[0].message.content == "up"  # ended early
+    assert [r["status"] for r in server.requests()] == [503, 503, 200, 500, 200]  # logged like any request
+    with pytest.raises(ValueError):
+        server.set_outage({"status": 503})
+
+
 def test_invalid_script_is_refused(server: ScriptedLLMServer) -> None:
     with pytest.raises(ValueError):
         server.set_script("bad", [{"contnet": "typo"}])

@@ -381,11 +381,11 @@ def test_an_actor_after_a_backoff_is_a_resumption_not_a_recovery():
 def test_llm_available_flips_once_per_episode():
     down = reconcile(seen(running(llm_retry=BACKING_OFF)), NOW)
     assert (cond(down, "LLMAvailable").status, cond(down, "LLMAvailable").reason) == ("False", "RateLimited")
-    assert events(down) == [("Warning", "RateLimited")]
+    assert events(down) == [("Warning", "RateLimited")] and down.guarded  # a stale event cannot flip it twice
     again = down.status.model_copy(update={"llm_retry": BACKING_OFF.model_copy(update={"attempts": 3})})
     quiet = reconcile(seen(again), NOW)
-    assert quiet.status is again and events(quiet) == []  # a further attempt: no write, no Event
+    assert quiet.status is again and events(quiet) == [] and not quiet.guarded  # a further attempt: no write
     back = reconcile(seen(again.model_copy(update={"llm_retry": None})), NOW)
-    assert cond(back, "LLMAvailable").status == "True" and events(back) == [("Normal", "LLMRecovered")]
+    assert cond(back, "LLMAvailable").status == "True" and events(back) == [("Normal", "LLMRecovered")] and back.guarded
     gave_up = enter(again, Phase.FAILED, "LLMError", "gave up", now=NOW).model_copy(update={"llm_retry": None})
     assert cond(reconcile(seen(gave_up), NOW), "LLMAvailable").status == "False"  # no recovery for a run that gave up
