@@ -27,7 +27,7 @@ from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.naming import child_taskrun_name, tool_job_name
 from kubechain.core.lifecycle import enter
 
-from . import compaction
+from . import compaction, replies
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
@@ -105,6 +105,8 @@ class AgentLoop:
                 reply = await self._ask(status, self._messages, self._tool_schemas)
             except LLMError as exc:
                 return await self._llm_failed(status, exc)
+            if (problem := replies.refused(reply.message)) is not None:
+                return await self._llm_failed(status, LLMError(problem))  # final: reason LLMError, the reply not kept
             status.step += 1
             self._append(status, reply.message)
             if reply.usage.prompt_tokens:
@@ -176,7 +178,7 @@ class AgentLoop:
         if record.state.finished:
             return False  # settled in the step already (arguments cut off at the token limit)
         if record.state is CallState.WAITING:
-            given = self.spec.inputs.get(record.id)
+            given = self.spec.inputs.get(record.key)
             if given is None:
                 return False  # still waiting: the operator resumed the run for another call's input
             record.response = given.response
@@ -235,8 +237,8 @@ class AgentLoop:
         elif ask:
             self._wait(record, WaitingFor.ANSWER, question=args[key])
         else:
-            self._wait(record, WaitingFor.CHILD_RUN, child_run=child_taskrun_name(self.spec.taskrun.name, record.id),
-                       delegated_to=tool.execution.delegate.agent_ref.name)
+            child = child_taskrun_name(self.spec.taskrun.name, record.idempotency_key)
+            self._wait(record, WaitingFor.CHILD_RUN, child_run=child, delegated_to=tool.execution.delegate.agent_ref.name)
         return True
 
     def _delegation_problem(self, agent: str) -> str | None:

@@ -107,7 +107,8 @@ class RunSpec(Model):
     context: ContextPolicy = Field(default_factory=ContextPolicy, description="The Agent's context policy.")
     lineage: list[str] = Field(default_factory=list, description="Agents of the ancestor runs, root first.")
     max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")
-    inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")
+    inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call "
+                                         "key (ToolCallRecord.key: the LLM's call id may repeat across steps).")
     traceparent: str | None = Field(default=None, description="The run's trace context: actor spans join it.")
     max_parallel_tool_calls: int = Field(default=4, description="Tool calls of one turn running at a time.")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Values of the Secret keys the tools "

@@ -119,7 +119,7 @@ class Observed:
     slot: Admitted | InQueue | None = None  # Pending runs whose Agent is ready
     scheduled: bool = False             # this process wrote Running; the write has not come back yet
     children: Mapping[str, ChildOutcome] = field(default_factory=dict)  # by child TaskRun name
-    jobs: Mapping[str, JobOutcome] = field(default_factory=dict)        # tool Jobs that exist, by call id
+    jobs: Mapping[str, JobOutcome] = field(default_factory=dict)        # tool Jobs that exist, by call key
     # Waiting container calls without a Job: the tool's container as the Agent defines it now (None: the tool
     # is no longer a container tool of the Agent, so no Job will ever run the call).
     containers: Mapping[str, ContainerExecution | None] = field(default_factory=dict)

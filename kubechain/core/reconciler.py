@@ -223,7 +223,7 @@ def _waiting(seen: Observed, now: datetime) -> Decision:
     gathered = gather(seen, spec, now)
     if gathered.missing:
         return Decision(_said(status, "waiting for " + "; ".join(gathered.missing)), starts)
-    kinds = {r.waiting_for for r in status.tool_call_history if r.id in gathered.inputs}
+    kinds = {r.waiting_for for r in status.tool_call_history if r.key in gathered.inputs}
     human = any(k.human for k in kinds if k)
     reason = (Reason.CHILDREN_FINISHED if WaitingFor.CHILD_RUN in kinds and not human
               else Reason.JOBS_FINISHED if WaitingFor.JOB in kinds and not human else Reason.INPUT_RECEIVED)
@@ -269,7 +269,7 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
     if seen.task and seen.task_shows != seen.status.phase.value:
         effects.append(do.ShowOnTask(seen.task, seen.status.phase.value, seen.status.output, seen.status.error))
     effects.extend(do.DeleteJob(r.job) for r in seen.status.tool_call_history
-                   if r.job and r.id in seen.jobs and (r.state.finished or seen.status.phase.terminal))
+                   if r.job and r.key in seen.jobs and (r.state.finished or seen.status.phase.terminal))
     return replace(decision, status=status, effects=tuple(effects))
 
 
@@ -291,10 +291,10 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
 def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
     """What the run's waiting calls have received (an approval past its deadline: a rejection)."""
     jobs = dict(seen.jobs)
-    for call_id, container in seen.containers.items():
-        if container is None and call_id not in jobs:
-            record = next(r for r in seen.status.tool_call_history if r.id == call_id)
-            jobs[call_id] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
+    for key, container in seen.containers.items():
+        if container is None and key not in jobs:
+            record = next(r for r in seen.status.tool_call_history if r.key == key)
+            jobs[key] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
                                                     f"{seen.status.agent!r}; the call did not run")
     return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs)
 
@@ -311,12 +311,12 @@ def _children_to_create(seen: Observed) -> list[do.CreateChild]:
 def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:
     """Jobs of waiting container calls, keeping at most maxParallelToolCalls unfinished."""
     waiting = [r for r in seen.status.tool_call_history if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB]
-    room = seen.parsed.max_parallel_tool_calls - sum(1 for r in waiting if r.id in seen.jobs and not seen.jobs[r.id].finished)
+    room = seen.parsed.max_parallel_tool_calls - sum(1 for r in waiting if r.key in seen.jobs and not seen.jobs[r.key].finished)
     creates = []
-    for record in (r for r in waiting if r.id not in seen.jobs):
+    for record in (r for r in waiting if r.key not in seen.jobs):
         if room <= 0:
             break
-        container = seen.containers.get(record.id)
+        container = seen.containers.get(record.key)
         if container is not None:
             creates.append(do.CreateJob(tool_job(seen.ref.namespace, seen.ref.name, seen.ref.uid, record, container),
                                         f"call {record.id} ({record.tool}): Job {record.job}"))

@@ -72,9 +72,10 @@ def children_of(indexes: dict[str, Any], ref: TaskRunRef) -> dict[str, ChildOutc
 
 
 def containers_of(catalog: Catalog, namespace: str, status: TaskRunStatus, jobs: Mapping[str, Any]) -> dict[str, Any]:
-    """The container of each waiting container call that has no Job yet, as the run's Agent defines it now."""
-    return {r.id: container_of(catalog, namespace, status.agent or "", r.tool) for r in status.tool_call_history
-            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB and r.id not in jobs}
+    """The container of each waiting container call that has no Job yet (by call key), as the run's Agent
+    defines it now."""
+    return {r.key: container_of(catalog, namespace, status.agent or "", r.tool) for r in status.tool_call_history
+            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB and r.key not in jobs}
 
 
 def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> tuple[str, str] | None:
