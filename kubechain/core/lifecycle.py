@@ -67,8 +67,11 @@ class Stop:
     message: str
 
 
-def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: datetime) -> Stop | None:
-    """Whether a run that has not ended must be stopped now: cancelled, or past its deadline."""
+def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: datetime,
+             created: datetime | None = None) -> Stop | None:
+    """Whether a run that has not ended must be stopped now: cancelled, or past its deadline. The timeout counts
+    from the first start; for a run that never started (`created`: its creationTimestamp), from its creation, so a
+    run held Pending (a missing Task or Agent, the queue) ends at its timeout too."""
     if status.phase.terminal:
         return None
     if cancel:
@@ -76,18 +79,21 @@ def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: dateti
     start = started_at(status)
     if limits.timeout_seconds and start and now >= start + timedelta(seconds=limits.timeout_seconds):
         return Stop(Reason.TIMEOUT, f"timed out: still not finished {limits.timeout_seconds} s after it started")
+    if limits.timeout_seconds and not start and created and now >= created + timedelta(seconds=limits.timeout_seconds):
+        return Stop(Reason.TIMEOUT, f"timed out: still not started {limits.timeout_seconds} s after it was created "
+                                    f"({status.message or 'Pending'})")
     return None
 
 
-def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
-    """The next moment something is due without any event: the run's timeout, an approval's expiry, or
-    (for an ended run) its deletion after ttlSecondsAfterFinished."""
+def next_deadline(limits: RunLimits, status: TaskRunStatus, created: datetime | None = None) -> datetime | None:
+    """The next moment something is due without any event: the run's timeout (from its creation while it never
+    started), an approval's expiry, or (for an ended run) its deletion after ttlSecondsAfterFinished."""
     if status.phase.terminal:
         end = finished_at(status)
         return end + timedelta(seconds=limits.ttl_seconds_after_finished) \
             if end and limits.ttl_seconds_after_finished is not None else None
     moments = [parse_rfc3339(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
-    if limits.timeout_seconds and (start := started_at(status)):
+    if limits.timeout_seconds and (start := started_at(status) or created):
         moments.append(start + timedelta(seconds=limits.timeout_seconds))
     return min(moments, default=None)
 
@@ -128,13 +134,18 @@ def _valid(record: ToolCallRecord, response: HumanResponse | None) -> bool:
 
 
 def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], children: dict[str, ChildOutcome],
-                  now: datetime, jobs: dict[str, JobOutcome] | None = None) -> Gathered:
+                  now: datetime, jobs: dict[str, JobOutcome] | None = None,
+                  refused: dict[str, str] | None = None) -> Gathered:
     """For each waiting call, its input if it has arrived: an answer, a decision (an expired approval is a
-    rejection), a child run that ended, or a Job that finished. Replies, `jobs` and the inputs are keyed by the
-    call's key (ToolCallRecord.key), never by the LLM's call id alone, which may repeat across steps."""
+    rejection), a child run that ended, or a Job that finished; `refused` calls fail with that text. Replies,
+    `jobs`, `refused` and the inputs are keyed by the call's key (ToolCallRecord.key), never by the LLM's call id
+    alone, which may repeat across steps."""
     gathered = Gathered()
     for record in status.tool_call_history:
         if record.state is not CallState.WAITING:
+            continue
+        if (why := (refused or {}).get(record.key)) is not None:  # it can never get it (blocking.py)
+            gathered.inputs[record.key] = CallInput(accepted=False, text=why)
             continue
         response = responses.get(record.key)
         if record.waiting_for is WaitingFor.CHILD_RUN:

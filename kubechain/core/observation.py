@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 from kubechain.api.runspec import RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import ActorRef, Phase, TaskRunSpec, TaskRunStatus
+from kubechain.api.v1alpha1 import ActorRef, Phase, Reason, TaskRunSpec, TaskRunStatus
 from kubechain.api.v1alpha1.tool import ContainerExecution
 
 from . import effects as do
@@ -31,6 +32,7 @@ class Target:
     agent: str = ""
     ready: bool = False
     message: str = ""          # the Agent's status message, or why there is none
+    agent_exists: bool = True  # False: no Agent of that name (a child run then fails: it was checked at creation)
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,10 @@ class RayDown:
 
 @dataclass(frozen=True)
 class CannotStart:
-    """The run cannot be resolved into a RunSpec now (its Task or Agent gone, a Secret missing)."""
+    """The run cannot be resolved into a RunSpec now (its Task or Agent gone or not ready), or ever: `final` with
+    the reason it fails for (a Secret or key its LLM or tools need does not exist: SecretNotFound)."""
     message: str
+    final: Reason | None = None
 
 
 ActorFact = ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | RayDown | CannotStart
@@ -126,6 +130,8 @@ class Observed:
     actor: ActorFact | None = None      # the supervisor's
     failures: int = 0                   # the supervisor's consecutive failed attempts, this fact included
     traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
+    created: datetime | None = None     # metadata.creationTimestamp: a run that never started times out from it
+    absent_agents: frozenset[str] = frozenset()  # Agents that waiting delegate calls name and that do not exist
     ray_namespace: str = ""
 
     @property

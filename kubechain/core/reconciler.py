@@ -27,6 +27,7 @@ from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Phase, Re
 from kubechain.api.v1alpha1.common import parse_rfc3339, with_condition
 
 from . import effects as do
+from .blocking import blocked, failed, refused_delegations, unblocked
 from .builders import child_taskrun, tool_job
 from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
                         response_problems, stop_for)
@@ -52,7 +53,7 @@ def reconcile(seen: Observed, now: datetime) -> Decision:
         return _invalid(seen)
     # any phase not ended --Cancelled (spec.cancel: an event) / Timeout (the clock)--> Failed
     cancel = seen.parsed.cancel and seen.trigger is Trigger.EVENT
-    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.parsed, cancel, status, now)):
+    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.parsed, cancel, status, now, seen.created)):
         decision = _stopped(seen, stop, now)
     else:
         decision = _by_phase(seen, now)
@@ -137,16 +138,20 @@ def _pending(seen: Observed, now: datetime) -> Decision:
     if seen.trigger is not Trigger.EVENT or seen.scheduled or target is None:
         return Decision(status)  # our Running write has not come back through the watch yet
     if not target.found:
-        return Decision(_said(status, "waiting for its Task to exist"))
+        return Decision(*blocked(status, Reason.TASK_NOT_FOUND, "waiting for its Task to exist", now))
+    if not target.agent_exists and seen.parsed.parent is not None:  # pending -> failed: nothing to wait for
+        return Decision(*failed(status, Reason.AGENT_NOT_FOUND, f"Agent {target.agent!r} not found: a delegated run "
+                                "does not wait for its Agent to appear", now), guarded=True)
     if not target.ready:
-        return Decision(_said(status, f"waiting for Agent {target.agent!r} to be ready: {target.message}"))
+        reason = Reason.AGENT_NOT_READY if target.agent_exists else Reason.AGENT_NOT_FOUND
+        return Decision(*blocked(status, reason, f"waiting for Agent {target.agent!r} to be ready: {target.message}", now))
     match seen.slot:
         case InQueue(message=message, position=position):
             if (status.message, status.queue_position) == (message, position):
                 return Decision(status)
             return Decision(status.model_copy(update={"message": message, "queue_position": position}))
         case Admitted():
-            running = enter(status, Phase.RUNNING, Reason.SCHEDULED, "starting an actor", now=now)
+            running = enter(unblocked(status, now), Phase.RUNNING, Reason.SCHEDULED, "starting an actor", now=now)
             actor = ActorRef(name=actor_name(seen.ref.namespace, seen.ref.name, seen.ref.uid),
                              namespace=seen.ray_namespace)
             running = running.model_copy(update={"agent": target.agent, "actor": actor, "queue_position": None,
@@ -181,7 +186,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
             return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),))
         case ActorCreated(ref=ref, spec=spec):
             reason, restored = _start_kind(status, spec.epoch)
-            recorded = _ray_available(status.model_copy(update={"actor": ref}), now, True)
+            recorded = _ray_available(unblocked(status, now).model_copy(update={"actor": ref}), now, True)
             recovery = (do.CountRecovery(),) if reason is Reason.ACTOR_RESTARTED else ()
             return Decision(recorded, (do.PostEvent("Normal", reason, f"actor {ref.name} (epoch {spec.epoch}): {restored}"),
                                        *recovery, do.JoinActor(spec)))
@@ -199,8 +204,11 @@ def _running(seen: Observed, now: datetime) -> Decision:
             flipped = () if down is status else (
                 do.PostEvent("Warning", Reason.RAY_UNAVAILABLE, f"{message[:500]}; retrying, the run stays Running"),)
             return Decision(down, (*flipped, do.DisconnectRay(), do.Sleep(backoff(seen.failures))))
+        case CannotStart(message=message, final=reason) if reason is not None:  # running -> failed: no actor
+            return Decision(*failed(status, reason, message, now), guarded=True)
         case CannotStart(message=message):
-            return Decision(_said(status, message), (do.Sleep(backoff(seen.failures)),))
+            said, event = blocked(status, Reason.CANNOT_START, message, now)
+            return Decision(said, (*event, do.Sleep(backoff(seen.failures))))
         case _:
             assert_never(fact)
 
@@ -238,7 +246,7 @@ def _ended(seen: Observed, now: datetime) -> Decision:
     ttlSecondsAfterFinished after it ended."""
     status = seen.status
     if seen.trigger is Trigger.CLOCK:
-        due = next_deadline(seen.parsed, status)
+        due = next_deadline(seen.parsed, status, seen.created)
         return Decision(status, (do.DeleteRun(), do.Exit()) if due is not None and now >= due else ())
     if seen.trigger is Trigger.EVENT and seen.parsed.parent is not None:
         return Decision(status, (do.Wake(seen.parsed.parent.name, f"child {seen.ref.name} {status.phase.value}"),))
@@ -278,7 +286,7 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
     stops for an ended run that has none."""
     if any(isinstance(e, do.Exit) for e in decision.effects):
         return decision
-    due = next_deadline(seen.parsed, seen.status)
+    due = next_deadline(seen.parsed, seen.status, seen.created)
     if due is None and seen.status.phase.terminal:
         return replace(decision, effects=(*decision.effects, do.Exit()))
     pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
@@ -296,7 +304,8 @@ def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
             record = next(r for r in seen.status.tool_call_history if r.key == key)
             jobs[key] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
                                                     f"{seen.status.agent!r}; the call did not run")
-    return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs)
+    refused = refused_delegations(seen.status, seen.children, seen.absent_agents, seen.ref.namespace)
+    return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs, refused)
 
 
 def _children_to_create(seen: Observed) -> list[do.CreateChild]:
@@ -305,7 +314,8 @@ def _children_to_create(seen: Observed) -> list[do.CreateChild]:
                                          r, json.loads(r.arguments)["message"], status.traceparent),
                            f"call {r.id}: child TaskRun {r.child_run} (agent {r.delegated_to})")
             for r in status.tool_call_history
-            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children]
+            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children
+            and r.delegated_to not in seen.absent_agents]
 
 
 def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:

@@ -279,7 +279,9 @@ class TaskRunStatus(Model):
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions: Succeeded (Unknown "
                                         "until the run ends), RayAvailable (False while Ray cannot be reached: the run "
                                         "waits), LLMAvailable (False while it rides out failed LLM requests), ResponsesValid (False while a reply "
-                                        "in spec.responses is refused).")
+                                        "in spec.responses is refused), Stalled (True while the run cannot progress: "
+                                        "its Task or Agent missing or not ready, no actor can be prepared; the "
+                                        "reason says which).")
 
 
 KIND = KindInfo(

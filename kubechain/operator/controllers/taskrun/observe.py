@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import CallState, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1.common import parse_rfc3339
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.naming import LABEL_TASK
 from kubechain.core.observation import ActorFact, Observed, Seen, Target, Trigger
@@ -39,7 +41,7 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
         task=task, task_shows=state.task_phases.get((ref.namespace, task)) if task else None,
         seen=Seen(*seen) if seen else None, scheduled=ref.uid in state.scheduled,
         children=children_of(indexes, ref), actor=actor, failures=failures, traceparent=traceparent,
-        ray_namespace=state.settings.ray.namespace)
+        ray_namespace=state.settings.ray.namespace, created=created_at(body))
     if spec is None:
         return observed
     if status.phase is Phase.PENDING:
@@ -47,7 +49,8 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
     jobs = dict(indexes["tool_jobs"].get((ref.namespace, ref.uid), []))
     if status.phase.terminal:
         return replace(observed, jobs=jobs)
-    return replace(observed, jobs=jobs, containers=containers_of(catalog, ref.namespace, status, jobs))
+    return replace(observed, jobs=jobs, containers=containers_of(catalog, ref.namespace, status, jobs),
+                   absent_agents=absent_agents(catalog, ref.namespace, status))
 
 
 def gone(trigger: Trigger, ref: TaskRunRef, state: OperatorState, status: TaskRunStatus) -> Observed:
@@ -78,6 +81,19 @@ def containers_of(catalog: Catalog, namespace: str, status: TaskRunStatus, jobs:
             if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB and r.key not in jobs}
 
 
+def absent_agents(catalog: Catalog, namespace: str, status: TaskRunStatus) -> frozenset[str]:
+    """The Agents that waiting delegate calls name and that do not exist (their calls fail, reconciler)."""
+    return frozenset(r.delegated_to for r in status.tool_call_history
+                     if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.delegated_to
+                     and catalog.get("Agent", namespace, r.delegated_to) is None)
+
+
+def created_at(body: Mapping[str, Any]) -> datetime | None:
+    """metadata.creationTimestamp: a run that never started times out from it."""
+    stamp = body["metadata"].get("creationTimestamp")
+    return parse_rfc3339(stamp) if stamp else None
+
+
 def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> tuple[str, str] | None:
     """(agent, user input) of a run: from its Task, or its own spec (child runs); None if the Task is missing."""
     if spec.task_ref is None:
@@ -95,4 +111,4 @@ def target_of(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> Target:
     agent = catalog.get("Agent", namespace, found[0])
     status = (agent or {}).get("status") or {}
     message = (status.get("message") or "not reconciled yet") if agent else "not found"
-    return Target(True, found[0], bool(status.get("ready")), message)
+    return Target(True, found[0], bool(status.get("ready")), message, agent_exists=agent is not None)
