@@ -27,7 +27,7 @@ from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.naming import child_taskrun_name, tool_job_name
 from kubechain.core.lifecycle import enter
 
-from . import compaction, replies
+from . import compaction, limits, replies
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
@@ -125,6 +125,8 @@ class AgentLoop:
             for record in open_calls if cut else ():  # the last call's arguments may stop mid-way
                 if parse_arguments(record.arguments)[1] is not None:
                     self._record(status, record, CallState.FAILED, ToolOutcome(error=TRUNCATED_CALL))
+            for record, why in limits.refusals(open_calls, self._by_name, self.spec.caps):  # the operator's limits
+                self._record(status, record, CallState.FAILED, ToolOutcome(error=why))
             if any(self._has_effects(r) for r in open_calls):
                 await self._save(status)
         await self._run_calls(status, open_calls)
@@ -257,6 +259,8 @@ class AgentLoop:
             setattr(record, name, value)
 
     def _record(self, status: TaskRunStatus, record: ToolCallRecord, state: CallState, outcome: ToolOutcome) -> None:
+        if (kept := limits.kept(outcome, status, self.spec.caps.journal_bytes)) is not outcome:
+            state, outcome = CallState.FAILED, kept
         record.state, record.end_time = state, now_rfc3339()
         record.result, record.error = _capped(outcome.result, KEPT_CHARS), _capped(outcome.error, KEPT_CHARS)
         self.telemetry.metrics.tool_call(record.tool, state.value)

@@ -7,21 +7,21 @@ that reason is new, not on every retry. Its timeoutSeconds still ends it (a run 
 its creation, lifecycle.stop_for). Stalled turns False once the run starts an actor. What can never come ends
 the run or the call at once instead of waiting:
 - a child run whose Agent does not exist fails (AgentNotFound): its parent must not wait for it forever;
-- a delegate call whose Agent does not exist when the operator would create its child fails as a tool error
-  (the parent resumes with it; no child run is created);
+- a delegate call whose Agent does not exist when the operator would create its child, or past the runs its
+  delegation tree may hold, fails as a tool error (the parent resumes with it; no child run is created);
 - a run whose tools need a Secret (key) that does not exist fails (SecretNotFound) instead of holding its slot
   while it retries.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
 from kubechain.api.v1alpha1 import CallState, ConditionType, Phase, Reason, TaskRunStatus, WaitingFor
 from kubechain.api.v1alpha1.common import with_condition
 
 from . import effects as do
-from .lifecycle import ChildOutcome, enter
+from .lifecycle import enter
+from .observation import Observed
 
 
 def blocked(status: TaskRunStatus, reason: Reason, message: str, now: datetime) -> tuple[TaskRunStatus, tuple[do.Effect, ...]]:
@@ -52,12 +52,17 @@ def failed(status: TaskRunStatus, reason: Reason, message: str, now: datetime) -
     return ended, (do.PostEvent("Warning", reason, message),)
 
 
-def refused_delegations(status: TaskRunStatus, children: Mapping[str, ChildOutcome], absent_agents: frozenset[str],
-                        namespace: str) -> dict[str, str]:
-    """Waiting delegate calls, by key, whose child run was not created yet and whose Agent does not exist: their
-    tool error. A child that exists already fails on its own (AgentNotFound) if its Agent went away."""
-    return {r.key: (f"delegation refused: Agent {r.delegated_to!r} does not exist in namespace {namespace!r}; "
-                    "no child run was created")
-            for r in status.tool_call_history
-            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN
-            and r.child_run not in children and r.delegated_to in absent_agents}
+def refused_delegations(seen: Observed) -> dict[str, str]:
+    """Waiting delegate calls, by key, whose child run was not created yet and must not be: their tool error. Its
+    Agent does not exist (a child that exists already fails on its own, AgentNotFound, if its Agent went away), or
+    the delegation tree holds its most runs (KUBECHAIN_MAX_RUNS_PER_TREE: depth alone allows fan-out^depth)."""
+    new = [r for r in seen.status.tool_call_history if r.state is CallState.WAITING
+           and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children]
+    refused = {r.key: (f"delegation refused: Agent {r.delegated_to!r} does not exist in namespace "
+                       f"{seen.ref.namespace!r}; no child run was created")
+               for r in new if r.delegated_to in seen.absent_agents}
+    room = seen.max_tree_runs - seen.tree_runs if seen.max_tree_runs else len(new)
+    for record in [r for r in new if r.key not in refused][max(room, 0):]:
+        refused[record.key] = (f"not run: the delegation tree holds {seen.tree_runs} runs and may hold at most "
+                               f"{seen.max_tree_runs} (KUBECHAIN_MAX_RUNS_PER_TREE); no child run was created")
+    return refused

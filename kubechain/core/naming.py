@@ -10,11 +10,13 @@ from kubechain.api.v1alpha1 import GROUP
 LABEL_TASK = f"{GROUP}/task"
 LABEL_AGENT = f"{GROUP}/agent"
 LABEL_PARENT_UID = f"{GROUP}/parent-uid"  # on child TaskRuns: the delegating TaskRun (names may exceed 63 chars)
+LABEL_ROOT_UID = f"{GROUP}/root-uid"      # on child TaskRuns: the root of the delegation tree (runs per tree)
 ANNOTATION_TOOL_CALL = f"{GROUP}/tool-call-id"  # on child TaskRuns and tool Jobs: the LLM's call id (for people)
 ANNOTATION_CALL_KEY = f"{GROUP}/call-key"      # ... and the call's key (ToolCallRecord.key), what the operator matches
 LABEL_TASKRUN_UID = f"{GROUP}/taskrun-uid"  # on tool Jobs: the TaskRun whose call the Job runs
 ANNOTATION_TOOL_OUTCOME = f"{GROUP}/outcome"  # on a finished tool Job: Succeeded or Failed
 ANNOTATION_TOOL_RESULT = f"{GROUP}/result"    # ... and its result or error, as the tool message will say it
+ANNOTATION_MAX_PRIORITY = f"{GROUP}/max-priority"  # on a Namespace (a cluster admin's): the highest priority there
 
 
 def actor_name(namespace: str, name: str, uid: str) -> str:

@@ -132,6 +132,8 @@ class Observed:
     traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
     created: datetime | None = None     # metadata.creationTimestamp: a run that never started times out from it
     absent_agents: frozenset[str] = frozenset()  # Agents that waiting delegate calls name and that do not exist
+    tree_runs: int = 1                  # runs of the run's delegation tree, root included, as the index shows them
+    max_tree_runs: int = 0              # KUBECHAIN_MAX_RUNS_PER_TREE (0: no limit)
     ray_namespace: str = ""
 
     @property

@@ -304,18 +304,18 @@ def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
             record = next(r for r in seen.status.tool_call_history if r.key == key)
             jobs[key] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
                                                     f"{seen.status.agent!r}; the call did not run")
-    refused = refused_delegations(seen.status, seen.children, seen.absent_agents, seen.ref.namespace)
+    refused = refused_delegations(seen)
     return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs, refused)
 
 
 def _children_to_create(seen: Observed) -> list[do.CreateChild]:
-    status = seen.status
+    status, refused = seen.status, refused_delegations(seen)
     return [do.CreateChild(child_taskrun(seen.ref.namespace, seen.ref.name, seen.ref.uid, seen.parsed, status.agent,
                                          r, json.loads(r.arguments)["message"], status.traceparent),
                            f"call {r.id}: child TaskRun {r.child_run} (agent {r.delegated_to})")
             for r in status.tool_call_history
             if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children
-            and r.delegated_to not in seen.absent_agents]
+            and r.key not in refused]
 
 
 def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:

@@ -12,7 +12,8 @@ from typing import Any, Iterable, Protocol
 from pydantic import ValidationError
 
 from kubechain.api.builtins import BUILTIN_ARGUMENTS, DELEGATE_ARGUMENTS
-from kubechain.api.runspec import CallInput, ResolvedExecution, ResolvedMCP, ResolvedTool, RunSpec, TaskRunRef
+from kubechain.api.runspec import (CallInput, ResolvedExecution, ResolvedMCP, ResolvedTool, RunCaps, RunSpec,
+                                   TaskRunRef)
 from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ReadinessReason, MCPServer, MCPServerStatus, ToolSetSpec, ToolSpec
 from kubechain.api.v1alpha1.mcp import compact
 from kubechain.core.naming import llm_tool_name
@@ -219,7 +220,8 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
 def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None,
              epoch: int = 1, *, max_turns: int = 50, lineage: list[str] | None = None,
              inputs: dict[str, CallInput] | None = None, max_delegation_depth: int = 5,
-             traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False) -> RunSpec:
+             traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False,
+             caps: RunCaps | None = None) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
@@ -227,4 +229,5 @@ def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog
                    context=agent.context,
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
                    lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth,
-                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs)
+                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs,
+                   caps=caps or RunCaps())

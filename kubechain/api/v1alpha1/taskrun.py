@@ -211,6 +211,8 @@ class ParentRef(Model):
     tool_call_id: str = Field(description="The parent's delegate call this run answers (the LLM's call id).")
     call_key: str = Field(default="", description="That call's key (its idempotencyKey in the parent's "
                                                   "toolCallHistory): unique within the parent run.")
+    root_uid: str = Field(default="", description="The uid of the delegation tree's root run (the operator's "
+                                                  "KUBECHAIN_MAX_RUNS_PER_TREE counts the runs under it).")
     agents: list[str] = Field(default_factory=list, description="Agents of the ancestors, root first (depth limit "
                                                                 "and cycle detection).")
     traceparent: str | None = Field(default=None, description="The parent's trace context: the child's spans join "

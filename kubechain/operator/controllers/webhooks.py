@@ -16,6 +16,9 @@ import kopf
 from kubechain.core import admission
 from kubechain.api.v1alpha1 import GROUP, KINDS, VERSION
 
+from ..settings import current, ray_tool_limits
+from .taskrun.indexes import priority_limit
+
 from .catalog import IndexCatalog
 
 WRITES = ["CREATE", "UPDATE"]
@@ -47,12 +50,12 @@ def validate_llm(spec: kopf.Spec, **_: Any) -> None:
 
 @kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES)
 def validate_tool(spec: kopf.Spec, **_: Any) -> None:
-    refuse(admission.tool(dict(spec)))
+    refuse(admission.tool(dict(spec), ray_tool_limits(current().limits)))
 
 
 @kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES)
 def validate_toolset(spec: kopf.Spec, **_: Any) -> None:
-    refuse(admission.toolset(dict(spec)))
+    refuse(admission.toolset(dict(spec), ray_tool_limits(current().limits)))
 
 
 @kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES)
@@ -60,11 +63,15 @@ def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) ->
     refuse(admission.agent(namespace, name, dict(spec), IndexCatalog(kwargs)))
 
 
-@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=["UPDATE"])
-def validate_task(old: kopf.Body, new: kopf.Body, **_: Any) -> None:
-    refuse(admission.task_update(dict(old), dict(new)))
+@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=WRITES)
+def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+    before = dict(old) if operation == "UPDATE" and old is not None else None
+    problems = admission.task_update(before, dict(new)) if before is not None else []
+    refuse(problems + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))
 
 
 @kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES)
-def validate_taskrun(new: kopf.Body, old: kopf.Body | None, operation: str, **_: Any) -> None:
-    refuse(admission.taskrun(dict(new), dict(old) if operation == "UPDATE" and old is not None else None))
+def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+    before = dict(old) if operation == "UPDATE" and old is not None else None
+    refuse(admission.taskrun(dict(new), before)
+           + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))

@@ -13,7 +13,7 @@ from typing import Any, assert_never
 import kopf
 from pydantic import SecretStr
 
-from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
+from kubechain.api.runspec import RunCaps, RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, AgentSpec, Phase, Reason, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
@@ -22,6 +22,7 @@ from kubechain.core.resolve import agent_readiness, parse, run_spec
 
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS
 from ...raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
+from ...settings import LimitSettings, ray_tool_limits
 from ...state import OperatorState
 from ..catalog import IndexCatalog
 from .observe import agent_and_input
@@ -219,7 +220,13 @@ def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, ca
                     max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
                     lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
                     max_delegation_depth=state.settings.reconcile.max_delegation_depth,
-                    json_logs=state.settings.json_logs)
+                    json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits))
+
+
+def run_caps(limits: LimitSettings) -> RunCaps:
+    """The operator's limits that the actor enforces on each reply."""
+    return RunCaps(tool_calls_per_reply=limits.tool_calls_per_reply, child_runs_per_turn=limits.child_runs_per_turn,
+                   journal_bytes=limits.journal_bytes, ray=ray_tool_limits(limits))
 
 
 async def recycle_when_done(state: OperatorState, actor: str, handle: Any, run: Any) -> None:

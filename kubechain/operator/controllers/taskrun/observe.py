@@ -11,7 +11,7 @@ from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import CallState, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
 from kubechain.api.v1alpha1.common import parse_rfc3339
 from kubechain.core.lifecycle import ChildOutcome
-from kubechain.core.naming import LABEL_TASK
+from kubechain.core.naming import LABEL_ROOT_UID, LABEL_TASK
 from kubechain.core.observation import ActorFact, Observed, Seen, Target, Trigger
 from kubechain.core.resolve import Catalog, parse
 
@@ -50,7 +50,8 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
     if status.phase.terminal:
         return replace(observed, jobs=jobs)
     return replace(observed, jobs=jobs, containers=containers_of(catalog, ref.namespace, status, jobs),
-                   absent_agents=absent_agents(catalog, ref.namespace, status))
+                   absent_agents=absent_agents(catalog, ref.namespace, status),
+                   tree_runs=tree_size(indexes, ref, body), max_tree_runs=state.settings.limits.runs_per_tree)
 
 
 def gone(trigger: Trigger, ref: TaskRunRef, state: OperatorState, status: TaskRunStatus) -> Observed:
@@ -86,6 +87,12 @@ def absent_agents(catalog: Catalog, namespace: str, status: TaskRunStatus) -> fr
     return frozenset(r.delegated_to for r in status.tool_call_history
                      if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.delegated_to
                      and catalog.get("Agent", namespace, r.delegated_to) is None)
+
+
+def tree_size(indexes: dict[str, Any], ref: TaskRunRef, body: Mapping[str, Any]) -> int:
+    """Runs of the delegation tree this run is in, root included (as the watch has shown them)."""
+    root = (body["metadata"].get("labels") or {}).get(LABEL_ROOT_UID) or ref.uid
+    return 1 + len(indexes["tree_taskruns"].get((ref.namespace, root), []))
 
 
 def created_at(body: Mapping[str, Any]) -> datetime | None:
