@@ -33,6 +33,7 @@ class Target:
     ready: bool = False
     message: str = ""          # the Agent's status message, or why there is none
     agent_exists: bool = True  # False: no Agent of that name (a child run then fails: it was checked at creation)
+    settling: bool = False     # the Agent is only being reconciled (start-up): wait quietly, no Stalled
 
 
 @dataclass(frozen=True)

@@ -143,8 +143,11 @@ def _pending(seen: Observed, now: datetime) -> Decision:
         return Decision(*failed(status, Reason.AGENT_NOT_FOUND, f"Agent {target.agent!r} not found: a delegated run "
                                 "does not wait for its Agent to appear", now), guarded=True)
     if not target.ready:
+        waiting = f"waiting for Agent {target.agent!r} to be ready: {target.message}"
+        if target.settling:  # a moment of start-up (its dependencies are being reconciled), not worth a Warning
+            return Decision(_said(status, waiting))
         reason = Reason.AGENT_NOT_READY if target.agent_exists else Reason.AGENT_NOT_FOUND
-        return Decision(*blocked(status, reason, f"waiting for Agent {target.agent!r} to be ready: {target.message}", now))
+        return Decision(*blocked(status, reason, waiting, now))
     match seen.slot:
         case InQueue(message=message, position=position):
             if (status.message, status.queue_position) == (message, position):

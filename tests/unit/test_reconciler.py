@@ -86,6 +86,9 @@ def cond(decision, type_: str) -> Condition | None:
                  id="pending->pending: no Agent (a run of a Task: it may be created)"),
     pytest.param(READY, InQueue("Queued: position 2 of 3 (cluster limit: 1 of 1 running)", 2),
                  "Queued: position 2 of 3 (cluster limit: 1 of 1 running)", None, id="pending->pending: queued"),
+    pytest.param(Target(True, "helper", False, "LLM 'x' is not reconciled yet", settling=True), None,
+                 "waiting for Agent 'helper' to be ready: LLM 'x' is not reconciled yet", None,
+                 id="pending->pending: Agent being reconciled (start-up: quietly)"),
 ])
 def test_pending_waits_and_says_why(target, slot, message, stalled):
     decision = reconcile(seen(TaskRunStatus(), target=target, slot=slot), NOW)

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from kubechain.api.runspec import TaskRunRef
-from kubechain.api.v1alpha1 import CallState, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1 import (CallState, ConditionType, Phase, ReadinessReason, TaskRunSpec, TaskRunStatus,
+                                    WaitingFor)
 from kubechain.api.v1alpha1.common import parse_rfc3339
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.naming import LABEL_ROOT_UID, LABEL_TASK
@@ -118,4 +119,7 @@ def target_of(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> Target:
     agent = catalog.get("Agent", namespace, found[0])
     status = (agent or {}).get("status") or {}
     message = (status.get("message") or "not reconciled yet") if agent else "not found"
-    return Target(True, found[0], bool(status.get("ready")), message, agent_exists=agent is not None)
+    reason = next((c.get("reason") for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), "")
+    settling = agent is not None and (not status or reason in {r.value for r in ReadinessReason if r.transient})
+    return Target(True, found[0], bool(status.get("ready")), message, agent_exists=agent is not None,
+                  settling=settling)
