@@ -132,7 +132,9 @@ def _stopped(seen: Observed, stop: Stop, now: datetime) -> Decision:
 
 
 def _pending(seen: Observed, now: datetime) -> Decision:
-    """pending -> pending: waiting for the Task, the Agent or a slot (the message says which);
+    """pending -> pending: waiting for the Task, the Agent or a slot (the message says which; condition Stalled
+    and a Warning when it is not just the queue or a moment of start-up: blocking.py);
+    pending -> failed: AgentNotFound, a child run whose Agent does not exist;
     pending -> running: Scheduled, once the Agent is ready and the admission plan has a slot."""
     status, target = seen.status, seen.target
     if seen.trigger is not Trigger.EVENT or seen.scheduled or target is None:
@@ -174,7 +176,8 @@ def _running(seen: Observed, now: datetime) -> Decision:
       prepared -> write the raised epoch (fencing out any older actor), then create the actor
       created  -> record the actor (a pooled one is found again by this name), then give it the run
       found    -> join the live actor's run
-      returned -> look again soon;  lost -> Event, look again;  Ray down -> condition, Event, reconnect."""
+      returned -> look again soon;  lost -> Event, look again;  Ray down -> condition, Event, reconnect;
+      cannot start -> Stalled, look again later; or running -> failed (SecretNotFound) when it never could."""
     status, fact = seen.status, seen.actor
     match fact:
         case None:
@@ -306,7 +309,7 @@ def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
         if container is None and key not in jobs:
             record = next(r for r in seen.status.tool_call_history if r.key == key)
             jobs[key] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
-                                                    f"{seen.status.agent!r}; the call did not run")
+                                                f"{seen.status.agent!r}; the call did not run")
     refused = refused_delegations(seen)
     return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs, refused)
 
