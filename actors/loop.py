@@ -27,7 +27,7 @@ from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.naming import child_taskrun_name, tool_job_name
 from kubechain.core.lifecycle import enter
 
-from . import compaction
+from . import compaction, limits, replies
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
@@ -105,6 +105,8 @@ class AgentLoop:
                 reply = await self._ask(status, self._messages, self._tool_schemas)
             except LLMError as exc:
                 return await self._llm_failed(status, exc)
+            if (problem := replies.refused(reply.message)) is not None:
+                return await self._llm_failed(status, LLMError(problem))  # final: reason LLMError, the reply not kept
             status.step += 1
             self._append(status, reply.message)
             if reply.usage.prompt_tokens:
@@ -123,6 +125,8 @@ class AgentLoop:
             for record in open_calls if cut else ():  # the last call's arguments may stop mid-way
                 if parse_arguments(record.arguments)[1] is not None:
                     self._record(status, record, CallState.FAILED, ToolOutcome(error=TRUNCATED_CALL))
+            for record, why in limits.refusals(open_calls, self._by_name, self.spec.caps):  # the operator's limits
+                self._record(status, record, CallState.FAILED, ToolOutcome(error=why))
             if any(self._has_effects(r) for r in open_calls):
                 await self._save(status)
         await self._run_calls(status, open_calls)
@@ -176,7 +180,7 @@ class AgentLoop:
         if record.state.finished:
             return False  # settled in the step already (arguments cut off at the token limit)
         if record.state is CallState.WAITING:
-            given = self.spec.inputs.get(record.id)
+            given = self.spec.inputs.get(record.key)
             if given is None:
                 return False  # still waiting: the operator resumed the run for another call's input
             record.response = given.response
@@ -235,8 +239,8 @@ class AgentLoop:
         elif ask:
             self._wait(record, WaitingFor.ANSWER, question=args[key])
         else:
-            self._wait(record, WaitingFor.CHILD_RUN, child_run=child_taskrun_name(self.spec.taskrun.name, record.id),
-                       delegated_to=tool.execution.delegate.agent_ref.name)
+            child = child_taskrun_name(self.spec.taskrun.name, record.idempotency_key)
+            self._wait(record, WaitingFor.CHILD_RUN, child_run=child, delegated_to=tool.execution.delegate.agent_ref.name)
         return True
 
     def _delegation_problem(self, agent: str) -> str | None:
@@ -255,6 +259,8 @@ class AgentLoop:
             setattr(record, name, value)
 
     def _record(self, status: TaskRunStatus, record: ToolCallRecord, state: CallState, outcome: ToolOutcome) -> None:
+        if (kept := limits.kept(outcome, status, self.spec.caps.journal_bytes)) is not outcome:
+            state, outcome = CallState.FAILED, kept
         record.state, record.end_time = state, now_rfc3339()
         record.result, record.error = _capped(outcome.result, KEPT_CHARS), _capped(outcome.error, KEPT_CHARS)
         self.telemetry.metrics.tool_call(record.tool, state.value)

@@ -18,9 +18,6 @@ from kubechain.core.codetools import defined_in, execution_problem, function_rul
 from .arguments import parse_arguments
 from .builtins import BUILTINS, ToolError
 
-MAX_RESULT_BYTES = 64 * 1024  # read from an HTTP response at most
-
-
 @dataclass(frozen=True)
 class ToolOutcome:
     result: str | None = None
@@ -88,20 +85,14 @@ class LocalToolExecutor:
     async def _post(self, http: HTTPExecution, args: dict[str, Any], idempotency_key: str) -> ToolOutcome:
         import aiohttp
 
+        from .http import post  # the body read to its limit, no redirects (see there)
+
         if self._http is None:
             self._http = aiohttp.ClientSession()
         headers = {h.name: (self._secret(h.value_from.secret_key_ref.name, h.value_from.secret_key_ref.key)
                             if h.value_from else h.value) for h in http.headers}
         headers["Idempotency-Key"] = idempotency_key
-        try:
-            async with self._http.post(http.url, json=args, headers=headers,
-                                       timeout=aiohttp.ClientTimeout(total=http.timeout_seconds)) as response:
-                body = (await response.content.read(MAX_RESULT_BYTES)).decode(errors="replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return ToolOutcome(error=f"{type(exc).__name__}: {exc}")
-        if response.ok:
-            return ToolOutcome(result=body)
-        return ToolOutcome(error=f"HTTP {response.status}: {body[:1024]}")
+        return await post(self._http, http, args, headers)
 
 
 def _builtin(name: str, args: dict[str, Any]) -> ToolOutcome:

@@ -95,6 +95,31 @@ class CallInput(Model):
     response: HumanResponse | None = Field(default=None, description="The human reply it came from, if any.")
 
 
+class RayToolLimits(Model):
+    """What a ray tool may reserve (the operator's KUBECHAIN_RAY_TOOL_* settings): checked when a Tool or ToolSet
+    is admitted, and again when a call is made (a tool admitted before a limit changed)."""
+
+    min_cpus: float = Field(default=0.1, description="Least numCpus (KUBECHAIN_RAY_TOOL_MIN_CPUS).")
+    max_cpus: float = Field(default=4, description="Most numCpus (KUBECHAIN_RAY_TOOL_MAX_CPUS).")
+    max_gpus: float = Field(default=1, description="Most numGpus (KUBECHAIN_RAY_TOOL_MAX_GPUS).")
+    max_memory: int = Field(default=8 * 1024 ** 3, description="Most memory, bytes (KUBECHAIN_RAY_TOOL_MAX_MEMORY).")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom resources allowed, with the most "
+                                        "of each (KUBECHAIN_RAY_TOOL_RESOURCES); others are refused.")
+
+
+class RunCaps(Model):
+    """The operator's limits that the actor enforces on each LLM reply (see kubechain/operator/settings.py
+    LimitSettings): what is past one is a tool error naming it, and the run goes on."""
+
+    tool_calls_per_reply: int = Field(default=64, description="Calls of one reply that run "
+                                      "(KUBECHAIN_MAX_TOOL_CALLS_PER_REPLY).")
+    child_runs_per_turn: int = Field(default=8, description="Delegate calls of one reply that start a child run "
+                                     "(KUBECHAIN_MAX_CHILD_RUNS_PER_TURN).")
+    journal_bytes: int = Field(default=64 * 1024 * 1024, description="Bytes the run's journal keeps "
+                               "(KUBECHAIN_MAX_JOURNAL_BYTES).")
+    ray: RayToolLimits = Field(default_factory=RayToolLimits, description="What ray tools may reserve.")
+
+
 class RunSpec(Model):
     taskrun: TaskRunRef
     epoch: int = Field(default=1, description="The fencing epoch this actor holds (see TaskRunStatus.epoch).")
@@ -108,11 +133,13 @@ class RunSpec(Model):
     context: ContextPolicy = Field(default_factory=ContextPolicy, description="The Agent's context policy.")
     lineage: list[str] = Field(default_factory=list, description="Agents of the ancestor runs, root first.")
     max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")
-    inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")
+    inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call "
+                                         "key (ToolCallRecord.key: the LLM's call id may repeat across steps).")
     traceparent: str | None = Field(default=None, description="The run's trace context: actor spans join it.")
     max_parallel_tool_calls: int = Field(default=4, description="Tool calls of one turn running at a time.")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Values of the Secret keys the tools "
                                           "reference, by `secret/key` (see secret_key); never serialised to status.")
+    caps: RunCaps = Field(default_factory=RunCaps, description="The operator's limits on each reply.")
     json_logs: bool = Field(default=False, description="The actor logs one JSON object per line (the operator's "
                                                        "KUBECHAIN_LOG_FORMAT).")
     code_tools: CodeToolPolicy = Field(default_factory=CodeToolPolicy, description="The cluster admin's rules for "

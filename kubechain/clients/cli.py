@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("taskrun")
         if fn is respond:
             p.add_argument("text", help="the answer")
-        p.add_argument("--call", help="the tool call id (default: the only call waiting)")
+        p.add_argument("--call", help="the waiting call: its key (idempotencyKey) or the LLM's call id "
+                                         "(default: the only call waiting)")
         p.add_argument("--reason", default="", required=fn is reject, help="why (a rejection's reason reaches the LLM)")
         p.add_argument("--by", default=os.environ.get("USER", ""), help="who responds (audit)")
         p.add_argument("--namespace", "-n", default="default")

@@ -22,8 +22,10 @@ class Reply:
     response: HumanResponse
 
 
-def response_patch(obj: dict[str, Any], reply: Reply, call_id: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(call id, merge patch) that records `reply` for the waiting call `call_id` (or the only one of its kind)."""
+def response_patch(obj: dict[str, Any], reply: Reply, call: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(call key, merge patch) that records `reply` for the waiting call `call` (its key, or the LLM's call id of
+    a waiting call; None: the only call waiting for this kind of reply). Replies are keyed by the call's key
+    (ToolCallRecord.key): an LLM's call ids may repeat across steps, and calls that wait are all of one step."""
     name = obj["metadata"]["name"]
     status = TaskRunStatus.model_validate(obj.get("status") or {})
     spec = TaskRunSpec.model_validate(obj["spec"])
@@ -31,29 +33,33 @@ def response_patch(obj: dict[str, Any], reply: Reply, call_id: str | None = None
         raise Refused(f"TaskRun {name} is {status.phase.value}, not waiting for a human")
     waiting = [r for r in status.tool_call_history if r.state is CallState.WAITING and r.waiting_for is reply.kind]
     what = "an answer" if reply.kind is WaitingFor.ANSWER else "approval"
-    if call_id is None:
+    if call is None:
         if len(waiting) != 1:
             listed = ", ".join(f"{r.id} ({r.question})" for r in waiting) or "none"
             raise Refused(f"TaskRun {name} has {len(waiting)} calls waiting for {what}: {listed}; choose one with --call")
-        call_id = waiting[0].id
-    if call_id not in {r.id for r in waiting}:
-        others = ", ".join(r.id for r in waiting) or "none"
-        raise Refused(f"call {call_id} of TaskRun {name} is not waiting for {what} (waiting: {others})")
-    if call_id in spec.responses and spec.responses[call_id] != reply.response:
-        raise Refused(f"call {call_id} of TaskRun {name} was already answered: {spec.responses[call_id].to_wire()}")
-    return call_id, {"spec": {"responses": {call_id: reply.response.model_dump(mode="json", by_alias=True, exclude_defaults=True)}}}
+        record = waiting[0]
+    else:
+        record = next((r for r in waiting if call in (r.key, r.id)), None)
+        if record is None:
+            others = ", ".join(r.id for r in waiting) or "none"
+            raise Refused(f"call {call} of TaskRun {name} is not waiting for {what} (waiting: {others})")
+    key = record.key
+    if key in spec.responses and spec.responses[key] != reply.response:
+        raise Refused(f"call {record.id} of TaskRun {name} was already answered: {spec.responses[key].to_wire()}")
+    return key, {"spec": {"responses": {key: reply.response.model_dump(mode="json", by_alias=True, exclude_defaults=True)}}}
 
 
 CANCEL_PATCH = {"spec": {"cancel": True}}
 
 
-def send_reply(api: Any, namespace: str, name: str, reply: Reply, call_id: str | None = None) -> str:
+def send_reply(api: Any, namespace: str, name: str, reply: Reply, call: str | None = None) -> str:
     """Read the run, check the reply (`Refused`) and write it with `api` (a kubernetes `CustomObjectsApi` holding
-    the caller's credentials, so the apiserver's RBAC decides). The CLI and the web console both reply through here."""
+    the caller's credentials, so the apiserver's RBAC decides); returns the call's key. The CLI and the web
+    console both reply through here."""
     obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name)
-    call_id, patch = response_patch(obj, reply, call_id)
+    key, patch = response_patch(obj, reply, call)
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name, patch)
-    return call_id
+    return key
 
 
 def send_cancel(api: Any, namespace: str, name: str) -> None:

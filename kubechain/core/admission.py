@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubechain.api.codetools import CodeToolPolicy
+from kubechain.api.runspec import RayToolLimits
 from kubechain.api.v1alpha1 import AgentSpec, HumanResponse, LLMSpec, TaskRunSpec, TaskRunStatus, ToolSetSpec, ToolSpec
 from kubechain.core import codetools
+from kubechain.core.limits import priority_problem, tool_limits_problem
 from kubechain.core.naming import llm_tool_name
 from kubechain.core.resolve import Catalog, parse, tool_problem
 from kubechain.core.lifecycle import response_problems
@@ -21,21 +23,22 @@ def llm(spec: dict[str, Any]) -> list[str]:
     return [error] if (error := parse(LLMSpec, spec)[1]) else []
 
 
-def tool(spec: dict[str, Any], policy: CodeToolPolicy | None = None) -> list[str]:
-    """`policy`: the code-tool rules of the Tool's namespace (None: no code tool may run)."""
+def tool(spec: dict[str, Any], policy: CodeToolPolicy | None = None, ray: RayToolLimits = RayToolLimits()) -> list[str]:
+    """`policy`: the code-tool rules of the Tool's namespace (None: no code tool may run); `ray`: what ray tools
+    may reserve (the operator's settings)."""
     parsed, error = parse(ToolSpec, spec)
     if error:
         return [error]
-    problems = [problem] if (problem := tool_problem(parsed)) else []
+    problems = [problem] if (problem := tool_problem(parsed) or tool_limits_problem(parsed, ray)) else []
     return problems + codetools.tool_problems(parsed, policy or CodeToolPolicy())
 
 
-def toolset(spec: dict[str, Any], policy: CodeToolPolicy | None = None) -> list[str]:
-    """`policy`: as for tool()."""
+def toolset(spec: dict[str, Any], policy: CodeToolPolicy | None = None, ray: RayToolLimits = RayToolLimits()) -> list[str]:
+    """`policy` and `ray`: as for tool()."""
     parsed, error = parse(ToolSetSpec, spec)
     if error:
         return [error]
-    problems = [f"tool {t.name!r}: {p}" for t in parsed.tools if (p := tool_problem(t))]
+    problems = [f"tool {t.name!r}: {p}" for t in parsed.tools if (p := tool_problem(t) or tool_limits_problem(t, ray))]
     problems += codetools.toolset_problems(parsed, policy or CodeToolPolicy())
     names = [t.name for t in parsed.tools] + [llm_tool_name(r.name) for r in parsed.tool_refs]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
@@ -97,6 +100,15 @@ def task_update(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if launched and old["spec"].get("agentRef") != new["spec"].get("agentRef"):
         return ["spec.agentRef cannot change once the Task launched its TaskRun: create a new Task"]
     return []
+
+
+def priority(new: dict[str, Any], old: dict[str, Any] | None, namespace: str, maximum: int,
+             annotated: bool) -> list[str]:
+    """A Task's or TaskRun's priority, when it is set or raised: at most its namespace's maximum (limits.py)."""
+    value = int((new.get("spec") or {}).get("priority") or 0)
+    if old is not None and value <= int((old.get("spec") or {}).get("priority") or 0):
+        return []  # unchanged or lowered: a run admitted before the maximum fell keeps working
+    return [problem] if (problem := priority_problem(value, namespace, maximum, annotated)) else []
 
 
 IMMUTABLE_TASKRUN_FIELDS = ("taskRef", "agentRef", "userInput", "parent")

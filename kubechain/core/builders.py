@@ -5,7 +5,8 @@ from typing import Any
 
 from kubechain.api.v1alpha1 import API_VERSION, RunLimits, TaskRunSpec, ToolCallRecord
 from kubechain.api.v1alpha1.tool import ContainerExecution
-from kubechain.core.naming import (ANNOTATION_TOOL_CALL, LABEL_AGENT, LABEL_PARENT_UID, LABEL_TASK, LABEL_TASKRUN,
+from kubechain.core.naming import (ANNOTATION_CALL_KEY, ANNOTATION_TOOL_CALL, LABEL_AGENT, LABEL_PARENT_UID,
+                                   LABEL_ROOT_UID, LABEL_TASK, LABEL_TASKRUN,
                               LABEL_TASKRUN_UID, taskrun_name)
 
 
@@ -35,14 +36,16 @@ def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: Tas
     """The TaskRun a delegate call runs as: owned by its parent (deleting the parent deletes the tree), with
     the parent's limits and the chain of agents above it."""
     lineage = [*(parent.parent.agents if parent.parent else []), parent_agent]
+    root = (parent.parent.root_uid or parent.parent.uid) if parent.parent else parent_uid
     return {
         "apiVersion": API_VERSION, "kind": "TaskRun",
         "metadata": {"name": record.child_run, "namespace": namespace,
-                     "labels": {LABEL_AGENT: record.delegated_to, LABEL_PARENT_UID: parent_uid},
-                     "annotations": {ANNOTATION_TOOL_CALL: record.id},
+                     "labels": {LABEL_AGENT: record.delegated_to, LABEL_PARENT_UID: parent_uid, LABEL_ROOT_UID: root},
+                     "annotations": {ANNOTATION_TOOL_CALL: record.id, ANNOTATION_CALL_KEY: record.key},
                      "ownerReferences": [owner_reference("TaskRun", parent_name, parent_uid)]},
         "spec": {"agentRef": {"name": record.delegated_to}, "userInput": message, **_limits(parent),
-                 "parent": {"name": parent_name, "uid": parent_uid, "toolCallId": record.id, "agents": lineage,
+                 "parent": {"name": parent_name, "uid": parent_uid, "toolCallId": record.id, "callKey": record.key,
+                            "rootUid": root, "agents": lineage,
                             **({"traceparent": traceparent} if traceparent else {})}},
     }
 
@@ -82,7 +85,7 @@ def tool_job(namespace: str, taskrun: str, taskrun_uid: str, record: ToolCallRec
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": record.job, "namespace": namespace, "labels": labels,
-                     "annotations": {ANNOTATION_TOOL_CALL: record.id},
+                     "annotations": {ANNOTATION_TOOL_CALL: record.id, ANNOTATION_CALL_KEY: record.key},
                      "ownerReferences": [owner_reference("TaskRun", taskrun, taskrun_uid)]},
         "spec": {"backoffLimit": 0, "activeDeadlineSeconds": container.timeout_seconds,
                  "template": {"metadata": {"labels": labels}, "spec": pod_spec}},

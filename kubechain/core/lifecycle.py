@@ -67,8 +67,11 @@ class Stop:
     message: str
 
 
-def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: datetime) -> Stop | None:
-    """Whether a run that has not ended must be stopped now: cancelled, or past its deadline."""
+def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: datetime,
+             created: datetime | None = None) -> Stop | None:
+    """Whether a run that has not ended must be stopped now: cancelled, or past its deadline. The timeout counts
+    from the first start; for a run that never started (`created`: its creationTimestamp), from its creation, so a
+    run held Pending (a missing Task or Agent, the queue) ends at its timeout too."""
     if status.phase.terminal:
         return None
     if cancel:
@@ -76,18 +79,21 @@ def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: dateti
     start = started_at(status)
     if limits.timeout_seconds and start and now >= start + timedelta(seconds=limits.timeout_seconds):
         return Stop(Reason.TIMEOUT, f"timed out: still not finished {limits.timeout_seconds} s after it started")
+    if limits.timeout_seconds and not start and created and now >= created + timedelta(seconds=limits.timeout_seconds):
+        return Stop(Reason.TIMEOUT, f"timed out: still not started {limits.timeout_seconds} s after it was created "
+                                    f"({status.message or 'Pending'})")
     return None
 
 
-def next_deadline(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
-    """The next moment something is due without any event: the run's timeout, an approval's expiry, or
-    (for an ended run) its deletion after ttlSecondsAfterFinished."""
+def next_deadline(limits: RunLimits, status: TaskRunStatus, created: datetime | None = None) -> datetime | None:
+    """The next moment something is due without any event: the run's timeout (from its creation while it never
+    started), an approval's expiry, or (for an ended run) its deletion after ttlSecondsAfterFinished."""
     if status.phase.terminal:
         end = finished_at(status)
         return end + timedelta(seconds=limits.ttl_seconds_after_finished) \
             if end and limits.ttl_seconds_after_finished is not None else None
     moments = [parse_rfc3339(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
-    if limits.timeout_seconds and (start := started_at(status)):
+    if limits.timeout_seconds and (start := started_at(status) or created):
         moments.append(start + timedelta(seconds=limits.timeout_seconds))
     return min(moments, default=None)
 
@@ -128,34 +134,40 @@ def _valid(record: ToolCallRecord, response: HumanResponse | None) -> bool:
 
 
 def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], children: dict[str, ChildOutcome],
-                  now: datetime, jobs: dict[str, JobOutcome] | None = None) -> Gathered:
+                  now: datetime, jobs: dict[str, JobOutcome] | None = None,
+                  refused: dict[str, str] | None = None) -> Gathered:
     """For each waiting call, its input if it has arrived: an answer, a decision (an expired approval is a
-    rejection), a child run that ended, or a Job that finished (`jobs` by call id)."""
+    rejection), a child run that ended, or a Job that finished; `refused` calls fail with that text. Replies,
+    `jobs`, `refused` and the inputs are keyed by the call's key (ToolCallRecord.key), never by the LLM's call id
+    alone, which may repeat across steps."""
     gathered = Gathered()
     for record in status.tool_call_history:
         if record.state is not CallState.WAITING:
             continue
-        response = responses.get(record.id)
+        if (why := (refused or {}).get(record.key)) is not None:  # it can never get it (blocking.py)
+            gathered.inputs[record.key] = CallInput(accepted=False, text=why)
+            continue
+        response = responses.get(record.key)
         if record.waiting_for is WaitingFor.CHILD_RUN:
             child = children.get(record.child_run or "") or ChildOutcome(None)
             if child.phase is not None and child.phase.terminal:
                 ok = child.phase is Phase.COMPLETED
                 text = child.output if ok else f"the delegated run {record.child_run} failed: {child.error}"
-                gathered.inputs[record.id] = CallInput(accepted=ok, text=text)
+                gathered.inputs[record.key] = CallInput(accepted=ok, text=text)
             else:
                 gathered.missing.append(f"child TaskRun {record.child_run} ({(child.phase or Phase.PENDING).value})")
         elif record.waiting_for is WaitingFor.JOB:
-            job = (jobs or {}).get(record.id) or JobOutcome(False)
+            job = (jobs or {}).get(record.key) or JobOutcome(False)
             if job.finished:
-                gathered.inputs[record.id] = CallInput(accepted=job.succeeded, text=job.text)
+                gathered.inputs[record.key] = CallInput(accepted=job.succeeded, text=job.text)
             else:
                 gathered.missing.append(f"Job {record.job} ({record.tool})")
         elif _valid(record, response):
             text = response.answer if record.waiting_for is WaitingFor.ANSWER else response.reason
-            gathered.inputs[record.id] = CallInput(accepted=response.approved is not False, text=text or "",
+            gathered.inputs[record.key] = CallInput(accepted=response.approved is not False, text=text or "",
                                                    response=response)
         elif record.expires_at and now >= parse_rfc3339(record.expires_at):
-            gathered.inputs[record.id] = CallInput(accepted=False, text="no decision before the approval deadline "
+            gathered.inputs[record.key] = CallInput(accepted=False, text="no decision before the approval deadline "
                                                                         f"{record.expires_at}")
         else:
             what = "an answer to" if record.waiting_for is WaitingFor.ANSWER else "approval of"
@@ -164,21 +176,25 @@ def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], ch
 
 
 def response_problems(status: TaskRunStatus, responses: dict[str, HumanResponse], sealed: bool = False) -> list[str]:
-    """Replies that are refused, each with why. A reply is accepted once, for a call waiting for a human.
+    """Replies that are refused, each with why. A reply is accepted once, for a call waiting for a human, under
+    the call's key (a reply under the LLM's bare call id is refused, naming the key it must use).
     `sealed`: older calls are out of line, so a call not in the tail may be one of them (then no verdict)."""
-    records = {r.id: r for r in status.tool_call_history}
+    records = {r.key: r for r in status.tool_call_history}
     problems = []
-    for call_id, response in sorted(responses.items()):
-        record = records.get(call_id)
+    for key, response in sorted(responses.items()):
+        record = records.get(key)
         if record is None:
-            if not sealed:
-                problems.append(f"{call_id}: no such tool call in this run")
+            if named := [r.key for r in status.tool_call_history if r.id == key and r.state is CallState.WAITING]:
+                problems.append(f"{key}: replies are keyed by the call's idempotencyKey, not the LLM's call id: "
+                                f"use {', '.join(named)}")
+            elif not sealed:
+                problems.append(f"{key}: no such tool call in this run")
         elif record.state is CallState.WAITING and record.waiting_for.human:
             if not _valid(record, response):
                 need = "an `answer`" if record.waiting_for is WaitingFor.ANSWER else "`approved: true|false`"
-                problems.append(f"{call_id}: this call waits for {need}")
+                problems.append(f"{key}: this call waits for {need}")
         elif record.response is None:
-            problems.append(f"{call_id}: the call ({record.tool}) is not waiting for a human")
+            problems.append(f"{key}: the call ({record.tool}) is not waiting for a human")
         elif record.response != response:
-            problems.append(f"{call_id}: already answered ({record.response.to_wire()}); the new reply is ignored")
+            problems.append(f"{key}: already answered ({record.response.to_wire()}); the new reply is ignored")
     return problems

@@ -10,10 +10,13 @@ from kubechain.api.v1alpha1 import GROUP
 LABEL_TASK = f"{GROUP}/task"
 LABEL_AGENT = f"{GROUP}/agent"
 LABEL_PARENT_UID = f"{GROUP}/parent-uid"  # on child TaskRuns: the delegating TaskRun (names may exceed 63 chars)
-ANNOTATION_TOOL_CALL = f"{GROUP}/tool-call-id"
+LABEL_ROOT_UID = f"{GROUP}/root-uid"      # on child TaskRuns: the root of the delegation tree (runs per tree)
+ANNOTATION_TOOL_CALL = f"{GROUP}/tool-call-id"  # on child TaskRuns and tool Jobs: the LLM's call id (for people)
+ANNOTATION_CALL_KEY = f"{GROUP}/call-key"      # ... and the call's key (ToolCallRecord.key), what the operator matches
 LABEL_TASKRUN_UID = f"{GROUP}/taskrun-uid"  # on tool Jobs: the TaskRun whose call the Job runs
 ANNOTATION_TOOL_OUTCOME = f"{GROUP}/outcome"  # on a finished tool Job: Succeeded or Failed
 ANNOTATION_TOOL_RESULT = f"{GROUP}/result"    # ... and its result or error, as the tool message will say it
+ANNOTATION_MAX_PRIORITY = f"{GROUP}/max-priority"  # on a Namespace (a cluster admin's): the highest priority there
 
 
 def actor_name(namespace: str, name: str, uid: str) -> str:
@@ -41,9 +44,10 @@ def mcp_tool_name(server: str, tool: str) -> str:
     return f"{clean[:55]}_{hashlib.sha256(tool.encode()).hexdigest()[:8]}"
 
 
-def child_taskrun_name(parent: str, call_id: str) -> str:
-    """The TaskRun a delegate call runs as; deterministic so a retried delegation finds, not duplicates, it."""
-    return f"{parent[:200]}-{hashlib.sha256(call_id.encode()).hexdigest()[:8]}"
+def child_taskrun_name(parent: str, idempotency_key: str) -> str:
+    """The TaskRun a delegate call runs as; deterministic so a retried delegation finds, not duplicates, it. From
+    the call's idempotency key (uid/step/call id): an LLM's call id alone may repeat in a later step."""
+    return f"{parent[:200]}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:8]}"
 
 
 def tool_job_name(taskrun: str, idempotency_key: str) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 from kubechain.api.runspec import RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import ActorRef, Phase, TaskRunSpec, TaskRunStatus
+from kubechain.api.v1alpha1 import ActorRef, Phase, Reason, TaskRunSpec, TaskRunStatus
 from kubechain.api.v1alpha1.tool import ContainerExecution
 
 from . import effects as do
@@ -31,6 +32,8 @@ class Target:
     agent: str = ""
     ready: bool = False
     message: str = ""          # the Agent's status message, or why there is none
+    agent_exists: bool = True  # False: no Agent of that name (a child run then fails: it was checked at creation)
+    settling: bool = False     # the Agent is only being reconciled (start-up): wait quietly, no Stalled
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,10 @@ class RayDown:
 
 @dataclass(frozen=True)
 class CannotStart:
-    """The run cannot be resolved into a RunSpec now (its Task or Agent gone, a Secret missing)."""
+    """The run cannot be resolved into a RunSpec now (its Task or Agent gone or not ready), or ever: `final` with
+    the reason it fails for (a Secret or key its LLM or tools need does not exist: SecretNotFound)."""
     message: str
+    final: Reason | None = None
 
 
 ActorFact = ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | RayDown | CannotStart
@@ -119,13 +124,17 @@ class Observed:
     slot: Admitted | InQueue | None = None  # Pending runs whose Agent is ready
     scheduled: bool = False             # this process wrote Running; the write has not come back yet
     children: Mapping[str, ChildOutcome] = field(default_factory=dict)  # by child TaskRun name
-    jobs: Mapping[str, JobOutcome] = field(default_factory=dict)        # tool Jobs that exist, by call id
+    jobs: Mapping[str, JobOutcome] = field(default_factory=dict)        # tool Jobs that exist, by call key
     # Waiting container calls without a Job: the tool's container as the Agent defines it now (None: the tool
     # is no longer a container tool of the Agent, so no Job will ever run the call).
     containers: Mapping[str, ContainerExecution | None] = field(default_factory=dict)
     actor: ActorFact | None = None      # the supervisor's
     failures: int = 0                   # the supervisor's consecutive failed attempts, this fact included
     traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
+    created: datetime | None = None     # metadata.creationTimestamp: a run that never started times out from it
+    absent_agents: frozenset[str] = frozenset()  # Agents that waiting delegate calls name and that do not exist
+    tree_runs: int = 1                  # runs of the run's delegation tree, root included, as the index shows them
+    max_tree_runs: int = 0              # KUBECHAIN_MAX_RUNS_PER_TREE (0: no limit)
     ray_namespace: str = ""
 
     @property

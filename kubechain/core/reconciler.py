@@ -27,6 +27,7 @@ from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Crashes, 
 from kubechain.api.v1alpha1.common import parse_rfc3339, with_condition
 
 from . import effects as do
+from .blocking import blocked, failed, refused_delegations, unblocked
 from .builders import child_taskrun, tool_job
 from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
                         response_problems, stop_for)
@@ -53,7 +54,7 @@ def reconcile(seen: Observed, now: datetime) -> Decision:
         return _invalid(seen)
     # any phase not ended --Cancelled (spec.cancel: an event) / Timeout (the clock)--> Failed
     cancel = seen.parsed.cancel and seen.trigger is Trigger.EVENT
-    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.parsed, cancel, status, now)):
+    if seen.trigger is not Trigger.SUPERVISOR and (stop := stop_for(seen.parsed, cancel, status, now, seen.created)):
         decision = _stopped(seen, stop, now)
     else:
         decision = _by_phase(seen, now)
@@ -132,22 +133,31 @@ def _stopped(seen: Observed, stop: Stop, now: datetime) -> Decision:
 
 
 def _pending(seen: Observed, now: datetime) -> Decision:
-    """pending -> pending: waiting for the Task, the Agent or a slot (the message says which);
+    """pending -> pending: waiting for the Task, the Agent or a slot (the message says which; condition Stalled
+    and a Warning when it is not just the queue or a moment of start-up: blocking.py);
+    pending -> failed: AgentNotFound, a child run whose Agent does not exist;
     pending -> running: Scheduled, once the Agent is ready and the admission plan has a slot."""
     status, target = seen.status, seen.target
     if seen.trigger is not Trigger.EVENT or seen.scheduled or target is None:
         return Decision(status)  # our Running write has not come back through the watch yet
     if not target.found:
-        return Decision(_said(status, "waiting for its Task to exist"))
+        return Decision(*blocked(status, Reason.TASK_NOT_FOUND, "waiting for its Task to exist", now))
+    if not target.agent_exists and seen.parsed.parent is not None:  # pending -> failed: nothing to wait for
+        return Decision(*failed(status, Reason.AGENT_NOT_FOUND, f"Agent {target.agent!r} not found: a delegated run "
+                                "does not wait for its Agent to appear", now), guarded=True)
     if not target.ready:
-        return Decision(_said(status, f"waiting for Agent {target.agent!r} to be ready: {target.message}"))
+        waiting = f"waiting for Agent {target.agent!r} to be ready: {target.message}"
+        if target.settling:  # a moment of start-up (its dependencies are being reconciled), not worth a Warning
+            return Decision(_said(status, waiting))
+        reason = Reason.AGENT_NOT_READY if target.agent_exists else Reason.AGENT_NOT_FOUND
+        return Decision(*blocked(status, reason, waiting, now))
     match seen.slot:
         case InQueue(message=message, position=position):
             if (status.message, status.queue_position) == (message, position):
                 return Decision(status)
             return Decision(status.model_copy(update={"message": message, "queue_position": position}))
         case Admitted():
-            running = enter(status, Phase.RUNNING, Reason.SCHEDULED, "starting an actor", now=now)
+            running = enter(unblocked(status, now), Phase.RUNNING, Reason.SCHEDULED, "starting an actor", now=now)
             actor = ActorRef(name=actor_name(seen.ref.namespace, seen.ref.name, seen.ref.uid),
                              namespace=seen.ray_namespace)
             running = running.model_copy(update={"agent": target.agent, "actor": actor, "queue_position": None,
@@ -168,7 +178,8 @@ def _running(seen: Observed, now: datetime) -> Decision:
       created  -> record the actor (a pooled one is found again by this name), then give it the run
       found    -> join the live actor's run
       returned -> look again soon;  lost -> Event, look again (or CrashLoop);  Ray down -> condition, Event,
-      reconnect."""
+      reconnect;  cannot start -> Stalled, look again later; or running -> failed (SecretNotFound) when it never
+      could."""
     status, fact = seen.status, seen.actor
     match fact:
         case None:
@@ -184,7 +195,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
             return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),), guarded=True)
         case ActorCreated(ref=ref, spec=spec):
             reason, restored = _start_kind(status, spec.epoch)
-            recorded = _ray_available(status.model_copy(update={"actor": ref}), now, True)
+            recorded = _ray_available(unblocked(status, now).model_copy(update={"actor": ref}), now, True)
             recovery = (do.CountRecovery(),) if reason is Reason.ACTOR_RESTARTED else ()
             return Decision(recorded, (do.PostEvent("Normal", reason, f"actor {ref.name} (epoch {spec.epoch}): {restored}"),
                                        *recovery, do.JoinActor(spec)))
@@ -201,8 +212,11 @@ def _running(seen: Observed, now: datetime) -> Decision:
             flipped = () if down is status else (
                 do.PostEvent("Warning", Reason.RAY_UNAVAILABLE, f"{message[:500]}; retrying, the run stays Running"),)
             return Decision(down, (*flipped, do.DisconnectRay(), do.Sleep(backoff(seen.failures))))
+        case CannotStart(message=message, final=reason) if reason is not None:  # running -> failed: no actor
+            return Decision(*failed(status, reason, message, now), guarded=True)
         case CannotStart(message=message):
-            return Decision(_said(status, message), (do.Sleep(backoff(seen.failures)),))
+            said, event = blocked(status, Reason.CANNOT_START, message, now)
+            return Decision(said, (*event, do.Sleep(backoff(seen.failures))))
         case _:
             assert_never(fact)
 
@@ -249,7 +263,7 @@ def _waiting(seen: Observed, now: datetime) -> Decision:
     gathered = gather(seen, spec, now)
     if gathered.missing:
         return Decision(_said(status, "waiting for " + "; ".join(gathered.missing)), starts)
-    kinds = {r.waiting_for for r in status.tool_call_history if r.id in gathered.inputs}
+    kinds = {r.waiting_for for r in status.tool_call_history if r.key in gathered.inputs}
     human = any(k.human for k in kinds if k)
     reason = (Reason.CHILDREN_FINISHED if WaitingFor.CHILD_RUN in kinds and not human
               else Reason.JOBS_FINISHED if WaitingFor.JOB in kinds and not human else Reason.INPUT_RECEIVED)
@@ -264,7 +278,7 @@ def _ended(seen: Observed, now: datetime) -> Decision:
     ttlSecondsAfterFinished after it ended."""
     status = seen.status
     if seen.trigger is Trigger.CLOCK:
-        due = next_deadline(seen.parsed, status)
+        due = next_deadline(seen.parsed, status, seen.created)
         return Decision(status, (do.DeleteRun(), do.Exit()) if due is not None and now >= due else ())
     if seen.trigger is Trigger.EVENT and seen.parsed.parent is not None:
         return Decision(status, (do.Wake(seen.parsed.parent.name, f"child {seen.ref.name} {status.phase.value}"),))
@@ -295,7 +309,7 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
     if seen.task and seen.task_shows != seen.status.phase.value:
         effects.append(do.ShowOnTask(seen.task, seen.status.phase.value, seen.status.output, seen.status.error))
     effects.extend(do.DeleteJob(r.job) for r in seen.status.tool_call_history
-                   if r.job and r.id in seen.jobs and (r.state.finished or seen.status.phase.terminal))
+                   if r.job and r.key in seen.jobs and (r.state.finished or seen.status.phase.terminal))
     # LLMAvailable's flip is written over the version it was decided on: from a stale event (the actor's next
     # attempt saved before the flip came back) it would flip, and post its once-per-episode Event, again
     return replace(decision, status=status, effects=tuple(effects), guarded=decision.guarded or llm is not None)
@@ -306,7 +320,7 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
     stops for an ended run that has none."""
     if any(isinstance(e, do.Exit) for e in decision.effects):
         return decision
-    due = next_deadline(seen.parsed, seen.status)
+    due = next_deadline(seen.parsed, seen.status, seen.created)
     if due is None and seen.status.phase.terminal:
         return replace(decision, effects=(*decision.effects, do.Exit()))
     pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
@@ -319,32 +333,34 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
 def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
     """What the run's waiting calls have received (an approval past its deadline: a rejection)."""
     jobs = dict(seen.jobs)
-    for call_id, container in seen.containers.items():
-        if container is None and call_id not in jobs:
-            record = next(r for r in seen.status.tool_call_history if r.id == call_id)
-            jobs[call_id] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
-                                                    f"{seen.status.agent!r}; the call did not run")
-    return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs)
+    for key, container in seen.containers.items():
+        if container is None and key not in jobs:
+            record = next(r for r in seen.status.tool_call_history if r.key == key)
+            jobs[key] = JobOutcome(True, False, f"tool {record.tool!r} is no longer a container tool of agent "
+                                                f"{seen.status.agent!r}; the call did not run")
+    refused = refused_delegations(seen)
+    return gather_inputs(seen.status, spec.responses, dict(seen.children), now, jobs, refused)
 
 
 def _children_to_create(seen: Observed) -> list[do.CreateChild]:
-    status = seen.status
+    status, refused = seen.status, refused_delegations(seen)
     return [do.CreateChild(child_taskrun(seen.ref.namespace, seen.ref.name, seen.ref.uid, seen.parsed, status.agent,
                                          r, json.loads(r.arguments)["message"], status.traceparent),
                            f"call {r.id}: child TaskRun {r.child_run} (agent {r.delegated_to})")
             for r in status.tool_call_history
-            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children]
+            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children
+            and r.key not in refused]
 
 
 def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:
     """Jobs of waiting container calls, keeping at most maxParallelToolCalls unfinished."""
     waiting = [r for r in seen.status.tool_call_history if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB]
-    room = seen.parsed.max_parallel_tool_calls - sum(1 for r in waiting if r.id in seen.jobs and not seen.jobs[r.id].finished)
+    room = seen.parsed.max_parallel_tool_calls - sum(1 for r in waiting if r.key in seen.jobs and not seen.jobs[r.key].finished)
     creates = []
-    for record in (r for r in waiting if r.id not in seen.jobs):
+    for record in (r for r in waiting if r.key not in seen.jobs):
         if room <= 0:
             break
-        container = seen.containers.get(record.id)
+        container = seen.containers.get(record.key)
         if container is not None:
             creates.append(do.CreateJob(tool_job(seen.ref.namespace, seen.ref.name, seen.ref.uid, record, container),
                                         f"call {record.id} ({record.tool}): Job {record.job}"))

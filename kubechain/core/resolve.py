@@ -12,7 +12,8 @@ from typing import Any, Iterable, Protocol
 from pydantic import ValidationError
 
 from kubechain.api.builtins import BUILTIN_ARGUMENTS, DELEGATE_ARGUMENTS
-from kubechain.api.runspec import CallInput, ResolvedExecution, ResolvedMCP, ResolvedTool, RunSpec, TaskRunRef
+from kubechain.api.runspec import (CallInput, ResolvedExecution, ResolvedMCP, ResolvedTool, RunCaps, RunSpec,
+                                   TaskRunRef)
 from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ReadinessReason, MCPServer, MCPServerStatus, ToolSetSpec, ToolSpec
 from kubechain.api.v1alpha1.mcp import compact
 from kubechain.core.naming import llm_tool_name
@@ -109,7 +110,13 @@ def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog,
     return Readiness(True, ReadinessReason.READY, f"{len(names)} tools", names)
 
 
-def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog) -> Readiness:
+def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog, delegates: bool = True) -> Readiness:
+    """Ready when the LLM and every ToolSet are ready and (`delegates`) every delegate tool's Agent exists.
+
+    "Exists" is an Agent object of that name in the namespace, ready or not: readiness that waited for the
+    target's readiness would never come for an agent delegating to itself or to an agent above it (a -> b -> a),
+    which the loop refuses per call anyway. A target that exists but is not ready holds its child runs Pending,
+    saying so, until they time out; one that is gone when a call is made fails the call (the reconciler)."""
     if problem := _dependency_problem("LLM", spec.llm_ref.name, catalog.get("LLM", namespace, spec.llm_ref.name)):
         return problem
     names: list[str] = []
@@ -120,7 +127,27 @@ def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog) -> Readin
         names.extend(toolset["status"].get("tools", []))
     if dupes := _duplicates(names):
         return not_ready(ReadinessReason.DUPLICATE_TOOL, f"tool names offered by more than one ToolSet: {', '.join(dupes)}")
+    missing = [(tool, agent) for tool, agent in delegate_targets(namespace, spec, catalog)
+               if catalog.get("Agent", namespace, agent) is None] if delegates else []
+    if missing:
+        listed = "; ".join(f"delegate tool {tool!r}: Agent {agent!r} not found" for tool, agent in missing)
+        return not_ready(ReadinessReason.DELEGATE_NOT_FOUND, listed)
     return Readiness(True, ReadinessReason.READY, f"LLM {spec.llm_ref.name!r} and {len(names)} tools ready", names)
+
+
+def delegate_targets(namespace: str, spec: AgentSpec, catalog: Catalog) -> list[tuple[str, str]]:
+    """(tool name, Agent) of the agent's delegate tools, from the ToolSets and Tools that exist."""
+    targets = []
+    for ref in spec.toolset_refs:
+        toolset, _ = parse(ToolSetSpec, (catalog.get("ToolSet", namespace, ref.name) or {}).get("spec") or {})
+        for tool in toolset.tools if toolset else ():
+            if tool.execution.delegate is not None:
+                targets.append((tool.name, tool.execution.delegate.agent_ref.name))
+        for tool_ref in toolset.tool_refs if toolset else ():
+            found, _ = parse(ToolSpec, (catalog.get("Tool", namespace, tool_ref.name) or {}).get("spec") or {})
+            if found is not None and found.execution.delegate is not None:
+                targets.append((llm_tool_name(tool_ref.name), found.execution.delegate.agent_ref.name))
+    return targets
 
 
 def _resolved(name: str, spec: ToolSpec) -> ResolvedTool:
@@ -193,7 +220,8 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
 def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None,
              epoch: int = 1, *, max_turns: int = 50, lineage: list[str] | None = None,
              inputs: dict[str, CallInput] | None = None, max_delegation_depth: int = 5,
-             traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False) -> RunSpec:
+             traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False,
+             caps: RunCaps | None = None) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
@@ -201,4 +229,5 @@ def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog
                    context=agent.context,
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
                    lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth,
-                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs)
+                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs,
+                   caps=caps or RunCaps())

@@ -9,6 +9,8 @@ import functools
 import os
 from dataclasses import dataclass, field
 
+from kubechain.api.runspec import RayToolLimits
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -53,6 +55,52 @@ class ReconcileSettings:
     sooner: 3 × pending_retry_seconds after the first failure, then 6 ×, then every 12 × (at most this)."""
     max_delegation_depth: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_DELEGATION_DEPTH", "5")))
     """How many runs a chain of delegations may hold, root included: a deeper delegate call is a tool error."""
+
+
+def _resources(text: str) -> tuple[tuple[str, float], ...]:
+    """`name=amount,name=amount` -> ((name, amount), ...)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    return tuple((name.strip(), float(amount)) for name, amount in pairs)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one run, its LLM and its tenant may make the cluster do. Hitting a limit is a tool error the LLM reads
+    (the run goes on) or a refused object, and the message names the variable."""
+    tool_calls_per_reply: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_TOOL_CALLS_PER_REPLY", "64")))
+    """Tool calls of one LLM reply that run; the ones past it get a tool error naming the limit."""
+    child_runs_per_turn: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_CHILD_RUNS_PER_TURN", "8")))
+    """Delegate calls of one LLM reply that start a child run; the ones past it get a tool error."""
+    runs_per_tree: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUNS_PER_TREE", "50")))
+    """Runs one delegation tree may hold, root included (depth alone allows childRunsPerTurn^depth): a delegate call
+    past it is a tool error and creates no run. Counted from the runs the operator has seen, so delegations made at
+    the same moment in different branches may pass it by the few the watch has not shown yet."""
+    journal_bytes: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_JOURNAL_BYTES", str(64 * 1024 * 1024))))
+    """Bytes of tool results, arguments and messages a run keeps (status and sealed chunks): a tool result that
+    would pass it is not kept and the call is a tool error saying so."""
+    max_priority: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_PRIORITY", "0")))
+    """Highest `priority` a Task or TaskRun may set in a namespace, unless the Namespace's annotation
+    kubechain.dev/max-priority (a cluster admin's: tenants cannot edit Namespaces) says otherwise. Over it is
+    refused by the validating webhook; the queue also never ranks a run above its namespace's maximum."""
+    ray_tool_min_cpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_TOOL_MIN_CPUS", "0.1")))
+    """Least `numCpus` a ray tool may reserve: a task of 0 CPUs takes no slot, so a run could start any number."""
+    ray_tool_max_cpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_TOOL_MAX_CPUS", "4")))
+    """Most `numCpus` a ray tool may reserve."""
+    ray_tool_max_gpus: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_TOOL_MAX_GPUS", "1")))
+    """Most `numGpus` a ray tool may reserve."""
+    ray_tool_max_memory: int = field(default_factory=lambda: int(_env("KUBECHAIN_RAY_TOOL_MAX_MEMORY",
+                                                                       str(8 * 1024 ** 3))))
+    """Most `memory` (bytes) a ray tool may reserve."""
+    ray_tool_resources: tuple[tuple[str, float], ...] = field(
+        default_factory=lambda: _resources(_env("KUBECHAIN_RAY_TOOL_RESOURCES", "")))
+    """Custom Ray resources a ray tool may reserve, with the most of each: `name=amount,...`. Default: none."""
+
+
+def ray_tool_limits(limits: LimitSettings) -> RayToolLimits:
+    """The ray tool limits as the webhook and the actor check them (kubechain/core/limits.py)."""
+    return RayToolLimits(min_cpus=limits.ray_tool_min_cpus, max_cpus=limits.ray_tool_max_cpus,
+                         max_gpus=limits.ray_tool_max_gpus, max_memory=limits.ray_tool_max_memory,
+                         resources=dict(limits.ray_tool_resources))
 
 
 @dataclass(frozen=True)
@@ -119,6 +167,7 @@ class ConsoleSettings:
 class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     code_tools: CodeToolSettings = field(default_factory=CodeToolSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)

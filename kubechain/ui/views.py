@@ -82,7 +82,7 @@ def message_view(message: Message) -> Obj:
 
 
 def call_view(call: ToolCallRecord) -> Obj:
-    return {"id": call.id, "step": call.step, "tool": call.tool, "arguments": call.arguments,
+    return {"id": call.id, "key": call.key, "step": call.step, "tool": call.tool, "arguments": call.arguments,
             "state": call.state.value, "attempts": call.attempts, "result": call.result, "error": call.error,
             "waitingFor": call.waiting_for.value if call.waiting_for else None, "question": call.question,
             "expiresAt": call.expires_at, "childRun": call.child_run, "delegatedTo": call.delegated_to,

@@ -49,15 +49,20 @@ def test_ask_human_pauses_without_an_actor_and_a_kubectl_patch_resumes_it(kube, 
     wait_until(lambda: no_actor(stack, kube.namespace, "pick-run"), timeout=10, what="no actor while paused")
 
     # Refused by the validating webhook, changing nothing: an unknown call id, an approval where an answer is awaited.
-    bad = {"nope": {"answer": "x"}, record["id"]: {"approved": True}}
+    bad = {"nope": {"answer": "x"}, record["idempotencyKey"]: {"approved": True}}
     result = kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p", json.dumps({"spec": {"responses": bad}}),
                       check=False)
     assert result.returncode != 0
     assert "nope: no such tool call" in result.stderr and "waits for an `answer`" in result.stderr
     assert "responses" not in kube.get("taskrun", "pick-run")["spec"]
 
-    # The documented answer: one merge patch keyed by the call id.
-    answer = {record["id"]: {"answer": "teal", "by": "alice"}}
+    # A reply under the LLM's bare call id is refused, naming the call's key.
+    result = kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p",
+                      json.dumps({"spec": {"responses": {record["id"]: {"answer": "teal"}}}}), check=False)
+    assert result.returncode != 0 and f"use {record['idempotencyKey']}" in result.stderr
+
+    # The documented answer: one merge patch keyed by the call's key (its idempotencyKey).
+    answer = {record["idempotencyKey"]: {"answer": "teal", "by": "alice"}}
     kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p", json.dumps({"spec": {"responses": answer}}))
     done = kube.wait_phase("pick-run", "Completed")
     assert done["status"]["output"] == "You chose teal."
@@ -72,7 +77,7 @@ def test_ask_human_pauses_without_an_actor_and_a_kubectl_patch_resumes_it(kube, 
 
     # A second, different answer to the same call is refused; the run is untouched.
     result = kube.run("patch", "taskrun", "pick-run", "--type", "merge", "-p",
-                      json.dumps({"spec": {"responses": {record["id"]: {"answer": "red"}}}}), check=False)
+                      json.dumps({"spec": {"responses": {record["idempotencyKey"]: {"answer": "red"}}}}), check=False)
     assert result.returncode != 0 and "already answered" in result.stderr
     assert kube.get("taskrun", "pick-run")["spec"]["responses"] == answer
     # The CLI refuses bad replies before writing anything.

@@ -87,6 +87,8 @@ def test_a_burst_does_not_starve_another_namespace_and_priority_goes_first(stack
     for kube in (big, small):
         kubectl(stack.kubeconfig, "create", "namespace", kube.namespace)
         slow_agent(kube, stack)
+    # Only a namespace a cluster admin lets use a priority may set one (KUBECHAIN_MAX_PRIORITY is 0).
+    kubectl(stack.kubeconfig, "annotate", "namespace", big.namespace, "kubechain.dev/max-priority=10")
     big.apply([task(f"b{i}", "a", f"big {i}") for i in range(8)])
     wait_until(lambda: len(running(big)) == global_limit, timeout=30, what="the burst filling every slot")
     small.apply([task(f"s{i}", "a", f"small {i}") for i in range(2)])

@@ -79,7 +79,7 @@ def test_ended_runs_hand_their_actor_on_and_a_name_in_an_old_status_leads_nowher
     kube.run("patch", "taskrun", "one-run", "--type", "merge", "-p", '{"spec": {"cancel": true}}')
     kube.wait_phase("one-run", "Failed")
     for name in ("two", "three"):  # resumed: on an actor that holds this run, not on whatever its old name names now
-        call = paused[name]["toolCallHistory"][0]["id"]
+        call = paused[name]["toolCallHistory"][0]["idempotencyKey"]
         kube.run("patch", "taskrun", f"{name}-run", "--type", "merge", "-p",
                  json.dumps({"spec": {"responses": {call: {"answer": name}}}}))
         done = kube.wait_phase(f"{name}-run", "Completed")

@@ -62,7 +62,7 @@ def indexes(queued: list[Queued], running: dict[str, list[str]]) -> dict:
     """kopf's indexes as admit() reads them (kopf gives each value as a collection)."""
     agents = {(ns, "a"): [{"spec": {}, "status": {"ready": True}}] for ns in {q.namespace for q in queued}}
     return {"queued_taskruns": {"queue": [(f"uid-{q.name}", "Agent", "a", q) for q in queued]},
-            "running_taskruns": running, "namespace_limits": {},
+            "running_taskruns": running, "namespace_limits": {}, "namespace_priorities": {},
             **{f"{plural}_index": {} for plural in ("llms", "tools", "toolsets", "tasks")}, "agents_index": agents}
 
 
@@ -94,3 +94,17 @@ def test_admit_holds_runs_at_their_llms_max_concurrent_runs_and_says_so():
     memo.last_plan.clear()
     assert admit(memo, index, "a", "a-1", "uid-a-1") == InQueue(
         "Queued: position 1 of 2 (LLM gpt limit: 2 of 2 running (maxConcurrentRuns))", 1)
+
+
+def test_the_queue_never_ranks_a_run_above_its_namespaces_highest_priority():
+    """Without webhooks nothing refuses a priority: the plan clamps it to the namespace's maximum."""
+    from kubechain.core.observation import Admitted, InQueue
+    from kubechain.operator.controllers.taskrun.queue import admit
+
+    queued = runs("a", 1) + [Queued("b", "b-0", 10, "2026-01-01T00:00:09Z")]
+    index = indexes(queued, {})
+    memo = operator_state(total=1, per_namespace=10)
+    assert admit(memo, index, "a", "a-0", "uid-a-0") == Admitted()  # b-0's priority 10 counts as 0: a-0 came first
+    memo, index["namespace_priorities"] = operator_state(total=1, per_namespace=10), {"b": ["10"]}
+    assert admit(memo, index, "a", "a-0", "uid-a-0") == InQueue(
+        "Queued: position 1 of 1 (cluster limit: 1 of 1 running)", 1)

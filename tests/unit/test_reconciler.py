@@ -76,18 +76,52 @@ def cond(decision, type_: str) -> Condition | None:
 
 
 # --- pending ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("target, slot, message", [
-    pytest.param(Target(False), None, "waiting for its Task to exist", id="pending->pending: no Task"),
+@pytest.mark.parametrize("target, slot, message, stalled", [
+    pytest.param(Target(False), None, "waiting for its Task to exist", "TaskNotFound", id="pending->pending: no Task"),
     pytest.param(Target(True, "helper", False, "LLM 'x' not found"), None,
-                 "waiting for Agent 'helper' to be ready: LLM 'x' not found", id="pending->pending: Agent not ready"),
+                 "waiting for Agent 'helper' to be ready: LLM 'x' not found", "AgentNotReady",
+                 id="pending->pending: Agent not ready"),
+    pytest.param(Target(True, "helper", False, "not found", agent_exists=False), None,
+                 "waiting for Agent 'helper' to be ready: not found", "AgentNotFound",
+                 id="pending->pending: no Agent (a run of a Task: it may be created)"),
     pytest.param(READY, InQueue("Queued: position 2 of 3 (cluster limit: 1 of 1 running)", 2),
-                 "Queued: position 2 of 3 (cluster limit: 1 of 1 running)", id="pending->pending: queued"),
+                 "Queued: position 2 of 3 (cluster limit: 1 of 1 running)", None, id="pending->pending: queued"),
+    pytest.param(Target(True, "helper", False, "LLM 'x' is not reconciled yet", settling=True), None,
+                 "waiting for Agent 'helper' to be ready: LLM 'x' is not reconciled yet", None,
+                 id="pending->pending: Agent being reconciled (start-up: quietly)"),
 ])
-def test_pending_waits_and_says_why(target, slot, message):
+def test_pending_waits_and_says_why(target, slot, message, stalled):
     decision = reconcile(seen(TaskRunStatus(), target=target, slot=slot), NOW)
     assert decision.status.phase is Phase.PENDING and decision.status.message == message
-    assert kinds(decision) == [] and not decision.guarded
-    assert decision.status.queue_position == (slot.position if slot else None)
+    assert not decision.guarded and decision.status.queue_position == (slot.position if slot else None)
+    # A run that cannot progress says so: condition Stalled and one Warning (a queued run is only waiting its turn).
+    assert events(decision) == ([("Warning", stalled)] if stalled else [])
+    assert (cond(decision, "Stalled").reason if stalled else cond(decision, "Stalled")) == stalled
+    again = reconcile(seen(decision.status, target=target, slot=slot), NOW)
+    assert again.status is decision.status and events(again) == []  # said once, not per retry
+    if stalled:
+        started = reconcile(seen(decision.status, target=READY, slot=Admitted()), NOW)
+        assert cond(started, "Stalled").status == "False" and cond(started, "Stalled").reason == "Progressing"
+
+
+def test_a_child_run_whose_agent_does_not_exist_fails_at_once():
+    child = TaskRunSpec.model_validate({"agentRef": {"name": "ghost"}, "userInput": "hi",
+                                        "parent": {"name": "boss-run", "uid": "p", "toolCallId": "c1"}})
+    decision = reconcile(seen(TaskRunStatus(), spec=child,
+                              target=Target(True, "ghost", False, "not found", agent_exists=False)), NOW)
+    assert last(decision) == (Phase.FAILED, "AgentNotFound") and decision.guarded
+    assert decision.status.error == "Agent 'ghost' not found: a delegated run does not wait for its Agent to appear"
+    assert events(decision) == [("Warning", "AgentNotFound")]
+
+
+def test_a_pending_run_times_out_from_its_creation():
+    timed = SPEC.model_copy(update={"timeout_seconds": 5})
+    blocked = reconcile(seen(TaskRunStatus(), target=Target(False), created=T0), NOW - timedelta(seconds=1)).status
+    assert reconcile(seen(blocked, Trigger.CLOCK, timed, created=T0), NOW - timedelta(seconds=1)).effects == (
+        do.Sleep(1.0),)  # the clock sleeps until the deadline
+    decision = reconcile(seen(blocked, Trigger.CLOCK, timed, created=T0), NOW)
+    assert last(decision) == (Phase.FAILED, "Timeout") and decision.status.error == (
+        "timed out: still not started 5 s after it was created (waiting for its Task to exist)")
 
 
 def test_pending_to_running_scheduled():
@@ -211,13 +245,27 @@ def test_running_found_attaches():
 @pytest.mark.parametrize("fact, failures, sleep, event", [
     pytest.param(ActorReturned(), 0, 0.2, None, id="running->running: actor returned, look again"),
     pytest.param(ActorLost("killed"), 1, 0.0, ("Warning", "ActorLost"), id="running->running: actor lost"),
-    pytest.param(CannotStart("Secret 'k' not found"), 2, 0.5, None, id="running->running: cannot start"),
+    pytest.param(CannotStart("Agent 'a' is not ready"), 2, 0.5, ("Warning", "CannotStart"),
+                 id="running->running: cannot start"),
 ])
 def test_running_looks_again(fact, failures, sleep, event):
     decision = supervise(running(), fact, failures)
     assert decision.effects[-1] == do.Sleep(sleep) and events(decision) == ([event] if event else [])
     if isinstance(fact, CannotStart):
-        assert decision.status.message == fact.message
+        assert decision.status.message == fact.message and cond(decision, "Stalled").reason == "CannotStart"
+        assert events(supervise(decision.status, fact, failures + 1)) == []  # said once
+        created = supervise(decision.status, ActorCreated(ActorRef(name="a2", namespace="kc"), run_spec(2)))
+        assert cond(created, "Stalled").status == "False"
+
+
+def test_a_secret_that_does_not_exist_fails_the_run_and_frees_its_slot():
+    fact = CannotStart("Secret 'k' not found (header 'Authorization' of tool 'fetch')", final="SecretNotFound")
+    decision = supervise(running(), fact)
+    assert last(decision) == (Phase.FAILED, "SecretNotFound") and decision.guarded
+    assert decision.status.error == fact.message and events(decision) == [("Warning", "SecretNotFound")]
+    assert not any(isinstance(e, (do.PrepareActor, do.CreateActor, do.Sleep)) for e in decision.effects)
+    freed = reconcile(seen(decision.status, seen=Seen(1, Phase.RUNNING)), NOW)
+    assert do.WakeAdmitted() in freed.effects  # the slot it held goes to a queued run
 
 
 def test_running_ray_down_says_so_once_and_reconnects():
@@ -295,6 +343,19 @@ def test_delegating_creates_children_and_jobs_within_the_limit():
     assert [c.body["metadata"]["name"] for c in children] == ["run-child"] and created == ["run-tool-1"]
     assert children[0].body["spec"]["userInput"] == "find x"
     assert decision.status.phase is Phase.DELEGATING and "waiting for child TaskRun run-child" in decision.status.message
+
+
+def test_a_delegation_to_an_agent_that_does_not_exist_fails_the_call_and_creates_no_child():
+    status = waiting(Phase.DELEGATING, CHILD)
+    decision = reconcile(seen(status, absent_agents=frozenset({"fact"})), NOW)
+    assert not [e for e in decision.effects if isinstance(e, do.CreateChild)]
+    assert last(decision) == (Phase.RUNNING, "ChildrenFinished")
+    prepare = supervise(decision.status, ActorAbsent(), absent_agents=frozenset({"fact"})).effects[0]
+    assert prepare.inputs["c2"] == CallInput(accepted=False, text="delegation refused: Agent 'fact' does not exist "
+                                                                  "in namespace 'ns'; no child run was created")
+    # A child that exists already is waited for: it fails on its own if its Agent is gone.
+    assert reconcile(seen(status, absent_agents=frozenset({"fact"}), children={"run-child": ChildOutcome(
+        Phase.PENDING)}), NOW).status.phase is Phase.DELEGATING
 
 
 def test_the_clock_wakes_a_run_whose_approval_expired():

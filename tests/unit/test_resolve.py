@@ -74,3 +74,25 @@ def test_run_spec_resolves_tools_with_builtin_default_schemas():
     assert spec.tools[0].parameters["properties"] == {"x": {}}
     assert spec.api_key.get_secret_value() == "sk-secret-123" and "sk-secret-123" not in repr(spec)
     assert spec.system_prompt == "be nice" and spec.user_input == "hello" and spec.llm.model == "m"
+
+
+def delegating(*targets):
+    """An agent whose ToolSet has one delegate tool per target."""
+    tools = [{"name": f"ask_{t}", "description": "d", "execution": {"delegate": {"agentRef": {"name": t}}}}
+             for t in targets]
+    return {"spec": {"tools": tools}, "status": {**READY, "tools": [f"ask_{t}" for t in targets]}}
+
+
+@pytest.mark.parametrize("targets, reason, message", [
+    pytest.param(("a",), "Ready", "LLM 'llm' and 1 tools ready", id="to itself: exists, no deadlock"),
+    pytest.param(("b",), "Ready", "LLM 'llm' and 1 tools ready", id="to an agent that delegates back (a cycle)"),
+    pytest.param(("ghost", "b", "nobody"), "DelegateNotFound",
+                 "delegate tool 'ask_ghost': Agent 'ghost' not found; delegate tool 'ask_nobody': Agent 'nobody' "
+                 "not found", id="to agents that do not exist"),
+])
+def test_delegate_targets_must_exist_not_be_ready(targets, reason, message):
+    agent = {"llmRef": {"name": "llm"}, "systemPrompt": "p", "toolsetRefs": [{"name": "team"}]}
+    b = {"spec": {**agent, "toolsetRefs": [{"name": "back"}]}, "status": {"ready": False, "message": "not yet"}}
+    objects = catalog(ToolSet__team=delegating(*targets), ToolSet__back=delegating("a"), Agent__b=b)
+    readiness = evaluate("Agent", "ns", agent, objects)
+    assert (readiness.reason, readiness.message) == (reason, message)

@@ -40,6 +40,11 @@ WAITING_SPEC = SPEC.model_copy(update={"agent": "boss", "tools": [
     tool("boss", {"delegate": {"agentRef": {"name": "boss"}}})]})
 
 
+def key(call_id, step=1):
+    """What a call of the first turn is keyed by (replies, inputs, child names): its idempotency key."""
+    return f"{SPEC.taskrun.uid}/{step}/{call_id}"
+
+
 def loop(spec, llm, store=None, tools=None):
     return AgentLoop(spec, llm, tools or CountingExecutor(), store or MemoryStore())
 
@@ -57,8 +62,8 @@ def test_ask_human_pauses_with_the_question_and_resumes_with_the_answer():
     assert (record.state, record.waiting_for, record.question) == (CallState.WAITING, WaitingFor.ANSWER, "Which region?")
 
     answer = HumanResponse(answer="eu-west", by="ops")
-    gathered = gather_inputs(paused, {"c1": answer}, {}, NOW)
-    assert decide_waiting(paused, {"c1": answer}) == (Phase.RUNNING, "InputReceived", "resuming with 1 result(s)")
+    gathered = gather_inputs(paused, {key("c1"): answer}, {}, NOW)
+    assert decide_waiting(paused, {key("c1"): answer}) == (Phase.RUNNING, "InputReceived", "resuming with 1 result(s)")
     resumed = enter(paused, Phase.RUNNING, "InputReceived", now=NOW)
     llm = ScriptedLLM(assistant("going to eu-west"))
     final = asyncio.run(loop(WAITING_SPEC.model_copy(update={"inputs": gathered.inputs}), llm).run(resumed))
@@ -73,7 +78,7 @@ def test_approval_runs_the_tool_or_hands_the_rejection_to_the_llm(approved, ran,
     record = paused.tool_call_history[0]
     assert record.waiting_for is WaitingFor.APPROVAL and record.expires_at and "deploy({})" in record.question
     response = HumanResponse(approved=approved, reason="" if approved else "too risky")
-    inputs = gather_inputs(paused, {"c1": response}, {}, NOW).inputs
+    inputs = gather_inputs(paused, {key("c1"): response}, {}, NOW).inputs
     tools, llm = CountingExecutor(), ScriptedLLM(assistant("ok"))
     asyncio.run(loop(WAITING_SPEC.model_copy(update={"inputs": inputs}), llm, tools=tools)
                 .run(enter(paused, Phase.RUNNING, "InputReceived", now=NOW)))
@@ -86,22 +91,22 @@ def test_an_expired_approval_is_a_rejection():
     assert next_deadline(RunLimits(), paused) == expiry
     assert decide_waiting(paused, now=expiry - timedelta(seconds=1))[0] is Phase.PAUSED_FOR_USER_INPUT
     gathered = gather_inputs(paused, {}, {}, expiry)
-    assert gathered.inputs["c1"].accepted is False and "deadline" in gathered.inputs["c1"].text
+    assert gathered.inputs[key("c1")].accepted is False and "deadline" in gathered.inputs[key("c1")].text
 
 
 def test_delegation_waits_for_every_child_then_resumes_with_their_results():
     status = first_turn(call("a", "research", '{"message": "find x"}'), call("b", "research", '{"message": "find y"}'))
     assert status.phase is Phase.DELEGATING
     names = [r.child_run for r in status.tool_call_history]
-    assert names == [child_taskrun_name("run", "a"), child_taskrun_name("run", "b")] and names[0] != names[1]
+    assert names == [child_taskrun_name("run", key("a")), child_taskrun_name("run", key("b"))] and names[0] != names[1]
     children = {names[0]: ChildOutcome(Phase.COMPLETED, output="x=1"), names[1]: ChildOutcome(Phase.RUNNING)}
     assert decide_waiting(status, children=children) == (
         Phase.DELEGATING, "Delegated", f"waiting for child TaskRun {names[1]} (Running)")
     children[names[1]] = ChildOutcome(Phase.FAILED, error="LLM down")
     gathered = gather_inputs(status, {}, children, NOW)
     assert decide_waiting(status, children=children)[:2] == (Phase.RUNNING, "ChildrenFinished")
-    assert gathered.inputs["a"] == CallInput(accepted=True, text="x=1")
-    assert not gathered.inputs["b"].accepted and "LLM down" in gathered.inputs["b"].text
+    assert gathered.inputs[key("a")] == CallInput(accepted=True, text="x=1")
+    assert not gathered.inputs[key("b")].accepted and "LLM down" in gathered.inputs[key("b")].text
 
 
 def test_cycles_depth_and_bad_arguments_fail_the_call_not_the_run():
@@ -125,14 +130,18 @@ def test_max_turns_fails_the_run():
 
 def test_refused_responses():
     paused = first_turn(call("c1", "ask", '{"question": "q"}'), call("c2", "deploy", "{}"))
-    assert response_problems(paused, {"c1": HumanResponse(answer="x"), "c2": HumanResponse(approved=False)}) == []
-    problems = response_problems(paused, {"zz": HumanResponse(answer="x"), "c2": HumanResponse(answer="yes")})
-    assert problems == ["c2: this call waits for `approved: true|false`", "zz: no such tool call in this run"]
+    assert response_problems(paused, {key("c1"): HumanResponse(answer="x"), key("c2"): HumanResponse(approved=False)}) == []
+    problems = response_problems(paused, {"zz": HumanResponse(answer="x"), key("c2"): HumanResponse(answer="yes")})
+    assert problems == [f"{key('c2')}: this call waits for `approved: true|false`", "zz: no such tool call in this run"]
     assert response_problems(paused, {"zz": HumanResponse(answer="x")}, sealed=True) == []
+    # A reply under the LLM's bare call id is refused, naming the key to use (sealed or not).
+    for sealed in (False, True):
+        assert response_problems(paused, {"c1": HumanResponse(answer="x")}, sealed=sealed) == [
+            f"c1: replies are keyed by the call's idempotencyKey, not the LLM's call id: use {key('c1')}"]
     done = paused.model_copy(deep=True)
     done.tool_call_history[0].state, done.tool_call_history[0].response = CallState.SUCCEEDED, HumanResponse(answer="x")
-    assert response_problems(done, {"c1": HumanResponse(answer="x")}) == []
-    assert "already answered" in response_problems(done, {"c1": HumanResponse(answer="other")})[0]
+    assert response_problems(done, {key("c1"): HumanResponse(answer="x")}) == []
+    assert "already answered" in response_problems(done, {key("c1"): HumanResponse(answer="other")})[0]
 
 
 def test_stops_and_deadlines():

@@ -15,6 +15,7 @@ class ConditionType(StrEnum):
     RAY_AVAILABLE = "RayAvailable"     # TaskRun while Running: False while Ray cannot be reached (the run waits)
     LLM_AVAILABLE = "LLMAvailable"     # TaskRun: False while it rides out failed LLM requests (status.llmRetry)
     RESPONSES_VALID = "ResponsesValid"  # TaskRun: False while spec.responses holds a reply that is refused
+    STALLED = "Stalled"                # TaskRun: True while it cannot progress (kstatus' word), False again once it does
 
 
 class Reason(StrEnum):
@@ -45,7 +46,15 @@ class Reason(StrEnum):
     JOBS_FINISHED = "JobsFinished"         # every container call's Job finished
     # any phase not ended -> Failed (operator)
     CANCELLED = "Cancelled"                # spec.cancel became true
-    TIMEOUT = "Timeout"                    # spec.timeoutSeconds passed since the run first entered Running
+    TIMEOUT = "Timeout"                    # spec.timeoutSeconds passed since the run first entered Running (or,
+                                           #    for a run that never started, since its creation)
+    # Pending / Running -> Failed (operator): what the run waits for can never come
+    AGENT_NOT_FOUND = "AgentNotFound"      # a child run's Agent does not exist (a top-level run waits: condition)
+    SECRET_NOT_FOUND = "SecretNotFound"    # a Secret (key) the run's LLM or tools need does not exist
+    # Condition Stalled=True while a run cannot progress (with status.message and one Warning Event)
+    TASK_NOT_FOUND = "TaskNotFound"        # Pending: the run's Task does not exist
+    AGENT_NOT_READY = "AgentNotReady"      # Pending: the Agent is not ready (its message says why)
+    CANNOT_START = "CannotStart"           # Running: no actor can be prepared now (its Agent not ready...)
 
     # Events only (no phase change)
     ACTOR_STARTED = "ActorStarted"         # the run's first actor
@@ -68,6 +77,7 @@ class Reason(StrEnum):
     UNREACHABLE = "Unreachable"            # RayAvailable=False; LLMAvailable=False: no answer (connection, timeout)
     ACCEPTED = "Accepted"                  # ResponsesValid=True
     REFUSED = "Refused"                    # ResponsesValid=False
+    PROGRESSING = "Progressing"            # Stalled=False: what held the run is resolved
 
     @property
     def resumes(self) -> bool:
@@ -95,6 +105,7 @@ class ReadinessReason(StrEnum):
     TOOLSET_NOT_READY = "ToolSetNotReady"
     MCP_DISCOVERY_PENDING = "MCPDiscoveryPending"  # an MCP server's tools are being listed (start-up: no Event)
     MCP_SERVER_FAILED = "MCPServerFailed"     # an MCP server could not be reached or listed
+    DELEGATE_NOT_FOUND = "DelegateNotFound"   # Agent: a delegate tool names an Agent that does not exist
 
     @property
     def transient(self) -> bool:

@@ -59,8 +59,10 @@ class CallState(str, Enum):
 
 
 class HumanResponse(Model):
-    """A human's reply to one waiting tool call, written into spec.responses under the call's id:
-    `kubectl patch taskrun R --type merge -p '{"spec":{"responses":{"<call id>":{"answer":"..."}}}}'`."""
+    """A human's reply to one waiting tool call, written into spec.responses under the call's key (its
+    idempotencyKey in status.toolCallHistory, `<uid>/<step>/<call id>`: an LLM server may reuse call ids across
+    steps, the key never repeats within a run):
+    `kubectl patch taskrun R --type merge -p '{"spec":{"responses":{"<call key>":{"answer":"..."}}}}'`."""
 
     answer: str | None = Field(default=None, description="The reply to an ask_human question.")
     approved: bool | None = Field(default=None, description="The decision on a call that requires approval.")
@@ -89,7 +91,8 @@ class ToolCallRecord(Model):
     state: CallState = Field(default=CallState.PENDING,
                              description="Pending, Started, Succeeded, Failed or Interrupted (outcome unknown).")
     idempotency_key: str = Field(default="", description="Stable key of this call (TaskRun uid, step, call id), "
-                                                         "handed to tools so a service can de-duplicate.")
+                                 "unique within the run: handed to tools so a service can de-duplicate, and the "
+                                 "key of the call's reply in spec.responses, its child TaskRun's name and its Job's.")
     attempts: int = Field(default=0, description="How many times the tool was started for this call.")
     result: str | None = Field(default=None, description="The tool's result, when it succeeded.")
     error: str | None = Field(default=None, description="The error reported to the LLM, when it failed.")
@@ -104,6 +107,12 @@ class ToolCallRecord(Model):
                                                       "its result is journaled).")
     start_time: str | None = Field(default=None, description="When the call started (RFC 3339).")
     end_time: str | None = Field(default=None, description="When the call ended (RFC 3339).")
+
+    @property
+    def key(self) -> str:
+        """What replies, inputs, child runs and Jobs of this call are keyed by: the LLM's call id alone may repeat
+        in a later step (servers that number calls `call_0`, `0`...), the idempotency key never does."""
+        return self.idempotency_key or self.id
 
 
 class PhaseTransition(Model):
@@ -215,7 +224,11 @@ class ParentRef(Model):
 
     name: str = Field(description="The parent TaskRun.")
     uid: str = Field(description="The parent TaskRun's uid.")
-    tool_call_id: str = Field(description="The parent's delegate call this run answers.")
+    tool_call_id: str = Field(description="The parent's delegate call this run answers (the LLM's call id).")
+    call_key: str = Field(default="", description="That call's key (its idempotencyKey in the parent's "
+                                                  "toolCallHistory): unique within the parent run.")
+    root_uid: str = Field(default="", description="The uid of the delegation tree's root run (the operator's "
+                                                  "KUBECHAIN_MAX_RUNS_PER_TREE counts the runs under it).")
     agents: list[str] = Field(default_factory=list, description="Agents of the ancestors, root first (depth limit "
                                                                 "and cycle detection).")
     traceparent: str | None = Field(default=None, description="The parent's trace context: the child's spans join "
@@ -230,8 +243,9 @@ class TaskRunSpec(RunLimits):
     user_input: str | None = Field(default=None, description="The user's message, for a run without a Task.")
     parent: ParentRef | None = Field(default=None, description="Set on child TaskRuns: the delegating parent.")
     responses: dict[str, HumanResponse] = Field(
-        default_factory=dict, description="Human replies keyed by tool call id (see status.toolCallHistory, state "
-                                          "Waiting). Each call is answered once; a reply for another call, a second "
+        default_factory=dict, description="Human replies keyed by the call's idempotencyKey (see "
+                                          "status.toolCallHistory, state Waiting; `kubechain respond` finds it). "
+                                          "Each call is answered once; a reply for another call, a second "
                                           "different reply or a reply to a run that is not paused is refused "
                                           "(condition ResponsesValid=False) and changes nothing.")
     cancel: bool = Field(default=False, description="Set to true to stop the run (and its child runs): it fails "
@@ -285,7 +299,9 @@ class TaskRunStatus(Model):
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions: Succeeded (Unknown "
                                         "until the run ends), RayAvailable (False while Ray cannot be reached: the run "
                                         "waits), LLMAvailable (False while it rides out failed LLM requests), ResponsesValid (False while a reply "
-                                        "in spec.responses is refused).")
+                                        "in spec.responses is refused), Stalled (True while the run cannot progress: "
+                                        "its Task or Agent missing or not ready, no actor can be prepared; the "
+                                        "reason says which).")
 
 
 KIND = KindInfo(

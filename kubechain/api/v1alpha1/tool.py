@@ -80,8 +80,9 @@ class HTTPHeader(Model):
 
 class HTTPExecution(Model):
     url: str = Field(pattern=r"^https?://", description="Endpoint that receives each call: a POST of the arguments "
-                     "as JSON, with an Idempotency-Key header. The response body (up to 64 KiB) is the result; "
-                     "a non-2xx status is a tool error.")
+                     "as JSON, with an Idempotency-Key header. The response body is the result (up to 64 KiB: a "
+                     "longer one is cut there, with a marker saying so); a non-2xx status is a tool error. Redirects "
+                     "are not followed (the request carries the headers): a 3xx is a tool error naming the Location.")
     headers: list[HTTPHeader] = Field(default_factory=list, description="Extra request headers.")
     timeout_seconds: float = Field(default=30, gt=0, description="Request timeout, in seconds.")
 

@@ -22,6 +22,9 @@ from kubechain.core import admission
 from kubechain.core.codetools import uses_code_tools
 from kubechain.operator import codetools
 
+from ..settings import current, ray_tool_limits
+from .taskrun.indexes import priority_limit
+
 from .catalog import IndexCatalog
 
 WRITES = ["CREATE", "UPDATE"]
@@ -60,12 +63,14 @@ async def _code_tool_policy(kind: str, namespace: str, spec: dict[str, Any], mem
 
 @kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES)
 async def validate_tool(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    refuse(admission.tool(dict(spec), await _code_tool_policy("Tool", namespace, dict(spec), memo)))
+    refuse(admission.tool(dict(spec), await _code_tool_policy("Tool", namespace, dict(spec), memo),
+                          ray_tool_limits(current().limits)))
 
 
 @kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES)
 async def validate_toolset(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    refuse(admission.toolset(dict(spec), await _code_tool_policy("ToolSet", namespace, dict(spec), memo)))
+    refuse(admission.toolset(dict(spec), await _code_tool_policy("ToolSet", namespace, dict(spec), memo),
+                             ray_tool_limits(current().limits)))
 
 
 @kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES)
@@ -73,11 +78,15 @@ def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) ->
     refuse(admission.agent(namespace, name, dict(spec), IndexCatalog(kwargs)))
 
 
-@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=["UPDATE"])
-def validate_task(old: kopf.Body, new: kopf.Body, **_: Any) -> None:
-    refuse(admission.task_update(dict(old), dict(new)))
+@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=WRITES)
+def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+    before = dict(old) if operation == "UPDATE" and old is not None else None
+    problems = admission.task_update(before, dict(new)) if before is not None else []
+    refuse(problems + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))
 
 
 @kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES)
-def validate_taskrun(new: kopf.Body, old: kopf.Body | None, operation: str, **_: Any) -> None:
-    refuse(admission.taskrun(dict(new), dict(old) if operation == "UPDATE" and old is not None else None))
+def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+    before = dict(old) if operation == "UPDATE" and old is not None else None
+    refuse(admission.taskrun(dict(new), before)
+           + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))

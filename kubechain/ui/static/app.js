@@ -297,14 +297,14 @@ function actionsView(run) {
     } else if (call.waitingFor === "Answer") {
       const text = el("textarea", {class: "answer-text", rows: 2, "aria-label": "your answer"});
       const send = el("button", {type: "button", class: "answer"}, "Answer");
-      send.addEventListener("click", () => act("answer", {callId: call.id, text: text.value}, send));
+      send.addEventListener("click", () => act("answer", {callId: call.key, text: text.value}, send));
       box.append(text, send);
     } else {
       const reason = el("input", {class: "reason", placeholder: "reason (required to reject)", "aria-label": "reason"});
       const approve = el("button", {type: "button", class: "approve"}, "Approve");
       const reject = el("button", {type: "button", class: "reject"}, "Reject");
-      approve.addEventListener("click", () => act("approve", {callId: call.id, reason: reason.value}, approve));
-      reject.addEventListener("click", () => act("reject", {callId: call.id, reason: reason.value}, reject));
+      approve.addEventListener("click", () => act("approve", {callId: call.key, reason: reason.value}, approve));
+      reject.addEventListener("click", () => act("reject", {callId: call.key, reason: reason.value}, reject));
       box.append(reason, approve, reject);
     }
     out.push(box);

@@ -13,17 +13,18 @@ from typing import Any, assert_never
 import kopf
 from pydantic import SecretStr
 
-from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
-from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
+from kubechain.api.runspec import RunCaps, RunSpec, TaskRunRef, secret_key
+from kubechain.api.v1alpha1 import GROUP, VERSION, AgentSpec, Phase, Reason, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
 from kubechain.core.codetools import is_code_tool
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                                         ActorReturned, CannotStart, Decision, Observed, RayDown)
-from kubechain.core.resolve import run_spec
+from kubechain.core.resolve import agent_readiness, parse, run_spec
 
 from ... import codetools
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS
 from ...raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
+from ...settings import LimitSettings, ray_tool_limits
 from ...state import OperatorState
 from ..catalog import IndexCatalog
 from .observe import agent_and_input
@@ -166,17 +167,23 @@ class Applier:
             return CannotStart(f"Task {spec.task_ref.name!r} not found")
         agent_name, user_input = found
         agent = catalog.get("Agent", ref.namespace, agent_name)
-        llm = agent and catalog.get("LLM", ref.namespace, agent["spec"]["llmRef"]["name"])
-        if not (agent and llm and (agent.get("status") or {}).get("ready")):
+        agent_spec, _ = parse(AgentSpec, (agent or {}).get("spec") or {})
+        # Not the Agent's Ready verdict: a delegate target that went away makes it not Ready, and then only that
+        # delegation fails (as a tool error) while a started run goes on.
+        if agent is None or agent_spec is None or not agent_readiness(ref.namespace, agent_spec, catalog,
+                                                                        delegates=False).ready:
             return CannotStart(f"Agent {agent_name!r} is not ready: cannot start an actor")
+        llm = catalog.get("LLM", ref.namespace, agent_spec.llm_ref.name) or {"spec": {}}
         secrets: dict[tuple[str, str], str] = {}
-        wanted = {(r["name"], r["key"]) for r in [llm["spec"].get("apiKeySecretRef")] if r}
+        wanted = {(r["name"], r["key"]): "the LLM's API key" for r in [llm["spec"].get("apiKeySecretRef")] if r}
         run = _run_spec(seen, spec, agent_name, user_input, catalog, epoch, inputs, self.state)
-        wanted |= {r for tool in run.tools for r in tool.secret_refs()}
-        for name, key in sorted(wanted):
+        for tool in run.tools:
+            for pair in tool.secret_refs():
+                wanted.setdefault(pair, f"tool {tool.name!r}")
+        for (name, key), user in sorted(wanted.items()):
             secret = await self.state.kube.secret_value(ref.namespace, name, key)
-            if secret.problem:
-                return CannotStart(secret.problem)
+            if secret.problem:  # it never comes by waiting: the run fails rather than hold its slot retrying
+                return CannotStart(f"{secret.problem} (needed by {user})", final=Reason.SECRET_NOT_FOUND)
             secrets[(name, key)] = secret.value
         if key_ref := llm["spec"].get("apiKeySecretRef"):
             run.api_key = SecretStr(secrets[(key_ref["name"], key_ref["key"])])
@@ -217,7 +224,13 @@ def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, ca
                     max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
                     lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
                     max_delegation_depth=state.settings.reconcile.max_delegation_depth,
-                    json_logs=state.settings.json_logs)
+                    json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits))
+
+
+def run_caps(limits: LimitSettings) -> RunCaps:
+    """The operator's limits that the actor enforces on each reply."""
+    return RunCaps(tool_calls_per_reply=limits.tool_calls_per_reply, child_runs_per_turn=limits.child_runs_per_turn,
+                   journal_bytes=limits.journal_bytes, ray=ray_tool_limits(limits))
 
 
 async def recycle_when_done(state: OperatorState, actor: str, handle: Any, run: Any) -> None:

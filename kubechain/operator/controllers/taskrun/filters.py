@@ -39,7 +39,8 @@ def is_cancelled(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 def has_clock(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """Runs that something may be due for without an event: a timeout, an approval expiry, a TTL."""
+    """Runs that something may be due for without an event: a timeout (a Pending run's too: from its creation),
+    an approval expiry, a TTL."""
     if has_ended(status):
         return spec.get("ttlSecondsAfterFinished") is not None
-    return not is_pending(status)
+    return not is_pending(status) or spec.get("timeoutSeconds") is not None

@@ -3,8 +3,8 @@ and applies its decision (effects.py). Nothing here decides anything.
 
 - `reconcile`: every watch event of a run, and a retry timer for Pending runs (a missing Task or an Agent not
   ready yet: every RETRY_SECONDS; queued for a slot: 6x less often, as a freed slot wakes them).
-- `keep_time` (a daemon while a run has a clock: started and not ended, or ended with a TTL): sleeps until the
-  next deadline, then the reconciler decides (Timeout, an expired approval, the TTL).
+- `keep_time` (a daemon while a run has a clock: started and not ended, Pending with a timeout, or ended with a
+  TTL): sleeps until the next deadline, then the reconciler decides (Timeout, an expired approval, the TTL).
 - `supervise` (supervisor.py, a daemon while a run is Running): its actor.
 """
 from __future__ import annotations

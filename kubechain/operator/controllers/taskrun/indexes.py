@@ -9,7 +9,8 @@ import kopf
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase
 from kubechain.core.lifecycle import ChildOutcome
-from kubechain.core.naming import LABEL_AGENT, LABEL_PARENT_UID
+from kubechain.core.limits import max_priority
+from kubechain.core.naming import ANNOTATION_MAX_PRIORITY, LABEL_AGENT, LABEL_PARENT_UID, LABEL_ROOT_UID
 from kubechain.core.queueing import Queued
 
 from .filters import is_pending, is_running
@@ -31,6 +32,12 @@ def child_taskruns(namespace: str, name: str, labels: kopf.Labels, status: kopf.
     return {(namespace, labels[LABEL_PARENT_UID]): (name, outcome)}
 
 
+@kopf.index(GROUP, VERSION, "taskruns", labels={LABEL_ROOT_UID: kopf.PRESENT})
+def tree_taskruns(namespace: str, name: str, labels: kopf.Labels, **_: Any):
+    """Runs of a delegation tree below its root, by (namespace, root uid): what KUBECHAIN_MAX_RUNS_PER_TREE counts."""
+    return {(namespace, labels[LABEL_ROOT_UID]): name}
+
+
 @kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
 def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any):
     """Every Pending TaskRun, for the admission queue: (uid, agent or Task it names, queue entry)."""
@@ -44,6 +51,19 @@ def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: 
 def running_taskruns(namespace: str, uid: str, status: kopf.Status, **_: Any):
     """Running TaskRuns (each holds a slot) by namespace, with their agent: what the limits count."""
     return {namespace: (uid, status.get("agent") or "")}
+
+
+@kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_PRIORITY: kopf.PRESENT})
+def namespace_priorities(name: str, annotations: kopf.Annotations, **_: Any):
+    """Namespaces with their own highest priority (annotation kubechain.dev/max-priority, a cluster admin's)."""
+    return {name: annotations.get(ANNOTATION_MAX_PRIORITY, "")}
+
+
+def priority_limit(namespace: str, indexes: dict[str, Any], default: int) -> tuple[int, bool]:
+    """(the namespace's highest priority, whether its own annotation says so rather than the default)."""
+    values = indexes["namespace_priorities"].get(namespace)
+    annotation = next(iter(values), None) if values else None
+    return max_priority(annotation, default), annotation is not None
 
 
 @kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_RUNNING: kopf.PRESENT})

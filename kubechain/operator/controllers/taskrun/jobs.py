@@ -17,7 +17,7 @@ import kopf
 from kubechain.api.v1alpha1 import AgentSpec
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core.lifecycle import JobOutcome
-from kubechain.core.naming import ANNOTATION_TOOL_CALL, ANNOTATION_TOOL_OUTCOME, ANNOTATION_TOOL_RESULT, LABEL_TASKRUN_UID
+from kubechain.core.naming import ANNOTATION_CALL_KEY, ANNOTATION_TOOL_CALL, ANNOTATION_TOOL_OUTCOME, ANNOTATION_TOOL_RESULT, LABEL_TASKRUN_UID
 from kubechain.core.resolve import Catalog, resolve_tools
 
 from ...kube import Kube
@@ -38,11 +38,13 @@ def job_finished(status: dict[str, Any]) -> tuple[bool, str]:
 @kopf.index("batch", "v1", "jobs", labels=JOB_LABELS)
 def tool_jobs(namespace: str, name: str, labels: kopf.Labels, annotations: kopf.Annotations, status: kopf.Status,
               **_: Any):
-    """Tool Jobs by (namespace, TaskRun uid): (call id, outcome). Finished once its result is annotated."""
+    """Tool Jobs by (namespace, TaskRun uid): (call key, outcome). Finished once its result is annotated. A Job
+    made before calls had keys carries only the call id."""
     outcome = JobOutcome(False)
     if (verdict := annotations.get(ANNOTATION_TOOL_OUTCOME)) is not None:
         outcome = JobOutcome(True, verdict == "Succeeded", annotations.get(ANNOTATION_TOOL_RESULT, ""))
-    return {(namespace, labels[LABEL_TASKRUN_UID]): (annotations.get(ANNOTATION_TOOL_CALL, name), outcome)}
+    return {(namespace, labels[LABEL_TASKRUN_UID]): (annotations.get(ANNOTATION_CALL_KEY) or annotations.get(ANNOTATION_TOOL_CALL, name),
+                                                   outcome)}
 
 
 def container_of(catalog: Catalog, namespace: str, agent: str, tool: str) -> ContainerExecution | None:

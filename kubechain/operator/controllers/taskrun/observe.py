@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from kubechain.api.runspec import TaskRunRef
-from kubechain.api.v1alpha1 import CallState, Phase, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1 import (CallState, ConditionType, Phase, ReadinessReason, TaskRunSpec, TaskRunStatus,
+                                    WaitingFor)
+from kubechain.api.v1alpha1.common import parse_rfc3339
 from kubechain.core.lifecycle import ChildOutcome
-from kubechain.core.naming import LABEL_TASK
+from kubechain.core.naming import LABEL_ROOT_UID, LABEL_TASK
 from kubechain.core.observation import ActorFact, Observed, Seen, Target, Trigger
 from kubechain.core.resolve import Catalog, parse
 
@@ -39,7 +42,7 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
         task=task, task_shows=state.task_phases.get((ref.namespace, task)) if task else None,
         seen=Seen(*seen) if seen else None, scheduled=ref.uid in state.scheduled,
         children=children_of(indexes, ref), actor=actor, failures=failures, traceparent=traceparent,
-        ray_namespace=state.settings.ray.namespace)
+        ray_namespace=state.settings.ray.namespace, created=created_at(body))
     if spec is None:
         return observed
     if status.phase is Phase.PENDING:
@@ -47,7 +50,9 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
     jobs = dict(indexes["tool_jobs"].get((ref.namespace, ref.uid), []))
     if status.phase.terminal:
         return replace(observed, jobs=jobs)
-    return replace(observed, jobs=jobs, containers=containers_of(catalog, ref.namespace, status, jobs))
+    return replace(observed, jobs=jobs, containers=containers_of(catalog, ref.namespace, status, jobs),
+                   absent_agents=absent_agents(catalog, ref.namespace, status),
+                   tree_runs=tree_size(indexes, ref, body), max_tree_runs=state.settings.limits.runs_per_tree)
 
 
 def gone(trigger: Trigger, ref: TaskRunRef, state: OperatorState, status: TaskRunStatus) -> Observed:
@@ -72,9 +77,29 @@ def children_of(indexes: dict[str, Any], ref: TaskRunRef) -> dict[str, ChildOutc
 
 
 def containers_of(catalog: Catalog, namespace: str, status: TaskRunStatus, jobs: Mapping[str, Any]) -> dict[str, Any]:
-    """The container of each waiting container call that has no Job yet, as the run's Agent defines it now."""
-    return {r.id: container_of(catalog, namespace, status.agent or "", r.tool) for r in status.tool_call_history
-            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB and r.id not in jobs}
+    """The container of each waiting container call that has no Job yet (by call key), as the run's Agent
+    defines it now."""
+    return {r.key: container_of(catalog, namespace, status.agent or "", r.tool) for r in status.tool_call_history
+            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.JOB and r.key not in jobs}
+
+
+def absent_agents(catalog: Catalog, namespace: str, status: TaskRunStatus) -> frozenset[str]:
+    """The Agents that waiting delegate calls name and that do not exist (their calls fail, reconciler)."""
+    return frozenset(r.delegated_to for r in status.tool_call_history
+                     if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.delegated_to
+                     and catalog.get("Agent", namespace, r.delegated_to) is None)
+
+
+def tree_size(indexes: dict[str, Any], ref: TaskRunRef, body: Mapping[str, Any]) -> int:
+    """Runs of the delegation tree this run is in, root included (as the watch has shown them)."""
+    root = (body["metadata"].get("labels") or {}).get(LABEL_ROOT_UID) or ref.uid
+    return 1 + len(indexes["tree_taskruns"].get((ref.namespace, root), []))
+
+
+def created_at(body: Mapping[str, Any]) -> datetime | None:
+    """metadata.creationTimestamp: a run that never started times out from it."""
+    stamp = body["metadata"].get("creationTimestamp")
+    return parse_rfc3339(stamp) if stamp else None
 
 
 def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> tuple[str, str] | None:
@@ -94,4 +119,7 @@ def target_of(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> Target:
     agent = catalog.get("Agent", namespace, found[0])
     status = (agent or {}).get("status") or {}
     message = (status.get("message") or "not reconciled yet") if agent else "not found"
-    return Target(True, found[0], bool(status.get("ready")), message)
+    reason = next((c.get("reason") for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), "")
+    settling = agent is not None and (not status or reason in {r.value for r in ReadinessReason if r.transient})
+    return Target(True, found[0], bool(status.get("ready")), message, agent_exists=agent is not None,
+                  settling=settling)

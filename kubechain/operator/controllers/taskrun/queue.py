@@ -11,7 +11,7 @@ from kubechain.core.observation import Admitted, InQueue
 
 from ...state import OperatorState
 from ..catalog import IndexCatalog
-from .indexes import QUEUE
+from .indexes import QUEUE, priority_limit
 
 WAKE_AGAIN_SECONDS = 5.0  # an admitted run is woken once; its own retry timer covers a lost wake
 PLAN_SECONDS = 1.0  # how old a plan may be to tell a run it still waits (admitting always plans afresh)
@@ -43,7 +43,10 @@ def admission(state: OperatorState, indexes: dict[str, Any], fresh: bool = True)
             holding.setdefault(entry.namespace, set()).add(uid)
             on_llm[entry.namespace, entry.llm] = on_llm.get((entry.namespace, entry.llm), 0) + 1
     counts = Counts({ns: len(uids) for ns, uids in holding.items()}, on_llm)
-    queued = [replace(entry, llm=agents.llm(entry.namespace, agent))
+    # Never ranked above its namespace's highest priority (the webhook refuses more; this holds without webhooks).
+    highest = state.settings.limits.max_priority
+    queued = [replace(entry, llm=agents.llm(entry.namespace, agent),
+                      priority=min(entry.priority, priority_limit(entry.namespace, indexes, highest)[0]))
               for uid, kind, ref, entry in indexes["queued_taskruns"].get(QUEUE, [])
               if uid not in state.scheduled and (agent := agents.of(entry.namespace, kind, ref))
               and agents.ready(entry.namespace, agent)]
