@@ -55,12 +55,17 @@ def tool_problem(spec: ToolSpec) -> str | None:
     return None
 
 
-def _dependency_problem(kind: str, name: str, obj: dict[str, Any] | None) -> Readiness | None:
-    """Why a referenced object keeps its dependent from being ready, or None if it is ready."""
+def _dependency_problem(kind: str, name: str, obj: dict[str, Any] | None, unreachable_ok: bool = False
+                        ) -> Readiness | None:
+    """Why a referenced object keeps its dependent from being ready, or None if it is ready (or, `unreachable_ok`,
+    not ready only because its provider does not answer now)."""
     if obj is None:
         return not_ready(ReadinessReason(f"{kind}NotFound"), f"{kind} {name!r} not found")
     status = obj.get("status") or {}
     if status.get("ready"):
+        return None
+    ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+    if unreachable_ok and ready.get("reason") == ReadinessReason.UNREACHABLE:
         return None
     if "ready" not in status:
         return not_ready(ReadinessReason.DEPENDENCY_PENDING, f"{kind} {name!r} is not reconciled yet")
@@ -110,14 +115,18 @@ def toolset_readiness(namespace: str, spec: ToolSetSpec, catalog: Catalog,
     return Readiness(True, ReadinessReason.READY, f"{len(names)} tools", names)
 
 
-def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog, delegates: bool = True) -> Readiness:
-    """Ready when the LLM and every ToolSet are ready and (`delegates`) every delegate tool's Agent exists.
+def agent_readiness(namespace: str, spec: AgentSpec, catalog: Catalog, delegates: bool = True,
+                    started: bool = False) -> Readiness:
+    """Ready when the LLM and every ToolSet are ready and (`delegates`) every delegate tool's Agent exists. For a
+    run already `started`, an LLM whose provider does not answer now (Unreachable) does not hold it back: the run
+    rides that out under its own LLM.spec.retry, and a new actor for it (after a back-off) must be able to start.
 
     "Exists" is an Agent object of that name in the namespace, ready or not: readiness that waited for the
     target's readiness would never come for an agent delegating to itself or to an agent above it (a -> b -> a),
     which the loop refuses per call anyway. A target that exists but is not ready holds its child runs Pending,
     saying so, until they time out; one that is gone when a call is made fails the call (the reconciler)."""
-    if problem := _dependency_problem("LLM", spec.llm_ref.name, catalog.get("LLM", namespace, spec.llm_ref.name)):
+    if problem := _dependency_problem("LLM", spec.llm_ref.name, catalog.get("LLM", namespace, spec.llm_ref.name),
+                                      unreachable_ok=started):
         return problem
     names: list[str] = []
     for ref in spec.toolset_refs:

@@ -52,6 +52,20 @@ def test_agent_readiness(overrides, reason, message):
     assert readiness.ready is (reason == "Ready")
 
 
+def test_a_started_run_rides_out_an_unreachable_llm_but_not_a_wrong_key():
+    from kubechain.api.v1alpha1 import AgentSpec
+    from kubechain.core.resolve import agent_readiness
+
+    def llm(reason):
+        return {"spec": LLM["spec"], "status": {"ready": False, "message": "no answer",
+                                                 "conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
+    spec = AgentSpec.model_validate(AGENT["spec"])
+    outage = catalog(LLM__llm=llm("Unreachable"))
+    assert not agent_readiness("ns", spec, outage).ready  # new runs wait for the provider
+    assert agent_readiness("ns", spec, outage, started=True).ready  # a backing-off run's new actor may start
+    assert not agent_readiness("ns", spec, catalog(LLM__llm=llm("Unauthorized")), started=True).ready
+
+
 def test_toolset_readiness_names_the_tool():
     assert evaluate("ToolSet", "ns", KIT["spec"], catalog()).tools == ["echo", "calc_v2"]
     broken = evaluate("ToolSet", "ns", KIT["spec"], catalog(Tool__calc_v2={"spec": {}, "status": {"ready": False,

@@ -171,7 +171,7 @@ class Applier:
         # Not the Agent's Ready verdict: a delegate target that went away makes it not Ready, and then only that
         # delegation fails (as a tool error) while a started run goes on.
         if agent is None or agent_spec is None or not agent_readiness(ref.namespace, agent_spec, catalog,
-                                                                        delegates=False).ready:
+                                                                        delegates=False, started=True).ready:
             return CannotStart(f"Agent {agent_name!r} is not ready: cannot start an actor")
         llm = catalog.get("LLM", ref.namespace, agent_spec.llm_ref.name) or {"spec": {}}
         secrets: dict[tuple[str, str], str] = {}
