@@ -16,6 +16,7 @@ from kubechain.api.runspec import CallInput, ResolvedExecution, ResolvedMCP, Res
 from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ReadinessReason, MCPServer, MCPServerStatus, ToolSetSpec, ToolSpec
 from kubechain.api.v1alpha1.mcp import compact
 from kubechain.core.naming import llm_tool_name
+from kubechain.core.patterns import pattern_problem
 
 EMPTY_ARGUMENTS = {"type": "object", "properties": {}}
 
@@ -51,7 +52,7 @@ def tool_problem(spec: ToolSpec) -> str | None:
         jsonschema.validators.validator_for(spec.arguments).check_schema(spec.arguments)
     except jsonschema.SchemaError as exc:
         return f"arguments is not a valid JSON Schema: {exc.message}"
-    return None
+    return pattern_problem(spec.arguments, "arguments")
 
 
 def _dependency_problem(kind: str, name: str, obj: dict[str, Any] | None) -> Readiness | None:
@@ -84,6 +85,9 @@ def mcp_problem(server: MCPServer, found: MCPServerStatus | None) -> Readiness |
         return not_ready(ReadinessReason.MCP_DISCOVERY_PENDING, f"MCP server {server.name!r}: listing its tools")
     if not found.ready:
         return not_ready(ReadinessReason.MCP_SERVER_FAILED, f"MCP server {server.name!r}: {found.message}")
+    for tool in found.tools:  # the server's schemas are checked like a Tool's: the actor matches their patterns
+        if problem := pattern_problem(tool.input_schema, "inputSchema"):
+            return not_ready(ReadinessReason.INVALID_TOOL, f"MCP server {server.name!r}: tool {tool.name!r}: {problem}")
     return None
 
 
