@@ -96,7 +96,7 @@ class TaskRunActor:
             telemetry = RunTelemetry(self.spec.traceparent, RayMetrics.get(), **{
                 "k8s.namespace.name": ref.namespace, "kubechain.name": ref.name, "kubechain.agent": self.spec.agent,
                 "kubechain.epoch": self.spec.epoch})
-            tools = LocalToolExecutor(self.spec.tools, self.spec.secrets)
+            tools = LocalToolExecutor(self.spec.tools, self.spec.secrets, self.spec.local_tool_timeout_seconds)
             try:
                 status = await AgentLoop(self.spec, llm, tools, store, telemetry).run(status)
             finally:  # a pooled process outlives the run: nothing of it may stay open

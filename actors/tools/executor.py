@@ -15,6 +15,7 @@ from kubechain.api.v1alpha1.tool import HTTPExecution, RayExecution
 
 from .arguments import parse_arguments
 from .builtins import BUILTINS, ToolError
+from .offload import OverTime, off_loop
 
 MAX_RESULT_BYTES = 64 * 1024  # read from an HTTP response at most
 
@@ -35,11 +36,13 @@ class ToolExecutor(Protocol):
 
 
 class LocalToolExecutor:
-    """Runs builtins in the actor's process, http calls from it, and ray tools as Ray tasks it awaits."""
+    """Runs builtins in the actor's process (off its event loop, within `time_limit` seconds), http calls from it,
+    and ray tools as Ray tasks it awaits."""
 
-    def __init__(self, tools: list[ResolvedTool], secrets: dict[str, Any] | None = None):
+    def __init__(self, tools: list[ResolvedTool], secrets: dict[str, Any] | None = None, time_limit: float = 10):
         self._tools = {t.name: t for t in tools}
         self._secrets = secrets or {}
+        self._time_limit = time_limit
         self._http: Any = None
         self._mcp: Any = None  # actors/tools/mcp.py MCPSessions, at the first MCP call
 
@@ -52,7 +55,11 @@ class LocalToolExecutor:
             return ToolOutcome(error=error)
         execution = tool.execution
         if execution.builtin is not None:
-            return _builtin(execution.builtin.name, args)
+            try:
+                return await off_loop(self._time_limit, f"builtin {execution.builtin.name}", _builtin,
+                                      execution.builtin.name, args)
+            except OverTime as exc:
+                return ToolOutcome(error=str(exc))
         if execution.http is not None:
             return await self._post(execution.http, args, idempotency_key)
         if execution.ray is not None:

@@ -110,6 +110,9 @@ class RunSpec(Model):
     inputs: dict[str, CallInput] = Field(default_factory=dict, description="Inputs of the waiting calls, by call id.")
     traceparent: str | None = Field(default=None, description="The run's trace context: actor spans join it.")
     max_parallel_tool_calls: int = Field(default=4, description="Tool calls of one turn running at a time.")
+    local_tool_timeout_seconds: float = Field(default=10, gt=0, description="Time limit of a call's argument check "
+                                              "and of a builtin, run off the actor's event loop (the operator's "
+                                              "KUBECHAIN_LOCAL_TOOL_TIMEOUT_SECONDS): past it the call is a tool error.")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Values of the Secret keys the tools "
                                           "reference, by `secret/key` (see secret_key); never serialised to status.")
     json_logs: bool = Field(default=False, description="The actor logs one JSON object per line (the operator's "

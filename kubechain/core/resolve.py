@@ -197,7 +197,8 @@ def evaluate(kind: str, namespace: str, raw_spec: dict[str, Any], catalog: Catal
 def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog, api_key: str | None,
              epoch: int = 1, *, max_turns: int = 50, lineage: list[str] | None = None,
              inputs: dict[str, CallInput] | None = None, max_delegation_depth: int = 5,
-             traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False) -> RunSpec:
+             traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False,
+             local_tool_timeout_seconds: float = 10) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
@@ -205,4 +206,5 @@ def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog
                    context=agent.context,
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
                    lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth,
-                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs)
+                   traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs,
+                   local_tool_timeout_seconds=local_tool_timeout_seconds)

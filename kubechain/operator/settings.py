@@ -52,6 +52,15 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True)
+class ToolSettings:
+    local_timeout_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LOCAL_TOOL_TIMEOUT_SECONDS", "10")))
+    """Time limit of the work a tool call does inside the actor: checking its arguments against the tool's schema,
+    and running a builtin. Past it the call is a tool error the LLM reads, naming this limit, and the run goes on.
+    The work runs in a thread (actors/tools/offload.py), which cannot be stopped: it is bounded by its input, and
+    this limit only stops the run waiting for it."""
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     port: int = field(default_factory=lambda: int(_env("KUBECHAIN_WEBHOOK_PORT", "9443")))
     """HTTPS port of the admission and conversion webhooks (0: no webhooks)."""
@@ -92,6 +101,7 @@ class ConsoleSettings:
 class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     mcp: MCPSettings = field(default_factory=MCPSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)

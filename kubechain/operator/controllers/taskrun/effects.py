@@ -213,7 +213,8 @@ def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, ca
                     max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
                     lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
                     max_delegation_depth=state.settings.reconcile.max_delegation_depth,
-                    json_logs=state.settings.json_logs)
+                    json_logs=state.settings.json_logs,
+                    local_tool_timeout_seconds=state.settings.tools.local_timeout_seconds)
 
 
 async def recycle_when_done(state: OperatorState, actor: str, handle: Any, run: Any) -> None:
