@@ -42,6 +42,10 @@ class TaskRunActor:
         old status may meanwhile stand for another run."""
         return self.spec is not None and uid in (None, self.spec.taskrun.uid)
 
+    async def ping(self) -> bool:
+        """The operator's liveness probe: served by the event loop the run uses, so only a loop that turns answers."""
+        return True
+
     async def run(self, spec: RunSpec | None = None) -> str:
         if self.spec is None:
             if spec is None:

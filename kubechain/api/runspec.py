@@ -134,6 +134,10 @@ class TaskRunActorAPI(Protocol):
         """Run (or join the running) loop until the TaskRun ends; returns the final phase. Idempotent. `spec`
         assigns a pooled actor to the run; joining an actor that holds another run (or none) raises."""
 
+    async def ping(self) -> bool:
+        """True. Answered on the actor's event loop: a supervisor whose pings go unanswered for the operator's
+        KUBECHAIN_ACTOR_WEDGED_SECONDS replaces the actor (its loop is blocked)."""
+
     async def recycle(self) -> bool:
         """After its run ended: a pooled actor drops the run and is ready for `run(spec)` again (True), or
         ends itself (False)."""

@@ -88,6 +88,13 @@ class ActorLost:
 
 
 @dataclass(frozen=True)
+class ActorWedged:
+    """The actor lives but stopped answering liveness pings (a Ray call its event loop serves) for the operator's
+    KUBECHAIN_ACTOR_WEDGED_SECONDS: its event loop is blocked, so no checkpoint, cancel or step happens."""
+    message: str
+
+
+@dataclass(frozen=True)
 class RayDown:
     """Ray cannot be reached, or refuses to create actors."""
     message: str
@@ -99,8 +106,9 @@ class CannotStart:
     message: str
 
 
-ActorFact = ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | RayDown | CannotStart
-FAILURES = (ActorLost, RayDown, CannotStart)
+ActorFact = (ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | ActorWedged | RayDown
+             | CannotStart)
+FAILURES = (ActorLost, ActorWedged, RayDown, CannotStart)
 
 
 @dataclass(frozen=True)

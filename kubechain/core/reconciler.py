@@ -9,7 +9,7 @@ Who asks (`Trigger`), and what each one owns, is the operator's half of kubechai
 - CLOCK (a daemon of every started run): Timeout, expired approvals, deletion after ttlSecondsAfterFinished.
 - SUPERVISOR (a daemon of every Running run): exactly one actor on the run. Its rounds are facts that the
   effects answer: look -> ActorAbsent -> PrepareActor -> ActorPrepared -> (epoch raised) CreateActor ->
-  ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | RayDown -> look again.
+  ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | ActorWedged | RayDown -> look again.
   A found actor (an operator restart, a clean return) is joined, never replaced.
 
 Nothing here reads the clock, the network or the process: every input is in `Observed`, every output in the
@@ -32,7 +32,8 @@ from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_re
                         response_problems, stop_for)
 from .naming import actor_name
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                          ActorReturned, Admitted, CannotStart, Decision, InQueue, Observed, RayDown, Trigger)
+                          ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
+                          Trigger)
 
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
@@ -166,7 +167,8 @@ def _running(seen: Observed, now: datetime) -> Decision:
       prepared -> write the raised epoch (fencing out any older actor), then create the actor
       created  -> record the actor (a pooled one is found again by this name), then give it the run
       found    -> join the live actor's run
-      returned -> look again soon;  lost -> Event, look again;  Ray down -> condition, Event, reconnect."""
+      returned -> look again soon;  lost -> Event, look again;  Ray down -> condition, Event, reconnect;
+      wedged   -> Event, kill the actor, look again (then absent: a fresh actor one epoch up, as after a loss)."""
     status, fact = seen.status, seen.actor
     match fact:
         case None:
@@ -193,6 +195,11 @@ def _running(seen: Observed, now: datetime) -> Decision:
             return Decision(status, (do.Sleep(RETURNED_SECONDS),))
         case ActorLost(message=message):
             return Decision(status, (do.PostEvent("Warning", Reason.ACTOR_LOST, f"{message}; restoring from the checkpoint"),
+                                     do.Sleep(backoff(seen.failures))))
+        case ActorWedged(message=message):
+            # It lives, so nothing would replace it: kill it (a raised epoch fences it out should it wake first).
+            return Decision(status, (do.PostEvent("Warning", Reason.ACTOR_WEDGED, f"{message}; killing it and restoring "
+                                                  "from the checkpoint"), do.KillActor(_actor_of(status)),
                                      do.Sleep(backoff(seen.failures))))
         case RayDown(message=message):
             down = _ray_available(status, now, False, message[:500])

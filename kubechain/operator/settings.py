@@ -36,7 +36,12 @@ class RaySettings:
     """How long after a run took a standby a new one is started, unless an ended run's actor refilled the pool
     first: short runs then reuse a few processes instead of starting one each (~1 s of CPU)."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
-    """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once)."""
+    """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once), and
+    pings the actor."""
+    wedged_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_ACTOR_WEDGED_SECONDS", "30")))
+    """An actor that has not answered a liveness ping (a Ray call its event loop serves) for this long is wedged:
+    its loop is blocked, so it neither checkpoints nor honours a cancel. The supervisor kills it (Event ActorWedged)
+    and restores the run on a fresh actor from the last checkpoint. Generous: a busy node delays answers."""
 
 
 @dataclass(frozen=True)

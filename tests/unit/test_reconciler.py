@@ -13,7 +13,7 @@ from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core import effects as do
 from kubechain.core.lifecycle import ChildOutcome, JobOutcome, enter
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorReturned,
-                                        Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger)
+                                        ActorWedged, Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger)
 from kubechain.core.reconciler import backoff, failures_after, reconcile
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -197,6 +197,20 @@ def test_running_looks_again(fact, failures, sleep, event):
     assert decision.effects[-1] == do.Sleep(sleep) and events(decision) == ([event] if event else [])
     if isinstance(fact, CannotStart):
         assert decision.status.message == fact.message
+
+
+@pytest.mark.parametrize("failures, sleep", [
+    pytest.param(1, 0.0, id="running->running: actor wedged, killed"),
+    pytest.param(3, 1.0, id="running->running: wedged again, backoff"),
+])
+def test_running_wedged_kills_the_actor_then_looks_again(failures, sleep):
+    # the next round finds no actor: ActorAbsent prepares a fresh one at epoch+1, as after a lost actor
+    decision = supervise(running(), ActorWedged("no answer to a liveness ping for 31 s"), failures)
+    assert decision.status.phase is Phase.RUNNING and decision.status.epoch == 1
+    assert events(decision) == [("Warning", "ActorWedged")]
+    assert decision.effects[-2:] == (do.KillActor("a1"), do.Sleep(sleep))
+    assert "no answer to a liveness ping for 31 s; killing it" in decision.effects[0].message
+    assert failures_after(ActorWedged("x"), failures) == failures + 1
 
 
 def test_running_ray_down_says_so_once_and_reconnects():

@@ -17,11 +17,11 @@ from kubechain.api.runspec import RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                                        ActorReturned, CannotStart, Decision, Observed, RayDown)
+                                        ActorReturned, ActorWedged, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import run_spec
 
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS
-from ...raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
+from ...raygateway import STANDBY_PREFIX, ActorDied, ActorUnresponsive, RayUnavailable
 from ...state import OperatorState
 from ..catalog import IndexCatalog
 from .observe import agent_and_input
@@ -198,10 +198,12 @@ class Applier:
             run = await asyncio.to_thread(ray.join, self.handle, spec)
             if self.actor.startswith(STANDBY_PREFIX):
                 self.state.in_background(recycle_when_done(self.state, self.actor, self.handle, run))
-            if not await until_stopped(ray.wait(run), self.stopped):
+            if not await until_stopped(ray.wait(run, self.handle), self.stopped):  # pinging the actor meanwhile
                 return None
         except ActorDied as exc:
             return ActorLost(str(exc))
+        except ActorUnresponsive as exc:
+            return ActorWedged(str(exc))
         except RayUnavailable as exc:
             return RayDown(str(exc))
         return ActorReturned()
