@@ -67,19 +67,25 @@ class Heartbeat:
     """Liveness pings of one actor, one out at a time: the actor's `ping()` is served by the event loop its run uses,
     so an answer says the loop turns. `overdue()` is how long the ping out has gone unanswered, once past `limit`.
     A ping goes out at most every `limit / 4` (one Ray call per run every 7.5 s by default, not every tick): a
-    wedged actor is found within 1.25 x `limit`."""
+    wedged actor is found within 1.25 x `limit`. The first ping gets STARTING x `limit`: it waits behind the actor's
+    creation (a worker process start, which a busy node stretches), and replacing a slow starter only starts
+    another. Once answered (at the run's first await, its checkpoint load), `limit` applies."""
+
+    STARTING = 4
 
     def __init__(self, handle: Any, limit: float):
         self.handle, self.limit = handle, limit
         self._out: asyncio.Future | None = None
         self._sent = 0.0
+        self._armed = False  # the actor answered once
 
     async def overdue(self) -> float | None:
         now = time.monotonic()
         if self._out is not None and not self._out.done():
-            return now - self._sent if now - self._sent > self.limit else None
+            allowed = self.limit if self._armed else self.limit * self.STARTING
+            return now - self._sent if now - self._sent > allowed else None
         if self._out is not None:
-            self._out.exception()  # answered (a failed ping of a dead actor: its run's future says so)
+            self._armed |= self._out.exception() is None  # a failed ping (a dead actor): its run's future says so
             if now - self._sent < self.limit / 4:
                 return None
         try:

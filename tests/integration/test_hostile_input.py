@@ -89,7 +89,9 @@ def counter():
 
 def test_a_wedged_actor_is_detected_by_its_heartbeat_and_replaced(kube, stack, counter):
     model = f"{kube.namespace}-m"
-    stack.llm.set_script(model, [{"tool_calls": [{"name": "book", "arguments": {"seat": "1A"}}]},
+    # The reply's latency lets the supervisor's first ping be answered before the booking (the heartbeat is armed
+    # by an answer; without one the actor gets 4 x KUBECHAIN_ACTOR_WEDGED_SECONDS, a start's allowance)
+    stack.llm.set_script(model, [{"tool_calls": [{"name": "book", "arguments": {"seat": "1A"}}], "latency": 3},
                                  {"content": "booked: {last_tool_result}"}])
     book = {"name": "book", "description": "book a seat", "idempotent": True,
             "execution": {"http": {"url": counter.url, "timeoutSeconds": 300}}}
@@ -104,7 +106,7 @@ def test_a_wedged_actor_is_detected_by_its_heartbeat_and_replaced(kube, stack, c
         counter.release()
         wedged = kube.wait_for("events", "", lambda o: any(
             e["reason"] == "ActorWedged" and e["involvedObject"]["name"] == "t-run" for e in o["items"]),
-            timeout=120, what="an ActorWedged Event")
+            timeout=200, what="an ActorWedged Event")
         run = kube.wait_phase("t-run", "Completed", timeout=120)
     finally:
         try:

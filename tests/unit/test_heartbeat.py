@@ -9,7 +9,8 @@ import concurrent.futures
 import pytest
 
 from actors.taskrun_actor import TaskRunActor
-from kubechain.operator.raygateway import ActorUnresponsive, RayGateway
+from kubechain.operator import raygateway
+from kubechain.operator.raygateway import ActorUnresponsive, Heartbeat, RayGateway
 from kubechain.operator.settings import RaySettings
 
 
@@ -26,16 +27,18 @@ class Ref:
 
 
 class Method:
-    def __init__(self, answers: bool):
+    def __init__(self, answers: int):
         self.answers, self.calls = answers, 0
 
     def remote(self):
         self.calls += 1
-        return Ref(True if self.answers else None)
+        return Ref(True if self.calls <= self.answers else None)
 
 
 class Handle:
-    def __init__(self, answers: bool):
+    """An actor whose first `answers` pings are answered, then none."""
+
+    def __init__(self, answers: int):
         self.ping = Method(answers)
 
 
@@ -50,15 +53,34 @@ def gateway() -> RayGateway:
 
 
 def test_an_actor_that_stops_answering_pings_is_unresponsive():
-    handle = Handle(answers=False)
+    handle = Handle(answers=1)
     with pytest.raises(ActorUnresponsive, match="has not answered a liveness ping for 0 s .*KUBECHAIN_ACTOR_WEDGED_"
                                                 "SECONDS is 0.05.*its event loop is blocked"):
         asyncio.run(gateway().wait(Ref(), handle))  # a run that never returns
-    assert handle.ping.calls == 1  # one ping out at a time
+    assert handle.ping.calls == 2  # one ping out at a time
+
+
+def test_the_first_ping_gets_longer_as_it_waits_behind_the_actors_creation(monkeypatch):
+    # a slow worker start is not a wedged loop (replacing it only starts another), one that never serves is
+    clock = [100.0]
+    monkeypatch.setattr(raygateway.time, "monotonic", lambda: clock[0])
+
+    async def overdue_at(heartbeat, seconds):
+        clock[0] = 100.0 + seconds
+        await asyncio.sleep(0)  # an answer reaches the heartbeat through the loop, as Ray's would
+        return await heartbeat.overdue()
+
+    async def main():
+        starting, serving = Heartbeat(Handle(answers=0), 30), Heartbeat(Handle(answers=1), 30)
+        assert await overdue_at(starting, 0) is None and await overdue_at(serving, 0) is None  # pings out
+        assert await overdue_at(starting, 100) is None and await overdue_at(starting, 121) == 121
+        assert await overdue_at(serving, 8) is None  # answered: the next ping goes out
+        assert await overdue_at(serving, 38) is None and await overdue_at(serving, 39) == 31
+    asyncio.run(main())
 
 
 def test_an_actor_that_answers_is_waited_for_until_its_run_returns():
-    handle, run = Handle(answers=True), Ref()
+    handle, run = Handle(answers=10**6), Ref()
 
     async def main():
         waiting = asyncio.ensure_future(gateway().wait(run, handle))
