@@ -32,8 +32,9 @@ from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
 from .telemetry import RunTelemetry
-from .tools.arguments import check_arguments, parse_arguments
+from .tools.arguments import parse_arguments
 from .tools.executor import ToolExecutor, ToolOutcome
+from .tools.offload import argument_errors
 
 INTERRUPTED = ("interrupted by a crash while running; outcome unknown. It was not run again because the tool "
                "is not idempotent.")
@@ -145,7 +146,8 @@ class AgentLoop:
         one write, run them concurrently (at most maxParallelToolCalls at a time) and record each as it ends.
         Only this coroutine touches `status`; a result is checkpointed as soon as it is recorded if the tool
         has effects, so a crash never loses a finished call."""
-        ready = [r for r in records if self._prepare(status, r)]
+        errors = await argument_errors(records, self._by_name, self.spec.local_tool_timeout_seconds)  # off the loop
+        ready = [r for r, error in zip(records, errors) if self._prepare(status, r, error)]
         if not ready:
             return
         for record in ready:
@@ -173,7 +175,7 @@ class AgentLoop:
         tool = self._by_name.get(record.tool)
         return tool is not None and not tool.execution.pure
 
-    def _prepare(self, status: TaskRunStatus, record: ToolCallRecord) -> bool:
+    def _prepare(self, status: TaskRunStatus, record: ToolCallRecord, argument_error: str | None) -> bool:
         """Whether the call must run now. Otherwise it got its result here (an input it waited for, a
         rejection, bad arguments, an interruption) or it waits."""
         tool = self._by_name.get(record.tool)
@@ -195,9 +197,8 @@ class AgentLoop:
             record.state = CallState.PENDING  # approved: runs like any call (a container call as its Job)
             return not (tool is not None and tool.execution.container is not None and self._job(record))
         if record.state is CallState.PENDING and tool is not None:
-            _, error = check_arguments(record.arguments, tool.parameters)
-            if error is not None:
-                self._record(status, record, CallState.FAILED, ToolOutcome(error=error))
+            if argument_error is not None:
+                self._record(status, record, CallState.FAILED, ToolOutcome(error=argument_error))
                 return False
             if self._waits(status, record, tool):
                 return False

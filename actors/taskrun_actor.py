@@ -43,6 +43,10 @@ class TaskRunActor:
         old status may meanwhile stand for another run."""
         return self.spec is not None and uid in (None, self.spec.taskrun.uid)
 
+    async def ping(self) -> bool:
+        """The operator's liveness probe: served by the event loop the run uses, so only a loop that turns answers."""
+        return True
+
     async def run(self, spec: RunSpec | None = None) -> str:
         if self.spec is None:
             if spec is None:
@@ -97,7 +101,8 @@ class TaskRunActor:
             telemetry = RunTelemetry(self.spec.traceparent, RayMetrics.get(), **{
                 "k8s.namespace.name": ref.namespace, "kubechain.name": ref.name, "kubechain.agent": self.spec.agent,
                 "kubechain.epoch": self.spec.epoch})
-            tools = LocalToolExecutor(self.spec.tools, self.spec.secrets, self.spec.code_tools)
+            tools = LocalToolExecutor(self.spec.tools, self.spec.secrets, self.spec.code_tools,
+                                      self.spec.local_tool_timeout_seconds)
             try:
                 status = await AgentLoop(self.spec, llm, tools, store, telemetry).run(status)
             finally:  # a pooled process outlives the run: nothing of it may stay open

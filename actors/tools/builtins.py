@@ -1,10 +1,16 @@
-"""Builtin tools. Pure functions of their JSON arguments; no network, no eval."""
+"""Builtin tools. Pure functions of their JSON arguments; no network, no eval.
+
+Each call's work is bounded by its input: an over-limit request is refused (a ToolError naming the limit) before
+the work starts. That matters because a single big-integer operation is one C call that holds the GIL: the time
+limit the executor puts on a call (actors/tools/offload.py) cannot interrupt it, only stop waiting for it.
+"""
 from __future__ import annotations
 
 import ast
 import json
 import math
 import operator
+import sys
 from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,12 +23,41 @@ class ToolError(Exception):
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS: dict[str, Callable[..., float]] = {
-    "sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max, "log": math.log, "exp": math.exp,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "floor": math.floor, "ceil": math.ceil}
 _CONSTANTS = {"pi": math.pi, "e": math.e}
-_MAX_EXPONENT = 10_000  # bounds 9**9**9-style expressions that would hang the actor
 _MAX_LENGTH = 1_000
+# Integers the calculator computes, intermediate results included: 65,536 bits (about 19,700 digits) multiply or
+# divide in well under a millisecond. (9**9999)**999 (31 million bits) took 11.6 s in one uninterruptible call.
+MAX_RESULT_BITS = 1 << 16
+_SHOWN_DIGITS = sys.get_int_max_str_digits() or 4300  # Python's cap on int-to-str conversion
+_MAX_ROUND_DIGITS = 1_000  # round(5, -10**9) would compute 10**(10**9)
+
+
+def _bounded(op: ast.operator, lhs: float, rhs: float) -> None:
+    """Refuse an integer power or product whose result would exceed MAX_RESULT_BITS, before computing it."""
+    if not (isinstance(lhs, int) and isinstance(rhs, int)):
+        return  # a float result overflows at once (OverflowError), whatever the operands
+    if isinstance(op, ast.Pow) and rhs > 0 and abs(lhs) > 1:
+        bits = rhs * math.log2(abs(lhs))
+    elif isinstance(op, ast.Mult):
+        bits = lhs.bit_length() + rhs.bit_length()
+    else:
+        return
+    if bits > MAX_RESULT_BITS:
+        what = "power" if isinstance(op, ast.Pow) else "product"
+        raise ToolError(f"result too large: this {what} would have about {bits:,.0f} bits; the calculator computes "
+                        f"integers of at most {MAX_RESULT_BITS:,} bits (about {int(MAX_RESULT_BITS * math.log10(2)):,} "
+                        "digits)")
+
+
+def _round(number: float, ndigits: int | None = None) -> float:
+    if isinstance(ndigits, int) and abs(ndigits) > _MAX_ROUND_DIGITS:
+        raise ToolError(f"round() takes at most {_MAX_ROUND_DIGITS} digits")
+    return round(number, ndigits)
+
+
+_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "sqrt": math.sqrt, "abs": abs, "round": _round, "min": min, "max": max, "log": math.log, "exp": math.exp,
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "floor": math.floor, "ceil": math.ceil}
 
 
 def _evaluate(node: ast.AST) -> float:
@@ -37,8 +72,7 @@ def _evaluate(node: ast.AST) -> float:
             return _UNARY[type(op)](_evaluate(operand))
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINARY:
             lhs, rhs = _evaluate(left), _evaluate(right)
-            if isinstance(op, ast.Pow) and abs(rhs) > _MAX_EXPONENT:
-                raise ToolError(f"exponent {rhs} is too large")
+            _bounded(op, lhs, rhs)
             return _BINARY[type(op)](lhs, rhs)
         case ast.Call(func=ast.Name(id=name), args=args, keywords=[]) if name in _FUNCTIONS:
             return _FUNCTIONS[name](*(_evaluate(a) for a in args))
@@ -53,7 +87,10 @@ def calculator(expression: str) -> str:
         value = _evaluate(ast.parse(expression.strip(), mode="eval"))
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)
-        return str(value)  # may raise too: Python caps int-to-str conversion at 4300 digits
+        if isinstance(value, int) and value.bit_length() > _SHOWN_DIGITS * math.log2(10) + 1:
+            raise ToolError(f"the result has about {int(value.bit_length() * math.log10(2)) + 1:,} digits; the "
+                            f"calculator shows at most {_SHOWN_DIGITS:,}")
+        return str(value)  # at most a few digits over the cap get here: Python's own error says so
     except SyntaxError as exc:
         raise ToolError(f"not an arithmetic expression: {exc.msg}") from None
     except (ArithmeticError, ValueError, TypeError) as exc:

@@ -17,6 +17,7 @@ from kubechain.core.codetools import defined_in, execution_problem, function_rul
 
 from .arguments import parse_arguments
 from .builtins import BUILTINS, ToolError
+from .offload import OverTime, off_loop
 
 @dataclass(frozen=True)
 class ToolOutcome:
@@ -34,14 +35,17 @@ class ToolExecutor(Protocol):
 
 
 class LocalToolExecutor:
-    """Runs builtins in the actor's process, http calls from it, and ray tools as Ray tasks it awaits."""
+    """Runs builtins in the actor's process (off its event loop, within `time_limit` seconds), http calls from it,
+    and ray tools as Ray tasks it awaits."""
 
     def __init__(self, tools: list[ResolvedTool], secrets: dict[str, Any] | None = None,
-                 code_tools: CodeToolPolicy | None = None):
-        """`code_tools`: the admin's rules for the run's namespace (RunSpec.code_tools; None: no code tool runs)."""
+                 code_tools: CodeToolPolicy | None = None, time_limit: float = 10):
+        """`code_tools`: the admin's rules for the run's namespace (RunSpec.code_tools; None: no code tool runs);
+        `time_limit`: seconds a builtin or an argument check may take (RunSpec.local_tool_timeout_seconds)."""
         self._tools = {t.name: t for t in tools}
         self._secrets = secrets or {}
         self._code_tools = code_tools or CodeToolPolicy()
+        self._time_limit = time_limit
         self._http: Any = None
         self._mcp: Any = None  # actors/tools/mcp.py MCPSessions, at the first MCP call
 
@@ -56,7 +60,11 @@ class LocalToolExecutor:
         if refused := execution_problem(self._code_tools, execution):  # before anything starts
             return ToolOutcome(error=refused)
         if execution.builtin is not None:
-            return _builtin(execution.builtin.name, args)
+            try:
+                return await off_loop(self._time_limit, f"builtin {execution.builtin.name}", _builtin,
+                                      execution.builtin.name, args)
+            except OverTime as exc:
+                return ToolOutcome(error=str(exc))
         if execution.http is not None:
             return await self._post(execution.http, args, idempotency_key)
         if execution.ray is not None:

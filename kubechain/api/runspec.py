@@ -137,6 +137,9 @@ class RunSpec(Model):
                                          "key (ToolCallRecord.key: the LLM's call id may repeat across steps).")
     traceparent: str | None = Field(default=None, description="The run's trace context: actor spans join it.")
     max_parallel_tool_calls: int = Field(default=4, description="Tool calls of one turn running at a time.")
+    local_tool_timeout_seconds: float = Field(default=10, gt=0, description="Time limit of a call's argument check "
+                                              "and of a builtin, run off the actor's event loop (the operator's "
+                                              "KUBECHAIN_LOCAL_TOOL_TIMEOUT_SECONDS): past it the call is a tool error.")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Values of the Secret keys the tools "
                                           "reference, by `secret/key` (see secret_key); never serialised to status.")
     caps: RunCaps = Field(default_factory=RunCaps, description="The operator's limits on each reply.")
@@ -161,6 +164,10 @@ class TaskRunActorAPI(Protocol):
     async def run(self, spec: RunSpec | None = None) -> str:
         """Run (or join the running) loop until the TaskRun ends; returns the final phase. Idempotent. `spec`
         assigns a pooled actor to the run; joining an actor that holds another run (or none) raises."""
+
+    async def ping(self) -> bool:
+        """True. Answered on the actor's event loop: a supervisor whose pings go unanswered for the operator's
+        KUBECHAIN_ACTOR_WEDGED_SECONDS replaces the actor (its loop is blocked)."""
 
     async def recycle(self) -> bool:
         """After its run ended: a pooled actor drops the run and is ready for `run(spec)` again (True), or

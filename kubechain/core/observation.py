@@ -91,6 +91,13 @@ class ActorLost:
 
 
 @dataclass(frozen=True)
+class ActorWedged:
+    """The actor lives but stopped answering liveness pings (a Ray call its event loop serves) for the operator's
+    KUBECHAIN_ACTOR_WEDGED_SECONDS: its event loop is blocked, so no checkpoint, cancel or step happens."""
+    message: str
+
+
+@dataclass(frozen=True)
 class RayDown:
     """Ray cannot be reached, or refuses to create actors."""
     message: str
@@ -104,8 +111,9 @@ class CannotStart:
     final: Reason | None = None
 
 
-ActorFact = ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | RayDown | CannotStart
-FAILURES = (ActorLost, RayDown, CannotStart)
+ActorFact = (ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | ActorWedged | RayDown
+             | CannotStart)
+FAILURES = (ActorLost, ActorWedged, RayDown, CannotStart)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Who asks (`Trigger`), and what each one owns, is the operator's half of kubechai
 - CLOCK (a daemon of every started run): Timeout, expired approvals, deletion after ttlSecondsAfterFinished.
 - SUPERVISOR (a daemon of every Running run): exactly one actor on the run. Its rounds are facts that the
   effects answer: look -> ActorAbsent -> PrepareActor -> ActorPrepared -> (epoch raised) CreateActor ->
-  ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | RayDown -> look again.
+  ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | ActorWedged | RayDown -> look again.
   A found actor (an operator restart, a clean return) is joined, never replaced.
 
 Nothing here reads the clock, the network or the process: every input is in `Observed`, every output in the
@@ -33,7 +33,8 @@ from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_re
                         response_problems, stop_for)
 from .naming import actor_name
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                          ActorReturned, Admitted, CannotStart, Decision, InQueue, Observed, RayDown, Trigger)
+                          ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
+                          Trigger)
 
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
@@ -179,7 +180,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
       found    -> join the live actor's run
       returned -> look again soon;  lost -> Event, look again (or CrashLoop);  Ray down -> condition, Event,
       reconnect;  cannot start -> Stalled, look again later; or running -> failed (SecretNotFound) when it never
-      could."""
+      could;  wedged -> Event, kill the actor, look again (counted as a loss: a fresh actor one epoch up)."""
     status, fact = seen.status, seen.actor
     match fact:
         case None:
@@ -207,6 +208,9 @@ def _running(seen: Observed, now: datetime) -> Decision:
             return Decision(status, (do.Sleep(RETURNED_SECONDS),))
         case ActorLost(message=message):
             return _lost(seen, message, now)
+        case ActorWedged(message=message):
+            # It lives, so nothing would replace it: kill it (a raised epoch fences it out should it wake first).
+            return _lost(seen, message, now, Reason.ACTOR_WEDGED)
         case RayDown(message=message):
             down = _ray_available(status, now, False, message[:500])
             flipped = () if down is status else (
@@ -221,10 +225,11 @@ def _running(seen: Observed, now: datetime) -> Decision:
             assert_never(fact)
 
 
-def _lost(seen: Observed, message: str, now: datetime) -> Decision:
+def _lost(seen: Observed, message: str, now: datetime, reason: Reason = Reason.ACTOR_LOST) -> Decision:
     """running -> running: ActorLost, restored from the checkpoint after a back-off that grows with the losses at
     this step; running -> failed: CrashLoop, at spec.crashLoopLimit losses without a checkpointed step (a step
-    that crashes its actor every time would otherwise be re-asked forever: maxTurns never counts it)."""
+    that crashes its actor every time would otherwise be re-asked forever: maxTurns never counts it). A wedged
+    actor (its loop blocked) counts as a loss too."""
     status, limit = seen.status, seen.parsed.crash_loop_limit
     before = status.crashes if status.crashes and status.crashes.step == status.step else None
     crashes = Crashes(count=(before.count if before else 0) + 1, step=status.step, last_error=message[:1000])
@@ -236,8 +241,10 @@ def _lost(seen: Observed, message: str, now: datetime) -> Decision:
         return Decision(failed, (do.PostEvent("Warning", Reason.CRASH_LOOP, text), do.KillActor(_actor_of(status))),
                         guarded=True)
     text = f"{message}; restoring from the checkpoint (loss {crashes.count} of {limit} at step {status.step})"
+    # A wedged actor lives, so nothing would replace it: kill it (the raised epoch fences it out should it wake).
+    kill = (do.KillActor(_actor_of(status)),) if reason is Reason.ACTOR_WEDGED else ()
     return Decision(status.model_copy(update={"crashes": crashes}),
-                    (do.PostEvent("Warning", Reason.ACTOR_LOST, text), do.Sleep(crash_backoff(crashes.count))))
+                    (do.PostEvent("Warning", reason, text), *kill, do.Sleep(crash_backoff(crashes.count))))
 
 
 def crash_backoff(losses: int) -> float:

@@ -17,6 +17,7 @@ from kubechain.api.runspec import (CallInput, ResolvedExecution, ResolvedMCP, Re
 from kubechain.api.v1alpha1 import AgentSpec, LLMSpec, ReadinessReason, MCPServer, MCPServerStatus, ToolSetSpec, ToolSpec
 from kubechain.api.v1alpha1.mcp import compact
 from kubechain.core.naming import llm_tool_name
+from kubechain.core.patterns import pattern_problem
 
 EMPTY_ARGUMENTS = {"type": "object", "properties": {}}
 
@@ -52,7 +53,7 @@ def tool_problem(spec: ToolSpec) -> str | None:
         jsonschema.validators.validator_for(spec.arguments).check_schema(spec.arguments)
     except jsonschema.SchemaError as exc:
         return f"arguments is not a valid JSON Schema: {exc.message}"
-    return None
+    return pattern_problem(spec.arguments, "arguments")
 
 
 def _dependency_problem(kind: str, name: str, obj: dict[str, Any] | None, unreachable_ok: bool = False
@@ -90,6 +91,9 @@ def mcp_problem(server: MCPServer, found: MCPServerStatus | None) -> Readiness |
         return not_ready(ReadinessReason.MCP_DISCOVERY_PENDING, f"MCP server {server.name!r}: listing its tools")
     if not found.ready:
         return not_ready(ReadinessReason.MCP_SERVER_FAILED, f"MCP server {server.name!r}: {found.message}")
+    for tool in found.tools:  # the server's schemas are checked like a Tool's: the actor matches their patterns
+        if problem := pattern_problem(tool.input_schema, "inputSchema"):
+            return not_ready(ReadinessReason.INVALID_TOOL, f"MCP server {server.name!r}: tool {tool.name!r}: {problem}")
     return None
 
 
@@ -230,7 +234,7 @@ def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog
              epoch: int = 1, *, max_turns: int = 50, lineage: list[str] | None = None,
              inputs: dict[str, CallInput] | None = None, max_delegation_depth: int = 5,
              traceparent: str | None = None, max_parallel_tool_calls: int = 4, json_logs: bool = False,
-             caps: RunCaps | None = None) -> RunSpec:
+             caps: RunCaps | None = None, local_tool_timeout_seconds: float = 10) -> RunSpec:
     """Everything the actor needs to run, resolved from the catalog. Call only when the agent is ready."""
     agent = AgentSpec.model_validate(catalog.get("Agent", ref.namespace, agent_name)["spec"])
     llm = LLMSpec.model_validate(catalog.get("LLM", ref.namespace, agent.llm_ref.name)["spec"])
@@ -239,4 +243,4 @@ def run_spec(ref: TaskRunRef, agent_name: str, user_input: str, catalog: Catalog
                    user_input=user_input, tools=resolve_tools(ref.namespace, agent, catalog), max_turns=max_turns,
                    lineage=lineage or [], inputs=inputs or {}, max_delegation_depth=max_delegation_depth,
                    traceparent=traceparent, max_parallel_tool_calls=max_parallel_tool_calls, json_logs=json_logs,
-                   caps=caps or RunCaps())
+                   caps=caps or RunCaps(), local_tool_timeout_seconds=local_tool_timeout_seconds)

@@ -34,11 +34,15 @@ class RayUnavailable(Exception):
     """Ray cannot be reached or refuses to create actors right now."""
 
 
+class ActorUnresponsive(Exception):
+    """The actor lives but has not answered a liveness ping for `wedged_seconds`: its event loop is blocked."""
+
+
 class ActorGateway(Protocol):
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None: ...
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
     def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
-    async def wait(self, run: Any) -> str: ...
+    async def wait(self, run: Any, handle: Any = None) -> str: ...
     def recycle(self, name: str, handle: Any) -> None: ...
 
 
@@ -59,6 +63,44 @@ def _detached(future: Any) -> asyncio.Future:
 
     future.add_done_callback(on_done)
     return view
+
+
+class Heartbeat:
+    """Liveness pings of one actor, one out at a time: the actor's `ping()` is served by the event loop its run uses,
+    so an answer says the loop turns. `overdue()` is how long the ping out has gone unanswered, once past `limit`.
+    A ping goes out at most every `limit / 4` (one Ray call per run every 7.5 s by default, not every tick): a
+    wedged actor is found within 1.25 x `limit`. The first ping gets STARTING x `limit`: it waits behind the actor's
+    creation (a worker process start, which a busy node stretches), and replacing a slow starter only starts
+    another. Once answered (at the run's first await, its checkpoint load), `limit` applies."""
+
+    STARTING = 4
+
+    def __init__(self, handle: Any, limit: float):
+        self.handle, self.limit = handle, limit
+        self._out: asyncio.Future | None = None
+        self._sent = 0.0
+        self._armed = False  # the actor answered once
+
+    async def overdue(self) -> float | None:
+        now = time.monotonic()
+        if self._out is not None and not self._out.done():
+            allowed = self.limit if self._armed else self.limit * self.STARTING
+            return now - self._sent if now - self._sent > allowed else None
+        if self._out is not None:
+            self._armed |= self._out.exception() is None  # a failed ping (a dead actor): its run's future says so
+            if now - self._sent < self.limit / 4:
+                return None
+        try:
+            ref = await asyncio.to_thread(self.handle.ping.remote)  # Ray Client's .remote() is a blocking call
+        except AttributeError:  # an actor started by an older operator has no ping: not watched
+            self.handle = None
+            return None
+        self._out, self._sent = _detached(ref.future()), now
+        return None
+
+    def stop(self) -> None:
+        if self._out is not None:
+            self._out.cancel()
 
 
 def configure_token_auth() -> None:
@@ -236,16 +278,22 @@ class RayGateway:
             ray.kill(extra)
         return found[:self.settings.standby_actors]
 
-    async def wait(self, run: Any) -> str:
+    async def wait(self, run: Any, handle: Any = None) -> str:
         """The final phase the actor returns. ActorDied when its process went away first (Ray fails the
-        future at once); RayUnavailable when the head itself is gone (Ray would hang: we probe it)."""
+        future at once); RayUnavailable when the head itself is gone (Ray would hang: we probe it);
+        ActorUnresponsive when the actor (`handle`, if given) stops answering liveness pings."""
         import ray
 
         result = _detached(run.future())
+        heartbeat = Heartbeat(handle, self.settings.wedged_seconds)
         try:
             while not (await asyncio.wait({result}, timeout=self.settings.health_interval_seconds))[0]:
                 if not await asyncio.to_thread(self.reachable):
                     raise RayUnavailable(f"the Ray head at {self._endpoint} stopped answering")
+                if heartbeat.handle is not None and (silent := await heartbeat.overdue()) is not None:
+                    raise ActorUnresponsive(
+                        f"the actor has not answered a liveness ping for {silent:.0f} s (the operator's "
+                        f"KUBECHAIN_ACTOR_WEDGED_SECONDS is {self.settings.wedged_seconds:g}): its event loop is blocked")
             return result.result()
         except ray.exceptions.RayActorError as exc:
             raise ActorDied(str(exc).splitlines()[0]) from None
@@ -255,6 +303,7 @@ class RayGateway:
             raise RayUnavailable(f"lost the connection to Ray: {str(exc).splitlines()[0]}") from None
         finally:
             result.cancel()
+            heartbeat.stop()
 
     def reachable(self) -> bool:
         """A TCP connect to the address we reached Ray at: cheap, and cannot hang like a Ray call can. One probe

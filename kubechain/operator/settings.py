@@ -38,7 +38,12 @@ class RaySettings:
     """How long after a run took a standby a new one is started, unless an ended run's actor refilled the pool
     first: short runs then reuse a few processes instead of starting one each (~1 s of CPU)."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
-    """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once)."""
+    """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once), and
+    pings the actor."""
+    wedged_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_ACTOR_WEDGED_SECONDS", "30")))
+    """An actor that has not answered a liveness ping (a Ray call its event loop serves) for this long is wedged:
+    its loop is blocked, so it neither checkpoints nor honours a cancel. The supervisor kills it (Event ActorWedged)
+    and restores the run on a fresh actor from the last checkpoint. Generous: a busy node delays answers."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,15 @@ def ray_tool_limits(limits: LimitSettings) -> RayToolLimits:
     return RayToolLimits(min_cpus=limits.ray_tool_min_cpus, max_cpus=limits.ray_tool_max_cpus,
                          max_gpus=limits.ray_tool_max_gpus, max_memory=limits.ray_tool_max_memory,
                          resources=dict(limits.ray_tool_resources))
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    local_timeout_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LOCAL_TOOL_TIMEOUT_SECONDS", "10")))
+    """Time limit of the work a tool call does inside the actor: checking its arguments against the tool's schema,
+    and running a builtin. Past it the call is a tool error the LLM reads, naming this limit, and the run goes on.
+    The work runs in a thread (actors/tools/offload.py), which cannot be stopped: it is bounded by its input, and
+    this limit only stops the run waiting for it."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,7 @@ class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     code_tools: CodeToolSettings = field(default_factory=CodeToolSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)

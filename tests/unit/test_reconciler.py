@@ -7,13 +7,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kubechain.api.runspec import CallInput, RunSpec, TaskRunRef
-from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, HumanResponse, LLMRetry, LLMSpec, Phase, TaskRunSpec,
+from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, Crashes, HumanResponse, LLMRetry, LLMSpec, Phase, TaskRunSpec,
                                     TaskRunStatus, ToolCallRecord, WaitingFor)
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core import effects as do
 from kubechain.core.lifecycle import ChildOutcome, JobOutcome, enter
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorReturned,
-                                        Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger)
+                                        ActorWedged, Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger)
 from kubechain.core.reconciler import backoff, failures_after, reconcile
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -266,6 +266,22 @@ def test_a_secret_that_does_not_exist_fails_the_run_and_frees_its_slot():
     assert not any(isinstance(e, (do.PrepareActor, do.CreateActor, do.Sleep)) for e in decision.effects)
     freed = reconcile(seen(decision.status, seen=Seen(1, Phase.RUNNING)), NOW)
     assert do.WakeAdmitted() in freed.effects  # the slot it held goes to a queued run
+
+
+@pytest.mark.parametrize("before, sleep", [
+    pytest.param(0, 0.0, id="running->running: actor wedged, killed"),
+    pytest.param(2, 2.0, id="running->running: wedged again at the step, backoff"),
+])
+def test_running_wedged_kills_the_actor_then_looks_again_counted_as_a_loss(before, sleep):
+    # the next round finds no actor: ActorAbsent prepares a fresh one at epoch+1, as after a lost actor
+    crashes = Crashes(count=before, step=0, last_error="x") if before else None
+    decision = supervise(running(crashes=crashes), ActorWedged("no answer to a liveness ping for 31 s"), 1)
+    assert decision.status.phase is Phase.RUNNING and decision.status.epoch == 1
+    assert events(decision) == [("Warning", "ActorWedged")] and decision.status.crashes.count == before + 1
+    assert decision.effects[-2:] == (do.KillActor("a1"), do.Sleep(sleep))
+    assert f"no answer to a liveness ping for 31 s; restoring from the checkpoint (loss {before + 1} of 5" in \
+        decision.effects[0].message
+    assert failures_after(ActorWedged("x"), 1) == 2
 
 
 def test_running_ray_down_says_so_once_and_reconnects():

@@ -62,6 +62,7 @@ class Reason(StrEnum):
     ACTOR_RESTARTED = "ActorRestarted"     # a new actor after the last one was lost (a crash recovery)
     ACTOR_ATTACHED = "ActorAttached"       # the operator (restarted) found the run's live actor and supervises it
     ACTOR_LOST = "ActorLost"               # the actor's process went away before its run ended
+    ACTOR_WEDGED = "ActorWedged"           # the actor stopped answering liveness pings (its event loop is blocked)
     CONTEXT_COMPACTED = "ContextCompacted"  # what the model sees was compacted to fit its context window
     RAY_UNAVAILABLE = "RayUnavailable"     # Ray cannot be reached: the run stays Running and waits for it
     TOOL_JOB_CREATED = "ToolJobCreated"    # a container call's Job was created

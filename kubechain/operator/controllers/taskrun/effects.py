@@ -18,12 +18,12 @@ from kubechain.api.v1alpha1 import GROUP, VERSION, AgentSpec, Phase, Reason, Tas
 from kubechain.core import effects as do
 from kubechain.core.codetools import is_code_tool
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                                        ActorReturned, CannotStart, Decision, Observed, RayDown)
+                                        ActorReturned, ActorWedged, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import agent_readiness, parse, run_spec
 
 from ... import codetools
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS
-from ...raygateway import STANDBY_PREFIX, ActorDied, RayUnavailable
+from ...raygateway import STANDBY_PREFIX, ActorDied, ActorUnresponsive, RayUnavailable
 from ...settings import LimitSettings, ray_tool_limits
 from ...state import OperatorState
 from ..catalog import IndexCatalog
@@ -209,10 +209,12 @@ class Applier:
             run = await asyncio.to_thread(ray.join, self.handle, spec)
             if self.actor.startswith(STANDBY_PREFIX):
                 self.state.in_background(recycle_when_done(self.state, self.actor, self.handle, run))
-            if not await until_stopped(ray.wait(run), self.stopped):
+            if not await until_stopped(ray.wait(run, self.handle), self.stopped):  # pinging the actor meanwhile
                 return None
         except ActorDied as exc:
             return ActorLost(str(exc))
+        except ActorUnresponsive as exc:
+            return ActorWedged(str(exc))
         except RayUnavailable as exc:
             return RayDown(str(exc))
         return ActorReturned()
@@ -224,7 +226,8 @@ def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, ca
                     max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
                     lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
                     max_delegation_depth=state.settings.reconcile.max_delegation_depth,
-                    json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits))
+                    json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits),
+                    local_tool_timeout_seconds=state.settings.tools.local_timeout_seconds)
 
 
 def run_caps(limits: LimitSettings) -> RunCaps:
