@@ -50,7 +50,8 @@ crds: $(STAMP)
 	$(VENV)/bin/kubechain crds --out crds
 
 # The layers (import-linter), and the TaskRun reconciler's exhaustive matches (mypy on the pure core's state machine)
-RECONCILER := kubechain/core/reconciler.py kubechain/core/observation.py kubechain/core/effects.py
+RECONCILER := kubechain/core/reconciler.py kubechain/core/observation.py kubechain/core/effects.py \
+              kubechain/core/run_conditions.py
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --follow-imports=silent --ignore-missing-imports --no-error-summary $(RECONCILER)

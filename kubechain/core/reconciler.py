@@ -23,15 +23,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import assert_never
 
-from kubechain.api.v1alpha1 import ActorRef, CallState, ConditionType, Crashes, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
-from kubechain.api.v1alpha1.common import parse_rfc3339, with_condition
+from kubechain.api.v1alpha1 import ActorRef, CallState, Crashes, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1.common import parse_rfc3339
 
 from . import effects as do
 from .blocking import blocked, failed, refused_delegations, unblocked
 from .builders import child_taskrun, tool_job
 from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
-                        response_problems, stop_for)
+                        stop_for)
 from .naming import actor_name
+from .run_conditions import llm_available, ray_available, responses_valid, succeeded
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                           ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
                           Trigger)
@@ -196,12 +197,12 @@ def _running(seen: Observed, now: datetime) -> Decision:
             return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),), guarded=True)
         case ActorCreated(ref=ref, spec=spec):
             reason, restored = _start_kind(status, spec.epoch)
-            recorded = _ray_available(unblocked(status, now).model_copy(update={"actor": ref}), now, True)
+            recorded = ray_available(unblocked(status, now).model_copy(update={"actor": ref}), now, True)
             recovery = (do.CountRecovery(),) if reason is Reason.ACTOR_RESTARTED else ()
             return Decision(recorded, (do.PostEvent("Normal", reason, f"actor {ref.name} (epoch {spec.epoch}): {restored}"),
                                        *recovery, do.JoinActor(spec)))
         case ActorFound():
-            return Decision(_ray_available(status, now, True), (
+            return Decision(ray_available(status, now, True), (
                 do.PostEvent("Normal", Reason.ACTOR_ATTACHED, f"supervising the running actor (epoch {status.epoch})"),
                 do.JoinActor(None)))
         case ActorReturned():
@@ -212,7 +213,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
             # It lives, so nothing would replace it: kill it (a raised epoch fences it out should it wake first).
             return _lost(seen, message, now, Reason.ACTOR_WEDGED)
         case RayDown(message=message):
-            down = _ray_available(status, now, False, message[:500])
+            down = ray_available(status, now, False, message[:500])
             flipped = () if down is status else (
                 do.PostEvent("Warning", Reason.RAY_UNAVAILABLE, f"{message[:500]}; retrying, the run stays Running"),)
             return Decision(down, (*flipped, do.DisconnectRay(), do.Sleep(backoff(seen.failures))))
@@ -299,8 +300,8 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
     decision (resume, stop) writes only its own change: the conditions follow on the event it causes."""
     status, effects, llm = decision.status, list(decision.effects), None
     if not decision.guarded:
-        status, refused = _responses_valid(status, seen, now)
-        status, llm = _llm_available(_succeeded(status, now), now)
+        status, refused = responses_valid(status, seen, now)
+        status, llm = llm_available(succeeded(status, now), now)
         if refused:
             effects.append(do.PostEvent("Warning", Reason.RESPONSE_REFUSED, refused))
         if llm is not None:
@@ -391,58 +392,3 @@ def _actor_of(status: TaskRunStatus) -> str | None:
 
 def _said(status: TaskRunStatus, message: str) -> TaskRunStatus:
     return status if status.message == message else status.model_copy(update={"message": message})
-
-
-def _ray_available(status: TaskRunStatus, now: datetime, available: bool,
-                   message: str = "Ray is reachable") -> TaskRunStatus:
-    """RayAvailable: while Ray is unreachable the run says so, and stays Running (nothing is marked Failed)."""
-    old = next((c for c in status.conditions if c.type == ConditionType.RAY_AVAILABLE), None)
-    if old is not None and (old.status == "True") == available:
-        return status
-    reason = Reason.CONNECTED if available else Reason.UNREACHABLE
-    return status.model_copy(update={"conditions": with_condition(
-        status.conditions, ConditionType.RAY_AVAILABLE, available, reason, message, now=now)})
-
-
-def _succeeded(status: TaskRunStatus, now: datetime) -> TaskRunStatus:
-    if not status.phase_history:
-        return status
-    last = status.phase_history[-1]
-    ok = True if status.phase is Phase.COMPLETED else False if status.phase is Phase.FAILED else None
-    old = next((c for c in status.conditions if c.type == ConditionType.SUCCEEDED), None)
-    if old is not None and old.reason == last.reason and old.status == ("Unknown" if ok is None else str(ok)):
-        return status
-    return status.model_copy(update={"conditions": with_condition(
-        status.conditions, ConditionType.SUCCEEDED, ok, last.reason, last.message or last.phase.value, now=now)})
-
-
-def _llm_available(status: TaskRunStatus, now: datetime) -> tuple[TaskRunStatus, do.PostEvent | None]:
-    """Condition LLMAvailable from status.llmRetry (the actor's): False while the run rides out failed requests,
-    True again once the LLM answers (a run that gave up keeps False); an Event when it flips, not per attempt."""
-    retry, old = status.llm_retry, next((c for c in status.conditions if c.type == ConditionType.LLM_AVAILABLE), None)
-    if retry is not None and (old is None or old.status != "False" or old.reason != retry.reason):
-        message = f"{retry.last_error[:500]}; retrying (attempt {retry.attempts + 1} at {retry.retry_at})"
-        event = do.PostEvent("Warning", retry.reason, message) if old is None or old.status != "False" else None
-        return status.model_copy(update={"conditions": with_condition(
-            status.conditions, ConditionType.LLM_AVAILABLE, False, retry.reason, message, now=now)}), event
-    if retry is None and old is not None and old.status == "False" and status.phase is not Phase.FAILED:
-        return status.model_copy(update={"conditions": with_condition(
-            status.conditions, ConditionType.LLM_AVAILABLE, True, Reason.ANSWERING, "the LLM answers", now=now)}), \
-            do.PostEvent("Normal", Reason.LLM_RECOVERED, status.message or "the LLM answers again")
-    return status, None
-
-
-def _responses_valid(status: TaskRunStatus, seen: Observed, now: datetime) -> tuple[TaskRunStatus, str]:
-    """Condition ResponsesValid for replies that are refused (they change nothing; absent until a reply is), and
-    the message of a refusal that is new (for a Warning)."""
-    if not seen.parsed.responses:
-        return status, ""
-    problems = response_problems(seen.status, seen.parsed.responses, sealed=seen.status.sealed_context.tool_calls > 0)
-    old = next((c for c in status.conditions if c.type == ConditionType.RESPONSES_VALID), None)
-    reason, message = ((Reason.REFUSED, "; ".join(problems)[:1000]) if problems
-                       else (Reason.ACCEPTED, "every reply is accepted"))
-    if (old is None and not problems) or (old is not None and (old.reason, old.message) == (reason, message)):
-        return status, ""
-    return status.model_copy(update={"conditions": with_condition(
-        status.conditions, ConditionType.RESPONSES_VALID, not problems, reason, message, now=now)}), \
-        message if problems else ""
