@@ -138,6 +138,7 @@ class Observed:
     containers: Mapping[str, ContainerExecution | None] = field(default_factory=dict)
     actor: ActorFact | None = None      # the supervisor's
     failures: int = 0                   # the supervisor's consecutive failed attempts, this fact included
+    retry_turn: bool = True             # a run backing off may start an actor for its attempt (max_retry_starts)
     traceparent: str = ""               # the deciding handler's span: a run's trace starts where it is scheduled
     created: datetime | None = None     # metadata.creationTimestamp: a run that never started times out from it
     absent_agents: frozenset[str] = frozenset()  # Agents that waiting delegate calls name and that do not exist

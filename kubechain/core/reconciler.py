@@ -40,6 +40,7 @@ from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorF
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
+RETRY_TURN_SECONDS = 0.5  # a run waiting for a turn to start its LLM attempt looks again (a turn lasts ~a start)
 CRASH_BACKOFF_SECONDS = 30.0  # a crashing step costs a process and an LLM request per attempt: back off further
 
 
@@ -189,6 +190,11 @@ def _running(seen: Observed, now: datetime) -> Decision:
         case ActorAbsent() if (retry := llm_retry_at(status)) and retry > now:
             # running, backing off: the actor let go of the run until the LLM's retry time (status.llmRetry)
             return Decision(status, (do.Sleep((retry - now).total_seconds()),))
+        case ActorAbsent() if status.llm_retry is not None and not seen.retry_turn:
+            # running, backing off, due: other runs' attempts hold every turn to start an actor; wait for one
+            waiting = (f"LLM retry due (attempt {status.llm_retry.attempts + 1}); waiting for a turn to start an "
+                       f"actor (KUBECHAIN_MAX_RETRY_STARTS runs attempt at once)")
+            return Decision(_said(status, waiting), (do.Sleep(RETRY_TURN_SECONDS),))
         case ActorAbsent():
             inputs = gather(seen, seen.parsed, now).inputs
             return Decision(status, (do.PrepareActor(status.epoch + 1, inputs),))

@@ -60,6 +60,11 @@ class ReconcileSettings:
     sooner: 3 × pending_retry_seconds after the first failure, then 6 ×, then every 12 × (at most this)."""
     max_delegation_depth: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_DELEGATION_DEPTH", "5")))
     """How many runs a chain of delegations may hold, root included: a deeper delegate call is a tool error."""
+    max_retry_starts: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RETRY_STARTS", "4")))
+    """Runs backing off from failed LLM requests that may start an actor for their next attempt at once; the others
+    wait their turn (status.message says so). In a provider outage every run's back-off ends about together, and
+    each attempt would otherwise start a process at once, only to fail in milliseconds: the processes held are
+    bounded by this instead of by the number of runs."""
 
 
 def _resources(text: str) -> tuple[tuple[str, float], ...]:

@@ -28,6 +28,9 @@ class OperatorState:
     """TaskRun uid -> the lock of its decisions: its event handler, timers and clock decide one at a time."""
     scheduled: dict[str, Queued] = field(default_factory=dict)
     """TaskRun uid -> its queue entry: moved to Running by this process, not yet seen Running (it holds a slot)."""
+    retrying: set[str] = field(default_factory=set)
+    """TaskRun uids holding a turn to start an actor for their next LLM attempt (ReconcileSettings.max_retry_starts),
+    until the attempt's actor returns or the LLM answers."""
     admission_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One admission decision at a time (taken without awaits inside)."""
     last_plan: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +55,7 @@ class OperatorState:
         """The run is gone, or its Running daemon took over from the scheduler."""
         self.locks.pop(uid, None)
         self.scheduled.pop(uid, None)
+        self.retrying.discard(uid)
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)

@@ -202,6 +202,17 @@ def test_running_prepared_raises_the_epoch_then_creates():
     assert decision.guarded  # over the version it was read at: two supervisors never both reach epoch 4
 
 
+def test_running_backing_off_and_due_waits_for_a_turn_to_start_an_actor():
+    retry = LLMRetry(attempts=3, since=T0.isoformat(), retry_at=T0.isoformat(), reason="ServerError", last_error="503")
+    status = running(actor=None, llm_retry=retry)
+    waits = supervise(status, ActorAbsent(), retry_turn=False)  # other runs' attempts hold every turn
+    assert waits.effects == (do.Sleep(0.5),) and waits.status.message.startswith(
+        "LLM retry due (attempt 4); waiting for a turn to start an actor (KUBECHAIN_MAX_RETRY_STARTS")
+    assert supervise(waits.status, ActorAbsent(), retry_turn=False).status is waits.status  # said once
+    [prepare] = supervise(status, ActorAbsent(), retry_turn=True).effects
+    assert isinstance(prepare, do.PrepareActor) and prepare.epoch == 2
+
+
 def test_running_lost_again_at_one_step_backs_off_then_fails_crash_loop():
     status, sleeps = running(step=3), []
     for loss in range(1, 5):

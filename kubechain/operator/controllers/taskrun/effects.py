@@ -77,6 +77,8 @@ class Applier:
                     self.state.scheduled.pop(self.ref.uid, None)
                 if decision.guarded:
                     return None
+        if decision.status.llm_retry is None or decision.status.phase is not Phase.RUNNING:
+            self.state.retrying.discard(self.ref.uid)  # the LLM answered (or the run left Running): turn over
         applied = Applied()
         for effect in decision.effects:
             applied = await self._one(effect, seen) or applied
@@ -121,6 +123,8 @@ class Applier:
             case do.CountRecovery():
                 RECOVERIES.labels(ref.namespace).inc()
             case do.PrepareActor(epoch=epoch, inputs=inputs):
+                if seen.status.llm_retry is not None:  # its LLM attempt takes a turn (ReconcileSettings.max_retry_starts)
+                    state.retrying.add(ref.uid)
                 return Applied(await self._prepare(seen, epoch, inputs))
             case do.CreateActor(spec=spec):
                 return Applied(await self._create(spec))
@@ -204,6 +208,12 @@ class Applier:
 
     async def _join(self, spec: RunSpec | None) -> ActorFact | None:
         """Join the actor's run and wait for it; None when the supervisor is stopped first."""
+        try:
+            return await self._joined(spec)
+        finally:  # the actor returned (e.g. let go of the run for a back-off) or was lost: its LLM attempt is over
+            self.state.retrying.discard(self.ref.uid)
+
+    async def _joined(self, spec: RunSpec | None) -> ActorFact | None:
         ray = self.state.ray
         try:
             run = await asyncio.to_thread(ray.join, self.handle, spec)

@@ -43,6 +43,9 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
         seen=Seen(*seen) if seen else None, scheduled=ref.uid in state.scheduled,
         children=children_of(indexes, ref), actor=actor, failures=failures, traceparent=traceparent,
         ray_namespace=state.settings.ray.namespace, created=created_at(body))
+    if status.llm_retry is not None and trigger is Trigger.SUPERVISOR:
+        turn = ref.uid in state.retrying or len(state.retrying) < state.settings.reconcile.max_retry_starts
+        observed = replace(observed, retry_turn=turn)
     if spec is None:
         return observed
     if status.phase is Phase.PENDING:
