@@ -75,7 +75,7 @@ def paused_with_chunks(kube, stack, name: str) -> dict:
 def answer(kube, run: dict) -> None:
     waiting = next(c for c in run["status"]["toolCallHistory"] if c["state"] == "Waiting")
     kube.run("patch", "taskrun", run["metadata"]["name"], "--type", "merge",
-             "-p", json.dumps({"spec": {"responses": {waiting["id"]: {"answer": "yes"}}}}))
+             "-p", json.dumps({"spec": {"responses": {waiting["idempotencyKey"]: {"answer": "yes"}}}}))
 
 
 def test_a_deleted_chunk_fails_the_resumed_run_checkpoint_corrupt_naming_it(kube, stack):
