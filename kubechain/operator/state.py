@@ -31,6 +31,9 @@ class OperatorState:
     retrying: set[str] = field(default_factory=set)
     """TaskRun uids holding a turn to start an actor for their next LLM attempt (ReconcileSettings.max_retry_starts),
     until the attempt's actor returns or the LLM answers."""
+    answered: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(namespace, agent) -> monotonic time a run of it got an answer again after failed LLM requests: the provider
+    is back, so its other runs backing off need no turn."""
     admission_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One admission decision at a time (taken without awaits inside)."""
     last_plan: dict[str, Any] = field(default_factory=dict)

@@ -6,6 +6,8 @@ run since it was observed) applies nothing and answers None: the caller observes
 """
 from __future__ import annotations
 
+import time
+
 import asyncio
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -77,8 +79,11 @@ class Applier:
                     self.state.scheduled.pop(self.ref.uid, None)
                 if decision.guarded:
                     return None
-        if decision.status.llm_retry is None or decision.status.phase is not Phase.RUNNING:
+        if self.ref.uid in self.state.retrying and (decision.status.llm_retry is None
+                                                    or decision.status.phase is not Phase.RUNNING):
             self.state.retrying.discard(self.ref.uid)  # the LLM answered (or the run left Running): turn over
+            if decision.status.phase is Phase.RUNNING:  # answered again: the agent's other runs need no turn
+                self.state.answered[(self.ref.namespace, decision.status.agent)] = time.monotonic()
         applied = Applied()
         for effect in decision.effects:
             applied = await self._one(effect, seen) or applied

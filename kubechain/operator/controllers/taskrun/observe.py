@@ -2,6 +2,8 @@
 books into one `Observed`. No writes; the only waits are for the admission lock (no I/O under it)."""
 from __future__ import annotations
 
+import time
+
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -27,6 +29,9 @@ def ref_of(body: Mapping[str, Any]) -> TaskRunRef:
     return TaskRunRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
 
 
+ANSWERED_SECONDS = 120.0  # after a run's answer ends an episode, its agent's other runs back off without turns
+
+
 def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, indexes: dict[str, Any], *,
             status: TaskRunStatus | None = None, actor: ActorFact | None = None, failures: int = 0,
             traceparent: str = "") -> Observed:
@@ -44,7 +49,8 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
         children=children_of(indexes, ref), actor=actor, failures=failures, traceparent=traceparent,
         ray_namespace=state.settings.ray.namespace, created=created_at(body))
     if status.llm_retry is not None and trigger is Trigger.SUPERVISOR:
-        turn = ref.uid in state.retrying or len(state.retrying) < state.settings.reconcile.max_retry_starts
+        back = time.monotonic() - state.answered.get((ref.namespace, status.agent), -ANSWERED_SECONDS) < ANSWERED_SECONDS
+        turn = back or ref.uid in state.retrying or len(state.retrying) < state.settings.reconcile.max_retry_starts
         observed = replace(observed, retry_turn=turn)
     if spec is None:
         return observed
