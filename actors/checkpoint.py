@@ -48,20 +48,7 @@ class CheckpointCorrupt(Exception):
 class CheckpointStore(Protocol):
     async def load(self) -> TaskRunStatus: ...
     async def save(self, status: TaskRunStatus) -> None: ...
-    async def fail(self, reason: str, message: str) -> None:
-        """End the run Failed without rewriting its conversation (the checkpoint could not be read back, so the
-        actor has only the tail): phase, phaseHistory, error and message, over the version just read."""
-        from datetime import datetime, timezone
-
-        from kubechain.api.v1alpha1 import Phase
-        from kubechain.core.lifecycle import enter
-
-        status = (await self._refresh()).model_copy(update={"error": message})
-        failed = enter(status, Phase.FAILED, reason, message, now=datetime.now(timezone.utc))
-        body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version},
-                "status": failed.to_wire(include={"phase", "phase_history", "error", "message"})}
-        await self._call("PATCH", self._path, body, "application/merge-patch+json")
-
+    async def fail(self, reason: str, message: str) -> None: ...
     async def event(self, reason: str, message: str, warning: bool = False) -> None: ...
 
 
