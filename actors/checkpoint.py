@@ -14,10 +14,11 @@ import time
 from typing import Any, Protocol
 
 from kubechain.api.context import DATA_KEY, EPOCH_ANNOTATION, chained, configmaps, decode, described, part_name
-from kubechain.api.runspec import TaskRunRef
+from kubechain.api.runspec import KubeCredentials, TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
 
+from .kubeconn import Connection, from_credentials, from_environment
 from .layout import Layout, Seal
 
 COMPONENT = "kubechain-actor"
@@ -54,15 +55,13 @@ class CheckpointStore(Protocol):
 
 class KubeREST:
     """The three kinds of REST calls an actor makes (see kubeconn.py), with aiohttp in the event loop: a thread hop
-    per checkpoint cost ~1 ms on a busy node. `shared()`: one connection pool per process and event loop, reused by
-    the runs a pooled actor serves one after another (and never left open by one of them)."""
+    per checkpoint cost ~1 ms on a busy node. A run's actor makes one with the run's credentials (`for_run`) and
+    closes it when the run ends; `shared()`, with the process's own identity, is for tests and benches."""
 
     _shared: dict[tuple[str, str], KubeREST] = {}
 
-    def __init__(self) -> None:
-        from .kubeconn import from_environment
-
-        self._connection = from_environment()
+    def __init__(self, connection: Connection | None = None) -> None:
+        self._connection = connection or from_environment()
         self._session: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,6 +71,14 @@ class KubeREST:
         if key not in cls._shared:
             cls._shared[key] = cls()
         return cls._shared[key]
+
+    @classmethod
+    def for_run(cls, kube: KubeCredentials | None) -> KubeREST:
+        return cls(from_credentials(kube)) if kube is not None else cls.shared()
+
+    def renew(self, kube: KubeCredentials) -> None:
+        """The operator's fresh token for the run, before the one in use expires (same server, same CA)."""
+        self._connection.token = kube.token.get_secret_value()
 
     async def send(self, method: str, path: str, body: dict | None = None,
                    content_type: str = "application/json") -> tuple[int, dict]:
@@ -242,7 +249,8 @@ class KubeCheckpointStore:
                 raise RunGone(f"TaskRun {self.ref.namespace}/{self.ref.name}: {status} {message}")
             if status == 409:
                 raise Conflict(message)
-            transient = status in (0, 404, 429) or (status >= 500 and "too large" not in message)
+            # 401: the run's token expired while the operator was away; it hands a fresh one when it joins again.
+            transient = status in (0, 401, 404, 429) or (status >= 500 and "too large" not in message)
             if transient and time.monotonic() < deadline:
                 log.warning("%s %s: %s %s; retrying in %.1f s", method, path, status, message, delay)
                 await asyncio.sleep(delay)

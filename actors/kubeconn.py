@@ -1,5 +1,7 @@
-"""Where the actor's apiserver is and how it authenticates: the pod's service account (in a cluster) or
-a kubeconfig (KUBECONFIG, as the local Ray head hands it to its workers).
+"""Where the actor's apiserver is and how it authenticates. A run's actor uses what the operator hands it with the
+run (`from_credentials`: its namespace's actor ServiceAccount token, renewed while the run lives); the process's
+own identity (`from_environment`: the pod's service account, or KUBECONFIG) serves only tests and benches, and
+in a cluster the Ray pods' account has no rights.
 
 Not the kubernetes package: importing `kubernetes.client` costs every actor process ~21 MB of memory and
 ~0.2 s (its package imports ~800 generated model classes), and an actor makes three kinds of requests.
@@ -17,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubechain.api.runspec import KubeCredentials
+
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60
 
@@ -33,6 +37,15 @@ class Connection:
         if self.token_file is not None and time.monotonic() - self._read_at > TOKEN_REREAD_SECONDS:
             self.token, self._read_at = self.token_file.read_text().strip(), time.monotonic()
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+def from_credentials(kube: KubeCredentials) -> Connection:
+    """A connection with the run's own token: nothing of it outlives the run (a pooled actor's next run is
+    handed its own)."""
+    context = ssl.create_default_context(cadata=kube.ca_data) if kube.ca_data else ssl.create_default_context()
+    if kube.insecure:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return Connection(kube.server.rstrip("/"), context, token=kube.token.get_secret_value())
 
 
 def from_environment() -> Connection:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from kubechain.api.runspec import RunSpec
+from kubechain.api.runspec import KubeCredentials, RunSpec
 from kubechain.api.v1alpha1 import Phase
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class TaskRunActor:
         self._pooled = pooled
         self._runs = 0
         self._retire: asyncio.TimerHandle | None = None
+        self._rest: Any = None  # the run's apiserver connection (actors/checkpoint.py KubeREST), made with its token
 
     def __repr__(self) -> str:  # what the Ray dashboard and logs show for this actor
         if self.spec is None:
@@ -64,6 +66,15 @@ class TaskRunActor:
             self._retire = _exit_soon(RECYCLE_GRACE_SECONDS)
         return phase
 
+    async def renew(self, uid: str, kube: KubeCredentials) -> bool:
+        """The operator's fresh token for the run it holds, before the one in use expires."""
+        if self.spec is None or self.spec.taskrun.uid != uid:
+            return False
+        self.spec.kube = kube
+        if self._rest is not None:
+            self._rest.renew(kube)
+        return True
+
     async def recycle(self) -> bool:
         """Back to the pool after its run ended: True if it holds no run now; False if it ends instead."""
         if not self._pooled or self._task is None or not self._task.done():
@@ -78,7 +89,7 @@ class TaskRunActor:
 
     async def _main(self) -> str:
         assert self.spec is not None
-        from .checkpoint import CheckpointCorrupt, KubeCheckpointStore, RunGone
+        from .checkpoint import CheckpointCorrupt, KubeCheckpointStore, KubeREST, RunGone
         from .llm import OpenAIChatClient
         from kubechain.runtime import tracing
         from kubechain.runtime.logs import configure_actor_logging
@@ -88,8 +99,9 @@ class TaskRunActor:
         from .tools.executor import LocalToolExecutor
 
         store = None
+        self._rest = KubeREST.for_run(self.spec.kube)
         try:
-            store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch)
+            store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch, rest=self._rest)
             status = await store.load()
             if status.phase is not Phase.RUNNING:  # ended, or waiting (no actor needed until the operator resumes it)
                 return status.phase.value
@@ -122,6 +134,10 @@ class TaskRunActor:
                 return await _fail(store, exc)
             except CheckpointCorrupt as corrupt:
                 return await _corrupt(self, store, corrupt)
+        finally:  # the run's token goes with the run: a pooled actor's next run brings its own
+            if self.spec.kube is not None:
+                await self._rest.close()
+            self._rest = None
 
 
 async def _corrupt(actor: TaskRunActor, store, exc: Exception) -> str:

@@ -215,8 +215,8 @@ def write_service_account_keys(key: Path, pub: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def kubeconfig_dict(server: str, user: str, token: str, ca: Path | None) -> dict:
-    """A single-context kubeconfig that authenticates with a bearer token."""
+def kubeconfig_dict(server: str, user: str, token: str | None, ca: Path | None) -> dict:
+    """A single-context kubeconfig that authenticates with a bearer token (none: anonymous)."""
     cluster: dict = {"server": server}
     if ca is not None:
         cluster["certificate-authority"] = str(ca)
@@ -225,7 +225,7 @@ def kubeconfig_dict(server: str, user: str, token: str, ca: Path | None) -> dict
     return {
         "apiVersion": "v1", "kind": "Config", "current-context": "local",
         "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": {"token": token} if token else {}}],
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": user,
                                                    "namespace": "default"}}],
     }
@@ -239,6 +239,8 @@ class LocalControlPlane:
         self.binaries = binaries
         self.kubeconfig = self.workdir / "kubeconfig"
         self.restricted_kubeconfig = self.workdir / "restricted.kubeconfig"
+        # Where the apiserver is, with no credentials: what the Ray workers get (their own identity has no rights).
+        self.anonymous_kubeconfig = self.workdir / "anonymous.kubeconfig"
         self.logs = self.workdir / "logs"
         self.admin_token = secrets.token_hex(16)
         self.restricted_token = secrets.token_hex(16)
@@ -312,8 +314,8 @@ class LocalControlPlane:
         ca = self.workdir / "certs" / "apiserver.crt"
         ca_or_none = ca if ca.exists() else None
         for path, user, token in ((self.kubeconfig, "admin", self.admin_token),
-                                  (self.restricted_kubeconfig, "restricted",
-                                   self.restricted_token)):
+                                  (self.restricted_kubeconfig, "restricted", self.restricted_token),
+                                  (self.anonymous_kubeconfig, "anonymous", None)):
             path.write_text(yaml.safe_dump(kubeconfig_dict(self.server, user, token,
                                                            ca_or_none)))
             path.chmod(0o600)

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .controlplane import REPO_ROOT, LocalControlPlane, StartupError, free_ports, http_get, log_tail, spawn, stop_process
 from kubechain.demo.llm_server import ScriptedLLMServer
 from .rayhead import LocalRayHead
@@ -35,6 +37,13 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool 
     if check and result.returncode != 0:
         raise KubectlError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result
+
+
+def install_actor_role(kubeconfig: Path) -> None:
+    """The `kubechain-actor` ClusterRole, as deployed: the operator binds each namespace's actor account to it."""
+    roles = [doc for doc in yaml.safe_load_all((REPO_ROOT / "kuberay" / "base" / "ray-rbac.yaml").read_text())
+             if doc and doc["kind"] == "ClusterRole"]
+    kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(roles))
 
 
 def install_crds(kubeconfig: Path) -> None:
@@ -190,8 +199,10 @@ class LocalEnvironment:
         try:
             self.controlplane.start()
             install_crds(self.kubeconfig)
-            # Actors inherit the head's environment: that is how they get their Kubernetes credentials locally.
-            self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.kubeconfig),
+            install_actor_role(self.kubeconfig)
+            # The workers learn where the apiserver is, with no credentials: a run's actor writes with the token the
+            # operator hands it, as in a cluster, where the Ray pods' account has no rights.
+            self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.controlplane.anonymous_kubeconfig),
                                                                "RAY_preload_python_modules": "actors.preload",
                                                                **self.telemetry_env}, num_cpus=self.head_cpus)
             self.ray.start()

@@ -120,6 +120,20 @@ class RunCaps(Model):
     ray: RayToolLimits = Field(default_factory=RayToolLimits, description="What ray tools may reserve.")
 
 
+class KubeCredentials(Model):
+    """How the actor reaches the apiserver, handed to it with the run: the token of its namespace's
+    `kubechain-actor` ServiceAccount (a TokenRequest, short-lived, renewed by the operator while the run lives).
+    That account may write only what an actor writes, in its own namespace; the Ray workers' identity has no rights."""
+
+    server: str = Field(description="The apiserver's URL, as the operator reaches it.")
+    token: SecretStr = Field(description="A bearer token of the namespace's actor ServiceAccount; never serialised.")
+    ca_data: str | None = Field(default=None, description="PEM of the CA that signs the apiserver's certificate "
+                                "(none: the system's trust store).")
+    insecure: bool = Field(default=False, description="Skip TLS verification (only when the operator's own "
+                           "connection does: a local cluster).")
+    expires_at: float = Field(description="When the token expires (seconds since the epoch).")
+
+
 class RunSpec(Model):
     taskrun: TaskRunRef
     epoch: int = Field(default=1, description="The fencing epoch this actor holds (see TaskRunStatus.epoch).")
@@ -148,6 +162,8 @@ class RunSpec(Model):
     code_tools: CodeToolPolicy = Field(default_factory=CodeToolPolicy, description="The cluster admin's rules for "
                                        "the run's namespace: the actor checks a ray tool or stdio MCP server against "
                                        "them before it runs one (default: none may run).")
+    kube: KubeCredentials | None = Field(default=None, description="The actor's Kubernetes credentials for this run "
+                                         "(none: the process's own, as tests and benches use).")
 
 
 def secret_key(name: str, key: str) -> str:
@@ -168,6 +184,10 @@ class TaskRunActorAPI(Protocol):
     async def ping(self) -> bool:
         """True. Answered on the actor's event loop: a supervisor whose pings go unanswered for the operator's
         KUBECHAIN_ACTOR_WEDGED_SECONDS replaces the actor (its loop is blocked)."""
+
+    async def renew(self, uid: str, kube: KubeCredentials) -> bool:
+        """A fresh token for the run of TaskRun `uid`, before the one it holds expires; False if it holds another
+        run (or none)."""
 
     async def recycle(self) -> bool:
         """After its run ended: a pooled actor drops the run and is ready for `run(spec)` again (True), or

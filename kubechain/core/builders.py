@@ -5,9 +5,9 @@ from typing import Any
 
 from kubechain.api.v1alpha1 import API_VERSION, RunLimits, TaskRunSpec, ToolCallRecord
 from kubechain.api.v1alpha1.tool import ContainerExecution
-from kubechain.core.naming import (ANNOTATION_CALL_KEY, ANNOTATION_TOOL_CALL, LABEL_AGENT, LABEL_PARENT_UID,
-                                   LABEL_ROOT_UID, LABEL_TASK, LABEL_TASKRUN,
-                              LABEL_TASKRUN_UID, taskrun_name)
+from kubechain.core.naming import (ACTOR_ACCOUNT, ANNOTATION_CALL_KEY, ANNOTATION_TOOL_CALL, LABEL_AGENT,
+                                   LABEL_MANAGED_BY, LABEL_PARENT_UID, LABEL_ROOT_UID, LABEL_TASK, LABEL_TASKRUN,
+                                   LABEL_TASKRUN_UID, MANAGER, taskrun_name)
 
 
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -90,3 +90,18 @@ def tool_job(namespace: str, taskrun: str, taskrun_uid: str, record: ToolCallRec
         "spec": {"backoffLimit": 0, "activeDeadlineSeconds": container.timeout_seconds,
                  "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
     }
+
+
+def actor_account(namespace: str) -> dict[str, Any]:
+    """The identity of a namespace's TaskRun actors: nothing mounts it, the operator hands its tokens out."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+            "metadata": {"name": ACTOR_ACCOUNT, "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}}
+
+
+def actor_binding(namespace: str) -> dict[str, Any]:
+    """Binds the namespace's actor account to the `kubechain-actor` ClusterRole (kuberay/base/actor-rbac.yaml):
+    a RoleBinding grants its rules in this namespace only."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": ACTOR_ACCOUNT, "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ACTOR_ACCOUNT},
+            "subjects": [{"kind": "ServiceAccount", "name": ACTOR_ACCOUNT, "namespace": namespace}]}

@@ -17,6 +17,9 @@ LABEL_TASKRUN_UID = f"{GROUP}/taskrun-uid"  # on tool Jobs: the TaskRun whose ca
 ANNOTATION_TOOL_OUTCOME = f"{GROUP}/outcome"  # on a finished tool Job: Succeeded or Failed
 ANNOTATION_TOOL_RESULT = f"{GROUP}/result"    # ... and its result or error, as the tool message will say it
 ANNOTATION_MAX_PRIORITY = f"{GROUP}/max-priority"  # on a Namespace (a cluster admin's): the highest priority there
+ACTOR_ACCOUNT = "kubechain-actor"  # per namespace: the ServiceAccount (and RoleBinding) of its TaskRun actors
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "kubechain"
 
 
 def actor_name(namespace: str, name: str, uid: str) -> str:

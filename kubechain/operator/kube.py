@@ -31,6 +31,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
 
     async def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
         try:
@@ -156,3 +157,36 @@ class Kube:
         except ApiException:
             return ""
         return text[-chars:]
+
+    async def ensure_actor_account(self, namespace: str) -> None:
+        """The namespace's actor ServiceAccount and its RoleBinding, created if absent (left as they are if there)."""
+        from kubechain.core.builders import actor_account, actor_binding
+
+        for create, body in ((self.core.create_namespaced_service_account, actor_account(namespace)),
+                             (self.rbac.create_namespaced_role_binding, actor_binding(namespace))):
+            try:
+                await asyncio.to_thread(create, namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    async def account_token(self, namespace: str, account: str, seconds: int) -> tuple[str, float] | None:
+        """(token, expiry as seconds since the epoch) of a TokenRequest for a ServiceAccount; None if it is absent."""
+        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[],
+                                                                                    expiration_seconds=seconds))
+        try:
+            issued = await asyncio.to_thread(self.core.create_namespaced_service_account_token, account, namespace,
+                                             request)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return issued.status.token, issued.status.expiration_timestamp.timestamp()
+
+    def connection(self) -> tuple[str, str | None, bool]:
+        """(server URL, CA PEM or None, TLS verification off) of the operator's own apiserver connection."""
+        from pathlib import Path
+
+        configuration = client.Configuration.get_default_copy()
+        ca = Path(configuration.ssl_ca_cert).read_text() if configuration.ssl_ca_cert else None
+        return configuration.host, ca, not configuration.verify_ssl

@@ -15,6 +15,7 @@ from kubechain.runtime import tracing
 
 from . import metrics
 from .controllers import agent, catalog, llm, task, taskrun, tool, toolset, webhooks  # noqa: F401
+from .credentials import ActorCredentials
 from .kube import Kube
 from .raygateway import RayGateway
 from .settings import WebhookSettings, current
@@ -40,7 +41,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.webhook.port:
         serve_webhooks(settings, config.webhook)
     metrics.serve(config.metrics_port)
-    state = memo.state = OperatorState(settings=config, kube=Kube(), ray=RayGateway(config.ray))
+    kube = Kube()
+    state = memo.state = OperatorState(settings=config, kube=kube, ray=RayGateway(config.ray),
+                                       credentials=ActorCredentials(kube, config.ray.actor_token_seconds))
     # Connect in the background: a slow Ray (Ray Client starts a server per connection) must not hold up the
     # operator's start; the TaskRun supervisors wait for the same connection (the gateway locks) or retry it.
     state.ray_connecting = asyncio.create_task(connect_ray(state.ray, config.ray.address))

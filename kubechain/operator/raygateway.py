@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubechain.api.codetools import CodeToolPolicy
-from kubechain.api.runspec import RunSpec, TaskRunRef
+from kubechain.api.runspec import KubeCredentials, RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import ActorRef, MCPServer, MCPServerStatus
 from kubechain.core.naming import actor_name
 from kubechain.operator.settings import RaySettings
@@ -44,6 +44,7 @@ class ActorGateway(Protocol):
     def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
     async def wait(self, run: Any, handle: Any = None) -> str: ...
     def recycle(self, name: str, handle: Any) -> None: ...
+    def renew(self, handle: Any, uid: str, kube: KubeCredentials) -> None: ...
 
 
 def _detached(future: Any) -> asyncio.Future:
@@ -210,6 +211,13 @@ class RayGateway:
             ).remote(pooled=pooled)
         except Exception as exc:
             raise RayUnavailable(f"cannot create actor {name}: {exc}") from exc
+
+    def renew(self, handle: Any, uid: str, kube: KubeCredentials) -> None:
+        """Hand the actor of run `uid` a fresh token (kubechain/operator/credentials.py). Raises when it does not
+        answer in time (its wait notices a dead actor)."""
+        import ray
+
+        ray.get(handle.renew.remote(uid, kube), timeout=10)
 
     def recycle(self, name: str, handle: Any) -> None:
         """A pooled actor whose run has ended goes back to the pool if the pool is short of `standby_actors`,

@@ -44,6 +44,10 @@ class RaySettings:
     """An actor that has not answered a liveness ping (a Ray call its event loop serves) for this long is wedged:
     its loop is blocked, so it neither checkpoints nor honours a cancel. The supervisor kills it (Event ActorWedged)
     and restores the run on a fresh actor from the last checkpoint. Generous: a busy node delays answers."""
+    actor_token_seconds: int = field(default_factory=lambda: int(_env("KUBECHAIN_ACTOR_TOKEN_SECONDS", "3600")))
+    """Lifetime of the token a run's actor gets (a TokenRequest for its namespace's `kubechain-actor`
+    ServiceAccount; the apiserver's least is 600). The operator hands a fresh one once half of it has passed, for
+    as long as it supervises the run: a token taken from a worker is useless within this time after the run."""
 
 
 @dataclass(frozen=True)

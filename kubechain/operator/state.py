@@ -13,6 +13,7 @@ from typing import Any, Coroutine
 from kubechain.api.v1alpha1 import Phase
 from kubechain.core.queueing import Queued
 
+from .credentials import ActorCredentials
 from .kube import Kube
 from .llmcheck import LLMChecks
 from .raygateway import RayGateway
@@ -24,6 +25,8 @@ class OperatorState:
     settings: Settings
     kube: Kube
     ray: RayGateway
+    credentials: ActorCredentials | None = None
+    """The actors' Kubernetes credentials, per namespace (none in handler tests: the actors use their own)."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """TaskRun uid -> the lock of its decisions: its event handler, timers and clock decide one at a time."""
     scheduled: dict[str, Queued] = field(default_factory=dict)

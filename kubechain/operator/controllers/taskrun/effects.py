@@ -24,6 +24,7 @@ from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, Ac
 from kubechain.core.resolve import agent_readiness, parse, run_spec
 
 from ... import codetools
+from ...credentials import keep_renewed
 from ...metrics import PHASES, RECOVERIES, TRANSITIONS
 from ...raygateway import STANDBY_PREFIX, ActorDied, ActorUnresponsive, RayUnavailable
 from ...settings import LimitSettings, ray_tool_limits
@@ -201,6 +202,8 @@ class Applier:
                 run.secrets[secret_key(name, key)] = SecretStr(secrets[(name, key)])
         if any(is_code_tool(t.execution) for t in run.tools):  # the actor checks them again before each runs
             run.code_tools = await codetools.policy(self.state.kube, self.state.settings.code_tools, ref.namespace)
+        if self.state.credentials is not None:
+            run.kube = await self.state.credentials.issue(ref.namespace)
         return ActorPrepared(run)
 
     async def _create(self, spec: RunSpec) -> ActorFact:
@@ -219,11 +222,14 @@ class Applier:
             self.state.retrying.discard(self.ref.uid)
 
     async def _joined(self, spec: RunSpec | None) -> ActorFact | None:
-        ray = self.state.ray
+        ray, renewing = self.state.ray, None
         try:
             run = await asyncio.to_thread(ray.join, self.handle, spec)
             if self.actor.startswith(STANDBY_PREFIX):
                 self.state.in_background(recycle_when_done(self.state, self.actor, self.handle, run))
+            if self.state.credentials is not None:
+                renewing = asyncio.create_task(keep_renewed(self.state.credentials, ray, self.handle, self.ref,
+                                                            spec.kube if spec else None))
             if not await until_stopped(ray.wait(run, self.handle), self.stopped):  # pinging the actor meanwhile
                 return None
         except ActorDied as exc:
@@ -232,6 +238,9 @@ class Applier:
             return ActorWedged(str(exc))
         except RayUnavailable as exc:
             return RayDown(str(exc))
+        finally:
+            if renewing is not None:
+                renewing.cancel()
         return ActorReturned()
 
 
