@@ -16,7 +16,7 @@ from kubechain.operator.credentials import ActorCredentials
 
 class FakeKube:
     def __init__(self, clock):
-        self.clock, self.accounts, self.minted, self.ensured = clock, set(), 0, 0
+        self.clock, self.accounts, self.minted, self.ensured = clock, set(), 0, 0  # clock(): seconds since the epoch
 
     async def ensure_actor_account(self, namespace):
         self.ensured += 1
@@ -27,7 +27,7 @@ class FakeKube:
         if namespace not in self.accounts:
             return None
         self.minted += 1
-        return f"token-{namespace}-{self.minted}", self.clock.now + seconds
+        return f"token-{namespace}-{self.minted}", self.clock() + seconds
 
     def connection(self):
         return "https://10.0.0.1:443", None, False
@@ -106,3 +106,52 @@ def test_a_renewal_reaches_only_the_run_it_is_for(holds, expected):
     actor.spec = RunSpec.model_construct(taskrun=type("Ref", (), {"uid": holds})(), kube=run_credentials())
     assert asyncio.run(actor.renew("uid-1", run_credentials("two"))) is expected
     assert actor.spec.kube.token.get_secret_value() == ("two" if expected else "one")
+
+
+class FakeRay:
+    def __init__(self, fail_first: bool = False):
+        self.renewed, self.fail_first = [], fail_first
+
+    def renew(self, handle, uid, kube):
+        if self.fail_first and not self.renewed:
+            self.renewed.append(None)
+            raise TimeoutError("the actor did not answer")
+        self.renewed.append((handle, uid, kube.token.get_secret_value()))
+
+
+def renewals(held_for: float | None, lifetime: float, watch: float, ray: FakeRay) -> list:
+    import time
+
+    from kubechain.api.runspec import TaskRunRef
+    from kubechain.operator.credentials import keep_renewed
+
+    kube = FakeKube(time.time)
+    credentials = ActorCredentials(kube, seconds=lifetime, clock=time.time)
+    ref = TaskRunRef(namespace="a", name="r", uid="uid-1")
+
+    async def scenario():
+        held = await credentials.issue("a") if held_for is not None else None
+        renewer = asyncio.create_task(keep_renewed(credentials, ray, "handle", ref, held))
+        await asyncio.sleep(watch)
+        renewer.cancel()
+
+    asyncio.run(scenario())
+    return ray.renewed
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    from kubechain.operator import credentials
+
+    monkeypatch.setattr(credentials, "RETRY_SECONDS", 0.05)
+
+
+def test_a_supervised_run_gets_a_fresh_token_each_half_lifetime():
+    renewed = renewals(held_for=0, lifetime=0.4, watch=0.5, ray=FakeRay())
+    assert [uid for _, uid, _ in renewed] == ["uid-1", "uid-1"]  # at 0.2 s and 0.4 s
+    assert len({token for _, _, token in renewed}) == 2 and "token-a-1" not in {t for _, _, t in renewed}
+
+
+def test_an_actor_joined_after_a_restart_gets_a_token_at_once_and_a_failed_renewal_is_retried():
+    renewed = renewals(held_for=None, lifetime=60, watch=0.3, ray=FakeRay(fail_first=True))
+    assert renewed[0] is None and renewed[1][1:] == ("uid-1", "token-a-1")
