@@ -3,17 +3,18 @@ apiserver (and KubeRay's CRD schema), the service accounts' RBAC with the actor'
 cluster laid out like KubeRay's (head with num-cpus 0 + worker nodes) losing a node."""
 from __future__ import annotations
 
-import base64
 import json
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from actors.checkpoint import KubeCheckpointStore, KubeREST
-from kubechain.api.runspec import TaskRunRef
+from kubechain.api.runspec import KubeCredentials, TaskRunRef
 from kubechain.api.v1alpha1 import TaskRunStatus
+from kubechain.core.builders import actor_account, actor_binding
 from harness.controlplane import own_session_members
 from harness.localenv import LocalEnvironment, kubectl
 
@@ -98,20 +99,11 @@ def test_code_tools_are_opt_in_and_narrow_in_every_overlay(kube, stack, overlay)
     assert any("namespaces" in r["resources"] and "get" in r["verbs"] for r in role["rules"])
 
 
-def token_kubeconfig(stack, tmp_path: Path, account: str) -> Path:
-    """A kubeconfig that authenticates as kubechain-system/<account> with its token."""
-    wait_until(lambda: kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "sa", account, "-o",
-                               "jsonpath={.secrets[0].name}").stdout != "", timeout=30, what=f"{account}'s token")
-    name = kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "sa", account, "-o",
-                   "jsonpath={.secrets[0].name}").stdout
-    token = base64.b64decode(kubectl(stack.kubeconfig, "-n", "kubechain-system", "get", "secret", name, "-o",
-                                     "jsonpath={.data.token}").stdout).decode()
-    config = yaml.safe_load(Path(stack.kubeconfig).read_text())
-    config["users"] = [{"name": account, "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = account
-    path = tmp_path / f"{account}.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def kubeconfig_server(kubeconfig: Path) -> tuple[str, str | None, bool]:
+    """(server, CA PEM, TLS verification off) of a kubeconfig's cluster."""
+    cluster = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]
+    ca = Path(cluster["certificate-authority"]).read_text() if cluster.get("certificate-authority") else None
+    return cluster["server"], ca, bool(cluster.get("insecure-skip-tls-verify"))
 
 
 def can(stack, account: str, *args: str) -> bool:
@@ -120,14 +112,25 @@ def can(stack, account: str, *args: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
-def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay_crds, tmp_path, monkeypatch):
+def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay_crds):
     rbac = [o for o in render(kube, "kind") if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
     kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(rbac))
     ns = ["-n", kube.namespace]
-    assert can(stack, "kubechain-ray", "patch", "taskruns.kubechain.dev", "--subresource=status", *ns)
+    # The Ray workers run every namespace's actors and code tools: their own account may do nothing.
+    assert not can(stack, "kubechain-ray", "patch", "taskruns.kubechain.dev", "--subresource=status", *ns)
+    for verb, what in (("get", "configmaps"), ("create", "events"), ("get", "secrets")):
+        assert not can(stack, "kubechain-ray", verb, what, *ns), f"the Ray workers may {verb} {what}"
+    # A namespace's actor account, bound to the rendered kubechain-actor ClusterRole as the operator binds it.
+    kube.apply([actor_account(kube.namespace), actor_binding(kube.namespace)])
+    actor = f"--as=system:serviceaccount:{kube.namespace}:kubechain-actor"
+    assert kubectl(stack.kubeconfig, "auth", "can-i", actor, "patch", "taskruns.kubechain.dev", "--subresource=status",
+                   *ns, check=False).stdout.strip() == "yes"
     for verb, what in (("get", "secrets"), ("list", "secrets"), ("patch", "taskruns.kubechain.dev"),
                        ("create", "taskruns.kubechain.dev"), ("delete", "configmaps"), ("get", "llms.kubechain.dev")):
-        assert not can(stack, "kubechain-ray", verb, what, *ns), f"the actor may {verb} {what}"
+        assert kubectl(stack.kubeconfig, "auth", "can-i", actor, verb, what, *ns, check=False).stdout.strip() == "no", \
+            f"the actor may {verb} {what}"
+    assert kubectl(stack.kubeconfig, "auth", "can-i", actor, "patch", "taskruns.kubechain.dev", "--subresource=status",
+                   "-n", "kube-system", check=False).stdout.strip() == "no"  # its own namespace only
     for verb, what in (("get", "secrets"), ("watch", "secrets"), ("create", "taskruns.kubechain.dev"),
                        ("watch", "agents.kubechain.dev"), ("patch", "customresourcedefinitions/llms.kubechain.dev")):
         assert can(stack, "kubechain-operator", verb, what, *ns), f"the operator may not {verb} {what}"
@@ -144,12 +147,14 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
                        ("get", "configmaps")):
         assert not can(stack, "kubechain-ui", verb, what, *ns), f"the console may {verb} {what}"
 
-    # The actor's own checkpoint code, with the Ray pods' token: status, sealed context, events all work.
+    # The actor's own checkpoint code, with a token of that account: status, sealed context, events all work.
     kube.apply([task("t", "nobody", "hello")])
     run = kube.wait_for("taskrun", "t-run", lambda o: bool(o.get("status")))
     kube.run("patch", "taskrun", "t-run", "--subresource=status", "--type=merge", "-p", '{"status":{"epoch":1}}')
-    monkeypatch.setenv("KUBECONFIG", str(token_kubeconfig(stack, tmp_path, "kubechain-ray")))
-    rest = KubeREST()
+    server, ca, insecure = kubeconfig_server(stack.kubeconfig)
+    token = kube.run("create", "token", "kubechain-actor", "--duration=10m").stdout.strip()
+    rest = KubeREST.for_run(KubeCredentials(server=server, token=SecretStr(token), ca_data=ca, insecure=insecure,
+                                            expires_at=time.time() + 600))
     store = KubeCheckpointStore(TaskRunRef(namespace=kube.namespace, name="t-run", uid=run["metadata"]["uid"]),
                                 epoch=1, rest=rest, retry_seconds=5)
 
