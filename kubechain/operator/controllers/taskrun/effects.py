@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from kubechain.api.runspec import RunCaps, RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, AgentSpec, Phase, Reason, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
 from kubechain.core.codetools import is_code_tool
+from kubechain.core.naming import ACTOR_ACCOUNT
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                                         ActorReturned, ActorWedged, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import agent_readiness, parse, run_spec
@@ -203,7 +205,11 @@ class Applier:
         if any(is_code_tool(t.execution) for t in run.tools):  # the actor checks them again before each runs
             run.code_tools = await codetools.policy(self.state.kube, self.state.settings.code_tools, ref.namespace)
         if self.state.credentials is not None:
-            run.kube = await self.state.credentials.issue(ref.namespace)
+            try:
+                run.kube = await self.state.credentials.issue(ref.namespace)
+            except ApiException as exc:  # e.g. the operator lacks the rights of kuberay/base/operator-rbac.yaml
+                return CannotStart(f"cannot issue the actor's credentials (ServiceAccount {ACTOR_ACCOUNT} in "
+                                   f"{ref.namespace}): {exc.status} {exc.reason}")
         return ActorPrepared(run)
 
     async def _create(self, spec: RunSpec) -> ActorFact:
