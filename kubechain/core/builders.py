@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubechain.api.v1alpha1 import API_VERSION, RunLimits, TaskRunSpec, ToolCallRecord
+from kubechain.api.v1alpha1 import API_VERSION, RunLimits, RunTemplate, TaskRunSpec, ToolCallRecord
 from kubechain.api.v1alpha1.tool import ContainerExecution
-from kubechain.core.naming import (ACTOR_ACCOUNT, ANNOTATION_CALL_KEY, ANNOTATION_TOOL_CALL, LABEL_AGENT,
-                                   LABEL_MANAGED_BY, LABEL_PARENT_UID, LABEL_ROOT_UID, LABEL_TASK, LABEL_TASKRUN,
-                                   LABEL_TASKRUN_UID, MANAGER, taskrun_name)
+from kubechain.core.naming import (ACTOR_ACCOUNT, ANNOTATION_CALL_KEY, ANNOTATION_SCHEDULED_AT, ANNOTATION_TOOL_CALL,
+                                   LABEL_AGENT, LABEL_MANAGED_BY, LABEL_PARENT_UID, LABEL_ROOT_UID, LABEL_SCHEDULE,
+                                   LABEL_TASK, LABEL_TASKRUN, LABEL_TASKRUN_UID, MANAGER, taskrun_name)
 
 
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -28,6 +28,21 @@ def taskrun_for_task(namespace: str, task_name: str, task_uid: str, agent_name: 
                      "labels": {LABEL_TASK: task_name, LABEL_AGENT: agent_name},
                      "ownerReferences": [owner_reference("Task", task_name, task_uid)]},
         "spec": {"taskRef": {"name": task_name}, **_limits(limits)},
+    }
+
+
+def scheduled_taskrun(namespace: str, schedule: str, schedule_uid: str, template: RunTemplate, name: str,
+                      due: str) -> dict[str, Any]:
+    """The run of a TaskSchedule's due time: owned by the schedule (deleting it deletes its runs), named after the
+    time (a second attempt finds the first)."""
+    return {
+        "apiVersion": API_VERSION, "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {LABEL_SCHEDULE: schedule, LABEL_AGENT: template.agent_ref.name},
+                     "annotations": {ANNOTATION_SCHEDULED_AT: due},
+                     "ownerReferences": [owner_reference("TaskSchedule", schedule, schedule_uid)]},
+        "spec": {"agentRef": {"name": template.agent_ref.name}, "userInput": template.user_input,
+                 **_limits(template)},
     }
 
 

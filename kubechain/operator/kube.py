@@ -65,6 +65,12 @@ class Kube:
                 return None
             raise
 
+    async def list(self, plural: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The kubechain objects of a namespace with these labels."""
+        found = await asyncio.to_thread(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                        label_selector=selector)
+        return found.get("items", [])
+
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any],
                            version: str | None = None) -> bool:
         """Merge-patch the status of a kubechain object; a vanished object is not an error. With `version`

@@ -49,6 +49,8 @@ class OperatorState:
     """TaskRun uid -> (length of phaseHistory, phase) last seen: transitions, the phase gauge, freed slots."""
     llm_checks: LLMChecks = field(default_factory=LLMChecks)
     """The LLMs' provider checks: their locks and last verdicts, and the key Secrets' versions seen."""
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    """TaskSchedule uid -> set when its spec changed: its daemon acts now (controllers/schedule.py)."""
     background: set[asyncio.Task] = field(default_factory=set)
     """Tasks that outlive the handler that started them (asyncio keeps only weak references to tasks)."""
     ray_connecting: asyncio.Task | None = None
