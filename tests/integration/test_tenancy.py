@@ -175,7 +175,7 @@ def test_a_tenant_cannot_borrow_a_secret_it_may_not_read(kube, stack):
             f"as ServiceAccount 'deployer' in namespace '{ns}'") in refusal(kube, as_tenant, job)
     # The admin (who may read it) may; the tenant may not then point the admin's LLM elsewhere.
     kube.apply([llm("shared", stack.llm.base_url, "m", secret="db-password", key="k")])
-    result = kube.run(as_tenant, "patch", "llm", "shared", "--type=merge", "-p",
+    result = kube.run(as_tenant, "patch", "llm.v1alpha1.kubechain.dev", "shared", "--type=merge", "-p",
                       '{"spec":{"baseURL":"http://tenant.example/v1"}}', check=False)
     assert result.returncode != 0 and refused_secret(kube, "spec.apiKeySecretRef", "db-password") in result.stderr
     assert kube.run(as_tenant, "label", "llm", "shared", "team=b", check=False).returncode == 0  # not the spec
@@ -229,7 +229,7 @@ def test_the_stacks_operator_has_only_the_rights_of_its_rbac_file(kube, stack):
     assert config != stack.kubeconfig
     kube.apply([secret()])
     assert kubectl(config, "-n", kube.namespace, "get", "secret", "llm-key", "-o", "name").stdout.strip()
-    for forbidden in (["create", "configmap", "x"], ["delete", "secret", "llm-key"], ["get", "pods"],
+    for forbidden in (["create", "configmap", "x"], ["delete", "secret", "llm-key"], ["get", "pod", "x"],
                       ["label", "namespace", kube.namespace, CODE_TOOLS_LABEL]):
         result = kubectl(config, "-n", kube.namespace, *forbidden, check=False)
         assert result.returncode != 0 and "forbidden" in result.stderr.lower(), (forbidden, result.stderr)
