@@ -101,6 +101,10 @@ deploy: $(STAMP)
 	$(VENV)/bin/kubectl -n kubechain-system get secret kubechain-ray-token >/dev/null 2>&1 || \
 	  $(VENV)/bin/kubectl -n kubechain-system create secret generic kubechain-ray-token \
 	    --from-literal=auth_token=$$($(PY) -c 'import secrets; print(secrets.token_hex(32))')
+	@# the gcs-ft overlay's Redis password (harmless in the others)
+	$(VENV)/bin/kubectl -n kubechain-system get secret kubechain-redis-password >/dev/null 2>&1 || \
+	  $(VENV)/bin/kubectl -n kubechain-system create secret generic kubechain-redis-password \
+	    --from-literal=password=$$($(PY) -c 'import secrets; print(secrets.token_hex(32))')
 	$(VENV)/bin/kubectl apply --server-side -k kuberay/overlays/$(OVERLAY)
 	$(VENV)/bin/kubectl -n kubechain-system rollout status deploy/kubechain-operator --timeout=300s
 

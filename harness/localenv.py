@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from .controlplane import REPO_ROOT, LocalControlPlane, StartupError, free_ports, http_get, log_tail, spawn, stop_process
+from .controlplane import (REPO_ROOT, LocalControlPlane, StartupError, free_ports, http_get, kubeconfig_dict, log_tail,
+                           spawn, stop_process)
 from kubechain.demo.llm_server import ScriptedLLMServer
 from .rayhead import LocalRayHead
 
@@ -57,6 +58,26 @@ def install_crds(kubeconfig: Path) -> None:
         time.sleep(0.3)
 
 
+OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "kubechain-system", "kubechain-operator"
+OPERATOR_TOKEN_SECONDS = 7 * 24 * 3600  # longer than any test session
+
+
+def operator_kubeconfig(admin: Path, server: str, ca: Path | None, path: Path) -> Path:
+    """A kubeconfig with exactly the rights kuberay/base/operator-rbac.yaml gives the operator, as deployed: its
+    ServiceAccount and ClusterRole applied, and a token for the account from the TokenRequest API."""
+    kubectl(admin, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / "namespace.yaml"))
+    kubectl(admin, "-n", OPERATOR_NAMESPACE, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / "operator-rbac.yaml"))
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"expirationSeconds": OPERATOR_TOKEN_SECONDS}}
+    minted = kubectl(admin, "create", "--raw",
+                     f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_ACCOUNT}/token",
+                     "-f", "-", input=json.dumps(request))
+    token = json.loads(minted.stdout)["status"]["token"]
+    path.write_text(json.dumps(kubeconfig_dict(server, OPERATOR_ACCOUNT, token, ca)))
+    path.chmod(0o600)
+    return path
+
+
 RAY_CONNECT_SECONDS = 240  # see Operator._wait_for_ray
 
 
@@ -68,6 +89,7 @@ class Operator:
 
     workdir: Path
     env: dict[str, str]
+    admin_kubeconfig: Path  # for the harness's own checks (the operator's KUBECONFIG may be a restricted one)
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
     health_port: int = 0
@@ -155,7 +177,7 @@ class Operator:
         unchecked. A server-side dry-run of an invalid Tool must come back denied."""
         if self.env.get("KUBECHAIN_WEBHOOK_PORT", "0") == "0":
             return True
-        result = kubectl(Path(self.env["KUBECONFIG"]), "create", "--dry-run=server", "-f", "-",
+        result = kubectl(self.admin_kubeconfig, "create", "--dry-run=server", "-f", "-",
                          input=json.dumps(WEBHOOK_PROBE), check=False)
         return "denied the request" in result.stderr
 
@@ -176,8 +198,9 @@ class LocalEnvironment:
 
     def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None,
                  telemetry_env: dict[str, str] | None = None, head_cpus: int = 4, worker_cpus: tuple[int, ...] = (),
-                 ray_client: bool = True):
-        """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor)."""
+                 ray_client: bool = True, admin_operator: bool = False):
+        """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor).
+        The operator runs with the rights of kuberay/base/operator-rbac.yaml (`admin_operator`: the admin's)."""
         self.workdir = workdir
         self.telemetry_env = telemetry_env or {}
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus  # worker nodes: one `ray start` each
@@ -190,6 +213,8 @@ class LocalEnvironment:
         self.llm = ScriptedLLMServer(api_key=llm_api_key)
         self.operator: Operator | None = None
         self.operator_env = operator_env or {}
+        self.admin_operator = admin_operator
+        self.operator_kubeconfig: Path = self.kubeconfig
 
     @property
     def kubeconfig(self) -> Path:
@@ -211,7 +236,12 @@ class LocalEnvironment:
             self.llm.start()
             # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
             self.metrics_port, self.webhook_port = free_ports(2)
-            self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.kubeconfig),
+            if not self.admin_operator:
+                cp = self.controlplane
+                ca = cp.workdir / "certs" / "apiserver.crt"
+                self.operator_kubeconfig = operator_kubeconfig(self.kubeconfig, cp.server, ca if ca.exists() else None,
+                                                               self.workdir / "operator.kubeconfig")
+            self.operator = Operator(self.workdir, {"KUBECONFIG": str(self.operator_kubeconfig),
                                                     **self.ray.driver_env(self.ray.client_address if self.ray_client
                                                                           else None),
                                                     "KUBECHAIN_PENDING_RETRY_SECONDS": "1",
@@ -220,7 +250,8 @@ class LocalEnvironment:
                                                     "KUBECHAIN_WEBHOOK_ADDRESS": "127.0.0.1",
                                                     "KUBECHAIN_WEBHOOK_HOST": "127.0.0.1",
                                                     "KUBECHAIN_WEBHOOK_CERT_DIR": str(self.workdir / "webhook"),
-                                                    **self.telemetry_env, **self.operator_env})
+                                                    **self.telemetry_env, **self.operator_env},
+                                     admin_kubeconfig=self.kubeconfig)
             self.operator.start()
         except BaseException:
             self.stop()

@@ -32,6 +32,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.authorization = client.AuthorizationV1Api(api)
 
     async def secret_value(self, namespace: str, name: str, key: str) -> SecretValue:
         try:
@@ -44,6 +45,11 @@ class Kube:
         if key not in data:
             return SecretValue(None, f"Secret {name!r} has no key {key!r}")
         return SecretValue(base64.b64decode(data[key]).decode(), None)
+
+    async def access_review(self, body: dict[str, Any]) -> bool:
+        """Whether a SubjectAccessReview is allowed (body: kubechain/core/access.review_body)."""
+        answer = await asyncio.to_thread(self.authorization.create_subject_access_review, body)
+        return bool(answer.status and answer.status.allowed)
 
     async def namespace_labels(self, name: str) -> dict[str, str]:
         """The labels of a Namespace, fresh from the apiserver ({} when it does not exist)."""

@@ -99,6 +99,35 @@ def test_code_tools_are_opt_in_and_narrow_in_every_overlay(kube, stack, overlay)
     assert any("namespaces" in r["resources"] and "get" in r["verbs"] for r in role["rules"])
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ray_pods_are_fenced_and_redis_has_a_password(kube, overlay):
+    """Ray's ports only from Ray pods and the operator, no egress to the cloud metadata address; the gcs-ft Redis
+    takes a password from one Secret, which the RayCluster hands the head, and accepts only the Ray pods."""
+    objects = render(kube, overlay)
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    ray = policies["kubechain-ray"]
+    assert ray["podSelector"] == {"matchLabels": {"ray.io/cluster": "kubechain-ray"}}
+    assert ray["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": "kubechain-ray"}}},
+                                         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "kubechain-operator"}}}]
+    assert all("from" not in rule and [p["port"] for p in rule["ports"]] == [8080] for rule in ray["ingress"][1:])
+    blocks = [peer["ipBlock"] for rule in ray["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    assert {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]} in blocks
+    assert [p["port"] for p in policies["kubechain-operator"]["ingress"][0]["ports"]] == [9443, 8080, 8081]
+    if overlay != "gcs-ft":
+        return
+    [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
+    ref = {"secretKeyRef": {"name": "kubechain-redis-password", "key": "password"}}
+    assert raycluster["spec"]["gcsFaultToleranceOptions"]["redisPassword"] == {"valueFrom": ref}
+    [redis] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubechain-redis"]
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "REDIS_PASSWORD", "valueFrom": ref} in container["env"]
+    assert "--requirepass" in container["args"] and "$(REDIS_PASSWORD)" in container["args"]
+    assert redis["metadata"]["namespace"] == "kubechain-system"
+    assert policies["kubechain-redis"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
+        "ray.io/cluster": "kubechain-ray"}}}], "ports": [{"port": 6379, "protocol": "TCP"}]}]
+
+
+
 def kubeconfig_server(kubeconfig: Path) -> tuple[str, str | None, bool]:
     """(server, CA PEM, TLS verification off) of a kubeconfig's cluster."""
     cluster = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]
@@ -132,11 +161,22 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
     assert kubectl(stack.kubeconfig, "auth", "can-i", actor, "patch", "taskruns.kubechain.dev", "--subresource=status",
                    "-n", "kube-system", check=False).stdout.strip() == "no"  # its own namespace only
     for verb, what in (("get", "secrets"), ("watch", "secrets"), ("create", "taskruns.kubechain.dev"),
-                       ("watch", "agents.kubechain.dev"), ("patch", "customresourcedefinitions/llms.kubechain.dev")):
+                       ("watch", "agents.kubechain.dev"), ("patch", "customresourcedefinitions/llms.kubechain.dev"),
+                       ("create", "subjectaccessreviews.authorization.k8s.io"), ("create", "jobs.batch"),
+                       ("list", "pods")):
         assert can(stack, "kubechain-operator", verb, what, *ns), f"the operator may not {verb} {what}"
+    assert can(stack, "kubechain-operator", "get", "pods", "--subresource=log", *ns)  # a container tool's result
     for verb, what in (("patch", "secrets"), ("delete", "secrets"), ("create", "secrets"),
-                       ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods")):
+                       ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods"),
+                       ("delete", "pods"), ("update", "llms.kubechain.dev"), ("create", "configmaps"),
+                       ("patch", "namespaces"), ("patch", "validatingwebhookconfigurations/other"),
+                       ("bind", "clusterroles.rbac.authorization.k8s.io/admin"),
+                       ("create", "roles.rbac.authorization.k8s.io")):
         assert not can(stack, "kubechain-operator", verb, what, *ns), f"the operator may {verb} {what}"
+    # The actors' accounts: the operator binds the one actor role and mints tokens of the one account name.
+    assert can(stack, "kubechain-operator", "bind", "clusterroles.rbac.authorization.k8s.io/kubechain-actor", *ns)
+    assert can(stack, "kubechain-operator", "create", "serviceaccounts/kubechain-actor", "--subresource=token", *ns)
+    assert not can(stack, "kubechain-operator", "create", "serviceaccounts/default", "--subresource=token", *ns)
     # The web console watches the kubechain kinds and asks who a token is and what it may do; it acts with the
     # user's own token, so its account writes nothing and reads no Secrets.
     for verb, what in (("watch", "taskruns.kubechain.dev"), ("list", "agents.kubechain.dev"),

@@ -1,8 +1,9 @@
 """Tenants and code tools, on the real apiserver with RBAC: a tenant (a ServiceAccount with every right on the
 kubechain kinds in its own namespace, nothing else) cannot run code on the Ray workers or in the operator unless the
 cluster admin opted its namespace in, cannot opt itself in, and still meets the admin's allowlists when it is in.
-What was admitted before the admin withdrew a namespace is refused where it would run. And the console refuses a
-burst of bad sign-ins with 429.
+What was admitted before the admin withdrew a namespace is refused where it would run. A tenant cannot borrow a
+Secret or ServiceAccount it could not use itself (every field that names one), whether the Secret exists or not;
+one it may read works. And the console refuses a burst of bad sign-ins with 429.
 
 The stack's operator allows what the other suites need (conftest.CODE_TOOL_SETTINGS); docs/threat-model.md says why.
 """
@@ -131,6 +132,71 @@ def test_code_tools_admitted_before_the_admin_withdrew_the_namespace_are_refused
         f"MCP server 'time': stdio MCP servers are not allowed in namespace '{kube.namespace}'")
 
 
+def refused_secret(kube: Kube, field: str, secret_name: str) -> str:
+    return (f"{field}: user system:serviceaccount:{kube.namespace}:tenant may not get Secret {secret_name!r} in "
+            f"namespace {kube.namespace!r}")
+
+
+def from_secret(name: str, var: str) -> dict:
+    return {"name": var, "valueFrom": {"secretKeyRef": {"name": name, "key": "k"}}}
+
+
+def test_a_tenant_cannot_borrow_a_secret_it_may_not_read(kube, stack):
+    as_tenant, ns = tenant(kube), kube.namespace
+    kube.apply([secret("db-password", "k", "hunter2")])  # the admin's
+    # The confused deputy: the tenant's own server, the admin's Secret.
+    stderr = refusal(kube, as_tenant, llm("steal", "http://tenant.example/v1", "m", secret="db-password", key="k"))
+    assert refused_secret(kube, "spec.apiKeySecretRef", "db-password") in stderr
+    # A Secret that does not exist is refused the same way: the answer says nothing about which Secrets exist.
+    missing = refusal(kube, as_tenant, llm("probe", "http://tenant.example/v1", "m", secret="no-such", key="k"))
+    assert missing.replace("no-such", "db-password").replace("probe", "steal") == stderr
+    assert kube.run("get", "llms", "-o", "name").stdout.strip() == ""  # nothing was created: no readiness to read
+    header = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "Tool", "metadata": {"name": "hook"}, "spec": {
+        "description": "d", "execution": {"http": {"url": "http://tenant.example/", "headers": [
+            {"name": "X-Plain", "value": "1"}, from_secret("db-password", "Authorization")]}}}}
+    assert refused_secret(kube, "spec.execution.http.headers[1].valueFrom.secretKeyRef", "db-password") in refusal(
+        kube, as_tenant, header)
+    job = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "Tool", "metadata": {"name": "job"}, "spec": {
+        "description": "d", "execution": {"container": {"image": "busybox", "env": [from_secret("db-password", "P")]}}}}
+    assert refused_secret(kube, "spec.execution.container.env[0].valueFrom.secretKeyRef", "db-password") in refusal(
+        kube, as_tenant, job)
+    remote = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "ToolSet", "metadata": {"name": "remote"}, "spec": {
+        "mcpServers": [{"name": "far", "http": {"url": "http://tenant.example/mcp",
+                                                "headers": [from_secret("db-password", "Authorization")]}}]}}
+    assert refused_secret(kube, "spec.mcpServers[0].http.headers[0].valueFrom.secretKeyRef", "db-password") in refusal(
+        kube, as_tenant, remote)
+    allow_code_tools(kube)  # a stdio server's env: past the code-tool rules, still refused for the Secret
+    stderr = refusal(kube, as_tenant, stdio_toolset("clock", env=[from_secret("db-password", "DEMO_TOKEN")]))
+    assert refused_secret(kube, "spec.mcpServers[0].stdio.env[0].valueFrom.secretKeyRef", "db-password") in stderr
+    # A container tool may not run as a ServiceAccount the tenant could not run pods as itself.
+    kube.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer"}}])
+    job["spec"]["execution"]["container"] = {"image": "busybox", "serviceAccountName": "deployer"}
+    assert (f"spec.execution.container.serviceAccountName: user system:serviceaccount:{ns}:tenant may not run pods "
+            f"as ServiceAccount 'deployer' in namespace '{ns}'") in refusal(kube, as_tenant, job)
+    # The admin (who may read it) may; the tenant may not then point the admin's LLM elsewhere.
+    kube.apply([llm("shared", stack.llm.base_url, "m", secret="db-password", key="k")])
+    result = kube.run(as_tenant, "patch", "llm.v1alpha1.kubechain.dev", "shared", "--type=merge", "-p",
+                      '{"spec":{"baseURL":"http://tenant.example/v1"}}', check=False)
+    assert result.returncode != 0 and refused_secret(kube, "spec.apiKeySecretRef", "db-password") in result.stderr
+    assert kube.run(as_tenant, "label", "llm", "shared", "team=b", check=False).returncode == 0  # not the spec
+
+
+def test_a_tenant_may_use_a_secret_it_may_read_and_its_run_completes(kube, stack):
+    as_tenant, ns = tenant(kube), kube.namespace
+    model = f"{ns}-m"
+    stack.llm.set_script(model, [{"content": "hello from the tenant's own key"}])
+    kube.apply([secret(), {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "key"},
+                           "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["llm-key"],
+                                      "verbs": ["get"]}]},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "key"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "key"},
+                 "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]}])
+    kube.run(as_tenant, "apply", "-f", "-", input=yaml.safe_dump_all([llm("m", stack.llm.base_url, model),
+                                                                      agent("a", "m"), task("t", "a", "hi")]))
+    run = kube.wait_phase("t-run", "Completed", timeout=120)
+    assert run["status"]["output"] == "hello from the tenant's own key"
+
+
 def sign_in(url: str, token: str) -> tuple[int, dict, str | None]:
     request = urllib.request.Request(f"{url}/api/login", data=json.dumps({"token": token}).encode(), method="POST",
                                      headers={"Content-Type": "application/json", "X-Kubechain-UI": "1"})
@@ -152,3 +218,19 @@ def test_the_console_refuses_a_burst_of_bad_sign_ins_with_429(stack, tmp_path):
     status, body, retry_after = answers[-1]
     assert body["error"].startswith("too many failed sign-in attempts from your address: try again in")
     assert int(retry_after) > 0
+
+
+def test_the_stacks_operator_has_only_the_rights_of_its_rbac_file(kube, stack):
+    """Every suite's operator runs as kubechain-system/kubechain-operator with kuberay/base/operator-rbac.yaml's
+    rights (harness/localenv.py), not as the admin: what the suites do needs no more, and more is refused."""
+    from harness.localenv import kubectl
+
+    config = stack.operator_kubeconfig
+    assert config != stack.kubeconfig
+    kube.apply([secret()])
+    assert kubectl(config, "-n", kube.namespace, "get", "secret", "llm-key", "-o", "name").stdout.strip()
+    for forbidden in (["create", "configmap", "x"], ["delete", "secret", "llm-key"], ["get", "pod", "x"],
+                      ["label", "namespace", kube.namespace, CODE_TOOLS_LABEL]):
+        result = kubectl(config, "-n", kube.namespace, *forbidden, check=False)
+        assert result.returncode != 0 and "forbidden" in result.stderr.lower(), (forbidden, result.stderr)
+        assert "system:serviceaccount:kubechain-system:kubechain-operator" in result.stderr

@@ -3,8 +3,12 @@
 Tools and ToolSets with a code tool (a ray tool, a stdio MCP server) are checked against their namespace's
 code-tool rules (kubechain/operator/codetools.py: the settings and the Namespace's label, read fresh).
 
+LLMs, Tools and ToolSets may use only the Secrets and ServiceAccounts their author could use themselves
+(kubechain/core/access.py): checked with SubjectAccessReviews for the request's user (operator/access.py).
+
 Validation fails closed (failurePolicy Fail): a bad object is refused even while the operator restarts
-(kubectl then says it cannot reach the webhook; retry). Status writes - every checkpoint - are never
+(kubectl then says it cannot reach the webhook; retry). The validating webhooks are persistent: kopf leaves them
+configured when the operator stops (it removes the others), so nothing is admitted unchecked during a rollout. Status writes - every checkpoint - are never
 sent to the webhooks, so running actors are not slowed or blocked by them. Defaulting fails open
 (Ignore): the CRD schema and the models carry the same defaults, so nothing depends on it; and it runs on
 CREATE only: an update (kopf's own metadata writes, a wake, a cancel) would pay a webhook round trip to
@@ -18,7 +22,7 @@ import kopf
 
 from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.v1alpha1 import GROUP, KINDS, VERSION
-from kubechain.core import admission
+from kubechain.core import access, admission
 from kubechain.core.codetools import uses_code_tools
 from kubechain.operator import codetools
 
@@ -49,9 +53,20 @@ for _info in KINDS:
                    ignore_failures=True)(_defaults)
 
 
-@kopf.on.validate(GROUP, VERSION, "llms", id="validate-llms", operations=WRITES)
-def validate_llm(spec: kopf.Spec, **_: Any) -> None:
-    refuse(admission.llm(dict(spec)))
+async def _borrowed(kind: str, namespace: str, spec: dict[str, Any], old: kopf.Body | None, operation: str,
+                    userinfo: kopf.UserInfo, memo: kopf.Memo) -> list[str]:
+    """The Secrets and ServiceAccounts the object names that the requesting user may not use themselves."""
+    before = dict((old or {}).get("spec") or {}) if operation == "UPDATE" else None
+    found = access.uses(kind, spec)
+    if not found or not access.needs_check(operation, before, spec):
+        return []
+    return await memo.state.access.refusals(found, access.Author.from_userinfo(userinfo), namespace)
+
+
+@kopf.on.validate(GROUP, VERSION, "llms", id="validate-llms", operations=WRITES, persistent=True)
+async def validate_llm(namespace: str, spec: kopf.Spec, old: kopf.Body | None, operation: str,
+                       userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
+    refuse(admission.llm(dict(spec)) or await _borrowed("LLM", namespace, dict(spec), old, operation, userinfo, memo))
 
 
 async def _code_tool_policy(kind: str, namespace: str, spec: dict[str, Any], memo: kopf.Memo) -> CodeToolPolicy | None:
@@ -61,31 +76,35 @@ async def _code_tool_policy(kind: str, namespace: str, spec: dict[str, Any], mem
     return await codetools.policy(memo.state.kube, memo.state.settings.code_tools, namespace)
 
 
-@kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES)
-async def validate_tool(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES, persistent=True)
+async def validate_tool(namespace: str, spec: kopf.Spec, old: kopf.Body | None, operation: str,
+                        userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     refuse(admission.tool(dict(spec), await _code_tool_policy("Tool", namespace, dict(spec), memo),
-                          ray_tool_limits(current().limits)))
+                          ray_tool_limits(current().limits))
+           or await _borrowed("Tool", namespace, dict(spec), old, operation, userinfo, memo))
 
 
-@kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES)
-async def validate_toolset(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES, persistent=True)
+async def validate_toolset(namespace: str, spec: kopf.Spec, old: kopf.Body | None, operation: str,
+                           userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     refuse(admission.toolset(dict(spec), await _code_tool_policy("ToolSet", namespace, dict(spec), memo),
-                             ray_tool_limits(current().limits)))
+                             ray_tool_limits(current().limits))
+           or await _borrowed("ToolSet", namespace, dict(spec), old, operation, userinfo, memo))
 
 
-@kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES)
+@kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES, persistent=True)
 def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
     refuse(admission.agent(namespace, name, dict(spec), IndexCatalog(kwargs)))
 
 
-@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=WRITES)
+@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=WRITES, persistent=True)
 def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     problems = admission.task_update(before, dict(new)) if before is not None else []
     refuse(problems + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))
 
 
-@kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES)
+@kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES, persistent=True)
 def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     refuse(admission.taskrun(dict(new), before)
