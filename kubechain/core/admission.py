@@ -10,7 +10,8 @@ from typing import Any
 
 from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import RayToolLimits
-from kubechain.api.v1alpha1 import AgentSpec, HumanResponse, LLMSpec, TaskRunSpec, TaskRunStatus, ToolSetSpec, ToolSpec
+from kubechain.api.v1alpha1 import (AgentSpec, HumanResponse, LLMSpec, TaskRunSpec, TaskRunStatus, TaskScheduleSpec,
+                                    ToolSetSpec, ToolSpec)
 from kubechain.core import codetools
 from kubechain.core.limits import priority_problem, tool_limits_problem
 from kubechain.core.naming import llm_tool_name
@@ -109,6 +110,21 @@ def priority(new: dict[str, Any], old: dict[str, Any] | None, namespace: str, ma
     if old is not None and value <= int((old.get("spec") or {}).get("priority") or 0):
         return []  # unchanged or lowered: a run admitted before the maximum fell keeps working
     return [problem] if (problem := priority_problem(value, namespace, maximum, annotated)) else []
+
+
+def schedule(new: dict[str, Any], old: dict[str, Any] | None, namespace: str, maximum: int,
+             annotated: bool) -> list[str]:
+    """A TaskSchedule: its cron expression and zone (the model says what is wrong), and its runs' priority, as a
+    Task's (the runs it starts would be refused later, one per due time)."""
+    _, error = parse(TaskScheduleSpec, new.get("spec") or {})
+    if error:
+        return [error]
+
+    def template(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {"spec": (obj.get("spec") or {}).get("runTemplate") or {}} if obj is not None else None
+
+    problems = priority(template(new) or {}, template(old), namespace, maximum, annotated)
+    return [p.replace("spec.priority", "spec.runTemplate.priority", 1) for p in problems]
 
 
 IMMUTABLE_TASKRUN_FIELDS = ("taskRef", "agentRef", "userInput", "parent")

@@ -52,9 +52,9 @@ def parse_time(text: str) -> datetime:
 
 
 def run_name(schedule: str, due: datetime) -> str:
-    """The run of a due time: named after it (minutes since the epoch, as CronJob's Jobs), so a second attempt to
-    start it finds the first."""
-    return f"{schedule}-{int(due.timestamp()) // 60}"[:253]
+    """The run of a due time: named after it (seconds since the epoch: a schedule may have a seconds field), so a
+    second attempt to start it finds the first."""
+    return f"{schedule}-{int(due.timestamp())}"[:253]
 
 
 def _due_times(spec: TaskScheduleSpec, after: datetime, now: datetime) -> tuple[datetime | None, int, datetime]:

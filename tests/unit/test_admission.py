@@ -111,3 +111,13 @@ def test_in_a_cluster_the_apiserver_is_pointed_at_the_service():
                                   "path": ""}, "caBundle": "Q0E="}
     stanza = conversion_patch(config)["spec"]["conversion"]["webhook"]["clientConfig"]
     assert stanza["service"]["path"] == "/convert" and stanza["url"] is None
+
+
+def test_a_schedules_runs_keep_to_the_namespaces_highest_priority():
+    from kubechain.core.admission import schedule
+
+    spec = {"schedule": "@daily", "runTemplate": {"agentRef": {"name": "a"}, "userInput": "x", "priority": 50}}
+    [problem] = schedule({"spec": spec}, None, "ns", 10, False)
+    assert problem.startswith("spec.runTemplate.priority 50 is over the highest priority namespace 'ns' may use, 10")
+    assert schedule({"spec": spec}, {"spec": spec}, "ns", 10, False) == []  # unchanged: admitted before the limit fell
+    assert schedule({"spec": {**spec, "schedule": "daily"}}, None, "ns", 100, False)[0].startswith("schedule: ")

@@ -40,7 +40,7 @@ def test_nothing_is_due_before_the_first_time():
 def test_a_due_time_starts_one_run_named_after_it():
     p = decide(spec(), at(10, 0, 3))
     assert p.start == at(10, 0) and p.status.last_schedule_time == "2026-12-01T10:00:00Z"
-    assert p.status.active == [run_name("nightly", at(10, 0))] == [f"nightly-{int(at(10, 0).timestamp()) // 60}"]
+    assert p.status.active == [run_name("nightly", at(10, 0))] == [f"nightly-{int(at(10, 0).timestamp())}"]
     assert [e[1] for e in p.events] == ["RunStarted"] and p.status.next_schedule_time == "2026-12-01T10:10:00Z"
 
 
@@ -101,6 +101,11 @@ def test_ended_runs_beyond_the_history_limits_are_pruned_oldest_first():
     assert p.status.last_successful_time == "2026-12-01T09:31:00Z"
 
 
+def test_a_seconds_field_schedules_within_a_minute():
+    p = decide(spec(schedule="* * * * * */15"), at(10, 0, 31), last=at(10, 0, 15))
+    assert p.start == at(10, 0, 30) and p.wake == at(10, 0, 45)
+
+
 def test_the_schedule_is_read_in_its_time_zone():
     # 03:00 in Paris is 02:00 UTC in December.
     p = decide(spec(schedule="0 3 * * *", timeZone="Europe/Paris"), datetime(2026, 12, 2, 2, 0, 5, tzinfo=UTC))
@@ -109,7 +114,7 @@ def test_the_schedule_is_read_in_its_time_zone():
 
 @pytest.mark.parametrize("field,value,says", [
     ("schedule", "* * * *", "'* * * *' is not a cron expression of five fields"),
-    ("schedule", "0 0 * * * *", "is not a cron expression of five fields"),
+    ("schedule", "0 0 * * * * *", "is not a cron expression of five fields"),
     ("schedule", "@reboot", "is not a cron expression"),
     ("timeZone", "Mars/Olympus", "'Mars/Olympus' is not an IANA time zone"),
 ])

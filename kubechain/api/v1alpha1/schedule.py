@@ -1,5 +1,5 @@
 """TaskSchedule: runs an agent on a cron schedule, as a CronJob runs a Job. Each scheduled run is a TaskRun the
-schedule owns (deleting the schedule deletes its runs), named after its scheduled time."""
+schedule owns (deleting the schedule deletes its runs), named after its scheduled time (seconds since the epoch)."""
 from __future__ import annotations
 
 from enum import Enum
@@ -27,8 +27,8 @@ class RunTemplate(RunLimits):
 
 class TaskScheduleSpec(Model):
     schedule: str = Field(min_length=1, description="When runs start: a cron expression of five fields (minute hour "
-                          "day-of-month month day-of-week, e.g. `0 3 * * 1-5`) or @hourly, @daily, @weekly, "
-                          "@monthly, @yearly.")
+                          "day-of-month month day-of-week, e.g. `0 3 * * 1-5`), optionally a sixth for seconds "
+                          "(`* * * * * */30`), or @hourly, @daily, @weekly, @monthly, @yearly.")
     time_zone: str = Field(default="Etc/UTC", description="The IANA time zone the schedule is read in (e.g. "
                            "Europe/Paris).")
     run_template: RunTemplate = Field(description="The TaskRun each scheduled time starts.")
@@ -51,9 +51,12 @@ class TaskScheduleSpec(Model):
     def _cron(cls, value: str) -> str:
         from croniter import croniter  # here, not at import: actors load these models too
 
-        if value.strip() != value or len(value.split()) not in (1, 5) or not croniter.is_valid(value):
+        fields = value.split()
+        if (value.strip() != value or len(fields) not in (1, 5, 6) or (len(fields) == 1 and value == "@reboot")
+                or not croniter.is_valid(value)):
             raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day-of-month month "
-                             f"day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly")
+                             f"day-of-week), six (a last one for seconds), or @hourly, @daily, @weekly, @monthly, "
+                             f"@yearly")
         return value
 
     @field_validator("time_zone")

@@ -109,3 +109,10 @@ def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, oper
     before = dict(old) if operation == "UPDATE" and old is not None else None
     refuse(admission.taskrun(dict(new), before)
            + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))
+
+
+@kopf.on.validate(GROUP, VERSION, "taskschedules", id="validate-taskschedules", operations=WRITES, persistent=True)
+def validate_taskschedule(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+    before = dict(old) if operation == "UPDATE" and old is not None else None
+    refuse(admission.schedule(dict(new), before, namespace,
+                              *priority_limit(namespace, kwargs, current().limits.max_priority)))
