@@ -118,5 +118,6 @@ def _message(msg: Any) -> Message:
 def _usage(usage: Any) -> Usage:
     if usage is None:
         return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)  # OpenAI's; absent from many compatible servers
     return Usage(prompt_tokens=usage.prompt_tokens or 0, completion_tokens=usage.completion_tokens or 0,
-                 total_tokens=usage.total_tokens or 0)
+                 total_tokens=usage.total_tokens or 0, cached_prompt_tokens=getattr(details, "cached_tokens", 0) or 0)

@@ -27,7 +27,7 @@ from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.naming import child_taskrun_name, tool_job_name
 from kubechain.core.lifecycle import enter
 
-from . import compaction, limits, replies
+from . import compaction, limits, replies, spend
 from .checkpoint import CheckpointStore
 from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
@@ -99,6 +99,9 @@ class AgentLoop:
                 message = f"the agent did not answer within maxTurns={self.spec.max_turns} LLM requests"
                 return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
                                           Reason.MAX_TURNS_EXCEEDED, message)
+            if (spent := spend.over_budget(status, self.spec.budget, self._estimate(), self.spec.llm.pricing)):
+                return await self._finish(status.model_copy(update={"error": spent}), Phase.FAILED,
+                                          Reason.BUDGET_EXCEEDED, spent)
             if compaction.over(self._estimate(), self._window, self.spec.context):
                 if (compacted := await self._compact(status, self._window or 0)) is not None:
                     return compacted  # a step of its own: the next one asks the LLM with the compacted view
@@ -186,6 +189,8 @@ class AgentLoop:
             if given is None:
                 return False  # still waiting: the operator resumed the run for another call's input
             record.response = given.response
+            if record.waiting_for is WaitingFor.CHILD_RUN:
+                spend.child_spent(status, record, given.usage, given.cost, given.currency)
             if record.waiting_for is not WaitingFor.APPROVAL:
                 self._record(status, record, CallState.SUCCEEDED if given.accepted else CallState.FAILED,
                              ToolOutcome(result=given.text) if given.accepted else ToolOutcome(error=given.text))
@@ -282,7 +287,7 @@ class AgentLoop:
         async with self.telemetry.llm_call(self.spec.llm.model) as call:
             reply = await self.llm.complete(messages, tools)
             call.update(usage=reply.usage, ok=True)
-        status.usage = status.usage + reply.usage
+        spend.charge(status, reply.usage, self.spec.llm.pricing)
         if status.llm_retry is not None:
             status.message = f"the LLM answered again after {status.llm_retry.attempts} failed attempt(s)"
             status.llm_retry = None

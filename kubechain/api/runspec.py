@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .codetools import CodeToolPolicy
-from .v1alpha1 import ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, ToolExecution
+from .v1alpha1 import Budget, ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, ToolExecution, Usage
 from .v1alpha1.common import the_one_set
 from .v1alpha1.tool import EXECUTION_KINDS
 
@@ -93,6 +93,9 @@ class CallInput(Model):
     accepted: bool = Field(description="Answered, approved, or the child run Completed.")
     text: str = Field(default="", description="The answer, the rejection's reason, or the child's output or error.")
     response: HumanResponse | None = Field(default=None, description="The human reply it came from, if any.")
+    usage: Usage | None = Field(default=None, description="A child run's: what its tree used.")
+    cost: float | None = Field(default=None, description="A child run's: what its tree cost, in `currency`.")
+    currency: str | None = Field(default=None, description="The currency of `cost`.")
 
 
 class RayToolLimits(Model):
@@ -144,6 +147,7 @@ class RunSpec(Model):
     user_input: str
     tools: list[ResolvedTool] = Field(default_factory=list)
     max_turns: int = Field(default=50, description="LLM requests allowed.")
+    budget: Budget | None = Field(default=None, description="What the run's tree may spend (TaskRun.spec.budget).")
     context: ContextPolicy = Field(default_factory=ContextPolicy, description="The Agent's context policy.")
     lineage: list[str] = Field(default_factory=list, description="Agents of the ancestor runs, root first.")
     max_delegation_depth: int = Field(default=5, description="How deep a chain of delegations may go.")

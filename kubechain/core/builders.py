@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubechain.api.v1alpha1 import API_VERSION, RunLimits, RunTemplate, TaskRunSpec, ToolCallRecord
+from kubechain.api.v1alpha1 import API_VERSION, Budget, RunLimits, RunTemplate, TaskRunSpec, ToolCallRecord, Usage
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core.naming import (ACTOR_ACCOUNT, ANNOTATION_CALL_KEY, ANNOTATION_SCHEDULED_AT, ANNOTATION_TOOL_CALL,
                                    LABEL_AGENT, LABEL_MANAGED_BY, LABEL_PARENT_UID, LABEL_ROOT_UID, LABEL_SCHEDULE,
@@ -46,10 +46,21 @@ def scheduled_taskrun(namespace: str, schedule: str, schedule_uid: str, template
     }
 
 
+def child_budget(parent: TaskRunSpec, spent: Usage, cost: float | None, children: int) -> Budget | None:
+    """A child's share of what its parent's budget has left: the children a step delegates to at once share it
+    equally, so together they never pass it. At least 1 token (a spent budget: the child stops at once)."""
+    if parent.budget is None:
+        return None
+    tokens, money = parent.budget.max_tokens, parent.budget.max_cost
+    return Budget(max_tokens=None if tokens is None else max((tokens - spent.total_tokens) // children, 1),
+                  max_cost=None if money is None else max((money - (cost or 0.0)) / children, 1e-9))
+
+
 def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: TaskRunSpec, parent_agent: str,
-                  record: ToolCallRecord, message: str, traceparent: str | None = None) -> dict[str, Any]:
+                  record: ToolCallRecord, message: str, traceparent: str | None = None,
+                  budget: Budget | None = None) -> dict[str, Any]:
     """The TaskRun a delegate call runs as: owned by its parent (deleting the parent deletes the tree), with
-    the parent's limits and the chain of agents above it."""
+    the parent's limits (its budget: the share `budget`, see child_budget) and the chain of agents above it."""
     lineage = [*(parent.parent.agents if parent.parent else []), parent_agent]
     root = (parent.parent.root_uid or parent.parent.uid) if parent.parent else parent_uid
     return {
@@ -58,7 +69,8 @@ def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: Tas
                      "labels": {LABEL_AGENT: record.delegated_to, LABEL_PARENT_UID: parent_uid, LABEL_ROOT_UID: root},
                      "annotations": {ANNOTATION_TOOL_CALL: record.id, ANNOTATION_CALL_KEY: record.key},
                      "ownerReferences": [owner_reference("TaskRun", parent_name, parent_uid)]},
-        "spec": {"agentRef": {"name": record.delegated_to}, "userInput": message, **_limits(parent),
+        "spec": {"agentRef": {"name": record.delegated_to}, "userInput": message,
+                 **_limits(parent.model_copy(update={"budget": budget})),
                  "parent": {"name": parent_name, "uid": parent_uid, "toolCallId": record.id, "callKey": record.key,
                             "rootUid": root, "agents": lineage,
                             **({"traceparent": traceparent} if traceparent else {})}},

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from kubechain.api.runspec import CallInput
 from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, PhaseTransition, Reason, RunLimits,
-                                    TaskRunStatus, ToolCallRecord, WaitingFor)
+                                    TaskRunStatus, ToolCallRecord, Usage, WaitingFor)
 from kubechain.api.v1alpha1.common import parse_rfc3339, rfc3339
 
 WAITING_PHASES = frozenset({Phase.PAUSED_FOR_USER_INPUT, Phase.DELEGATING})
@@ -105,10 +105,14 @@ def llm_retry_at(status: TaskRunStatus) -> datetime | None:
 
 @dataclass(frozen=True)
 class ChildOutcome:
-    """What the operator knows of a child TaskRun: its phase (None: not created yet), output and error."""
+    """What the operator knows of a child TaskRun: its phase (None: not created yet), output and error, and what its
+    tree spent (status.treeUsage, treeCost, currency)."""
     phase: Phase | None
     output: str = ""
     error: str = ""
+    usage: Usage | None = None
+    cost: float | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,8 @@ def gather_inputs(status: TaskRunStatus, responses: dict[str, HumanResponse], ch
             if child.phase is not None and child.phase.terminal:
                 ok = child.phase is Phase.COMPLETED
                 text = child.output if ok else f"the delegated run {record.child_run} failed: {child.error}"
-                gathered.inputs[record.key] = CallInput(accepted=ok, text=text)
+                gathered.inputs[record.key] = CallInput(accepted=ok, text=text, usage=child.usage, cost=child.cost,
+                                                        currency=child.currency)
             else:
                 gathered.missing.append(f"child TaskRun {record.child_run} ({(child.phase or Phase.PENDING).value})")
         elif record.waiting_for is WaitingFor.JOB:

@@ -28,7 +28,7 @@ from kubechain.api.v1alpha1.common import parse_rfc3339
 
 from . import effects as do
 from .blocking import blocked, failed, refused_delegations, unblocked
-from .builders import child_taskrun, tool_job
+from .builders import child_budget, child_taskrun, tool_job
 from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
                         stop_for)
 from .naming import actor_name
@@ -358,12 +358,13 @@ def gather(seen: Observed, spec: TaskRunSpec, now: datetime) -> Gathered:
 
 def _children_to_create(seen: Observed) -> list[do.CreateChild]:
     status, refused = seen.status, refused_delegations(seen)
+    delegated = [r for r in status.tool_call_history if r.state is CallState.WAITING
+                 and r.waiting_for is WaitingFor.CHILD_RUN and r.key not in refused]
+    budget = child_budget(seen.parsed, status.tree_usage, status.tree_cost, max(len(delegated), 1))
     return [do.CreateChild(child_taskrun(seen.ref.namespace, seen.ref.name, seen.ref.uid, seen.parsed, status.agent,
-                                         r, json.loads(r.arguments)["message"], status.traceparent),
+                                         r, json.loads(r.arguments)["message"], status.traceparent, budget),
                            f"call {r.id}: child TaskRun {r.child_run} (agent {r.delegated_to})")
-            for r in status.tool_call_history
-            if r.state is CallState.WAITING and r.waiting_for is WaitingFor.CHILD_RUN and r.child_run not in seen.children
-            and r.key not in refused]
+            for r in delegated if r.child_run not in seen.children]
 
 
 def _jobs_to_create(seen: Observed) -> list[do.CreateJob]:

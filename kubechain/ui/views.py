@@ -103,6 +103,8 @@ def taskrun_detail(obj: Obj, messages: list[Message], calls: list[ToolCallRecord
         "limits": {"maxTurns": spec.max_turns, "timeoutSeconds": spec.timeout_seconds},
         "output": status.output, "error": status.error,
         "usage": status.usage.model_dump(mode="json", by_alias=True),
+        "treeUsage": status.tree_usage.model_dump(mode="json", by_alias=True),
+        "cost": status.cost, "treeCost": status.tree_cost, "currency": status.currency,
         "traceId": trace_id(status.traceparent),
         "actor": status.actor.model_dump(mode="json", by_alias=True) if status.actor else None,
         "links": links(status, ray_dashboard_url, tracing_url),

@@ -43,7 +43,7 @@ def test_names_columns_and_category():
     assert taskrun["spec"]["names"]["categories"] == ["kubechain"]
     assert "tr" in taskrun["spec"]["names"]["shortNames"]
     columns = [c["name"] for c in taskrun["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Agent", "Phase", "Parent", "Step", "Tokens", "Age"]
+    assert columns == ["Agent", "Phase", "Parent", "Step", "Tokens", "Cost", "Age"]
     assert taskrun["spec"]["versions"][0]["subresources"] == {"status": {}}
 
 

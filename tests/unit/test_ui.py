@@ -87,7 +87,7 @@ def test_a_detail_has_the_transcript_journal_and_the_calls_waiting_for_a_human()
     cancelled = {**obj, "status": {**obj["status"], "phase": "Failed"}}  # the record still says Waiting
     assert views.taskrun_detail(cancelled, messages, calls, [])["waiting"] == []
     assert views.taskrun_row(cancelled)["waiting"] == 0
-    assert detail["usage"] == {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7}
+    assert detail["usage"] == {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7, "cachedPromptTokens": 0}
     assert detail["traceId"] == "0af7651916cd43dd8448eb211c80319c"
     assert detail["phaseHistory"][0]["reason"] == "Scheduled"
 

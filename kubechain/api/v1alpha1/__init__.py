@@ -3,10 +3,10 @@ from . import agent, llm, schedule, task, taskrun, tool, toolset
 from .agent import AgentSpec, AgentStatus, ContextPolicy
 from .conditions import ConditionType, ReadinessReason, Reason
 from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, LocalObjectReference, Model, SecretKeyRef
-from .llm import LLMSpec, LLMStatus, RetryPolicy
+from .llm import LLMSpec, LLMStatus, Pricing, RetryPolicy
 from .schedule import ConcurrencyPolicy, RunTemplate, TaskScheduleSpec, TaskScheduleStatus
 from .task import TaskSpec, TaskStatus
-from .taskrun import (ActorRef, CallState, ContextChunk, ContextState, Crashes, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
+from .taskrun import (ActorRef, Budget, CallState, ContextChunk, ContextState, Crashes, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
                       PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
                       Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus

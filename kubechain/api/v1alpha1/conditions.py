@@ -36,6 +36,7 @@ class Reason(StrEnum):
     CONTEXT_LENGTH_EXCEEDED = "ContextLengthExceeded"  # -> Failed: the conversation outgrew the model's window and
                                            #    could not be compacted further (or Agent.spec.context is none)
     MAX_TURNS_EXCEEDED = "MaxTurnsExceeded"  # -> Failed: spec.maxTurns LLM requests were made
+    BUDGET_EXCEEDED = "BudgetExceeded"  # -> Failed: the tree's spec.budget is spent (checked before each request)
     INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
     CHECKPOINT_CORRUPT = "CheckpointCorrupt"  # -> Failed: a sealed chunk is missing or does not match its checksum
     # Running -> Failed (operator)

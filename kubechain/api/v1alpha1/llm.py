@@ -5,11 +5,37 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from .taskrun import Usage
 from .common import AGE, READY_COLUMNS, KindInfo, Model, PrinterColumn, ReadyStatus, SecretKeyRef
 
 
 # Request fields the run itself sends: a passthrough (extraBody) cannot override them.
 RESERVED_FIELDS = frozenset({"model", "messages", "tools", "tool_choice", "stream", "stream_options", "n"})
+
+
+class Pricing(Model):
+    """What the provider charges, so each run records its cost next to its tokens (status.cost; a parent's
+    status.treeCost adds its delegated runs')."""
+
+    currency: str = Field(default="USD", min_length=1, max_length=8, description="The currency of the prices "
+                          "(a run's cost is in it; trees of runs on LLMs of different currencies are not summed).")
+    input_per_million_tokens: float = Field(ge=0, description="Price of a million prompt tokens.")
+    output_per_million_tokens: float = Field(ge=0, description="Price of a million completion tokens.")
+    cached_input_per_million_tokens: float | None = Field(default=None, ge=0, description="Price of a million "
+                                                          "prompt tokens the provider served from its cache "
+                                                          "(usage.prompt_tokens_details.cached_tokens); unset: "
+                                                          "the input price.")
+
+    def cost(self, usage: Usage) -> float:
+        cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+        cached_price = self.input_per_million_tokens if self.cached_input_per_million_tokens is None \
+            else self.cached_input_per_million_tokens
+        return ((usage.prompt_tokens - cached) * self.input_per_million_tokens + cached * cached_price
+                + usage.completion_tokens * self.output_per_million_tokens) / 1_000_000
+
+
+PRICING = Field(default=None, description="What the provider charges per token: runs record their cost "
+                "(status.cost) and Task/TaskRun budgets can cap it (budget.maxCost).")
 
 
 class RetryPolicy(Model):
@@ -69,6 +95,7 @@ class LLMSpec(Model):
                                "rate limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
     max_concurrent_runs: int | None = MAX_CONCURRENT_RUNS
     context_window_tokens: int | None = CONTEXT_WINDOW_TOKENS
+    pricing: Pricing | None = PRICING
 
 
     @field_validator("extra_body")

@@ -102,6 +102,10 @@ class ToolCallRecord(Model):
                                                              "counts as a rejection.")
     response: HumanResponse | None = Field(default=None, description="The human reply this call used (audit).")
     child_run: str | None = Field(default=None, description="The child TaskRun a delegate call runs as.")
+    child_usage: Usage | None = Field(default=None, description="What the child TaskRun's tree used, journaled with "
+                                      "its result (in the parent's status.treeUsage).")
+    child_cost: float | None = Field(default=None, description="What the child TaskRun's tree cost, in the "
+                                     "parent's currency.")
     delegated_to: str | None = Field(default=None, description="The Agent the child TaskRun runs.")
     job: str | None = Field(default=None, description="The Kubernetes Job a container call runs as (deleted once "
                                                       "its result is journaled).")
@@ -126,11 +130,23 @@ class Usage(Model):
     prompt_tokens: int = Field(default=0, description="Prompt tokens summed over all LLM requests.")
     completion_tokens: int = Field(default=0, description="Completion tokens summed over all LLM requests.")
     total_tokens: int = Field(default=0, description="Sum of the two.")
+    cached_prompt_tokens: int = Field(default=0, description="Of the prompt tokens, those the provider served from "
+                                      "its cache (priced apart: LLM.spec.pricing).")
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
                      completion_tokens=self.completion_tokens + other.completion_tokens,
-                     total_tokens=self.total_tokens + other.total_tokens)
+                     total_tokens=self.total_tokens + other.total_tokens,
+                     cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens)
+
+
+class Budget(Model):
+    """What a run and every run it delegates to may spend together: a child draws from what its parent has left
+    (parallel children share it equally); a run past it stops before its next LLM request, reason BudgetExceeded."""
+
+    max_tokens: int | None = Field(default=None, ge=1, description="Tokens (prompt + completion) of the whole tree.")
+    max_cost: float | None = Field(default=None, gt=0, description="Cost of the whole tree, in its LLM's currency "
+                                   "(LLM.spec.pricing; runs on an LLM without pricing count no cost).")
 
 
 class ActorRef(Model):
@@ -183,6 +199,8 @@ class RunLimits(Model):
     crash_loop_limit: int = Field(default=5, ge=1, le=100, description="Losses of the run's actor at one step (its "
                                   "process died, or its loop raised, before the next step was checkpointed) before "
                                   "the run fails with reason CrashLoop; the attempts in between back off.")
+    budget: Budget | None = Field(default=None, description="Tokens and cost the run and its delegated runs may "
+                                  "spend together. Default: no limit.")
 
 
 class LLMRetry(Model):
@@ -284,7 +302,14 @@ class TaskRunStatus(Model):
     phase_history: list[PhaseTransition] = Field(default_factory=list, description="Timestamped phase transitions with reasons.")
     output: str | None = Field(default=None, description="The agent's final answer, once Completed.")
     error: str | None = Field(default=None, description="Why the run failed, once Failed.")
-    usage: Usage = Field(default_factory=Usage, description="Tokens used by the run.")
+    usage: Usage = Field(default_factory=Usage, description="Tokens used by the run's own LLM requests.")
+    cost: float | None = Field(default=None, description="What the run's own LLM requests cost (LLM.spec.pricing), "
+                               "in `currency`.")
+    currency: str | None = Field(default=None, description="The currency of cost and treeCost.")
+    tree_usage: Usage = Field(default_factory=Usage, description="The run's tokens plus those of every run it "
+                              "delegated to (their trees too), as their results were journaled.")
+    tree_cost: float | None = Field(default=None, description="The same for cost (children in another currency "
+                                    "are not added).")
     context: ContextState | None = Field(default=None, description="Set once the conversation was compacted to fit "
                                          "the model's context window: what the model is sent.")
     llm_retry: LLMRetry | None = Field(default=None, description="While the run rides out failed LLM requests: "
@@ -310,6 +335,8 @@ KIND = KindInfo(
     columns=(PrinterColumn("Agent", ".status.agent"), PrinterColumn("Phase", ".status.phase"),
              PrinterColumn("Parent", ".spec.parent.name", description="The delegating TaskRun, for child runs."),
              PrinterColumn("Step", ".status.step", "integer"),
-             PrinterColumn("Tokens", ".status.usage.totalTokens", "integer"),
+             PrinterColumn("Tokens", ".status.treeUsage.totalTokens", "integer",
+                           description="Tokens of the run and its delegated runs."),
+             PrinterColumn("Cost", ".status.treeCost", "number", description="Their cost, in status.currency."),
              PrinterColumn("Actor", ".status.actor.name", priority=1), AGE),
 )

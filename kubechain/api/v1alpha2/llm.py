@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from kubechain.api.v1alpha1.common import Model, SecretKeyRef
 from kubechain.api.v1alpha1.llm import KIND as V1ALPHA1_KIND
 from kubechain.api.v1alpha1.llm import LLMSpec as V1ALPHA1_SPEC
-from kubechain.api.v1alpha1.llm import LLMStatus, RetryPolicy
+from kubechain.api.v1alpha1.llm import LLMStatus, Pricing, RetryPolicy
 
 
 class Endpoint(Model):
@@ -50,6 +50,7 @@ class LLMSpec(Model):
                                "limits and outages (429, 408, 409, 5xx, connection errors, timeouts).")
     max_concurrent_runs: int | None = V1ALPHA1_SPEC.model_fields["max_concurrent_runs"]
     context_window_tokens: int | None = V1ALPHA1_SPEC.model_fields["context_window_tokens"]
+    pricing: Pricing | None = V1ALPHA1_SPEC.model_fields["pricing"]
 
 
 KIND = V1ALPHA1_KIND.__class__(**{**V1ALPHA1_KIND.__dict__, "spec": LLMSpec, "status": LLMStatus})

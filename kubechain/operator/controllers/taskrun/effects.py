@@ -252,12 +252,14 @@ class Applier:
 
 def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, catalog: IndexCatalog, epoch: int,
               inputs: dict[str, Any], state: OperatorState) -> RunSpec:
-    return run_spec(seen.ref, agent, user_input, catalog, None, epoch, traceparent=seen.status.traceparent,
-                    max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
-                    lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
-                    max_delegation_depth=state.settings.reconcile.max_delegation_depth,
-                    json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits),
-                    local_tool_timeout_seconds=state.settings.tools.local_timeout_seconds)
+    run = run_spec(seen.ref, agent, user_input, catalog, None, epoch, traceparent=seen.status.traceparent,
+                   max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
+                   lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
+                   max_delegation_depth=state.settings.reconcile.max_delegation_depth,
+                   json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits),
+                   local_tool_timeout_seconds=state.settings.tools.local_timeout_seconds)
+    run.budget = spec.budget
+    return run
 
 
 def run_caps(limits: LimitSettings) -> RunCaps:

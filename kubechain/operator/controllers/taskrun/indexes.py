@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from kubechain.api.v1alpha1 import GROUP, VERSION, Phase
+from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, Usage
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.limits import max_priority
 from kubechain.core.naming import ANNOTATION_MAX_PRIORITY, LABEL_AGENT, LABEL_PARENT_UID, LABEL_ROOT_UID
@@ -28,7 +28,10 @@ def pending_taskruns(namespace: str, name: str, labels: kopf.Labels, **_: Any):
 @kopf.index(GROUP, VERSION, "taskruns", labels={LABEL_PARENT_UID: kopf.PRESENT})
 def child_taskruns(namespace: str, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any):
     """Child TaskRuns by (namespace, parent uid): what a delegating parent waits for."""
-    outcome = ChildOutcome(Phase(status.get("phase", "Pending")), status.get("output") or "", status.get("error") or "")
+    spent = status.get("treeUsage")
+    outcome = ChildOutcome(Phase(status.get("phase", "Pending")), status.get("output") or "", status.get("error") or "",
+                           Usage.model_validate(spent) if spent else None, status.get("treeCost"),
+                           status.get("currency"))
     return {(namespace, labels[LABEL_PARENT_UID]): (name, outcome)}
 
 
