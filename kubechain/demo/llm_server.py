@@ -275,8 +275,7 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if not authorized:
         return error_response(401, "Incorrect API key provided.", "invalid_api_key")
     if body.get("stream"):
-        return error_response(400, "stream=true is not supported by the scripted server.",
-                              "unsupported_parameter")
+        return error_response(400, "stream=true is not supported by the scripted server.", "unsupported_parameter")
     if (outage := state.outage) and time.time() < outage[0]:
         return error_response(int(outage[1]["status"]), outage[1].get("message", "Scripted outage."),
                               outage[1].get("code"), headers=retry_headers(outage[1]))
@@ -296,7 +295,8 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if (window := step.get("context_window")) and (used := token_count(prompt_chars(messages))) > int(window):
         return error_response(400, f"This model's maximum context length is {window} tokens. However, your "
                               f"messages resulted in {used} tokens.", "context_length_exceeded")
-    return web.json_response(completion_body(model, step, index, messages))
+    entry["usage"] = (body := completion_body(model, step, index, messages))["usage"]  # what the provider "charged"
+    return web.json_response(body)
 
 
 def _refused(request: web.Request) -> web.Response | None:
