@@ -284,7 +284,7 @@ class AgentLoop:
 
     async def _ask(self, status: TaskRunStatus, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> LLMReply:
         """One LLM request, counted in usage; an answer ends the episode of failed requests, if one was going on."""
-        async with self.telemetry.llm_call(self.spec.llm.model) as call:
+        async with self.telemetry.llm_call(self.spec.llm.model, self.spec.llm.pricing) as call:
             reply = await self.llm.complete(messages, tools)
             call.update(usage=reply.usage, ok=True)
         spend.charge(status, reply.usage, self.spec.llm.pricing)

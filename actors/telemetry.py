@@ -11,7 +11,7 @@ import time
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator, Protocol
 
-from kubechain.api.v1alpha1 import Usage
+from kubechain.api.v1alpha1 import Pricing, Usage
 from kubechain.runtime.tracing import span_in, tracer
 
 TRACER = tracer("kubechain.actor")
@@ -19,13 +19,15 @@ LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class Metrics(Protocol):
-    def llm_request(self, model: str, seconds: float, usage: Usage, ok: bool) -> None: ...
+    def llm_request(self, model: str, seconds: float, usage: Usage, ok: bool, namespace: str = "",
+                    cost: tuple[float, str] | None = None) -> None: ...
     def tool_call(self, tool: str, outcome: str) -> None: ...
     def checkpoint(self, seconds: float) -> None: ...
 
 
 class NoMetrics:
-    def llm_request(self, model: str, seconds: float, usage: Usage, ok: bool) -> None:
+    def llm_request(self, model: str, seconds: float, usage: Usage, ok: bool, namespace: str = "",
+                    cost: tuple[float, str] | None = None) -> None:
         pass
 
     def tool_call(self, tool: str, outcome: str) -> None:
@@ -45,8 +47,10 @@ class RayMetrics:
 
         self.llm_seconds = Histogram("kubechain_llm_request_seconds", "LLM request latency, by model and outcome.",
                                      boundaries=LATENCY_BUCKETS, tag_keys=("model", "outcome"))
-        self.tokens = Counter("kubechain_llm_tokens_total", "Tokens used, by model and type (prompt|completion).",
-                              tag_keys=("model", "type"))
+        self.tokens = Counter("kubechain_llm_tokens_total", "Tokens used, by namespace, model and type "
+                              "(prompt|completion).", tag_keys=("namespace", "model", "type"))
+        self.cost = Counter("kubechain_llm_cost_total", "What LLM requests cost (LLM.spec.pricing), by namespace, model "
+                            "and currency.", tag_keys=("namespace", "model", "currency"))
         self.tools = Counter("kubechain_tool_calls_total", "Tool calls, by tool and outcome.", tag_keys=("tool", "outcome"))
         self.checkpoints = Histogram("kubechain_checkpoint_write_seconds", "Checkpoint (status) write latency.",
                                      boundaries=LATENCY_BUCKETS)
@@ -57,12 +61,14 @@ class RayMetrics:
             cls._instance = cls()
         return cls._instance
 
-    def llm_request(self, model: str, seconds: float, usage: Usage, ok: bool) -> None:
+    def llm_request(self, model: str, seconds: float, usage: Usage, ok: bool, namespace: str = "",
+                    cost: tuple[float, str] | None = None) -> None:
         self.llm_seconds.observe(seconds, tags={"model": model, "outcome": "ok" if ok else "error"})
-        if usage.prompt_tokens:
-            self.tokens.inc(usage.prompt_tokens, tags={"model": model, "type": "prompt"})
-        if usage.completion_tokens:
-            self.tokens.inc(usage.completion_tokens, tags={"model": model, "type": "completion"})
+        for kind, tokens in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)):
+            if tokens:
+                self.tokens.inc(tokens, tags={"namespace": namespace, "model": model, "type": kind})
+        if cost is not None and cost[0] > 0:
+            self.cost.inc(cost[0], tags={"namespace": namespace, "model": model, "currency": cost[1]})
 
     def tool_call(self, tool: str, outcome: str) -> None:
         self.tools.inc(1, tags={"tool": tool, "outcome": outcome})
@@ -81,7 +87,7 @@ class RunTelemetry:
             yield span
 
     @asynccontextmanager
-    async def llm_call(self, model: str) -> AsyncIterator[dict[str, Any]]:
+    async def llm_call(self, model: str, pricing: Pricing | None = None) -> AsyncIterator[dict[str, Any]]:
         """Yields a dict: set `usage` (and `ok`) in it before the block ends."""
         outcome: dict[str, Any] = {"usage": Usage(), "ok": False}
         started = time.perf_counter()
@@ -93,7 +99,9 @@ class RunTelemetry:
                 usage: Usage = outcome["usage"]
                 span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-                self.metrics.llm_request(model, time.perf_counter() - started, usage, outcome["ok"])
+                cost = (pricing.cost(usage), pricing.currency) if pricing is not None else None
+                self.metrics.llm_request(model, time.perf_counter() - started, usage, outcome["ok"],
+                                         self.attributes.get("k8s.namespace.name", ""), cost)
 
     @contextmanager
     def tool_call(self, tool: str, call_id: str) -> Iterator[dict[str, Any]]:

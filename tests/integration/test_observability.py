@@ -106,7 +106,7 @@ def test_prometheus_scrapes_operator_and_actor_metrics(kube, stack, tmp_path):
         assert prometheus.wait_for('kubechain_reconcile_duration_seconds_count{kind="Agent"}')
         assert prometheus.wait_for('kubechain_taskrun_transitions_total{phase="Completed",reason="FinalAnswer"}')
         usage = kube.get("taskrun", "measured-run")["status"]["usage"]
-        [tokens] = prometheus.wait_for(f'sum(ray_kubechain_llm_tokens_total{{model="{model}",type="completion"}})')
+        [tokens] = prometheus.wait_for(f'sum(ray_kubechain_llm_tokens_total{{namespace="{ns}",model="{model}",type="completion"}})')
         assert float(tokens["value"][1]) == usage["completionTokens"]
         [calls] = prometheus.wait_for('sum(ray_kubechain_tool_calls_total{tool="calculator",outcome="Succeeded"})')
         assert float(calls["value"][1]) >= 1
