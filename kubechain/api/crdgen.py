@@ -101,7 +101,7 @@ def crd(info: KindInfo) -> dict[str, Any]:
         "metadata": {"name": info.name},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": info.scope,
             "names": {"kind": info.kind, "plural": info.plural, "singular": info.singular or info.kind.lower(),
                       "listKind": f"{info.kind}List", "shortNames": list(info.short_names), "categories": [CATEGORY]},
             "versions": [version(info, VERSION), version(v2, v1alpha2.VERSION)],

@@ -134,6 +134,7 @@ class KindInfo:
     columns: tuple[PrinterColumn, ...] = ()
     description: str = ""
     singular: str = field(default="")
+    scope: str = "Namespaced"  # or Cluster: a cluster admin's kind (tenants' namespaced Roles cannot reach it)
 
     @property
     def name(self) -> str:
