@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus chromium mcp-servers clean help \
+.PHONY: demo test unit integration lint crds bench k8s prometheus redis chromium mcp-servers clean help \
         kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down e2e-kind
 
 help:
@@ -41,6 +41,12 @@ prometheus:
 	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The Redis a Ray head keeps its GCS tables in, as with the gcs-ft overlay (Debian's package): test_gcs_secrets.py
+# starts its own on a free port and reads every key
+redis:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
 # The browser the console's tests drive through Playwright (Debian's package: Playwright downloads no browser)
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
@@ -59,10 +65,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s prometheus chromium mcp-servers
+integration: $(STAMP) k8s prometheus redis chromium mcp-servers
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s prometheus chromium mcp-servers lint
+test: $(STAMP) k8s prometheus redis chromium mcp-servers lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s

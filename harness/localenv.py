@@ -198,8 +198,9 @@ class LocalEnvironment:
 
     def __init__(self, workdir: Path, operator_env: dict[str, str] | None = None, llm_api_key: str | None = None,
                  telemetry_env: dict[str, str] | None = None, head_cpus: int = 4, worker_cpus: tuple[int, ...] = (),
-                 ray_client: bool = True, admin_operator: bool = False):
-        """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor).
+                 ray_client: bool = True, admin_operator: bool = False, ray_env: dict[str, str] | None = None):
+        """`telemetry_env` (OTEL_*, RAY_metrics_*...) goes to the operator and the Ray head (so to every actor);
+        `ray_env` to the Ray head only (e.g. RAY_REDIS_ADDRESS: its GCS in a Redis, as with the gcs-ft overlay).
         The operator runs with the rights of kuberay/base/operator-rbac.yaml (`admin_operator`: the admin's)."""
         self.workdir = workdir
         self.telemetry_env = telemetry_env or {}
@@ -207,6 +208,7 @@ class LocalEnvironment:
         # Ray Client (as against a KubeRay head service), or a driver on the GCS address: a second stack on the
         # same machine should use the latter, since every Ray Client proxy hands out the same ports (23000+).
         self.ray_client = ray_client
+        self.ray_env = ray_env or {}
         self.metrics_port = self.webhook_port = 0
         self.controlplane = LocalControlPlane(workdir / "k8s")
         self.ray: LocalRayHead | None = None
@@ -229,7 +231,8 @@ class LocalEnvironment:
             # operator hands it, as in a cluster, where the Ray pods' account has no rights.
             self.ray = LocalRayHead(self.workdir / "ray", env={"KUBECONFIG": str(self.controlplane.anonymous_kubeconfig),
                                                                "RAY_preload_python_modules": "actors.preload",
-                                                               **self.telemetry_env}, num_cpus=self.head_cpus)
+                                                               **self.telemetry_env, **self.ray_env},
+                                    num_cpus=self.head_cpus)
             self.ray.start()
             for cpus in self.worker_cpus:
                 self.ray.add_worker(cpus)
