@@ -22,7 +22,8 @@ SEAL_MESSAGES = 64
 KEEP_BYTES = 1024        # ... down to the newest messages within these bounds,
 KEEP_MESSAGES = 8
 KEEP_CALLS = 8           # and the newest finished tool calls within KEEP_BYTES (open ones always stay: the journal)
-SMALL_FIELDS = {"phase", "message", "step", "phase_history", "output", "error", "usage", "context"}
+SMALL_FIELDS = {"phase", "message", "step", "phase_history", "output", "error", "usage", "context", "cost", "currency",
+                "tree_usage", "tree_cost"}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ class Limits:
     per_namespace: int
     namespaces: tuple[tuple[str, int], ...] = ()  # per-namespace overrides (Namespace annotation)
     llms: tuple[tuple[tuple[str, str], int], ...] = ()  # (namespace, LLM) -> its maxConcurrentRuns
+    held: tuple[tuple[str, str], ...] = ()  # namespace -> why none of its runs starts now (a spent RunQuota)
+    sources: tuple[tuple[str, str], ...] = ()  # namespace -> what sets its limit, when not the annotation
 
     def of(self, namespace: str) -> int:
         return dict(self.namespaces).get(namespace, self.per_namespace)
@@ -41,7 +43,8 @@ class Limits:
 
     def room(self, namespace: str, running: dict[str, int]) -> bool:
         """Whether one more run of `namespace` may start."""
-        return sum(running.values()) < self.total and running.get(namespace, 0) < self.of(namespace)
+        return (sum(running.values()) < self.total and running.get(namespace, 0) < self.of(namespace)
+                and namespace not in dict(self.held))
 
 
 class Slot(NamedTuple):  # a tuple: a burst's plan makes a thousand
@@ -54,7 +57,7 @@ def plan(queued: list[Queued], running: dict[str, int], limits: Limits,
          on_llm: dict[tuple[str, str], int] | None = None) -> list[Slot]:
     """Every queued run, in admission order, admitted now or with its position. `running`: runs holding a slot
     by namespace; `on_llm`: by (namespace, LLM)."""
-    counts, llm_counts = dict(running), dict(on_llm or {})
+    counts, llm_counts, held = dict(running), dict(on_llm or {}), dict(limits.held)
     total = sum(counts.values())
     lines: dict[str, deque[Queued]] = {}
     for run in sorted(queued, key=lambda r: (-r.priority, r.created, r.name)):
@@ -67,7 +70,7 @@ def plan(queued: list[Queued], running: dict[str, int], limits: Limits,
         if not lines[namespace]:
             del lines[namespace]
         llm, llm_limit = (namespace, run.llm), limits.of_llm(namespace, run.llm)
-        if (total < limits.total and counts.get(namespace, 0) < limits.of(namespace)
+        if (total < limits.total and counts.get(namespace, 0) < limits.of(namespace) and namespace not in held
                 and (llm_limit is None or llm_counts.get(llm, 0) < llm_limit)):
             counts[namespace] = counts.get(namespace, 0) + 1
             llm_counts[llm] = llm_counts.get(llm, 0) + 1
@@ -83,8 +86,12 @@ def why_queued(namespace: str, running: dict[str, int], limits: Limits, llm: str
                on_llm: dict[tuple[str, str], int] | None = None) -> str:
     """The limit a queued run waits for, for its message."""
     busy, llm_limit = (on_llm or {}).get((namespace, llm), 0), limits.of_llm(namespace, llm)
+    if (why := dict(limits.held).get(namespace)) is not None:
+        return why
     if llm_limit is not None and busy >= llm_limit:
         return f"LLM {llm} limit: {busy} of {llm_limit} running (maxConcurrentRuns)"
     if running.get(namespace, 0) >= limits.of(namespace):
-        return f"namespace limit: {running.get(namespace, 0)} of {limits.of(namespace)} running"
+        source = dict(limits.sources).get(namespace)
+        return (f"namespace limit: {running.get(namespace, 0)} of {limits.of(namespace)} running"
+                + (f" ({source})" if source else ""))
     return f"cluster limit: {sum(running.values())} of {limits.total} running"

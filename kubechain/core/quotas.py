@@ -4,8 +4,8 @@ what the namespace's runs have spent and the time (no I/O), applied by kubechain
 Each run's own usage and cost (its status.usage/cost: a delegated run is a run of the namespace too, so tree
 totals would count it twice) grow step by step. The quota counts what grew since it last looked, remembered per
 run in its status (`counted`), so an operator restart counts nothing again and deleting a run frees nothing. At a
-new period the used totals start from zero; the runs still going keep their watermark (what they spent before
-counts in the period it was spent in), ended and deleted runs are dropped from `counted`.
+new period the used totals start from zero; the runs still there keep their watermark (what they spent before
+counts in the period it was spent in), deleted runs are dropped from `counted`.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def account(name: str, spec: RunQuotaSpec, status: RunQuotaStatus, runs: list[Ru
     start = period_start(spec.period, now)
     used_tokens, used_cost, counted = status.used_tokens, status.used_cost, dict(status.counted)
     if status.period_start != _rfc3339(start):  # a new period
-        alive = {r.uid for r in runs if not r.ended}
+        alive = {r.uid for r in runs}  # a run still there keeps its watermark: it is never counted again
         used_tokens, used_cost = 0, 0.0
         counted = {uid: c for uid, c in counted.items() if uid in alive}
     for run in runs:

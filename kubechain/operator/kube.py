@@ -95,6 +95,15 @@ class Kube:
             return False
         return True
 
+    async def patch_cluster_status(self, plural: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status of a cluster-scoped kubechain object; a vanished object is not an error."""
+        try:
+            await asyncio.to_thread(self.custom.patch_cluster_custom_object_status, GROUP, VERSION, plural, name,
+                                    {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         """Merge-patch a kubechain object (not its status); a vanished object is not an error."""
         try:

@@ -14,7 +14,7 @@ from kubechain.api.v1alpha1 import GROUP
 from kubechain.runtime import tracing
 
 from . import metrics
-from .controllers import agent, catalog, llm, schedule, task, taskrun, tool, toolset, webhooks  # noqa: F401
+from .controllers import agent, catalog, llm, quota, schedule, task, taskrun, tool, toolset, webhooks  # noqa: F401
 from .credentials import ActorCredentials
 from .kube import Kube
 from .raygateway import RayGateway

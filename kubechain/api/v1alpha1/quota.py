@@ -50,8 +50,8 @@ class RunQuotaStatus(Model):
     message: str = Field(default="", description="What the quota holds back, if anything.")
     counted: dict[str, Counted] = Field(default_factory=dict, description="Per TaskRun uid: what of it was "
                                         "counted so far (what an operator restart does not count again; a "
-                                            "deleted run's spend stays counted). Runs that ended are dropped at the "
-                                            "next period.")
+                                        "deleted run's spend stays counted). Deleted runs are dropped at the next "
+                                        "period.")
 
 
 KIND = KindInfo(

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, Usage
+from kubechain.core.quotas import RunSpend
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.limits import max_priority
 from kubechain.core.naming import ANNOTATION_MAX_PRIORITY, LABEL_AGENT, LABEL_PARENT_UID, LABEL_ROOT_UID
@@ -75,3 +76,19 @@ def namespace_limits(name: str, annotations: kopf.Annotations, **_: Any):
     value = annotations.get(ANNOTATION_MAX_RUNNING, "")
     return {name: int(value)} if value.isdigit() else None
 
+
+
+@kopf.index(GROUP, VERSION, "taskruns")
+def run_spend(namespace: str, uid: str, status: kopf.Status, **_: Any):
+    """What each TaskRun has spent itself, by namespace: what RunQuotas count (controllers/quota.py)."""
+    phase = Phase(status.get("phase") or Phase.PENDING.value)
+    return {namespace: RunSpend(uid, int((status.get("usage") or {}).get("totalTokens") or 0), status.get("cost"),
+                                status.get("currency"), phase.terminal, phase is Phase.RUNNING)}
+
+
+@kopf.index(GROUP, VERSION, "runquotas")
+def run_quotas(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any):
+    """RunQuotas by the namespace they limit: (name, maxRunning, the message of a spent one or "")."""
+    running = spec.get("maxRunning")
+    return {spec.get("namespace", ""): (name, None if running is None else int(running),
+                                        status.get("message", "") if status.get("exceeded") else "")}

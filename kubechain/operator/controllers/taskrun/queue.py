@@ -51,9 +51,10 @@ def admission(state: OperatorState, indexes: dict[str, Any], fresh: bool = True)
               if uid not in state.scheduled and (agent := agents.of(entry.namespace, kind, ref))
               and agents.ready(entry.namespace, agent)]
     settings = state.settings.reconcile
-    overrides = tuple((ns, next(iter(values))) for ns, values in indexes["namespace_limits"].items())
-    limits = Limits(settings.max_running, settings.max_running_per_namespace, overrides,
-                    agents.llm_limits({(q.namespace, q.llm) for q in queued} | set(on_llm)))
+    overrides = {ns: next(iter(values)) for ns, values in indexes["namespace_limits"].items()}
+    held, sources = quota_limits(indexes.get("run_quotas", {}), overrides, settings.max_running_per_namespace)
+    limits = Limits(settings.max_running, settings.max_running_per_namespace, tuple(overrides.items()),
+                    agents.llm_limits({(q.namespace, q.llm) for q in queued} | set(on_llm)), held, sources)
     slots = plan(queued, counts.namespaces, limits, counts.llms)
     for slot in slots:
         if slot.admitted:
@@ -81,6 +82,21 @@ def admit(state: OperatorState, indexes: dict[str, Any], namespace: str, name: s
             return InQueue(f"Queued: position {mine.position} of {waiting} ({why})", mine.position)
     state.scheduled[uid] = mine.run if mine is not None else Queued(namespace, name, 0, "")
     return Admitted()
+
+
+def quota_limits(quotas: Any, overrides: dict[str, int], default: int
+                 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """From the RunQuotas: namespaces held back (a spent quota, with its message), and maxRunning folded into the
+    namespace limits (`overrides`, updated: the least applies) with the quota named as their source."""
+    held, sources = [], []
+    for namespace, entries in quotas.items():
+        for name, running, spent in entries:
+            if spent:
+                held.append((namespace, spent))
+            if running is not None and running < overrides.get(namespace, default):
+                overrides[namespace] = running
+                sources.append((namespace, f"RunQuota {name} maxRunning"))
+    return tuple(held), tuple(sources)
 
 
 class Agents:
