@@ -32,7 +32,7 @@ def as_token(stack, token: str, *args: str) -> tuple[int, str]:
 
 
 def test_an_actor_token_writes_only_its_own_namespace(kube, stack):
-    tenant_a = Kube(stack, f"{kube.namespace}-a"[:60])
+    tenant_a = Kube(stack, f"{kube.namespace[:50]}-a")
     kubectl(stack.kubeconfig, "create", "namespace", tenant_a.namespace)
     run_a = completed_run(tenant_a, stack, "tenant A's answer")
     run_b = completed_run(kube, stack, "tenant B's answer")

@@ -27,9 +27,9 @@ def quota_status(stack, name: str) -> dict:
 
 
 def test_a_spent_quota_holds_its_namespaces_new_runs_and_no_other(kube, stack):
-    other = Kube(stack, f"{kube.namespace}-b"[:60])
+    other = Kube(stack, f"{kube.namespace[:50]}-b")
     kubectl(stack.kubeconfig, "create", "namespace", other.namespace)
-    name = f"{kube.namespace}-daily"[:60]
+    name = f"{kube.namespace[:50]}-daily"
     quota = {"apiVersion": "kubechain.dev/v1alpha1", "kind": "RunQuota", "metadata": {"name": name},
              "spec": {"namespace": kube.namespace, "period": "Day", "maxTokens": 5}}
     kubectl(stack.kubeconfig, "apply", "-f", "-", input=json.dumps(quota))
