@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from .chaos import EffectCounter, kill_actor, wait_until
 from .conftest import Kube, agent, llm, secret, task, toolset
 from .test_delegation import delegate
 
@@ -14,8 +15,9 @@ pytestmark = pytest.mark.integration
 PRICING = {"currency": "EUR", "inputPerMillionTokens": 2.0, "outputPerMillionTokens": 8.0}
 
 
-def priced_team(kube: Kube, stack) -> dict[str, str]:
-    """boss -> 2 x researcher (parallel) -> fact each, every LLM priced."""
+def priced_team(kube: Kube, stack, effects: EffectCounter | None = None, rounds: int = 1) -> dict[str, str]:
+    """boss -> 2 x researcher (parallel) -> fact each, every LLM priced. With `effects`, each fact run first calls
+    an http tool there `rounds` times, one step each (a call a test can hold, to kill the actor in it)."""
     models = {role: f"{kube.namespace}-{role}" for role in ("boss", "researcher", "fact")}
     stack.llm.set_script(models["boss"], [
         {"tool_calls": [{"name": "research", "arguments": {"message": "topic A"}},
@@ -24,12 +26,18 @@ def priced_team(kube: Kube, stack) -> dict[str, str]:
     stack.llm.set_script(models["researcher"], [
         {"tool_calls": [{"name": "facts", "arguments": {"message": "the number"}}]},
         {"content": "research: {last_tool_result}"}])
-    stack.llm.set_script(models["fact"], [{"content": "42 " * 40}])
+    fact = [{"content": "42 " * 40}]
+    if effects is not None:
+        fact[:0] = [{"tool_calls": [{"name": "record", "arguments": {"fact": "42"}}]}] * rounds
+    stack.llm.set_script(models["fact"], fact)
+    record = {"name": "record", "description": "records a fact", "execution": {"http": {
+        "url": effects.url if effects else "http://127.0.0.1:1/", "timeoutSeconds": 120}}}
     kube.apply([secret(), *[llm(role, stack.llm.base_url, model, pricing=PRICING) for role, model in models.items()],
                 toolset("boss-tools", inline=[delegate("research", "researcher")]),
                 toolset("researcher-tools", inline=[delegate("facts", "fact")]),
+                toolset("fact-tools", inline=[record]),
                 agent("boss", "boss", ["boss-tools"]), agent("researcher", "researcher", ["researcher-tools"]),
-                agent("fact", "fact")])
+                agent("fact", "fact", ["fact-tools"] if effects else [])])
     for name in ("boss", "researcher", "fact"):
         kube.wait_ready("agent", name)
     return models
@@ -50,10 +58,26 @@ def cost(tokens: dict[str, int]) -> float:
             + tokens["completion"] * PRICING["outputPerMillionTokens"]) / 1_000_000
 
 
-def test_a_roots_tree_totals_are_what_the_provider_counted_for_the_whole_tree(kube, stack):
-    models = priced_team(kube, stack)
-    kube.apply([task("question", "boss", "Research A and B")])
-    root = kube.wait_phase("question-run", "Completed", timeout=240)["status"]
+def test_a_roots_tree_totals_are_what_the_provider_counted_for_the_whole_tree_after_crashes(kube, stack):
+    effects = EffectCounter()
+    try:
+        models = priced_team(kube, stack, effects)
+        effects.hold(1)
+        kube.apply([task("question", "boss", "Research A and B")])
+        # Mid-tree: a fact run's actor is killed in its tool call, and the operator is killed while the tree works.
+        wait_until(effects.held.is_set, timeout=120, what="a fact run's tool call in flight")
+        holder = next(r for r in json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]
+                      if effects.posts[0]["key"].startswith(r["metadata"]["uid"]))
+        kill_actor(stack, holder["status"]["actor"]["name"])
+        restarts = stack.operator.restarts
+        stack.operator.kill()
+        effects.release()
+        stack.operator.wait_restarted(restarts + 1)
+        root = kube.wait_phase("question-run", "Completed", timeout=300)["status"]
+    finally:
+        effects.close()
+    restored = kube.get("taskrun", holder["metadata"]["name"])["status"]
+    assert restored["epoch"] >= 2 and restored["toolCallHistory"][0]["state"] == "Interrupted"
     counted = served(stack, models)
     assert root["treeUsage"]["promptTokens"] == counted["prompt"]
     assert root["treeUsage"]["completionTokens"] == counted["completion"]
@@ -65,19 +89,31 @@ def test_a_roots_tree_totals_are_what_the_provider_counted_for_the_whole_tree(ku
     assert "COST" in table.splitlines()[0] and str(root["treeUsage"]["totalTokens"]) in table
 
 
-def test_a_budget_stops_the_tree_before_the_request_that_would_pass_it(kube, stack):
-    models = priced_team(kube, stack)
-    # Enough for the boss's first request and a little more: the researchers' shares run out on their second.
-    kube.apply([task("question", "boss", "Research A and B", budget={"maxTokens": 160})])
-    root = kube.wait_phase("question-run", "Failed", timeout=240)
+def test_a_budget_that_runs_out_in_a_grandchild_stops_the_tree_before_a_request_would_pass_it(kube, stack):
+    effects = EffectCounter()
+    try:
+        models = priced_team(kube, stack, effects, rounds=12)  # each fact run would take 13 requests
+        kube.apply([task("question", "boss", "Research A and B", budget={"maxTokens": 160})])
+        root = kube.wait_phase("question-run", "Failed", timeout=300)
+    finally:
+        effects.close()
     assert root["status"]["phaseHistory"][-1]["reason"] == "BudgetExceeded"
     assert "spec.budget.maxTokens" in root["status"]["error"]
-    children = [r for r in json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]
-                if (r["spec"].get("parent") or {}).get("name") == "question-run"]
-    assert len(children) == 2
+    everything = json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]
+    by_name = {r["metadata"]["name"]: r for r in everything}
+    children = [r for r in everything if (r["spec"].get("parent") or {}).get("name") == "question-run"]
     left = 160 - root["status"]["usage"]["totalTokens"]
     assert [c["spec"]["budget"]["maxTokens"] for c in children] == [left // 2, left // 2]  # equal shares
-    # Nothing asked past the budget: what the provider counted for the tree fits it, but for the last answers
-    # (a request's completion is known only once it is made).
+    grandchildren = [r for r in everything if (r["spec"].get("parent") or {}).get("name") in
+                     {c["metadata"]["name"] for c in children}]
+    assert len(grandchildren) == 2
+    for fact in grandchildren:  # the budget ran out down there: each stopped before its last requests
+        parent = by_name[fact["spec"]["parent"]["name"]]
+        assert fact["spec"]["budget"]["maxTokens"] == parent["spec"]["budget"]["maxTokens"] - parent["status"][
+            "usage"]["totalTokens"]
+        assert fact["status"]["phaseHistory"][-1]["reason"] == "BudgetExceeded"
+        assert fact["status"]["step"] < 13 and fact["status"]["treeUsage"]["totalTokens"] <= fact["spec"]["budget"][
+            "maxTokens"]
+    # Every request the provider answered is in the root's tree totals: nothing asked was left uncounted.
     counted = served(stack, models)
     assert root["status"]["treeUsage"]["totalTokens"] == counted["prompt"] + counted["completion"]
