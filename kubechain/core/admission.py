@@ -127,6 +127,14 @@ def schedule(new: dict[str, Any], old: dict[str, Any] | None, namespace: str, ma
     return [p.replace("spec.priority", "spec.runTemplate.priority", 1) for p in problems]
 
 
+def quota(new: dict[str, Any], operation: str, spent: list[str]) -> list[str]:
+    """A new Task, or a TaskRun a user creates, in a namespace whose RunQuota is spent (`spent`: the quotas'
+    messages) is refused, saying so. Runs the operator creates (a Task's, a schedule's, a delegation's: they have an
+    owner) are not: they queue, as every run does while the quota is spent, which is what enforces it."""
+    owned = bool((new.get("metadata") or {}).get("ownerReferences"))
+    return [f"refused: {why}" for why in spent] if operation == "CREATE" and spent and not owned else []
+
+
 IMMUTABLE_TASKRUN_FIELDS = ("taskRef", "agentRef", "userInput", "parent")
 
 

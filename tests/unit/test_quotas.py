@@ -59,3 +59,13 @@ def test_a_spent_quota_holds_its_namespace_only_and_max_running_is_named():
     assert slots == {"t1": False, "o1": True}
     assert why_queued("team", {}, limits) == "RunQuota q: spent"
     assert why_queued("other", {"other": 2}, limits) == "namespace limit: 2 of 2 running (RunQuota r maxRunning)"
+
+
+def test_while_spent_a_users_new_runs_are_refused_and_the_operators_queue():
+    from kubechain.core.admission import quota
+
+    spent = ["RunQuota q: 1200 of 1000 tokens used this day; new runs of namespace team wait until tomorrow"]
+    assert quota({"metadata": {}}, "CREATE", spent) == [f"refused: {spent[0]}"]
+    owned = {"metadata": {"ownerReferences": [{"kind": "Task", "name": "t", "uid": "u"}]}}
+    assert quota(owned, "CREATE", spent) == []  # a Task's, a schedule's or a delegation's run: it queues
+    assert quota({"metadata": {}}, "UPDATE", spent) == [] and quota({"metadata": {}}, "CREATE", []) == []

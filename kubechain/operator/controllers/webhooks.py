@@ -101,14 +101,21 @@ def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) ->
 def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     problems = admission.task_update(before, dict(new)) if before is not None else []
-    refuse(problems + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))
+    refuse(problems + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority))
+           + admission.quota(dict(new), operation, _spent(namespace, kwargs)))
 
 
 @kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES, persistent=True)
 def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     refuse(admission.taskrun(dict(new), before)
-           + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority)))
+           + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority))
+           + admission.quota(dict(new), operation, _spent(namespace, kwargs)))
+
+
+def _spent(namespace: str, indexes: dict[str, Any]) -> list[str]:
+    """The messages of the namespace's spent RunQuotas (controllers/quota.py keeps them current)."""
+    return [message for _, _, message in indexes["run_quotas"].get(namespace, []) if message]
 
 
 @kopf.on.validate(GROUP, VERSION, "taskschedules", id="validate-taskschedules", operations=WRITES, persistent=True)
