@@ -93,7 +93,7 @@ def test_a_budget_that_runs_out_in_a_grandchild_stops_the_tree_before_a_request_
     effects = EffectCounter()
     try:
         models = priced_team(kube, stack, effects, rounds=12)  # each fact run would take 13 requests
-        kube.apply([task("question", "boss", "Research A and B", budget={"maxTokens": 160})])
+        kube.apply([task("question", "boss", "Research A and B", budget={"maxTokens": 400})])
         root = kube.wait_phase("question-run", "Failed", timeout=300)
     finally:
         effects.close()
@@ -102,7 +102,7 @@ def test_a_budget_that_runs_out_in_a_grandchild_stops_the_tree_before_a_request_
     everything = json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]
     by_name = {r["metadata"]["name"]: r for r in everything}
     children = [r for r in everything if (r["spec"].get("parent") or {}).get("name") == "question-run"]
-    left = 160 - root["status"]["usage"]["totalTokens"]
+    left = 400 - root["status"]["usage"]["totalTokens"]
     assert [c["spec"]["budget"]["maxTokens"] for c in children] == [left // 2, left // 2]  # equal shares
     grandchildren = [r for r in everything if (r["spec"].get("parent") or {}).get("name") in
                      {c["metadata"]["name"] for c in children}]
