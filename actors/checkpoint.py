@@ -19,6 +19,7 @@ from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
 
 from .layout import Layout, Seal
+from . import patches
 
 COMPONENT = "kubechain-actor"
 log = logging.getLogger(__name__)
@@ -73,9 +74,10 @@ class KubeREST:
             cls._shared[key] = cls()
         return cls._shared[key]
 
-    async def send(self, method: str, path: str, body: dict | None = None,
+    async def send(self, method: str, path: str, body: dict | bytes | None = None,
                    content_type: str = "application/json") -> tuple[int, dict]:
-        """(status, JSON body). Connection failures come back as status 0, so callers retry them like 5xx."""
+        """(status, JSON body). A body already encoded (bytes) is sent as it is. Connection failures come back as
+        status 0, so callers retry them like 5xx."""
         import aiohttp
 
         loop = asyncio.get_running_loop()
@@ -87,7 +89,7 @@ class KubeREST:
         headers = {"Accept": "application/json", "Content-Type": content_type, **self._connection.headers()}
         try:
             async with self._session.request(method, self._connection.server + path, headers=headers,
-                                             data=json.dumps(body).encode() if body is not None else None) as response:
+                                             data=_encoded(body)) as response:
                 status, data = response.status, await response.read()
         except Exception as exc:  # connection/protocol errors and timeouts: the apiserver is away
             return 0, {"message": f"{type(exc).__name__}: {exc}"}
@@ -102,6 +104,10 @@ class KubeREST:
             await session.close()
 
 
+def _encoded(body: dict | bytes | None) -> bytes | None:
+    return json.dumps(body).encode() if isinstance(body, dict) else body
+
+
 class KubeCheckpointStore:
     """Checkpoints in the TaskRun's status, written with the actor's own Kubernetes credentials."""
 
@@ -111,6 +117,7 @@ class KubeCheckpointStore:
         self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/taskruns/{ref.name}/status"
         self._configmaps = f"/api/v1/namespaces/{ref.namespace}/configmaps"
         self._version = ""  # resourceVersion of the object as this actor last wrote or read it
+        self._written: patches.Fields | None = None  # what its last write left there, if it wrote since it read
         self.layout = Layout(ref.name, epoch=epoch)
 
     async def load(self) -> TaskRunStatus:
@@ -131,20 +138,20 @@ class KubeCheckpointStore:
                                          "tool_call_history": calls + status.tool_call_history})
 
     async def save(self, status: TaskRunStatus) -> None:
-        """Write the actor's fields; optimistic concurrency on resourceVersion fences out stale actors."""
+        """Write the actor's fields (what changed since the last write, patches.py); optimistic concurrency on
+        resourceVersion fences out stale actors and never writes into a different object of the same name."""
         if seal := self.layout.plan(status):
             await self._write_chunk(seal)
             self.layout.sealed(seal)
-        fields = self.layout.status_fields(status)
+        fields = self.layout.fields(status)
         while True:
-            # uid: never write into a different object of the same name; resourceVersion: nobody wrote since.
-            body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version}, "status": fields}
+            payload, content_type = patches.body(self.ref.uid, self._version, fields, self._written)
             try:
-                obj = await self._call("PATCH", self._path, body, "application/merge-patch+json")
+                obj = await self._call("PATCH", self._path, payload, content_type)
             except Conflict:
                 await self._refresh()  # the operator wrote (e.g. the actor id): fine unless it raised the epoch
                 continue
-            self._version = obj["metadata"]["resourceVersion"]
+            self._version, self._written = obj["metadata"]["resourceVersion"], fields
             return
 
     async def _refresh(self) -> TaskRunStatus:
@@ -152,7 +159,7 @@ class KubeCheckpointStore:
         obj = await self._call("GET", self._path)
         status = TaskRunStatus.model_validate(obj.get("status") or {})
         self._check_owner(obj, status)
-        self._version = obj["metadata"]["resourceVersion"]
+        self._version, self._written = obj["metadata"]["resourceVersion"], None  # the next write is whole
         return status
 
     async def _read_chunk(self, index: int) -> tuple[list, list, str]:
@@ -227,7 +234,7 @@ class KubeCheckpointStore:
         except (RunGone, KubeError) as exc:  # an Event is best effort; the status already says it all
             log.warning("event %s not posted: %s", reason, exc)
 
-    async def _call(self, method: str, path: str, body: dict | None = None,
+    async def _call(self, method: str, path: str, body: dict | bytes | None = None,
                     content_type: str = "application/json") -> dict:
         """One request; an unreachable or failing apiserver is retried with backoff for `retry_seconds`."""
         deadline, delay = time.monotonic() + self.retry_seconds, 0.1
