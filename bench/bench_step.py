@@ -4,7 +4,8 @@ local no-op endpoint, side by side in one run, and both against a bare status PA
 Per kind: one conversation of STEPS tool rounds through the real AgentLoop, the real checkpoint store against a
 local kube-apiserver, the real LLM client against the scripted LLM server (its own process, as for an actor) and
 the real tool executor, without Ray (as bench/profile_step.py). A step's time is the gap between consecutive LLM
-requests at the server (it replies at once; the gap includes its own ~1 ms). Writes and bytes are counted at the
+requests at the server (it replies at once; the gap includes its own ~1 ms, and the request's encoding and parsing,
+which grow with the conversation: every request carries it all). Each status write is timed too. Writes and bytes are counted at the
 store's REST client: status PATCHes, and sealed chunks (ConfigMaps) apart. Figures for the first steps (2-51) and
 around step 500 (476-525), so growth with the conversation shows. Numbers only: nothing here asserts a timing.
 
@@ -44,16 +45,21 @@ NOOP = ("import http.server as h\n"
 
 
 class Counted:
-    """The store's REST client, recording each write: (wall time, what, request bytes)."""
+    """The store's REST client, recording each write: (wall time, what, request bytes, seconds it took)."""
 
     def __init__(self, rest):
         self.rest, self.writes = rest, []
 
     async def send(self, method, path, body=None, content_type="application/json"):
-        if method != "GET":
-            size = len(body) if isinstance(body, bytes) else len(json.dumps(body).encode())
-            self.writes.append((time.time(), "status" if path.endswith("/status") else "chunk", size))
-        return await self.rest.send(method, path, body, content_type)
+        if method == "GET":
+            return await self.rest.send(method, path, body, content_type)
+        size = len(body) if isinstance(body, bytes) else len(json.dumps(body).encode())
+        started = time.perf_counter()
+        try:
+            return await self.rest.send(method, path, body, content_type)
+        finally:
+            what = "status" if path.endswith("/status") else "chunk"
+            self.writes.append((time.time(), what, size, time.perf_counter() - started))
 
 
 def create_taskrun(kubeconfig, name: str) -> str:
@@ -86,7 +92,7 @@ async def conversation(kubeconfig, kind: str, tool, llm_url: str) -> list:
         final = await AgentLoop(spec, llm, tools, store, RunTelemetry()).run(status)
         assert final.phase is Phase.COMPLETED, final.error
     finally:
-        await asyncio.gather(llm.close(), tools.aclose())
+        await asyncio.gather(llm.close(), tools.aclose(), rest.rest.close())
     return rest.writes
 
 
@@ -117,7 +123,8 @@ def per_step(requests: list[dict], writes: list, window: tuple[int, int]) -> dic
     inside = [w for w in writes if times[lo] < w[0] <= times[hi]]
     steps = hi - lo
     status = [w[2] for w in inside if w[1] == "status"]
-    return {"step_ms": quantiles(gaps, 1000), "status_writes_per_step": len(status) / steps,
+    return {"step_ms": quantiles(gaps, 1000), "status_write_ms": quantiles([w[3] for w in inside if w[1] == "status"], 1000),
+            "status_writes_per_step": len(status) / steps,
             "chunk_writes_per_step": sum(w[1] == "chunk" for w in inside) / steps,
             "bytes_per_step": sum(w[2] for w in inside) / steps,
             "bytes_per_status_write": statistics.mean(status) if status else 0}
@@ -167,13 +174,15 @@ def main() -> int:
 def report(figures: dict, bare: dict, size: int) -> None:
     result = record("step", {**figures, "bare_status_patch_ms": bare, "bare_status_patch_bytes": size})
     print(f"bare status PATCH of {size} B (the floor): p50 {bare['p50']:.1f} ms, p90 {bare['p90']:.1f} ms")
-    print(f"{'':<22}{'p50 ms':>8}{'p90 ms':>8}{'× floor':>9}{'writes':>8}{'chunks':>8}{'B/step':>8}{'B/write':>9}")
+    print(f"{'':<22}{'p50 ms':>8}{'p90 ms':>8}{'× floor':>9}{'writes':>8}{'chunks':>8}{'B/step':>8}{'B/write':>9}"
+          f"{'write p50':>11}{'p90':>7}")
     for window in WINDOWS:
         for kind in ("pure", "effects"):
             f = result[kind][window]
             print(f"{kind + ', ' + window:<22}{f['step_ms']['p50']:>8.1f}{f['step_ms']['p90']:>8.1f}"
                   f"{f['step_ms']['p50'] / bare['p50']:>9.2f}{f['status_writes_per_step']:>8.2f}"
-                  f"{f['chunk_writes_per_step']:>8.2f}{f['bytes_per_step']:>8.0f}{f['bytes_per_status_write']:>9.0f}")
+                  f"{f['chunk_writes_per_step']:>8.2f}{f['bytes_per_step']:>8.0f}{f['bytes_per_status_write']:>9.0f}"
+                  f"{f['status_write_ms']['p50']:>11.1f}{f['status_write_ms']['p90']:>7.1f}")
         ratio = result["effects"][window]["step_ms"]["p50"] / result["pure"][window]["step_ms"]["p50"]
         print(f"{'effects / pure, ' + window:<22}{ratio:>8.2f}   (goal ≤ 1.5; each ≤ 2.5 × floor; writes 1 and ≤ 2)")
 
