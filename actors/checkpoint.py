@@ -1,8 +1,8 @@
 """The one module that reads and writes TaskRun checkpoints (the TaskRun's status) and events.
 
-Every step the actor writes the fields it owns with a JSON merge patch on the status subresource.
-The durability work will make this append-only and move large contexts out of line; the loop
-only sees `CheckpointStore`.
+Every step the actor writes the fields it owns on the status subresource: what changed since its last write
+(patches.py), the bounded tail in the status and older context sealed out of line (layout.py). The loop only
+sees `CheckpointStore`.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
 
-from .layout import Layout, Seal
 from . import patches
+from .layout import Layout, Seal
 
 COMPONENT = "kubechain-actor"
 log = logging.getLogger(__name__)

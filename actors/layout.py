@@ -119,7 +119,7 @@ class Layout:
         small["llmRetry"] = _text(status.llm_retry.to_wire()) if status.llm_retry else NULL  # the episode ended
         if status.actor is None:
             small["actor"] = NULL  # let go of (a back-off): no actor holds it
+        messages, calls = status.context_window, status.tool_call_history
         return Fields(small, (self.sealed_messages, self.sealed_calls),
-                      [self._wired(status.context_window, i) for i in range(self.sealed_messages, len(status.context_window))],
-                      [self._call_wired(status.tool_call_history, i)
-                       for i in range(self.sealed_calls, len(status.tool_call_history))])
+                      [self._wired(messages, i) for i in range(self.sealed_messages, len(messages))],
+                      [self._call_wired(calls, i) for i in range(self.sealed_calls, len(calls))])
