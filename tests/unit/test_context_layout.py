@@ -55,8 +55,10 @@ class MemoryREST:
     def __init__(self):
         self.status, self.version, self.configmaps, self.patch_bytes, self.posts = {"epoch": 1}, 1, {}, [], 0
         self.kinds = []  # the content type of each status write
+        self.requests = []  # (method, "status" or "configmap") of each request
 
     async def send(self, method, path, body=None, content_type=None):
+        self.requests.append((method, "status" if path.endswith("/status") else "configmap"))
         if path.endswith("/status"):
             if method == "PATCH":
                 encoded = body if isinstance(body, bytes) else json.dumps(body).encode()  # fail() sends a dict

@@ -84,6 +84,10 @@ def test_steps_are_written_as_deltas_and_the_object_holds_what_a_whole_write_wou
         status.usage.total_tokens += 10
         save()  # the results: the call replaced in the journal
     assert whole.status["sealedContext"]["chunks"] > 2  # sealed on the way
+    # No read after the first: each save is its status PATCH (and a seal's ConfigMap POST), nothing else.
+    assert rest.requests[0] == ("GET", "status") and ("GET", "status") not in rest.requests[1:]
+    assert {r for r in rest.requests[1:]} == {("PATCH", "status"), ("POST", "configmap")}
+    assert rest.requests.count(("PATCH", "status")) == 2 * 59
     assert rest.kinds[0] == MERGE_PATCH and rest.kinds.count(JSON_PATCH) > len(rest.kinds) * 0.8
     # A delta carries the step's new entries; a whole write, the tail (up to SEAL_BYTES).
     delta = [n for n, kind in zip(rest.patch_bytes, rest.kinds) if kind == JSON_PATCH]
