@@ -78,6 +78,7 @@ bench: $(STAMP) k8s
 	$(PY) bench/bench_slice.py
 	$(PY) bench/bench_recovery.py
 	$(PY) bench/bench_checkpoint.py
+	$(PY) bench/bench_step.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_burst.py
 	$(PY) bench/bench_outage.py

@@ -1,8 +1,8 @@
 """The one module that reads and writes TaskRun checkpoints (the TaskRun's status) and events.
 
-Every step the actor writes the fields it owns with a JSON merge patch on the status subresource.
-The durability work will make this append-only and move large contexts out of line; the loop
-only sees `CheckpointStore`.
+Every step the actor writes the fields it owns on the status subresource: what changed since its last write
+(patches.py), the bounded tail in the status and older context sealed out of line (layout.py). The loop only
+sees `CheckpointStore`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from kubechain.api.runspec import KubeCredentials, TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
 
+from . import patches
 from .kubeconn import Connection, from_credentials, from_environment
 from .layout import Layout, Seal
 
@@ -80,9 +81,10 @@ class KubeREST:
         """The operator's fresh token for the run, before the one in use expires (same server, same CA)."""
         self._connection.token = kube.token.get_secret_value()
 
-    async def send(self, method: str, path: str, body: dict | None = None,
+    async def send(self, method: str, path: str, body: dict | bytes | None = None,
                    content_type: str = "application/json") -> tuple[int, dict]:
-        """(status, JSON body). Connection failures come back as status 0, so callers retry them like 5xx."""
+        """(status, JSON body). A body already encoded (bytes) is sent as it is. Connection failures come back as
+        status 0, so callers retry them like 5xx."""
         import aiohttp
 
         loop = asyncio.get_running_loop()
@@ -94,7 +96,7 @@ class KubeREST:
         headers = {"Accept": "application/json", "Content-Type": content_type, **self._connection.headers()}
         try:
             async with self._session.request(method, self._connection.server + path, headers=headers,
-                                             data=json.dumps(body).encode() if body is not None else None) as response:
+                                             data=_encoded(body)) as response:
                 status, data = response.status, await response.read()
         except Exception as exc:  # connection/protocol errors and timeouts: the apiserver is away
             return 0, {"message": f"{type(exc).__name__}: {exc}"}
@@ -109,6 +111,10 @@ class KubeREST:
             await session.close()
 
 
+def _encoded(body: dict | bytes | None) -> bytes | None:
+    return json.dumps(body).encode() if isinstance(body, dict) else body
+
+
 class KubeCheckpointStore:
     """Checkpoints in the TaskRun's status, written with the actor's own Kubernetes credentials."""
 
@@ -118,6 +124,7 @@ class KubeCheckpointStore:
         self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/taskruns/{ref.name}/status"
         self._configmaps = f"/api/v1/namespaces/{ref.namespace}/configmaps"
         self._version = ""  # resourceVersion of the object as this actor last wrote or read it
+        self._written: patches.Fields | None = None  # what its last write left there, if it wrote since it read
         self.layout = Layout(ref.name, epoch=epoch)
 
     async def load(self) -> TaskRunStatus:
@@ -138,20 +145,20 @@ class KubeCheckpointStore:
                                          "tool_call_history": calls + status.tool_call_history})
 
     async def save(self, status: TaskRunStatus) -> None:
-        """Write the actor's fields; optimistic concurrency on resourceVersion fences out stale actors."""
+        """Write the actor's fields (what changed since the last write, patches.py); optimistic concurrency on
+        resourceVersion fences out stale actors and never writes into a different object of the same name."""
         if seal := self.layout.plan(status):
             await self._write_chunk(seal)
             self.layout.sealed(seal)
-        fields = self.layout.status_fields(status)
+        fields = self.layout.fields(status)
         while True:
-            # uid: never write into a different object of the same name; resourceVersion: nobody wrote since.
-            body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version}, "status": fields}
+            payload, content_type = patches.body(self.ref.uid, self._version, fields, self._written)
             try:
-                obj = await self._call("PATCH", self._path, body, "application/merge-patch+json")
+                obj = await self._call("PATCH", self._path, payload, content_type)
             except Conflict:
                 await self._refresh()  # the operator wrote (e.g. the actor id): fine unless it raised the epoch
                 continue
-            self._version = obj["metadata"]["resourceVersion"]
+            self._version, self._written = obj["metadata"]["resourceVersion"], fields
             return
 
     async def _refresh(self) -> TaskRunStatus:
@@ -159,7 +166,7 @@ class KubeCheckpointStore:
         obj = await self._call("GET", self._path)
         status = TaskRunStatus.model_validate(obj.get("status") or {})
         self._check_owner(obj, status)
-        self._version = obj["metadata"]["resourceVersion"]
+        self._version, self._written = obj["metadata"]["resourceVersion"], None  # the next write is whole
         return status
 
     async def _read_chunk(self, index: int) -> tuple[list, list, str]:
@@ -234,7 +241,7 @@ class KubeCheckpointStore:
         except (RunGone, KubeError) as exc:  # an Event is best effort; the status already says it all
             log.warning("event %s not posted: %s", reason, exc)
 
-    async def _call(self, method: str, path: str, body: dict | None = None,
+    async def _call(self, method: str, path: str, body: dict | bytes | None = None,
                     content_type: str = "application/json") -> dict:
         """One request; an unreachable or failing apiserver is retried with backoff for `retry_seconds`."""
         deadline, delay = time.monotonic() + self.retry_seconds, 0.1

@@ -13,6 +13,8 @@ from typing import Any
 from kubechain.api.context import chained, chunk_name, describe, encode
 from kubechain.api.v1alpha1 import ContextChunk, Message, SealedContext, TaskRunStatus, ToolCallRecord
 
+from .patches import NULL, Fields
+
 # The apiserver's work per status write grows with the object: ~1 ms of CPU per KB of tail on the local 1.20
 # apiserver, on top of ~5 ms for any write. A seal is one more write (a ConfigMap). For a tail growing g KB per
 # step that makes ~(SEAL + KEEP) / 2 + 5 * g / (SEAL - KEEP) ms per step on average: 6 KB / 1 KB is near the least
@@ -33,25 +35,27 @@ class Seal:
     text: str
 
 
-def _size(wire: dict[str, Any]) -> int:
-    return len(json.dumps(wire, separators=(",", ":")))
+def _text(wire: Any) -> str:
+    """JSON as written (ASCII: its length is its size in bytes)."""
+    return json.dumps(wire, separators=(",", ":"))
 
 
 class Layout:
     def __init__(self, taskrun: str, sealed: SealedContext | None = None, epoch: int = 0):
         self.taskrun, self.epoch = taskrun, epoch
         self.summary = sealed or SealedContext()
-        # Messages never change once appended, nor calls once finished: their wire form and size are computed once.
-        self._wire: dict[int, tuple[dict[str, Any], int]] = {}
-        self._calls: dict[int, tuple[ToolCallRecord, dict[str, Any], int]] = {}
+        # Messages never change once appended, nor calls once finished: each is encoded once, to the text that
+        # both measures it here and goes into every write (patches.py) until it is sealed.
+        self._wire: dict[int, str] = {}
+        self._calls: dict[int, tuple[ToolCallRecord, str]] = {}
 
     def plan(self, status: TaskRunStatus) -> Seal | None:
         """The chunk to seal now, if the tail has grown past its bounds."""
         messages = status.context_window
         tail = range(self.sealed_messages, len(messages))
-        sizes = [self._wired(messages, i)[1] for i in tail]
+        sizes = [len(self._wired(messages, i)) for i in tail]
         history = status.tool_call_history
-        call_sizes = [self._call_wired(history, i)[1] for i in range(self.sealed_calls, len(history))]
+        call_sizes = [len(self._call_wired(history, i)) for i in range(self.sealed_calls, len(history))]
         if sum(sizes) + sum(call_sizes) <= SEAL_BYTES and len(sizes) <= SEAL_MESSAGES:
             return None
         keep = kept = 0
@@ -74,20 +78,19 @@ class Layout:
         return Seal(describe(chunk_name(self.taskrun, self.summary.chunks), text, len(sealed_m), len(sealed_c),
                              self.epoch), text)
 
-    def _wired(self, messages: list[Message], i: int) -> tuple[dict[str, Any], int]:
+    def _wired(self, messages: list[Message], i: int) -> str:
         if i not in self._wire:
-            wire = messages[i].to_wire()
-            self._wire[i] = (wire, _size(wire))
+            self._wire[i] = _text(messages[i].to_wire())
         return self._wire[i]
 
-    def _call_wired(self, calls: list[ToolCallRecord], i: int) -> tuple[dict[str, Any], int]:
+    def _call_wired(self, calls: list[ToolCallRecord], i: int) -> str:
         cached = self._calls.get(i)
         if cached is not None and cached[0] is calls[i]:
-            return cached[1], cached[2]
-        wire = calls[i].to_wire()
+            return cached[1]
+        text = _text(calls[i].to_wire())
         if calls[i].state.finished:
-            self._calls[i] = (calls[i], wire, _size(wire))
-        return wire, _size(wire)
+            self._calls[i] = (calls[i], text)
+        return text
 
     @property
     def sealed_messages(self) -> int:
@@ -110,13 +113,14 @@ class Layout:
                                      sha256=chained(self.summary.sha256, seal.chunk.sha256)
                                      if self.summary.sha256 or not self.summary.chunks else "")
 
-    def status_fields(self, status: TaskRunStatus) -> dict[str, Any]:
+    def fields(self, status: TaskRunStatus) -> Fields:
         """What goes into TaskRun.status: small fields, the unsealed tail and the chunk references."""
-        return {**status.to_wire(include=SMALL_FIELDS),
-                "contextWindow": [self._wired(status.context_window, i)[0]
-                                  for i in range(self.sealed_messages, len(status.context_window))],
-                "toolCallHistory": [self._call_wired(status.tool_call_history, i)[0]
-                                    for i in range(self.sealed_calls, len(status.tool_call_history))],
-                "sealedContext": self.summary.to_wire(),
-                "llmRetry": status.llm_retry.to_wire() if status.llm_retry else None,  # null: the episode ended
-                **({"actor": None} if status.actor is None else {})}  # let go of (a back-off): no actor holds it
+        small = {name: _text(value) for name, value in status.to_wire(include=SMALL_FIELDS).items()}
+        small["sealedContext"] = _text(self.summary.to_wire())
+        small["llmRetry"] = _text(status.llm_retry.to_wire()) if status.llm_retry else NULL  # the episode ended
+        if status.actor is None:
+            small["actor"] = NULL  # let go of (a back-off): no actor holds it
+        messages, calls = status.context_window, status.tool_call_history
+        return Fields(small, (self.sealed_messages, self.sealed_calls),
+                      [self._wired(messages, i) for i in range(self.sealed_messages, len(messages))],
+                      [self._call_wired(calls, i) for i in range(self.sealed_calls, len(calls))])

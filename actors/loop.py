@@ -1,12 +1,14 @@
 """The agent loop: ask the LLM, run the tools it asks for, checkpoint, repeat until a final answer.
 
 Durability rules (the write-ahead tool journal is `status.toolCallHistory`):
-- A reply with side-effecting tool calls is checkpointed before any of them runs, so a restored run
-  never sends that step to the LLM again. Replies that only call builtins (pure) are checkpointed
-  together with their results: a crash in between only costs a repeated LLM request.
-- A side-effecting call is journaled as Started before it runs. A restored run re-runs a Started
-  call only if the tool is idempotent (with the same idempotency key); otherwise the LLM is told it
-  was interrupted with an unknown outcome. Nothing runs twice silently.
+- A step that runs side-effecting calls makes two writes: the write-ahead record (the reply and its calls
+  journaled Started, in one write, before any of them runs: a restored run never sends that step to the LLM
+  again), then the results of all its calls in one write once they have ended, before the next LLM request.
+  A step that runs no call with effects (only builtins, or calls that wait or fail before they start) is
+  checkpointed once, with its results: a crash in between only costs a repeated LLM request.
+- A restored run re-runs a Started call only if the tool is idempotent (with the same idempotency key);
+  otherwise the LLM is told it was interrupted with an unknown outcome. Nothing runs twice silently. That holds
+  too for a call of a step whose other calls were still running at the crash: its result was not written yet.
 - A conversation that outgrows the model's window is compacted (actors/compaction.py) in a step of its own,
   checkpointed like any other: only what the model is sent changes; the conversation keeps everything.
 - Calls that wait (ask_human, a tool that requires approval, a delegate call) are journaled as
@@ -131,9 +133,7 @@ class AgentLoop:
                     self._record(status, record, CallState.FAILED, ToolOutcome(error=TRUNCATED_CALL))
             for record, why in limits.refusals(open_calls, self._by_name, self.spec.caps):  # the operator's limits
                 self._record(status, record, CallState.FAILED, ToolOutcome(error=why))
-            if any(self._has_effects(r) for r in open_calls):
-                await self._save(status)
-        await self._run_calls(status, open_calls)
+        await self._run_calls(status, open_calls)  # the reply is written with its calls Started, or with the results
         if waiting := [r for r in open_calls if r.state is CallState.WAITING]:
             human = [r for r in waiting if r.waiting_for.human]
             phase = Phase.PAUSED_FOR_USER_INPUT if human else Phase.DELEGATING
@@ -146,9 +146,9 @@ class AgentLoop:
 
     async def _run_calls(self, status: TaskRunStatus, records: list[ToolCallRecord]) -> None:
         """Settle what needs no tool (inputs, waits, bad arguments, interruptions), journal the rest Started in
-        one write, run them concurrently (at most maxParallelToolCalls at a time) and record each as it ends.
-        Only this coroutine touches `status`; a result is checkpointed as soon as it is recorded if the tool
-        has effects, so a crash never loses a finished call."""
+        one write if any has effects (with the step's reply, when it is a new one), run them concurrently (at most
+        maxParallelToolCalls at a time) and record each as it ends. Only this coroutine touches `status`; the
+        step's one write after the calls makes their results durable before the next LLM request."""
         errors = await argument_errors(records, self._by_name, self.spec.local_tool_timeout_seconds)  # off the loop
         ready = [r for r, error in zip(records, errors) if self._prepare(status, r, error)]
         if not ready:
@@ -167,12 +167,9 @@ class AgentLoop:
                     span["outcome"] = "succeeded" if outcome.error is None else "failed"
             return record, outcome
 
-        pending = [asyncio.ensure_future(run(r)) for r in ready]
-        for done in asyncio.as_completed(pending):
+        for done in asyncio.as_completed([run(r) for r in ready]):
             record, outcome = await done
             self._record(status, record, CallState.SUCCEEDED if outcome.error is None else CallState.FAILED, outcome)
-            if self._has_effects(record) and len(ready) > 1 and any(not p.done() for p in pending):
-                await self._save(status)  # the step's final save covers the last one
 
     def _has_effects(self, record: ToolCallRecord) -> bool:
         tool = self._by_name.get(record.tool)

@@ -81,6 +81,57 @@ def test_no_fault_reference(kube, stack, counter):
     assert (run["status"]["epoch"], run["status"]["actor"]["restarts"]) == (1, 0)
 
 
+class StatusWrites:
+    """Every write to one TaskRun, as its watch events (the apiserver sends each revision of an object, in order);
+    `by_step()` keeps those that changed what the actor writes, so the operator's writes (actor, conditions) drop
+    out: the actor's status writes per step."""
+
+    def __init__(self, kube, stack, name: str):
+        import threading
+
+        from kubernetes import client, watch
+
+        api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(stack.kubeconfig)))
+        self.seen: list[dict] = []
+        self._watch = watch.Watch()
+        started = threading.Event()
+
+        def follow() -> None:
+            started.set()
+            for event in self._watch.stream(api.list_namespaced_custom_object, "kubechain.dev", "v1alpha1",
+                                            kube.namespace, "taskruns", field_selector=f"metadata.name={name}",
+                                            timeout_seconds=120):
+                self.seen.append(event["object"].get("status") or {})
+
+        threading.Thread(target=follow, daemon=True).start()
+        started.wait()
+        time.sleep(0.5)  # the watch is established before the run exists
+
+    def by_step(self) -> dict[int, list[tuple]]:
+        self._watch.stop()
+        states, last = {}, None
+        for status in self.seen:
+            actor_fields = (status.get("step", 0), len(status.get("contextWindow", [])),
+                            tuple(c["state"] for c in status.get("toolCallHistory", [])), status.get("output"))
+            if status.get("contextWindow") and actor_fields != last:
+                states.setdefault(actor_fields[0], []).append(actor_fields[2])
+            last = actor_fields
+        return states
+
+
+def test_a_step_with_effects_is_two_status_writes_and_a_builtin_step_one(kube, stack, counter):
+    """On the real stack: the charge (http) is journaled Started with the reply that asks for it, in one write, and
+    its result in a second; the builtin's step is one write; nothing is ever written Pending."""
+    setup_agent(kube, stack, counter)
+    writes = StatusWrites(kube, stack, "counted-run")
+    start(kube, "counted")
+    run = kube.wait_phase("counted-run", "Completed")
+    assert run["status"]["output"] == "booked, 2+2=4"
+    time.sleep(0.5)  # the watch has the last event
+    ahead, done, answer = ("Started",), ("Succeeded",), ("Succeeded",) * 3
+    assert writes.by_step() == {1: [ahead, done], 2: [done + ahead, done * 2], 3: [answer], 4: [answer]}
+
+
 @pytest.mark.parametrize("step", [1, 2, 3], ids=lambda s: f"kill-while-asking-step-{s}")
 def test_actor_killed_between_steps_resumes_without_repeating(kube, stack, counter, step):
     model = setup_agent(kube, stack, counter)

@@ -12,7 +12,8 @@ REF = TaskRunRef(namespace="ns", name="big", uid="uid-1")
 
 
 def pruned(value):
-    """What the apiserver stores: nulls are removed (merge patch deletes them, schemas prune them)."""
+    """What the apiserver stores: nulls are removed (merge patch deletes them, schemas prune them, after a JSON
+    patch too: measured on the local apiserver)."""
     if isinstance(value, dict):
         return {k: pruned(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -20,17 +21,57 @@ def pruned(value):
     return value
 
 
+def json_patched(status, ops, version):
+    """`status` after a JSON patch (RFC 6902: add, replace, remove), strictly: a path that is not there fails,
+    and so does a resourceVersion other than the object's (as the apiserver refuses a stale one, 409)."""
+    status = json.loads(json.dumps(status))
+    for op in ops:
+        if op["path"] == "/metadata/resourceVersion":
+            if op["value"] != version:
+                raise LookupError("the object has been modified")
+            continue
+        *parents, last = op["path"].removeprefix("/status/").split("/")
+        target = status
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            if op["op"] == "add" and last == "-":
+                target.append(op["value"])
+            else:
+                target[int(last)]  # there, or IndexError
+                target[int(last)] = op["value"]
+        elif op["op"] == "remove":
+            del target[last]
+        else:
+            if op["op"] == "replace":
+                target[last]  # there, or KeyError
+            target[last] = op["value"]
+    return status
+
+
 class MemoryREST:
-    """Just enough of the apiserver: the TaskRun status (merge patch, resourceVersion) and ConfigMaps."""
+    """Just enough of the apiserver: the TaskRun status (merge or JSON patch, resourceVersion) and ConfigMaps."""
 
     def __init__(self):
         self.status, self.version, self.configmaps, self.patch_bytes, self.posts = {"epoch": 1}, 1, {}, [], 0
+        self.kinds = []  # the content type of each status write
+        self.requests = []  # (method, "status" or "configmap") of each request
 
     async def send(self, method, path, body=None, content_type=None):
+        self.requests.append((method, "status" if path.endswith("/status") else "configmap"))
         if path.endswith("/status"):
             if method == "PATCH":
-                self.patch_bytes.append(len(json.dumps(body)))
-                self.status = pruned({**self.status, **body["status"]})
+                encoded = body if isinstance(body, bytes) else json.dumps(body).encode()  # fail() sends a dict
+                self.patch_bytes.append(len(encoded))
+                self.kinds.append(content_type)
+                decoded = json.loads(encoded)
+                if content_type == "application/json-patch+json":
+                    try:
+                        self.status = pruned(json_patched(self.status, decoded, str(self.version)))
+                    except LookupError as exc:
+                        return 409, {"message": str(exc)}
+                else:
+                    self.status = pruned({**self.status, **decoded["status"]})
                 self.version += 1
             return 200, {"metadata": {"uid": REF.uid, "resourceVersion": str(self.version)}, "status": self.status}
         if method == "POST":
