@@ -9,7 +9,7 @@ import pytest
 
 from .chaos import EffectCounter, kill_actor, wait_until
 from .conftest import Kube, agent, llm, secret, task, toolset
-from .test_delegation import delegate
+from .test_delegation import BOSS, RESEARCHER, delegate
 
 pytestmark = pytest.mark.integration
 PRICING = {"currency": "EUR", "inputPerMillionTokens": 2.0, "outputPerMillionTokens": 8.0}
@@ -19,13 +19,8 @@ def priced_team(kube: Kube, stack, effects: EffectCounter | None = None, rounds:
     """boss -> 2 x researcher (parallel) -> fact each, every LLM priced. With `effects`, each fact run first calls
     an http tool there `rounds` times, one step each (a call a test can hold, to kill the actor in it)."""
     models = {role: f"{kube.namespace}-{role}" for role in ("boss", "researcher", "fact")}
-    stack.llm.set_script(models["boss"], [
-        {"tool_calls": [{"name": "research", "arguments": {"message": "topic A"}},
-                        {"name": "research", "arguments": {"message": "topic B"}}]},
-        {"content": "summary: {last_tool_result}"}])
-    stack.llm.set_script(models["researcher"], [
-        {"tool_calls": [{"name": "facts", "arguments": {"message": "the number"}}]},
-        {"content": "research: {last_tool_result}"}])
+    stack.llm.set_script(models["boss"], BOSS)
+    stack.llm.set_script(models["researcher"], RESEARCHER)
     fact = [{"content": "42 " * 40}]
     if effects is not None:
         fact[:0] = [{"tool_calls": [{"name": "record", "arguments": {"fact": "42"}}]}] * rounds

@@ -17,16 +17,18 @@ def delegate(name: str, to: str) -> dict:
     return {"name": name, "description": f"ask the {to} agent", "execution": {"delegate": {"agentRef": {"name": to}}}}
 
 
+BOSS = [{"tool_calls": [{"name": "research", "arguments": {"message": "topic A"}},
+                         {"name": "research", "arguments": {"message": "topic B"}}]},
+        {"content": "summary: {last_tool_result}"}]
+RESEARCHER = [{"tool_calls": [{"name": "facts", "arguments": {"message": "the number"}}]},
+              {"content": "research: {last_tool_result}"}]
+
+
 def team(kube, stack, fact_latency: float = 0.0) -> dict[str, str]:
     """boss → 2 × researcher (in parallel, one LLM turn) → fact each: three levels of agents."""
     models = {role: f"{kube.namespace}-{role}" for role in ("boss", "researcher", "fact")}
-    stack.llm.set_script(models["boss"], [
-        {"tool_calls": [{"name": "research", "arguments": {"message": "topic A"}},
-                        {"name": "research", "arguments": {"message": "topic B"}}]},
-        {"content": "summary: {last_tool_result}"}])
-    stack.llm.set_script(models["researcher"], [
-        {"tool_calls": [{"name": "facts", "arguments": {"message": "the number"}}]},
-        {"content": "research: {last_tool_result}"}])
+    stack.llm.set_script(models["boss"], BOSS)
+    stack.llm.set_script(models["researcher"], RESEARCHER)
     stack.llm.set_script(models["fact"], [{"content": "42", "latency": fact_latency}])
     kube.apply([secret(), *[llm(role, stack.llm.base_url, model) for role, model in models.items()],
                 toolset("boss-tools", inline=[delegate("research", "researcher")]),
