@@ -6,7 +6,7 @@ from .common import API_VERSION, CATEGORY, GROUP, VERSION, Condition, KindInfo, 
 from .llm import LLMSpec, LLMStatus, Pricing, RetryPolicy
 from .schedule import ConcurrencyPolicy, RunTemplate, TaskScheduleSpec, TaskScheduleStatus
 from .task import TaskSpec, TaskStatus
-from .taskrun import (ActorRef, Budget, CallState, ContextChunk, ContextState, Crashes, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
+from .taskrun import (ActorRef, Budget, CallState, ContextChunk, ContextState, Crashes, ForkedFrom, ForkOf, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
                       PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
                       Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus
