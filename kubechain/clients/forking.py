@@ -6,7 +6,7 @@ from typing import Any
 
 from kubechain.api.v1alpha1 import API_VERSION, ForkOf, RunLimits
 from kubechain.core.fork import label_value
-from kubechain.core.naming import LABEL_FORKED_FROM
+from kubechain.core.naming import LABEL_AGENT, LABEL_FORKED_FROM
 
 # The source's limits the fork keeps (maxTurns counts the source's steps too: the fork starts at step N).
 LIMITS = tuple(info.alias or name for name, info in RunLimits.model_fields.items())
@@ -19,5 +19,6 @@ def fork_body(source: dict[str, Any], step: int, answer: str | None = None, name
     limits = {k: v for k, v in (source.get("spec") or {}).items() if k in LIMITS}
     return {"apiVersion": API_VERSION, "kind": "TaskRun",
             "metadata": {"name": name or f"{source_name[:230]}-fork-{uuid.uuid4().hex[:6]}",
-                         "labels": {LABEL_FORKED_FROM: label_value(source_name)}},
+                         "labels": {LABEL_FORKED_FROM: label_value(source_name),
+                                    LABEL_AGENT: (source.get("status") or {}).get("agent", "")}},
             "spec": {**limits, "forkOf": fork_of.to_wire()}}

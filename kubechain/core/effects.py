@@ -50,9 +50,9 @@ class CancelChild:
 
 @dataclass(frozen=True)
 class LabelRun:
-    """Set a label on this very TaskRun (a fork's kubechain.dev/forked-from: `kubectl get tr -l ...`)."""
-    key: str
-    value: str
+    """Set labels on this very TaskRun: a fork's kubechain.dev/forked-from (`kubectl get tr -l ...`) and its
+    agent's (what wakes Pending runs when their Agent turns ready)."""
+    labels: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)

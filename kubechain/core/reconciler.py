@@ -32,7 +32,7 @@ from .builders import child_budget, child_taskrun, tool_job
 from .fork import label_value, source_problem
 from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
                         stop_for)
-from .naming import LABEL_FORKED_FROM, actor_name
+from .naming import LABEL_AGENT, LABEL_FORKED_FROM, actor_name
 from .run_conditions import llm_available, ray_available, responses_valid, succeeded
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                           ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
@@ -192,7 +192,7 @@ def _fork(seen: Observed, now: datetime) -> Decision | None:
     return Decision(status.model_copy(update={"forked_from": origin}), (
         do.PostEvent("Normal", Reason.FORKED, f"forked from TaskRun {fork.name} (uid {source.uid}) at step "
                                               f"{fork.step}{answer}"),
-        do.LabelRun(LABEL_FORKED_FROM, label_value(fork.name))), guarded=True)
+        do.LabelRun(((LABEL_FORKED_FROM, label_value(fork.name)), (LABEL_AGENT, source.agent)))), guarded=True)
 
 
 def _running(seen: Observed, now: datetime) -> Decision:

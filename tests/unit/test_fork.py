@@ -193,7 +193,7 @@ def test_pending_fork_pins_its_source_first():
     decision = reconcile(pending(TaskRunStatus(), source()), T0)
     assert decision.status.phase is Phase.PENDING and decision.guarded
     assert decision.status.forked_from == ForkedFrom(name="src", uid=SRC, step=2)
-    assert do.LabelRun("kubechain.dev/forked-from", "src") in decision.effects
+    assert do.LabelRun((("kubechain.dev/forked-from", "src"), ("kubechain.dev/agent", "clerk"))) in decision.effects
     assert any(isinstance(e, do.PostEvent) and e.reason == "Forked" and "at step 2" in e.message
                for e in decision.effects)
 

@@ -109,8 +109,8 @@ class Applier:
                 await state.kube.delete_job(ref.namespace, name)
             case do.CancelChild(name=name):
                 await state.kube.patch("taskruns", ref.namespace, name, {"spec": {"cancel": True}})
-            case do.LabelRun(key=key, value=value):
-                await state.kube.patch("taskruns", ref.namespace, ref.name, {"metadata": {"labels": {key: value}}})
+            case do.LabelRun(labels=labels):
+                await state.kube.patch("taskruns", ref.namespace, ref.name, {"metadata": {"labels": dict(labels)}})
             case do.DeleteRun():
                 await state.kube.delete("taskruns", ref.namespace, ref.name, ref.uid)
             case do.Wake(name=name, reason=reason):
