@@ -323,3 +323,18 @@ def test_the_actor_fails_the_fork_when_its_source_was_replaced():
     assert written["phase"] == "Failed" and "was replaced" in written["error"]
     assert written["phaseHistory"][-1]["reason"] == "ForkFailed"
     assert not [name for name in api.configmaps if name.startswith("fork-")]
+
+
+def test_the_cli_creates_a_fork_with_the_sources_limits():
+    from kubechain.clients.forking import fork_body
+
+    src = {"metadata": {"name": "trip-run", "labels": {"kubechain.dev/task": "trip"}},
+           "spec": {"taskRef": {"name": "trip"}, "maxTurns": 9, "budget": {"maxTokens": 100}, "responses": {"k": {}}},
+           "status": {"agent": "clerk"}}
+    body = fork_body(src, 2, "red", "trip-red")
+    assert body["metadata"] == {"name": "trip-red", "labels": {"kubechain.dev/forked-from": "trip-run",
+                                                                "kubechain.dev/agent": "clerk"}}
+    assert body["spec"] == {"maxTurns": 9, "budget": {"maxTokens": 100},
+                            "forkOf": {"name": "trip-run", "step": 2, "input": "red"}}
+    assert TaskRunSpec.model_validate(body["spec"]).fork_of == ForkOf(name="trip-run", step=2, input="red")
+    assert fork_body(src, 1)["metadata"]["name"].startswith("trip-run-fork-")
