@@ -236,6 +236,9 @@ class FakeAPI:
         self.events: list[dict] = []
 
     async def send(self, method, path, body=None, content_type="application/json"):
+        if isinstance(body, bytes):  # a body the store encoded itself
+            body = json.loads(body)
+        assert content_type != "application/json-patch+json", "a store's first write after a read is a merge patch"
         name = path.rstrip("/").split("/")[-2 if path.endswith("/status") else -1]
         if "/events" in path:
             self.events.append(body)
@@ -263,8 +266,10 @@ def sealed_source(api: FakeAPI, messages: list[Message], calls: list[ToolCallRec
     for body in configmaps("src", SRC, seal.chunk, seal.text):
         api.configmaps[body["metadata"]["name"]] = body
     plan.sealed(seal)
+    tail = status.model_copy(update={"context_window": messages[plan.sealed_messages:],
+                                     "tool_call_history": calls[plan.sealed_calls:], "sealed_context": plan.summary})
     api.runs["src"] = {"metadata": {"name": "src", "uid": SRC, "resourceVersion": "1"},
-                       "status": merged({}, plan.status_fields(status))}
+                       "status": merged({}, tail.to_wire())}
     return status
 
 
