@@ -103,6 +103,10 @@ class TaskRunActor:
         try:
             store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch, rest=self._rest)
             status = await store.load()
+            if self.spec.fork is not None and not status.context_window and status.phase is Phase.RUNNING:
+                from . import fork  # a fork's first actor (or one after a crash mid-copy) copies its source first
+
+                status = await fork.start(self.spec, self._rest, store, status)
             if status.phase is not Phase.RUNNING:  # ended, or waiting (no actor needed until the operator resumes it)
                 return status.phase.value
             key = self.spec.api_key.get_secret_value() if self.spec.api_key else None

@@ -87,6 +87,15 @@ class TaskRunRef(Model):
     uid: str
 
 
+class ForkPlan(Model):
+    """What a fork's first actor copies before its first step (kubechain/core/fork.py cuts it; actors/fork.py
+    reads it with the run's own credentials: the source is in the same namespace)."""
+
+    source: TaskRunRef = Field(description="The source run, pinned by uid (status.forkedFrom).")
+    step: int = Field(description="The step forked at (spec.forkOf.step).")
+    input: str | None = Field(default=None, description="The answer to that step's ask_human question, if given.")
+
+
 class CallInput(Model):
     """What a waiting tool call waited for, gathered by the operator when it resumes the run."""
 
@@ -168,6 +177,8 @@ class RunSpec(Model):
                                        "them before it runs one (default: none may run).")
     kube: KubeCredentials | None = Field(default=None, description="The actor's Kubernetes credentials for this run "
                                          "(none: the process's own, as tests and benches use).")
+    fork: ForkPlan | None = Field(default=None, description="For a fork: the source's checkpoint to copy when the "
+                                  "run has no conversation yet (its first actor, or one that crashed mid-copy).")
 
 
 def secret_key(name: str, key: str) -> str:

@@ -87,6 +87,34 @@ def cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def fork(args: argparse.Namespace) -> int:
+    """Start a new TaskRun from another's checkpoint at a step (spec.forkOf), with the caller's own credentials."""
+    from kubernetes.client.exceptions import ApiException
+
+    from kubechain.api.v1alpha1 import GROUP, VERSION
+    from kubechain.clients.forking import fork_body
+
+    api = _api()
+    try:
+        source = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", args.taskrun)
+        body = fork_body(source, args.at_step, args.input, args.name)
+        api.create_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", body)
+    except ApiException as exc:
+        print(f"refused: {_api_message(exc)}", file=sys.stderr)
+        return 1
+    print(f"taskrun/{body['metadata']['name']} created: a fork of {args.taskrun} at step {args.at_step}")
+    return 0
+
+
+def _api_message(exc) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body).get("message") or str(exc)
+    except (TypeError, ValueError):
+        return f"{exc.status} {exc.reason}"
+
+
 def ui(args: argparse.Namespace) -> int:
     """Serve the web console (kubechain/ui) until interrupted."""
     from kubechain.ui.app import Settings, serve
@@ -171,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("taskrun")
     p.add_argument("--namespace", "-n", default="default")
     p.set_defaults(fn=cancel)
+    p = sub.add_parser("fork", help="start a new TaskRun from a run's checkpoint at a step")
+    p.add_argument("taskrun", help="the run to fork (it is only read)")
+    p.add_argument("--at-step", type=int, required=True, help="keep the run's conversation up to and including "
+                   "this step's reply and its calls' results (status.step counts LLM requests)")
+    p.add_argument("--input", help="the answer to that step's ask_human question (instead of the run's own)")
+    p.add_argument("--name", help="the fork's name (default: <taskrun>-fork-<random>)")
+    p.add_argument("--namespace", "-n", default="default")
+    p.set_defaults(fn=fork)
     p = sub.add_parser("run", help="create a Task for an agent (and follow its run)")
     p.add_argument("agent")
     p.add_argument("input", help="the user's message")

@@ -6,13 +6,14 @@ namespace in the first place.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import RayToolLimits
 from kubechain.api.v1alpha1 import (AgentSpec, HumanResponse, LLMSpec, TaskRunSpec, TaskRunStatus, TaskScheduleSpec,
                                     ToolSetSpec, ToolSpec)
 from kubechain.core import codetools
+from kubechain.core.fork import ForkSource, source_problem
 from kubechain.core.limits import priority_problem, tool_limits_problem
 from kubechain.core.naming import llm_tool_name
 from kubechain.core.resolve import Catalog, parse, tool_problem
@@ -135,15 +136,20 @@ def quota(new: dict[str, Any], operation: str, spent: list[str]) -> list[str]:
     return [f"refused: {why}" for why in spent] if operation == "CREATE" and spent and not owned else []
 
 
-IMMUTABLE_TASKRUN_FIELDS = ("taskRef", "agentRef", "userInput", "parent")
+IMMUTABLE_TASKRUN_FIELDS = ("taskRef", "agentRef", "userInput", "parent", "forkOf")
 
 
-def taskrun(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
-    _, error = parse(TaskRunSpec, new.get("spec") or {})
+def taskrun(new: dict[str, Any], old: dict[str, Any] | None = None, sources: Callable[[str], ForkSource | None]
+            = lambda name: None) -> list[str]:
+    """`sources`: a TaskRun of the namespace by name as a fork source (the operator's index), for spec.forkOf."""
+    spec, error = parse(TaskRunSpec, new.get("spec") or {})
     if error:
         return [error]
     if old is None:
-        return ["spec.responses must be empty when a TaskRun is created"] if new["spec"].get("responses") else []
+        problems = ["spec.responses must be empty when a TaskRun is created"] if new["spec"].get("responses") else []
+        if spec.fork_of is not None and (problem := source_problem(spec.fork_of, sources(spec.fork_of.name))):
+            problems.append(problem)
+        return problems
     problems = [f"spec.{f} cannot change" for f in IMMUTABLE_TASKRUN_FIELDS
                 if old["spec"].get(f) != new["spec"].get(f)]
     if old["spec"].get("cancel") and not new["spec"].get("cancel"):

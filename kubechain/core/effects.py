@@ -49,6 +49,13 @@ class CancelChild:
 
 
 @dataclass(frozen=True)
+class LabelRun:
+    """Set labels on this very TaskRun: a fork's kubechain.dev/forked-from (`kubectl get tr -l ...`) and its
+    agent's (what wakes Pending runs when their Agent turns ready)."""
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class DeleteRun:
     """Delete this very TaskRun (uid precondition): ttlSecondsAfterFinished passed."""
 
@@ -139,6 +146,6 @@ class Exit:
     """A daemon's work on this run is done."""
 
 
-Effect = (PostEvent | CreateChild | CreateJob | DeleteJob | CancelChild | DeleteRun | Wake | WakeAdmitted | ShowOnTask
+Effect = (PostEvent | CreateChild | CreateJob | DeleteJob | CancelChild | LabelRun | DeleteRun | Wake | WakeAdmitted | ShowOnTask
           | Remember | CountTransition | CountRecovery | PrepareActor | CreateActor | JoinActor | KillActor
           | DisconnectRay | Sleep | Exit)

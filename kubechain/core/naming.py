@@ -17,6 +17,7 @@ LABEL_TASKRUN_UID = f"{GROUP}/taskrun-uid"  # on tool Jobs: the TaskRun whose ca
 ANNOTATION_TOOL_OUTCOME = f"{GROUP}/outcome"  # on a finished tool Job: Succeeded or Failed
 ANNOTATION_TOOL_RESULT = f"{GROUP}/result"    # ... and its result or error, as the tool message will say it
 ANNOTATION_MAX_PRIORITY = f"{GROUP}/max-priority"  # on a Namespace (a cluster admin's): the highest priority there
+LABEL_FORKED_FROM = f"{GROUP}/forked-from"  # on a fork: its source run's name (core/fork.py label_value)
 LABEL_SCHEDULE = f"{GROUP}/schedule"  # on a TaskSchedule's runs: the schedule
 ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"  # ... and the due time the run is for (RFC 3339)
 ACTOR_ACCOUNT = "kubechain-actor"  # per namespace: the ServiceAccount (and RoleBinding) of its TaskRun actors

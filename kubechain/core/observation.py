@@ -15,6 +15,7 @@ from kubechain.api.v1alpha1 import ActorRef, Phase, Reason, TaskRunSpec, TaskRun
 from kubechain.api.v1alpha1.tool import ContainerExecution
 
 from . import effects as do
+from .fork import ForkSource
 from .lifecycle import ChildOutcome, JobOutcome
 
 
@@ -145,6 +146,7 @@ class Observed:
     tree_runs: int = 1                  # runs of the run's delegation tree, root included, as the index shows them
     max_tree_runs: int = 0              # KUBECHAIN_MAX_RUNS_PER_TREE (0: no limit)
     ray_namespace: str = ""
+    fork_source: ForkSource | None = None  # Pending forks: their source run (spec.forkOf) as the index shows it
 
     @property
     def parsed(self) -> TaskRunSpec:

@@ -23,15 +23,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import assert_never
 
-from kubechain.api.v1alpha1 import ActorRef, CallState, Crashes, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
+from kubechain.api.v1alpha1 import ActorRef, CallState, Crashes, ForkedFrom, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
 from kubechain.api.v1alpha1.common import parse_rfc3339
 
 from . import effects as do
 from .blocking import blocked, failed, refused_delegations, unblocked
 from .builders import child_budget, child_taskrun, tool_job
+from .fork import label_value, source_problem
 from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
                         stop_for)
-from .naming import actor_name
+from .naming import LABEL_AGENT, LABEL_FORKED_FROM, actor_name
 from .run_conditions import llm_available, ray_available, responses_valid, succeeded
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                           ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
@@ -143,6 +144,8 @@ def _pending(seen: Observed, now: datetime) -> Decision:
     status, target = seen.status, seen.target
     if seen.trigger is not Trigger.EVENT or seen.scheduled or target is None:
         return Decision(status)  # our Running write has not come back through the watch yet
+    if seen.parsed.fork_of is not None and (forking := _fork(seen, now)) is not None:
+        return forking
     if not target.found:
         return Decision(*blocked(status, Reason.TASK_NOT_FOUND, "waiting for its Task to exist", now))
     if not target.agent_exists and seen.parsed.parent is not None:  # pending -> failed: nothing to wait for
@@ -171,6 +174,25 @@ def _pending(seen: Observed, now: datetime) -> Decision:
             return Decision(status)
         case _:
             assert_never(seen.slot)
+
+
+def _fork(seen: Observed, now: datetime) -> Decision | None:
+    """pending -> failed: ForkFailed, the fork's source is gone, replaced or cannot be forked at forkOf.step;
+    pending -> pending: Forked, the source pinned by uid (status.forkedFrom, label kubechain.dev/forked-from);
+    None: pinned and sound, a fork waits for its Agent and a slot like any run. Its first actor copies the
+    source's checkpoint (actors/fork.py)."""
+    fork, status, source = seen.parsed.fork_of, seen.status, seen.fork_source
+    assert fork is not None
+    if problem := source_problem(fork, source, status.forked_from.uid if status.forked_from else None):
+        return Decision(*failed(status, Reason.FORK_FAILED, problem, now), guarded=True)
+    if status.forked_from is not None or source is None:
+        return None
+    origin = ForkedFrom(name=fork.name, uid=source.uid, step=fork.step)
+    answer = " with forkOf.input as its question's answer" if fork.input is not None else ""
+    return Decision(status.model_copy(update={"forked_from": origin}), (
+        do.PostEvent("Normal", Reason.FORKED, f"forked from TaskRun {fork.name} (uid {source.uid}) at step "
+                                              f"{fork.step}{answer}"),
+        do.LabelRun(((LABEL_FORKED_FROM, label_value(fork.name)), (LABEL_AGENT, source.agent)))), guarded=True)
 
 
 def _running(seen: Observed, now: datetime) -> Decision:

@@ -91,7 +91,7 @@ def test_taskrun_rules():
     assert admission.taskrun(moved, old) == ["spec.taskRef cannot change"]
     answered = paused_run({"c1": {"answer": "yes"}})
     assert admission.taskrun(paused_run(), answered) == ["c1: a reply cannot be removed"]
-    assert admission.taskrun({"spec": {"agentRef": {"name": "a"}}}) == ["spec: Value error, set either taskRef, or both agentRef and userInput"]
+    assert admission.taskrun({"spec": {"agentRef": {"name": "a"}}}) == ["spec: Value error, set either taskRef, or both agentRef and userInput, or forkOf"]
     cancelled = {**old, "spec": {**old["spec"], "cancel": True}}
     assert admission.taskrun(old, cancelled) == ["spec.cancel cannot be unset: a cancelled run stays cancelled"]
 

@@ -52,6 +52,8 @@ class Reason(StrEnum):
     # Pending / Running -> Failed (operator): what the run waits for can never come
     AGENT_NOT_FOUND = "AgentNotFound"      # a child run's Agent does not exist (a top-level run waits: condition)
     SECRET_NOT_FOUND = "SecretNotFound"    # a Secret (key) the run's LLM or tools need does not exist
+    FORK_FAILED = "ForkFailed"             # a fork's source is gone, replaced, or cannot be cut at forkOf.step
+                                           #    (also the actor's, when it copies the source's checkpoint)
     # Condition Stalled=True while a run cannot progress (with status.message and one Warning Event)
     TASK_NOT_FOUND = "TaskNotFound"        # Pending: the run's Task does not exist
     AGENT_NOT_READY = "AgentNotReady"      # Pending: the Agent is not ready (its message says why)
@@ -64,6 +66,7 @@ class Reason(StrEnum):
     ACTOR_ATTACHED = "ActorAttached"       # the operator (restarted) found the run's live actor and supervises it
     ACTOR_LOST = "ActorLost"               # the actor's process went away before its run ended
     ACTOR_WEDGED = "ActorWedged"           # the actor stopped answering liveness pings (its event loop is blocked)
+    FORKED = "Forked"                      # a fork pinned its source (operator), then copied its checkpoint (actor)
     CONTEXT_COMPACTED = "ContextCompacted"  # what the model sees was compacted to fit its context window
     RAY_UNAVAILABLE = "RayUnavailable"     # Ray cannot be reached: the run stays Running and waits for it
     TOOL_JOB_CREATED = "ToolJobCreated"    # a container call's Job was created

@@ -253,6 +253,28 @@ class ParentRef(Model):
                                                               "the parent's trace.")
 
 
+class ForkOf(Model):
+    """Start this run from another run's checkpoint (`kubechain fork R --at-step N`): its conversation and tool
+    journal up to and including step N are copied (sealed chunks too), nothing after N; calls are never run
+    again. The fork runs the source's Agent (as it is now) and is a run of its own: own uid, epoch, journal keys."""
+
+    name: str = Field(description="The TaskRun to fork, in this namespace.")
+    step: int = Field(ge=0, description="The source's step (status.step counts LLM requests) to fork at: the fork "
+                      "keeps step N's reply and its calls' results, and asks the LLM for step N+1. All of step N's "
+                      "calls must have finished, except its ask_human question when `input` answers it. 0: only "
+                      "the system prompt and the user's input.")
+    input: str | None = Field(default=None, description="The answer to step N's ask_human question, instead of "
+                              "the source's (or while the source still waits for one).")
+
+
+class ForkedFrom(Model):
+    """Where a fork came from, pinned by the operator when it first sees the fork."""
+
+    name: str = Field(description="The source TaskRun.")
+    uid: str = Field(description="Its uid: a source replaced by a new object of the same name is not forked.")
+    step: int = Field(description="The step forked at (spec.forkOf.step).")
+
+
 class TaskRunSpec(RunLimits):
     task_ref: LocalObjectReference | None = Field(default=None, description="The Task this run executes (or set "
                                                                             "agentRef and userInput).")
@@ -268,18 +290,25 @@ class TaskRunSpec(RunLimits):
                                           "(condition ResponsesValid=False) and changes nothing.")
     cancel: bool = Field(default=False, description="Set to true to stop the run (and its child runs): it fails "
                                                     "with reason Cancelled.")
+    fork_of: ForkOf | None = Field(default=None, description="Start from another run's checkpoint at a step (or set "
+                                   "taskRef, or agentRef and userInput): the fork runs the source's Agent and "
+                                   "continues its conversation. Cannot change.")
 
     @model_validator(mode="after")
     def _task_or_agent(self) -> "TaskRunSpec":
         direct = self.agent_ref is not None or bool(self.user_input)
-        if (self.task_ref is not None) == direct or (direct and not (self.agent_ref and self.user_input)):
-            raise ValueError("set either taskRef, or both agentRef and userInput")
+        ways = (self.task_ref is not None) + direct + (self.fork_of is not None)
+        if ways != 1 or (direct and not (self.agent_ref and self.user_input)):
+            raise ValueError("set either taskRef, or both agentRef and userInput, or forkOf")
+        if self.fork_of is not None and self.parent is not None:
+            raise ValueError("spec.forkOf: a fork is a run of its own, not a delegated child run (spec.parent)")
         return self
 
 
 # The apiserver enforces it too: exactly one way to say what to run.
 TaskRunSpec.model_config["json_schema_extra"] = {"oneOf": [{"required": ["taskRef"]},
-                                                           {"required": ["agentRef", "userInput"]}]}
+                                                           {"required": ["agentRef", "userInput"]},
+                                                           {"required": ["forkOf"]}]}
 
 
 class TaskRunStatus(Model):
@@ -287,6 +316,8 @@ class TaskRunStatus(Model):
                                                             "Delegating (waits for child runs), Completed or Failed.")
     message: str = Field(default="", description="What is happening, or why not.")
     agent: str = Field(default="", description="The agent running this TaskRun (from the Task).")
+    forked_from: ForkedFrom | None = Field(default=None, description="For a fork (spec.forkOf): the source run "
+                                           "(name, uid) and the step it was forked at.")
     queue_position: int | None = Field(default=None, description="While Pending for want of a slot (reason Queued): "
                                                                  "the run's place in the queue, 1 = next.")
     step: int = Field(default=0, description="Number of LLM turns taken so far.")
@@ -338,5 +369,7 @@ KIND = KindInfo(
              PrinterColumn("Tokens", ".status.treeUsage.totalTokens", "integer",
                            description="Tokens of the run and its delegated runs."),
              PrinterColumn("Cost", ".status.treeCost", "number", description="Their cost, in status.currency."),
-             PrinterColumn("Actor", ".status.actor.name", priority=1), AGE),
+             PrinterColumn("Actor", ".status.actor.name", priority=1),
+             PrinterColumn("Forked-From", ".status.forkedFrom.name", priority=1, description="A fork's source run."),
+             AGE),
 )

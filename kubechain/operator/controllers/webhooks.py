@@ -108,7 +108,11 @@ def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operati
 @kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES, persistent=True)
 def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
-    refuse(admission.taskrun(dict(new), before)
+
+    def source(name: str) -> Any:  # a fork's source, as the operator's index shows it
+        return next(iter(kwargs["fork_sources"].get((namespace, name)) or ()), None)
+
+    refuse(admission.taskrun(dict(new), before, source)
            + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority))
            + admission.quota(dict(new), operation, _spent(namespace, kwargs)))
 

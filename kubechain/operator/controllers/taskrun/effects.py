@@ -16,7 +16,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from kubechain.api.runspec import RunCaps, RunSpec, TaskRunRef, secret_key
+from kubechain.api.runspec import ForkPlan, RunCaps, RunSpec, TaskRunRef, secret_key
 from kubechain.api.v1alpha1 import GROUP, VERSION, AgentSpec, Phase, Reason, TaskRunSpec, TaskRunStatus
 from kubechain.core import effects as do
 from kubechain.core.codetools import is_code_tool
@@ -109,6 +109,8 @@ class Applier:
                 await state.kube.delete_job(ref.namespace, name)
             case do.CancelChild(name=name):
                 await state.kube.patch("taskruns", ref.namespace, name, {"spec": {"cancel": True}})
+            case do.LabelRun(labels=labels):
+                await state.kube.patch("taskruns", ref.namespace, ref.name, {"metadata": {"labels": dict(labels)}})
             case do.DeleteRun():
                 await state.kube.delete("taskruns", ref.namespace, ref.name, ref.uid)
             case do.Wake(name=name, reason=reason):
@@ -174,7 +176,7 @@ class Applier:
     async def _prepare(self, seen: Observed, epoch: int, inputs: dict[str, Any]) -> ActorFact:
         """The RunSpec of a new actor: Task -> Agent -> LLM, tools, the key and the tools' Secrets."""
         catalog, ref, spec = IndexCatalog(self.indexes), self.ref, seen.parsed
-        found = agent_and_input(catalog, ref.namespace, spec)
+        found = agent_and_input(catalog, ref.namespace, spec, seen.status.agent)
         if found is None:
             return CannotStart(f"Task {spec.task_ref.name!r} not found")
         agent_name, user_input = found
@@ -259,6 +261,9 @@ def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, ca
                    json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits),
                    local_tool_timeout_seconds=state.settings.tools.local_timeout_seconds)
     run.budget = spec.budget
+    if spec.fork_of is not None and seen.status.forked_from is not None:  # pinned before the run was admitted
+        source = TaskRunRef(namespace=seen.ref.namespace, name=spec.fork_of.name, uid=seen.status.forked_from.uid)
+        run.fork = ForkPlan(source=source, step=spec.fork_of.step, input=spec.fork_of.input)
     return run
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, Usage
+from kubechain.core.fork import source_of
 from kubechain.core.quotas import RunSpend
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.limits import max_priority
@@ -44,11 +45,19 @@ def tree_taskruns(namespace: str, name: str, labels: kopf.Labels, **_: Any):
 
 @kopf.index(GROUP, VERSION, "taskruns", when=is_pending)
 def queued_taskruns(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any):
-    """Every Pending TaskRun, for the admission queue: (uid, agent or Task it names, queue entry)."""
-    ref = (spec.get("agentRef") or spec.get("taskRef") or {}).get("name", "")
-    kind = "Agent" if spec.get("agentRef") else "Task"
+    """Every Pending TaskRun, for the admission queue: (uid, kind and name of what names its agent: the Agent, its
+    Task, or a fork's source run; queue entry)."""
+    ref = (spec.get("agentRef") or spec.get("taskRef") or spec.get("forkOf") or {}).get("name", "")
+    kind = "Agent" if spec.get("agentRef") else "Fork" if spec.get("forkOf") else "Task"
     entry = Queued(namespace, name, int(spec.get("priority") or 0), meta.get("creationTimestamp") or "")
     return {QUEUE: (uid, kind, ref, entry)}
+
+
+@kopf.index(GROUP, VERSION, "taskruns")
+def fork_sources(namespace: str, name: str, uid: str, status: kopf.Status, **_: Any):
+    """Every TaskRun by (namespace, name) as a possible fork source (core/fork.py ForkSource: its uid, step, agent,
+    phase and the states of its latest step's calls): what admission and a Pending fork check forkOf against."""
+    return {(namespace, name): source_of(uid, status)}
 
 
 @kopf.index(GROUP, VERSION, "taskruns", when=is_running)

@@ -13,6 +13,7 @@ from kubechain.api.runspec import TaskRunRef
 from kubechain.api.v1alpha1 import (CallState, ConditionType, Phase, ReadinessReason, TaskRunSpec, TaskRunStatus,
                                     WaitingFor)
 from kubechain.api.v1alpha1.common import parse_rfc3339
+from kubechain.core.fork import ForkSource, pinned_and_sound
 from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.naming import LABEL_ROOT_UID, LABEL_TASK
 from kubechain.core.observation import ActorFact, Observed, Seen, Target, Trigger
@@ -55,7 +56,11 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
     if spec is None:
         return observed
     if status.phase is Phase.PENDING:
-        return replace(observed, target=target_of(catalog, ref.namespace, spec)) if trigger is Trigger.EVENT else observed
+        if trigger is not Trigger.EVENT:
+            return observed
+        source = fork_source(indexes, ref.namespace, spec)
+        agent = source.agent if source is not None else ""
+        return replace(observed, target=target_of(catalog, ref.namespace, spec, agent), fork_source=source)
     jobs = dict(indexes["tool_jobs"].get((ref.namespace, ref.uid), []))
     if status.phase.terminal:
         return replace(observed, jobs=jobs)
@@ -76,6 +81,9 @@ async def with_slot(seen: Observed, state: OperatorState, indexes: dict[str, Any
     it), or queued."""
     if seen.target is None or not seen.target.ready or seen.scheduled or seen.spec.cancel:
         return seen
+    fork, pinned = seen.parsed.fork_of, seen.status.forked_from
+    if fork is not None and not pinned_and_sound(fork, seen.fork_source, pinned.uid if pinned else None):
+        return seen  # the reconciler pins the source first, or fails the fork: no slot meanwhile
     async with state.admission_lock:  # no awaits inside: every Pending run's decision takes this lock
         slot = admit(state, indexes, seen.ref.namespace, seen.ref.name, seen.ref.uid)
     return replace(seen, slot=slot)
@@ -111,8 +119,18 @@ def created_at(body: Mapping[str, Any]) -> datetime | None:
     return parse_rfc3339(stamp) if stamp else None
 
 
-def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> tuple[str, str] | None:
-    """(agent, user input) of a run: from its Task, or its own spec (child runs); None if the Task is missing."""
+def fork_source(indexes: dict[str, Any], namespace: str, spec: TaskRunSpec) -> ForkSource | None:
+    """A fork's source run as the index shows it (None: not a fork, or no such run)."""
+    if spec.fork_of is None:
+        return None
+    return next(iter(indexes["fork_sources"].get((namespace, spec.fork_of.name)) or ()), None)
+
+
+def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec, fork_agent: str = "") -> tuple[str, str] | None:
+    """(agent, user input) of a run: from its Task, or its own spec (child runs); None if the Task is missing. A
+    fork runs `fork_agent` (its source's) and has no input of its own: it continues the copied conversation."""
+    if spec.fork_of is not None:
+        return fork_agent, ""
     if spec.task_ref is None:
         return spec.agent_ref.name, spec.user_input or ""
     task = catalog.get("Task", namespace, spec.task_ref.name)
@@ -121,8 +139,8 @@ def agent_and_input(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> tupl
     return (task["spec"].get("agentRef") or {}).get("name", ""), task["spec"].get("userInput", "")
 
 
-def target_of(catalog: Catalog, namespace: str, spec: TaskRunSpec) -> Target:
-    found = agent_and_input(catalog, namespace, spec)
+def target_of(catalog: Catalog, namespace: str, spec: TaskRunSpec, fork_agent: str = "") -> Target:
+    found = agent_and_input(catalog, namespace, spec, fork_agent)
     if found is None:
         return Target(found=False)
     agent = catalog.get("Agent", namespace, found[0])

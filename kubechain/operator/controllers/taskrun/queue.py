@@ -30,7 +30,7 @@ def admission(state: OperatorState, indexes: dict[str, Any], fresh: bool = True)
     last = state.last_plan
     if not fresh and last and time.monotonic() - last["at"] < PLAN_SECONDS:
         return last["plan"]
-    agents = Agents(IndexCatalog(indexes))
+    agents = Agents(IndexCatalog(indexes), indexes.get("fork_sources"))
     holding: dict[str, set[str]] = {}
     on_llm: dict[tuple[str, str], int] = {}
     for namespace, runs in indexes["running_taskruns"].items():
@@ -102,15 +102,18 @@ def quota_limits(quotas: Any, overrides: dict[str, int], default: int
 class Agents:
     """What admission needs of the Agents (a burst is many runs of few agents: each is looked up once)."""
 
-    def __init__(self, catalog: IndexCatalog):
-        self._catalog = catalog
+    def __init__(self, catalog: IndexCatalog, sources: Any = None):
+        self._catalog, self._sources = catalog, sources or {}
         self._specs: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def of(self, namespace: str, kind: str, ref: str) -> str:
-        """The agent of a queued run: its own agentRef, or its Task's."""
+        """The agent of a queued run: its own agentRef, its Task's, or (a fork) its source run's."""
         if kind == "Task":
             return ((((self._catalog.get("Task", namespace, ref) or {}).get("spec") or {}).get("agentRef") or {})
                     .get("name", ""))
+        if kind == "Fork":
+            source = next(iter(self._sources.get((namespace, ref)) or ()), None)
+            return source.agent if source is not None else ""
         return ref
 
     def _agent(self, namespace: str, agent: str) -> dict[str, Any]:
