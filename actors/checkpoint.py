@@ -257,7 +257,9 @@ class KubeCheckpointStore:
             if status == 409:
                 raise Conflict(message)
             # 401: the run's token expired while the operator was away; it hands a fresh one when it joins again.
-            transient = status in (0, 401, 404, 429) or (status >= 500 and "too large" not in message)
+            # 403: a restarted apiserver refuses service-account tokens until its RBAC caches are filled (seconds);
+            # a real lack of rights is still reported once retry_seconds have passed.
+            transient = status in (0, 401, 403, 404, 429) or (status >= 500 and "too large" not in message)
             if transient and time.monotonic() < deadline:
                 log.warning("%s %s: %s %s; retrying in %.1f s", method, path, status, message, delay)
                 await asyncio.sleep(delay)

@@ -147,7 +147,7 @@ class AgentLoop:
     async def _run_calls(self, status: TaskRunStatus, records: list[ToolCallRecord]) -> None:
         """Settle what needs no tool (inputs, waits, bad arguments, interruptions), journal the rest Started in
         one write if any has effects (with the step's reply, when it is a new one), run them concurrently (at most
-        maxParallelToolCalls at a time) and record each as it ends. Only this coroutine touches `status`; the
+        maxParallelToolCalls at a time) and record them in call order. Only this coroutine touches `status`; the
         step's one write after the calls makes their results durable before the next LLM request."""
         errors = await argument_errors(records, self._by_name, self.spec.local_tool_timeout_seconds)  # off the loop
         ready = [r for r, error in zip(records, errors) if self._prepare(status, r, error)]
@@ -167,8 +167,9 @@ class AgentLoop:
                     span["outcome"] = "succeeded" if outcome.error is None else "failed"
             return record, outcome
 
-        for done in asyncio.as_completed([run(r) for r in ready]):
-            record, outcome = await done
+        # In call order once all ended, not as each ends: the one results write makes them durable together anyway,
+        # and the LLM (and a fork, and a test) then reads the tool messages in the order it asked for the calls.
+        for record, outcome in await asyncio.gather(*(run(r) for r in ready)):
             self._record(status, record, CallState.SUCCEEDED if outcome.error is None else CallState.FAILED, outcome)
 
     def _has_effects(self, record: ToolCallRecord) -> bool:

@@ -49,6 +49,6 @@ def test_kubectl_get_kubechain_and_explain(kube, stack):
     assert "Secret key holding the API key" in kube.run("explain", "llm.spec.credentials.apiKeySecretRef").stdout
 
     wide = kube.run("get", "taskruns").stdout.splitlines()[0].split()
-    assert wide == ["NAME", "AGENT", "PHASE", "PARENT", "STEP", "TOKENS", "AGE"]
+    assert wide == ["NAME", "AGENT", "PHASE", "PARENT", "STEP", "TOKENS", "COST", "AGE"]
     pending = kube.wait_for("taskrun", "t-run", lambda o: "Agent 'nobody'" in (o.get("status") or {}).get("message", ""))
     assert pending["status"]["message"] == "waiting for Agent 'nobody' to be ready: not found"

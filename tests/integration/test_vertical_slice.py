@@ -68,7 +68,8 @@ def test_task_runs_to_completion_with_tool_calls(kube, stack):
     assert sorted(requests[0]["tools"]) == ["calculator", "now"]
     prompt, completion = expected_usage(requests, ['{"expression": "6*7"}', "The answer is 42."])
     assert status["usage"] == {"promptTokens": prompt, "completionTokens": completion,
-                               "totalTokens": prompt + completion}
+                               "totalTokens": prompt + completion, "cachedPromptTokens": 0}
+    assert status["treeUsage"] == status["usage"] and "cost" not in status  # no delegation; the LLM has no pricing
 
     # Owned by its Task, linked in the Task's status, and every transition has an Event.
     assert run["metadata"]["ownerReferences"][0]["kind"] == "Task"
