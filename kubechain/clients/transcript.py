@@ -27,7 +27,8 @@ def complete(obj: dict, api_client: client.ApiClient | None = None
     core = client.CoreV1Api(api_client)
     messages: list[Message] = []
     calls: list[ToolCallRecord] = []
-    for index in range(status.sealed_context.chunks):
+    chunks = 0 if status.sealed_context.dropped_at else status.sealed_context.chunks  # dropped: only the tail is left
+    for index in range(chunks):
         part0 = core.read_namespaced_config_map(part_name(name, index, 0), namespace)
         chunk = described({"metadata": {"annotations": part0.metadata.annotations}})
         parts = [part0.data[DATA_KEY]] + [core.read_namespaced_config_map(part_name(name, index, i), namespace)
@@ -48,8 +49,18 @@ def render_message(message: Message, width: int = 100) -> str:
             if len(text) > width * 4 else f"[{message.role}] {text}")
 
 
+def dropped(status: TaskRunStatus) -> str | None:
+    """What retention dropped of the conversation (contextRetentionSeconds), or None."""
+    sealed = status.sealed_context
+    if not sealed.dropped_at:
+        return None
+    return (f"{sealed.messages} earlier messages and {sealed.tool_calls} tool calls ({sealed.chunks} sealed chunks, "
+            f"{sealed.bytes} bytes) were dropped at {sealed.dropped_at} (contextRetentionSeconds); the tail follows")
+
+
 def render(status: TaskRunStatus, messages: list[Message], width: int = 100) -> str:
-    lines = [render_message(m, width) for m in messages]
+    lines = [f"── {note} ──" for note in [dropped(status)] if note]
+    lines += [render_message(m, width) for m in messages]
     lines.append(f"-- {status.phase.value}, {status.step} steps, {status.usage.total_tokens} tokens, "
                  f"{len(messages)} messages ({status.sealed_context.chunks} sealed chunks)")
     return "\n".join(lines)

@@ -24,13 +24,13 @@ from datetime import datetime
 from typing import assert_never
 
 from kubechain.api.v1alpha1 import ActorRef, CallState, Crashes, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
-from kubechain.api.v1alpha1.common import parse_rfc3339
+from kubechain.api.v1alpha1.common import parse_rfc3339, rfc3339
 
 from . import effects as do
 from .blocking import blocked, failed, refused_delegations, unblocked
 from .builders import child_budget, child_taskrun, tool_job
-from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
-                        stop_for)
+from .lifecycle import (Gathered, JobOutcome, Stop, context_drop_at, deletion_at, enter, gather_inputs, llm_retry_at,
+                        next_deadline, stop_for)
 from .naming import actor_name
 from .run_conditions import llm_available, ray_available, responses_valid, succeeded
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
@@ -288,11 +288,21 @@ def _waiting(seen: Observed, now: datetime) -> Decision:
 
 
 def _ended(seen: Observed, now: datetime) -> Decision:
-    """completed|failed: a child run wakes its parent (which may resume now); the clock deletes the run
+    """completed|failed: a child run wakes its parent (which may resume now); the clock drops the run's sealed
+    chunks contextRetentionSeconds after it ended (the status says so first: readers stop looking for them; a
+    guarded write, so a clock that sees the run before its own write does not drop twice), and deletes the run
     ttlSecondsAfterFinished after it ended."""
     status = seen.status
     if seen.trigger is Trigger.CLOCK:
-        due = next_deadline(seen.parsed, status, seen.created)
+        if (drop := context_drop_at(seen.parsed, status)) is not None and now >= drop:
+            sealed = status.sealed_context
+            dropped = status.model_copy(update={"sealed_context": sealed.model_copy(update={"dropped_at": rfc3339(now)})})
+            message = (f"dropped {sealed.messages} messages and {sealed.tool_calls} tool calls sealed in "
+                       f"{sealed.chunks} chunks ({sealed.bytes} bytes): contextRetentionSeconds "
+                       f"{seen.parsed.context_retention_seconds} passed since the run ended")
+            return Decision(dropped, (do.DropContext(sealed.chunks), do.PostEvent("Normal", Reason.CONTEXT_DROPPED,
+                                                                                  message)), guarded=True)
+        due = deletion_at(seen.parsed, status)
         return Decision(status, (do.DeleteRun(), do.Exit()) if due is not None and now >= due else ())
     if seen.trigger is Trigger.EVENT and seen.parsed.parent is not None:
         return Decision(status, (do.Wake(seen.parsed.parent.name, f"child {seen.ref.name} {status.phase.value}"),))

@@ -118,6 +118,22 @@ def ray_tool_limits(limits: LimitSettings) -> RayToolLimits:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """What kubechain keeps in the apiserver (so in etcd: its backend quota is 2 GiB by default, and a full etcd
+    stops every write in the cluster), and for how long. A TaskRun's status holds a bounded tail of its conversation;
+    older messages and tool calls are sealed into ConfigMaps owned by the run (docs: README, Storage)."""
+    ttl_seconds_after_finished: int = field(default_factory=lambda: int(_env("KUBECHAIN_TTL_SECONDS_AFTER_FINISHED",
+                                                                             str(7 * 24 * 3600))))
+    """A run that does not set ttlSecondsAfterFinished (nor its Task) is deleted this long after it ended, with
+    its chunks. 0: kept until someone deletes it. Default 7 days."""
+    context_retention_seconds: int = field(default_factory=lambda: int(_env("KUBECHAIN_CONTEXT_RETENTION_SECONDS",
+                                                                            "0")))
+    """A run that does not set contextRetentionSeconds keeps its sealed chunks this long after it ended; then the
+    operator deletes them and keeps the TaskRun (output, usage, the tail): its transcript says what was dropped
+    and when. 0 (default): the chunks live as long as the run."""
+
+
+@dataclass(frozen=True)
 class ToolSettings:
     local_timeout_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LOCAL_TOOL_TIMEOUT_SECONDS", "10")))
     """Time limit of the work a tool call does inside the actor: checking its arguments against the tool's schema,
@@ -191,6 +207,7 @@ class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     tools: ToolSettings = field(default_factory=ToolSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     code_tools: CodeToolSettings = field(default_factory=CodeToolSettings)

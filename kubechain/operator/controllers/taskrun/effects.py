@@ -111,6 +111,8 @@ class Applier:
                 await state.kube.patch("taskruns", ref.namespace, name, {"spec": {"cancel": True}})
             case do.DeleteRun():
                 await state.kube.delete("taskruns", ref.namespace, ref.name, ref.uid)
+            case do.DropContext(chunks=chunks):
+                await state.kube.delete_chunks(ref.namespace, ref.name, chunks)
             case do.Wake(name=name, reason=reason):
                 await state.kube.wake("taskruns", ref.namespace, name or ref.name, reason=reason)
             case do.WakeAdmitted():
