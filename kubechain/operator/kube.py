@@ -17,6 +17,9 @@ from kubechain.api.context import part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION
 
 
+DELETES_AT_ONCE = 8  # chunks deleted concurrently (threads of the client's pool)
+
+
 @dataclass(frozen=True)
 class SecretValue:
     value: str | None
@@ -131,11 +134,14 @@ class Kube:
         """Delete the ConfigMaps of a run's sealed chunks, by name (`<run>-ctx-<i>-<part>`: the operator may not
         read ConfigMaps, so a chunk's parts are deleted from 1 on until one is not there, then part 0: a retry
         after a partial deletion finds every part it left)."""
-        for index in range(chunks):
+        async def chunk(index: int) -> None:
             for part in itertools.count(1):
                 if not await self._delete_config_map(namespace, part_name(taskrun, index, part)):
                     break
             await self._delete_config_map(namespace, part_name(taskrun, index, 0))
+
+        for first in range(0, chunks, DELETES_AT_ONCE):
+            await asyncio.gather(*(chunk(i) for i in range(first, min(first + DELETES_AT_ONCE, chunks))))
 
     async def _delete_config_map(self, namespace: str, name: str) -> bool:
         """False if it was not there."""

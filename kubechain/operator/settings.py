@@ -131,6 +131,16 @@ class StorageSettings:
     """A run that does not set contextRetentionSeconds keeps its sealed chunks this long after it ended; then the
     operator deletes them and keeps the TaskRun (output, usage, the tail): its transcript says what was dropped
     and when. 0 (default): the chunks live as long as the run."""
+    namespace_bytes: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_NAMESPACE_STORED_BYTES",
+                                                                  str(1024 ** 3))))
+    """Bytes the TaskRuns of one namespace may keep in the apiserver (statuses and sealed chunks, finished runs
+    too), unless the Namespace's annotation kubechain.dev/max-stored-bytes (a cluster admin's) says otherwise;
+    0: no cap. Runs that would not fit wait in the queue; a run at its allowance fails StorageQuotaExceeded
+    (kubechain/core/storage.py says how the cap holds). Keep the sum over namespaces under etcd's quota (2 GiB by
+    default). Default 1 GiB."""
+    run_bytes: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUN_STORED_BYTES", str(16 * 1024 ** 2))))
+    """Bytes one run may keep in the apiserver (at most its namespace's cap): its allowance, reserved from the cap
+    while it runs, so cap / this is how many runs of a namespace may run at once. 0: the whole cap. Default 16 MiB."""
 
 
 @dataclass(frozen=True)
