@@ -79,7 +79,7 @@ def test_a_long_run_over_its_namespaces_storage_cap_fails_and_the_next_waits_whi
     assert any(e["reason"] == "StorageQuotaExceeded" and e["type"] == "Warning" for e in kube.events("long-run"))
     assert 0 < status["step"] < 40  # it got some way: the cap, not a broken start
     held = len(json.dumps(status, separators=(",", ":"))) + sum(
-        len(json.loads(kube.run("get", "configmap", name, "-o", "json").stdout)["data"]["chunk.json"]) + CHUNK_OVERHEAD
+        len(json.loads(kube.run("get", name, "-o", "json").stdout)["data"]["chunk.json"]) + CHUNK_OVERHEAD
         for name in chunk_maps(kube, "long-run"))
     assert held <= CAP  # the refused step was not written, nor any after it
 
