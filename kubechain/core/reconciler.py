@@ -38,6 +38,7 @@ from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorF
                           Trigger)
 
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
+ENDED_CLOCK_SECONDS = 300.0  # ... at an ended run (every one has a clock for its TTL: a changed TTL shows this late)
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
 RETRY_TURN_SECONDS = 0.5  # a run waiting for a turn to start its LLM attempt looks again (a turn lasts ~a start)
@@ -347,7 +348,8 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
     due = next_deadline(seen.parsed, seen.status, seen.created)
     if due is None and seen.status.phase.terminal:
         return replace(decision, effects=(*decision.effects, do.Exit()))
-    pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
+    longest = ENDED_CLOCK_SECONDS if seen.status.phase.terminal else CLOCK_SECONDS
+    pause = longest if due is None else min(longest, max(0.05, (due - now).total_seconds()))
     if any(isinstance(e, do.Wake) for e in decision.effects):
         pause = CLOCK_SECONDS  # the event handler decides now; waking it again at once would change nothing
     return replace(decision, effects=(*decision.effects, do.Sleep(pause)))

@@ -407,7 +407,8 @@ def test_a_child_that_ended_wakes_its_parent():
 
 @pytest.mark.parametrize("ttl, at, effects", [
     pytest.param(None, NOW, (do.Exit(),), id="completed: no TTL, the clock stops"),
-    pytest.param(30, NOW, (do.Sleep(5.0),), id="completed: TTL not due"),
+    pytest.param(30, NOW, (do.Sleep(25.0),), id="completed: TTL not due (the clock sleeps until it is)"),
+    pytest.param(3600, NOW, (do.Sleep(300.0),), id="completed: TTL far off (the clock looks every 5 min)"),
     pytest.param(0, NOW, (do.Exit(),), id="completed: TTL 0 keeps the run, the clock stops"),
     pytest.param(3, NOW, (do.DeleteRun(), do.Exit()), id="completed->deleted: TTL passed"),
 ])
@@ -421,9 +422,9 @@ SEALED = SealedContext(chunks=3, messages=40, tool_calls=20, bytes=90_000, sha25
 
 @pytest.mark.parametrize("keep, sealed, ttl, effects", [
     pytest.param(None, SEALED, None, (do.Exit(),), id="completed: no retention, the clock stops"),
-    pytest.param(30, SEALED, None, (do.Sleep(5.0),), id="completed: retention not due"),
+    pytest.param(30, SEALED, None, (do.Sleep(25.0),), id="completed: retention not due"),
     pytest.param(3, SealedContext(), None, (do.Exit(),), id="completed: retention passed, nothing sealed"),
-    pytest.param(3, SEALED.model_copy(update={"dropped_at": "2026-01-01T00:00:00Z"}), 60, (do.Sleep(5.0),),
+    pytest.param(3, SEALED.model_copy(update={"dropped_at": "2026-01-01T00:00:00Z"}), 60, (do.Sleep(55.0),),
                  id="completed: chunks dropped already, the TTL next"),
 ])
 def test_context_retention_waits(keep, sealed, ttl, effects):
