@@ -5,6 +5,7 @@ import json
 import textwrap
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from kubechain.api.context import COMPACTION_MARKER, DATA_KEY, decode, described, part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION, Message, TaskRunStatus, ToolCallRecord
@@ -21,7 +22,23 @@ def load(namespace: str, name: str, api_client: client.ApiClient | None = None
 
 def complete(obj: dict, api_client: client.ApiClient | None = None
              ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
-    """A TaskRun object's status, with its sealed chunks read back in front of the tail."""
+    """A TaskRun object's status, with its sealed chunks read back in front of the tail. A chunk gone while it
+    is read is retention dropping them (the status says so first): the run is read again and shown without."""
+    try:
+        return _with_chunks(obj, api_client)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        again = client.CustomObjectsApi(api_client).get_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                 "taskruns", name)
+        if not ((again.get("status") or {}).get("sealedContext") or {}).get("droppedAt"):
+            raise
+        return _with_chunks(again, api_client)
+
+
+def _with_chunks(obj: dict, api_client: client.ApiClient | None
+                 ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     status = TaskRunStatus.model_validate(obj.get("status") or {})
     core = client.CoreV1Api(api_client)
