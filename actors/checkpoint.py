@@ -17,6 +17,7 @@ from kubechain.api.context import DATA_KEY, EPOCH_ANNOTATION, chained, configmap
 from kubechain.api.runspec import KubeCredentials, TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339
+from kubechain.core.storage import CHUNK_OVERHEAD, STATUS_MARGIN, over_message
 
 from . import patches
 from .kubeconn import Connection, from_credentials, from_environment
@@ -45,6 +46,11 @@ class Fenced(RunGone):
 class CheckpointCorrupt(Exception):
     """The checkpoint cannot be read back as it was written (a sealed chunk missing, rewritten or unreadable): the
     run fails with reason CheckpointCorrupt, never a restart loop."""
+
+
+class StorageQuotaExceeded(Exception):
+    """The next checkpoint would keep more in the apiserver than the run's allowance (RunCaps.stored_bytes): it is
+    not written, and the run fails with reason StorageQuotaExceeded over its last checkpoint."""
 
 
 class CheckpointStore(Protocol):
@@ -118,8 +124,10 @@ def _encoded(body: dict | bytes | None) -> bytes | None:
 class KubeCheckpointStore:
     """Checkpoints in the TaskRun's status, written with the actor's own Kubernetes credentials."""
 
-    def __init__(self, ref: TaskRunRef, epoch: int, rest: KubeREST | None = None, retry_seconds: float = 300):
+    def __init__(self, ref: TaskRunRef, epoch: int, rest: KubeREST | None = None, retry_seconds: float = 300,
+                 allowance: tuple[int, str] = (0, "")):
         self.ref, self.epoch, self.retry_seconds = ref, epoch, retry_seconds
+        self.allowance = allowance  # (bytes the run may keep in the apiserver, 0: no limit; what sets it)
         self._rest = rest or KubeREST.shared()
         self._path = f"/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/taskruns/{ref.name}/status"
         self._configmaps = f"/api/v1/namespaces/{ref.namespace}/configmaps"
@@ -147,10 +155,12 @@ class KubeCheckpointStore:
     async def save(self, status: TaskRunStatus) -> None:
         """Write the actor's fields (what changed since the last write, patches.py); optimistic concurrency on
         resourceVersion fences out stale actors and never writes into a different object of the same name."""
-        if seal := self.layout.plan(status):
+        seal, fields = self.layout.plan(status), self.layout.fields(status)
+        self._check_allowance(fields, seal)
+        if seal:
             await self._write_chunk(seal)
             self.layout.sealed(seal)
-        fields = self.layout.fields(status)
+            fields = self.layout.fields(status)
         while True:
             payload, content_type = patches.body(self.ref.uid, self._version, fields, self._written)
             try:
@@ -160,6 +170,18 @@ class KubeCheckpointStore:
                 continue
             self._version, self._written = obj["metadata"]["resourceVersion"], fields
             return
+
+    def _check_allowance(self, fields: patches.Fields, seal: Seal | None) -> None:
+        """Before any write: what the run would keep (sealed chunks with their ConfigMaps' metadata, the status's
+        fields, a margin for the operator's; a seal only moves bytes from the tail to a chunk), against its
+        allowance (kubechain/core/storage.py)."""
+        limit, source = self.allowance
+        if not limit:
+            return
+        chunks = self.layout.summary.chunks + (1 if seal else 0)
+        would = (self.layout.summary.bytes + CHUNK_OVERHEAD * chunks + STATUS_MARGIN + fields.size())
+        if would > limit:
+            raise StorageQuotaExceeded(over_message(would, limit, source))
 
     async def _refresh(self) -> TaskRunStatus:
         """The stored status (tail only); checks this actor still owns the run and remembers the version."""

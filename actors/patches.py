@@ -32,6 +32,11 @@ class Fields:
     messages: list[str]
     calls: list[str]
 
+    def size(self) -> int:
+        """About the bytes these fields take in the stored status (ASCII JSON: characters are bytes)."""
+        return (sum(len(k) + len(v) + 4 for k, v in self.small.items()) + sum(map(len, self.messages))
+                + sum(map(len, self.calls)) + len(self.messages) + len(self.calls))
+
 
 def body(uid: str, version: str, fields: Fields, base: Fields | None) -> tuple[bytes, str]:
     """(body, content type) of the write of `fields` over `base`, the last write at `version` (None: unknown)."""

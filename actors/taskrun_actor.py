@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from kubechain.api.runspec import KubeCredentials, RunSpec
-from kubechain.api.v1alpha1 import Phase
+from kubechain.api.v1alpha1 import Phase, Reason
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class TaskRunActor:
 
     async def _main(self) -> str:
         assert self.spec is not None
-        from .checkpoint import CheckpointCorrupt, KubeCheckpointStore, KubeREST, RunGone
+        from .checkpoint import CheckpointCorrupt, KubeCheckpointStore, KubeREST, RunGone, StorageQuotaExceeded
         from .llm import OpenAIChatClient
         from kubechain.runtime import tracing
         from kubechain.runtime.logs import configure_actor_logging
@@ -101,7 +101,9 @@ class TaskRunActor:
         store = None
         self._rest = KubeREST.for_run(self.spec.kube)
         try:
-            store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch, rest=self._rest)
+            caps = self.spec.caps
+            store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch, rest=self._rest,
+                                        allowance=(caps.stored_bytes, caps.stored_source))
             status = await store.load()
             if self.spec.fork is not None and not status.context_window and status.phase is Phase.RUNNING:
                 from . import fork  # a fork's first actor (or one after a crash mid-copy) copies its source first
@@ -130,6 +132,9 @@ class TaskRunActor:
         except CheckpointCorrupt as exc:  # restoring again would find the same: fail the run, naming the chunk
             assert store is not None
             return await _corrupt(self, store, exc)
+        except StorageQuotaExceeded as exc:  # the step is not written: the run ends over its last checkpoint
+            assert store is not None
+            return await _corrupt(self, store, exc, Reason.STORAGE_QUOTA_EXCEEDED)
         except Exception as exc:  # a bug or a broken store: fail the run if the store still takes writes
             log.exception("%r failed", self)
             if store is None:
@@ -144,17 +149,17 @@ class TaskRunActor:
             self._rest = None
 
 
-async def _corrupt(actor: TaskRunActor, store, exc: Exception) -> str:
-    from kubechain.api.v1alpha1 import Reason
-
+async def _corrupt(actor: TaskRunActor, store, exc: Exception, reason: str = Reason.CHECKPOINT_CORRUPT) -> str:
+    """Fail the run with `reason` without rewriting its conversation (the checkpoint cannot be read back, or the
+    next one may not be written)."""
     from .checkpoint import RunGone
 
     log.error("%r: %s", actor, exc)
     try:
-        await store.fail(Reason.CHECKPOINT_CORRUPT, str(exc))
+        await store.fail(reason, str(exc))
     except RunGone:  # the run was deleted (its chunks with it), or a newer actor owns it
         return "Gone"
-    await store.event(Reason.CHECKPOINT_CORRUPT, f"{Phase.FAILED.value}: {exc}", warning=True)
+    await store.event(reason, f"{Phase.FAILED.value}: {exc}", warning=True)
     return Phase.FAILED.value
 
 
@@ -163,7 +168,6 @@ async def _fail(store, exc: Exception) -> str:
     written, let Ray report the actor failed so the operator restores a fresh one from the last checkpoint."""
     from datetime import datetime, timezone
 
-    from kubechain.api.v1alpha1 import Reason
     from kubechain.core.lifecycle import enter
 
     error = f"internal error: {type(exc).__name__}: {exc}"[:2000]

@@ -66,7 +66,9 @@ def wait_phases(api, predicate, timeout: float, namespace: str = NS) -> dict[str
 
 
 def main() -> int:
-    limits = {"KUBECHAIN_MAX_RUNNING": str(max(BURST, 100)), "KUBECHAIN_MAX_RUNNING_PER_NAMESPACE": str(max(BURST, 50))}
+    # The storage cap (1 GiB / 16 MiB per run) would hold a burst at 64: these runs are small.
+    limits = {"KUBECHAIN_MAX_RUNNING": str(max(BURST, 100)), "KUBECHAIN_MAX_RUNNING_PER_NAMESPACE": str(max(BURST, 50)),
+              "KUBECHAIN_MAX_RUN_STORED_BYTES": str(2 ** 30 // max(BURST, 50))}
     with stack("load", operator_env=limits) as (env, api):
         noop_agent(api, "hold", env.llm.base_url, "bench-hold")
         noop_agent(api, "steps", env.llm.base_url, "bench-steps")

@@ -113,7 +113,8 @@ def sample(env: LocalEnvironment, api: client.CustomObjectsApi, t: float) -> dic
 
 def main() -> int:
     limits = {"KUBECHAIN_STANDBY_ACTORS": str(POOL), "KUBECHAIN_MAX_RUNNING": str(max(RUNS, 100)),
-              "KUBECHAIN_MAX_RUNNING_PER_NAMESPACE": str(max(RUNS, 50))}  # all RUNS Running at once
+              "KUBECHAIN_MAX_RUNNING_PER_NAMESPACE": str(max(RUNS, 50)),  # all RUNS Running at once
+              "KUBECHAIN_MAX_RUN_STORED_BYTES": str(2 ** 30 // max(RUNS, 50))}  # the storage cap too
     with stack("outage", operator_env=limits) as (env, api):
         noop_agent(api, "a", env.llm.base_url, MODEL, retry={"maxBackoffSeconds": MAX_BACKOFF})
         env.llm.set_script(MODEL, [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": LATENCY}

@@ -130,6 +130,10 @@ class RunCaps(Model):
     journal_bytes: int = Field(default=64 * 1024 * 1024, description="Bytes the run's journal keeps "
                                "(KUBECHAIN_MAX_JOURNAL_BYTES).")
     ray: RayToolLimits = Field(default_factory=RayToolLimits, description="What ray tools may reserve.")
+    stored_bytes: int = Field(default=0, description="Bytes the run may keep in the apiserver, status and sealed "
+                              "chunks (its share of the namespace's storage cap; 0: no limit): a checkpoint past it "
+                              "is not written and the run fails with reason StorageQuotaExceeded.")
+    stored_source: str = Field(default="", description="What sets stored_bytes, for the run's error message.")
 
 
 class KubeCredentials(Model):

@@ -36,6 +36,8 @@ def transcript(args: argparse.Namespace) -> int:
     from kubechain.clients import transcript as t
 
     status, messages, _ = t.load(args.namespace, args.taskrun)
+    if args.json and (note := t.dropped(status)):
+        print(note, file=sys.stderr)  # the JSON stays the list of messages that are there
     print(t.as_json(messages) if args.json else t.render(status, messages))
     return 0
 

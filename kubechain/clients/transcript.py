@@ -5,6 +5,7 @@ import json
 import textwrap
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from kubechain.api.context import COMPACTION_MARKER, DATA_KEY, decode, described, part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION, Message, TaskRunStatus, ToolCallRecord
@@ -21,13 +22,30 @@ def load(namespace: str, name: str, api_client: client.ApiClient | None = None
 
 def complete(obj: dict, api_client: client.ApiClient | None = None
              ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
-    """A TaskRun object's status, with its sealed chunks read back in front of the tail."""
+    """A TaskRun object's status, with its sealed chunks read back in front of the tail. A chunk gone while it
+    is read is retention dropping them (the status says so first): the run is read again and shown without."""
+    try:
+        return _with_chunks(obj, api_client)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        again = client.CustomObjectsApi(api_client).get_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                 "taskruns", name)
+        if not ((again.get("status") or {}).get("sealedContext") or {}).get("droppedAt"):
+            raise
+        return _with_chunks(again, api_client)
+
+
+def _with_chunks(obj: dict, api_client: client.ApiClient | None
+                 ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     status = TaskRunStatus.model_validate(obj.get("status") or {})
     core = client.CoreV1Api(api_client)
     messages: list[Message] = []
     calls: list[ToolCallRecord] = []
-    for index in range(status.sealed_context.chunks):
+    chunks = 0 if status.sealed_context.dropped_at else status.sealed_context.chunks  # dropped: only the tail is left
+    for index in range(chunks):
         part0 = core.read_namespaced_config_map(part_name(name, index, 0), namespace)
         chunk = described({"metadata": {"annotations": part0.metadata.annotations}})
         parts = [part0.data[DATA_KEY]] + [core.read_namespaced_config_map(part_name(name, index, i), namespace)
@@ -48,8 +66,18 @@ def render_message(message: Message, width: int = 100) -> str:
             if len(text) > width * 4 else f"[{message.role}] {text}")
 
 
+def dropped(status: TaskRunStatus) -> str | None:
+    """What retention dropped of the conversation (contextRetentionSeconds), or None."""
+    sealed = status.sealed_context
+    if not sealed.dropped_at:
+        return None
+    return (f"{sealed.messages} earlier messages and {sealed.tool_calls} tool calls ({sealed.chunks} sealed chunks, "
+            f"{sealed.bytes} bytes) were dropped at {sealed.dropped_at} (contextRetentionSeconds); the tail follows")
+
+
 def render(status: TaskRunStatus, messages: list[Message], width: int = 100) -> str:
-    lines = [render_message(m, width) for m in messages]
+    lines = [f"── {note} ──" for note in [dropped(status)] if note]
+    lines += [render_message(m, width) for m in messages]
     lines.append(f"-- {status.phase.value}, {status.step} steps, {status.usage.total_tokens} tokens, "
                  f"{len(messages)} messages ({status.sealed_context.chunks} sealed chunks)")
     return "\n".join(lines)

@@ -61,6 +61,12 @@ class DeleteRun:
 
 
 @dataclass(frozen=True)
+class DropContext:
+    """Delete the ConfigMaps of the ended run's `chunks` sealed chunks (contextRetentionSeconds passed)."""
+    chunks: int
+
+
+@dataclass(frozen=True)
 class Wake:
     """Touch a TaskRun (this one if `name` is empty) so its event handler decides now."""
     name: str
@@ -146,6 +152,6 @@ class Exit:
     """A daemon's work on this run is done."""
 
 
-Effect = (PostEvent | CreateChild | CreateJob | DeleteJob | CancelChild | LabelRun | DeleteRun | Wake | WakeAdmitted | ShowOnTask
-          | Remember | CountTransition | CountRecovery | PrepareActor | CreateActor | JoinActor | KillActor
-          | DisconnectRay | Sleep | Exit)
+Effect = (PostEvent | CreateChild | CreateJob | DeleteJob | CancelChild | LabelRun | DeleteRun | DropContext | Wake
+          | WakeAdmitted | ShowOnTask | Remember | CountTransition | CountRecovery | PrepareActor | CreateActor | JoinActor
+          | KillActor | DisconnectRay | Sleep | Exit)

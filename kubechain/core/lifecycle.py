@@ -87,15 +87,29 @@ def stop_for(limits: RunLimits, cancel: bool, status: TaskRunStatus, now: dateti
 
 def next_deadline(limits: RunLimits, status: TaskRunStatus, created: datetime | None = None) -> datetime | None:
     """The next moment something is due without any event: the run's timeout (from its creation while it never
-    started), an approval's expiry, or (for an ended run) its deletion after ttlSecondsAfterFinished."""
+    started), an approval's expiry, or (for an ended run) its chunks' drop or its deletion."""
     if status.phase.terminal:
-        end = finished_at(status)
-        return end + timedelta(seconds=limits.ttl_seconds_after_finished) \
-            if end and limits.ttl_seconds_after_finished is not None else None
+        return min((t for t in (context_drop_at(limits, status), deletion_at(limits, status)) if t), default=None)
     moments = [parse_rfc3339(r.expires_at) for r in status.tool_call_history if r.state is CallState.WAITING and r.expires_at]
     if limits.timeout_seconds and (start := started_at(status) or created):
         moments.append(start + timedelta(seconds=limits.timeout_seconds))
     return min(moments, default=None)
+
+
+def deletion_at(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
+    """When an ended run is deleted: ttlSecondsAfterFinished after it ended (0 or none: never). The operator's
+    default is filled in before (kubechain/core/limits.py with_retention)."""
+    end = finished_at(status) if status.phase.terminal else None
+    ttl = limits.ttl_seconds_after_finished
+    return end + timedelta(seconds=ttl) if end and ttl else None
+
+
+def context_drop_at(limits: RunLimits, status: TaskRunStatus) -> datetime | None:
+    """When an ended run's sealed chunks are deleted (contextRetentionSeconds after it ended; 0 or none: never),
+    if it has chunks not dropped yet."""
+    end = finished_at(status) if status.phase.terminal else None
+    keep, sealed = limits.context_retention_seconds, status.sealed_context
+    return end + timedelta(seconds=keep) if end and keep and sealed.chunks and not sealed.dropped_at else None
 
 
 def llm_retry_at(status: TaskRunStatus) -> datetime | None:

@@ -5,6 +5,7 @@ its namespace's maximum priority."""
 from __future__ import annotations
 
 from kubechain.api.runspec import RayToolLimits
+from kubechain.api.v1alpha1 import TaskRunSpec
 from kubechain.api.v1alpha1.tool import RayExecution, ToolSpec
 from kubechain.core.naming import ANNOTATION_MAX_PRIORITY
 
@@ -51,3 +52,12 @@ def priority_problem(priority: int, namespace: str, maximum: int, annotated: boo
              else "KUBECHAIN_MAX_PRIORITY")
     return (f"spec.priority {priority} is over the highest priority namespace {namespace!r} may use, {maximum} "
             f"({where}; a cluster admin may raise it with the Namespace annotation {ANNOTATION_MAX_PRIORITY})")
+
+
+def with_retention(spec: TaskRunSpec, ttl_seconds: int, context_seconds: int) -> TaskRunSpec:
+    """The run's spec with the operator's retention defaults (KUBECHAIN_TTL_SECONDS_AFTER_FINISHED,
+    KUBECHAIN_CONTEXT_RETENTION_SECONDS) where it sets none; 0 in either means keep."""
+    update = {name: default for name, default in (("ttl_seconds_after_finished", ttl_seconds),
+                                                  ("context_retention_seconds", context_seconds))
+              if getattr(spec, name) is None}
+    return spec.model_copy(update=update) if update else spec

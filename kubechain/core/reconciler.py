@@ -24,14 +24,14 @@ from datetime import datetime
 from typing import assert_never
 
 from kubechain.api.v1alpha1 import ActorRef, CallState, Crashes, ForkedFrom, Phase, Reason, TaskRunSpec, TaskRunStatus, WaitingFor
-from kubechain.api.v1alpha1.common import parse_rfc3339
+from kubechain.api.v1alpha1.common import parse_rfc3339, rfc3339
 
 from . import effects as do
 from .blocking import blocked, failed, refused_delegations, unblocked
 from .builders import child_budget, child_taskrun, tool_job
 from .fork import label_value, source_problem
-from .lifecycle import (Gathered, JobOutcome, Stop, enter, gather_inputs, llm_retry_at, next_deadline,
-                        stop_for)
+from .lifecycle import (Gathered, JobOutcome, Stop, context_drop_at, deletion_at, enter, gather_inputs, llm_retry_at,
+                        next_deadline, stop_for)
 from .naming import LABEL_AGENT, LABEL_FORKED_FROM, actor_name
 from .run_conditions import llm_available, ray_available, responses_valid, succeeded
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
@@ -39,6 +39,7 @@ from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorF
                           Trigger)
 
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
+ENDED_CLOCK_SECONDS = 300.0  # ... at an ended run (every one has a clock for its TTL: a changed TTL shows this late)
 RETURNED_SECONDS = 0.2     # an actor returned but the run is still Running (e.g. a fenced actor): look again soon
 MAX_BACKOFF_SECONDS = 5.0  # attempts are cheap (Ray is probed with a TCP connect first): come back soon
 RETRY_TURN_SECONDS = 0.5  # a run waiting for a turn to start its LLM attempt looks again (a turn lasts ~a start)
@@ -310,11 +311,21 @@ def _waiting(seen: Observed, now: datetime) -> Decision:
 
 
 def _ended(seen: Observed, now: datetime) -> Decision:
-    """completed|failed: a child run wakes its parent (which may resume now); the clock deletes the run
+    """completed|failed: a child run wakes its parent (which may resume now); the clock drops the run's sealed
+    chunks contextRetentionSeconds after it ended (the status says so first: readers stop looking for them; a
+    guarded write, so a clock that sees the run before its own write does not drop twice), and deletes the run
     ttlSecondsAfterFinished after it ended."""
     status = seen.status
     if seen.trigger is Trigger.CLOCK:
-        due = next_deadline(seen.parsed, status, seen.created)
+        if (drop := context_drop_at(seen.parsed, status)) is not None and now >= drop:
+            sealed = status.sealed_context
+            dropped = status.model_copy(update={"sealed_context": sealed.model_copy(update={"dropped_at": rfc3339(now)})})
+            message = (f"dropped {sealed.messages} messages and {sealed.tool_calls} tool calls sealed in "
+                       f"{sealed.chunks} chunks ({sealed.bytes} bytes): contextRetentionSeconds "
+                       f"{seen.parsed.context_retention_seconds} passed since the run ended")
+            return Decision(dropped, (do.DropContext(sealed.chunks), do.PostEvent("Normal", Reason.CONTEXT_DROPPED,
+                                                                                  message)), guarded=True)
+        due = deletion_at(seen.parsed, status)
         return Decision(status, (do.DeleteRun(), do.Exit()) if due is not None and now >= due else ())
     if seen.trigger is Trigger.EVENT and seen.parsed.parent is not None:
         return Decision(status, (do.Wake(seen.parsed.parent.name, f"child {seen.ref.name} {status.phase.value}"),))
@@ -359,7 +370,8 @@ def _next_tick(seen: Observed, decision: Decision, now: datetime) -> Decision:
     due = next_deadline(seen.parsed, seen.status, seen.created)
     if due is None and seen.status.phase.terminal:
         return replace(decision, effects=(*decision.effects, do.Exit()))
-    pause = CLOCK_SECONDS if due is None else min(CLOCK_SECONDS, max(0.05, (due - now).total_seconds()))
+    longest = ENDED_CLOCK_SECONDS if seen.status.phase.terminal else CLOCK_SECONDS
+    pause = longest if due is None else min(longest, max(0.05, (due - now).total_seconds()))
     if any(isinstance(e, do.Wake) for e in decision.effects):
         pause = CLOCK_SECONDS  # the event handler decides now; waking it again at once would change nothing
     return replace(decision, effects=(*decision.effects, do.Sleep(pause)))

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from kubechain.api.context import part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION
+
+
+DELETES_AT_ONCE = 8  # chunks deleted concurrently (threads of the client's pool)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,29 @@ class Kube:
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
+
+    async def delete_chunks(self, namespace: str, taskrun: str, chunks: int) -> None:
+        """Delete the ConfigMaps of a run's sealed chunks, by name (`<run>-ctx-<i>-<part>`: the operator may not
+        read ConfigMaps, so a chunk's parts are deleted from 1 on until one is not there, then part 0: a retry
+        after a partial deletion finds every part it left)."""
+        async def chunk(index: int) -> None:
+            for part in itertools.count(1):
+                if not await self._delete_config_map(namespace, part_name(taskrun, index, part)):
+                    break
+            await self._delete_config_map(namespace, part_name(taskrun, index, 0))
+
+        for first in range(0, chunks, DELETES_AT_ONCE):
+            await asyncio.gather(*(chunk(i) for i in range(first, min(first + DELETES_AT_ONCE, chunks))))
+
+    async def _delete_config_map(self, namespace: str, name: str) -> bool:
+        """False if it was not there."""
+        try:
+            await asyncio.to_thread(self.core.delete_namespaced_config_map, name, namespace)
+            return True
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
 
     async def wake(self, plural: str, namespace: str, name: str, reason: str) -> None:
         """Touch an object so its watch handlers run now. Repeating the same reason writes nothing."""

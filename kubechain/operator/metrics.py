@@ -59,6 +59,40 @@ PHASES = TaskRunPhases()
 REGISTRY.register(PHASES)
 
 
+class StoredBytes:
+    """kubechain_stored_bytes{namespace}: bytes the TaskRuns of each namespace keep in the apiserver (statuses and
+    sealed chunks, as kubechain/core/storage.py counts them for the namespace's storage cap), computed at scrape."""
+
+    def __init__(self) -> None:
+        self._bytes: dict[str, tuple[str, int]] = {}  # uid -> (namespace, bytes)
+        self._lock = threading.Lock()
+
+    def observe(self, uid: str, namespace: str, size: int | None) -> None:
+        with self._lock:
+            if size is None:
+                self._bytes.pop(uid, None)
+            else:
+                self._bytes[uid] = (namespace, size)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("kubechain_stored_bytes", "Bytes of TaskRun status and sealed chunks kept in the "
+                                   "apiserver, by namespace.", labels=["namespace"])
+        with self._lock:
+            totals: dict[str, int] = {}
+            for namespace, size in self._bytes.values():
+                totals[namespace] = totals.get(namespace, 0) + size
+        for namespace, total in sorted(totals.items()):
+            family.add_metric([namespace], total)
+        yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
+STORED = StoredBytes()
+REGISTRY.register(STORED)
+
+
 def serve(port: int, address: str = "0.0.0.0") -> None:
     """Serve /metrics in a background thread (0: don't)."""
     if port:

@@ -118,6 +118,32 @@ def ray_tool_limits(limits: LimitSettings) -> RayToolLimits:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """What kubechain keeps in the apiserver (so in etcd: its backend quota is 2 GiB by default, and a full etcd
+    stops every write in the cluster), and for how long. A TaskRun's status holds a bounded tail of its conversation;
+    older messages and tool calls are sealed into ConfigMaps owned by the run (docs: README, Storage)."""
+    ttl_seconds_after_finished: int = field(default_factory=lambda: int(_env("KUBECHAIN_TTL_SECONDS_AFTER_FINISHED",
+                                                                             str(7 * 24 * 3600))))
+    """A run that does not set ttlSecondsAfterFinished (nor its Task) is deleted this long after it ended, with
+    its chunks. 0: kept until someone deletes it. Default 7 days."""
+    context_retention_seconds: int = field(default_factory=lambda: int(_env("KUBECHAIN_CONTEXT_RETENTION_SECONDS",
+                                                                            "0")))
+    """A run that does not set contextRetentionSeconds keeps its sealed chunks this long after it ended; then the
+    operator deletes them and keeps the TaskRun (output, usage, the tail): its transcript says what was dropped
+    and when. 0 (default): the chunks live as long as the run."""
+    namespace_bytes: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_NAMESPACE_STORED_BYTES",
+                                                                  str(1024 ** 3))))
+    """Bytes the TaskRuns of one namespace may keep in the apiserver (statuses and sealed chunks, finished runs
+    too), unless the Namespace's annotation kubechain.dev/max-stored-bytes (a cluster admin's) says otherwise;
+    0: no cap. Runs that would not fit wait in the queue; a run at its allowance fails StorageQuotaExceeded
+    (kubechain/core/storage.py says how the cap holds). Keep the sum over namespaces under etcd's quota (2 GiB by
+    default). Default 1 GiB."""
+    run_bytes: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUN_STORED_BYTES", str(16 * 1024 ** 2))))
+    """Bytes one run may keep in the apiserver (at most its namespace's cap): its allowance, reserved from the cap
+    while it runs, so cap / this is how many runs of a namespace may run at once. 0: the whole cap. Default 16 MiB."""
+
+
+@dataclass(frozen=True)
 class ToolSettings:
     local_timeout_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LOCAL_TOOL_TIMEOUT_SECONDS", "10")))
     """Time limit of the work a tool call does inside the actor: checking its arguments against the tool's schema,
@@ -191,6 +217,7 @@ class Settings:
     ray: RaySettings = field(default_factory=RaySettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     tools: ToolSettings = field(default_factory=ToolSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     code_tools: CodeToolSettings = field(default_factory=CodeToolSettings)

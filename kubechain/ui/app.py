@@ -244,7 +244,7 @@ async def taskrun(request: web.Request) -> web.Response:
                                                                             name)
             try:
                 status, messages, calls = transcript.complete(obj, api)
-                return obj, messages, calls, None
+                return obj, messages, calls, transcript.dropped(status)
             except ApiException as exc:  # e.g. the caller may not read the ConfigMaps the sealed chunks are in
                 status = TaskRunStatus.model_validate(obj.get("status") or {})
                 return obj, status.context_window, status.tool_call_history, f"sealed messages not shown: {exc.reason}"

@@ -163,12 +163,13 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
     for verb, what in (("get", "secrets"), ("watch", "secrets"), ("create", "taskruns.kubechain.dev"),
                        ("watch", "agents.kubechain.dev"), ("patch", "customresourcedefinitions/llms.kubechain.dev"),
                        ("create", "subjectaccessreviews.authorization.k8s.io"), ("create", "jobs.batch"),
-                       ("list", "pods")):
+                       ("list", "pods"), ("delete", "configmaps")):  # an ended run's chunks (retention)
         assert can(stack, "kubechain-operator", verb, what, *ns), f"the operator may not {verb} {what}"
     assert can(stack, "kubechain-operator", "get", "pods", "--subresource=log", *ns)  # a container tool's result
     for verb, what in (("patch", "secrets"), ("delete", "secrets"), ("create", "secrets"),
                        ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods"),
                        ("delete", "pods"), ("update", "llms.kubechain.dev"), ("create", "configmaps"),
+                       ("get", "configmaps"), ("list", "configmaps"),
                        ("patch", "namespaces"), ("patch", "validatingwebhookconfigurations/other"),
                        ("bind", "clusterroles.rbac.authorization.k8s.io/admin"),
                        ("create", "roles.rbac.authorization.k8s.io")):

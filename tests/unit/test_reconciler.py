@@ -8,7 +8,8 @@ import pytest
 
 from kubechain.api.runspec import CallInput, RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import (ActorRef, CallState, Condition, Crashes, HumanResponse, LLMRetry, LLMSpec, Phase, TaskRunSpec,
-                                    TaskRunStatus, ToolCallRecord, WaitingFor)
+                                    SealedContext, TaskRunStatus, ToolCallRecord, WaitingFor)
+from kubechain.api.v1alpha1.common import rfc3339
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core import effects as do
 from kubechain.core.lifecycle import ChildOutcome, JobOutcome, enter
@@ -406,12 +407,41 @@ def test_a_child_that_ended_wakes_its_parent():
 
 @pytest.mark.parametrize("ttl, at, effects", [
     pytest.param(None, NOW, (do.Exit(),), id="completed: no TTL, the clock stops"),
-    pytest.param(30, NOW, (do.Sleep(5.0),), id="completed: TTL not due"),
+    pytest.param(30, NOW, (do.Sleep(25.0),), id="completed: TTL not due (the clock sleeps until it is)"),
+    pytest.param(3600, NOW, (do.Sleep(300.0),), id="completed: TTL far off (the clock looks every 5 min)"),
+    pytest.param(0, NOW, (do.Exit(),), id="completed: TTL 0 keeps the run, the clock stops"),
     pytest.param(3, NOW, (do.DeleteRun(), do.Exit()), id="completed->deleted: TTL passed"),
 ])
 def test_ttl(ttl, at, effects):
     spec = SPEC.model_copy(update={"ttl_seconds_after_finished": ttl})
     assert reconcile(seen(ended(Phase.COMPLETED), Trigger.CLOCK, spec), at).effects == effects
+
+
+SEALED = SealedContext(chunks=3, messages=40, tool_calls=20, bytes=90_000, sha256="abc")
+
+
+@pytest.mark.parametrize("keep, sealed, ttl, effects", [
+    pytest.param(None, SEALED, None, (do.Exit(),), id="completed: no retention, the clock stops"),
+    pytest.param(30, SEALED, None, (do.Sleep(25.0),), id="completed: retention not due"),
+    pytest.param(3, SealedContext(), None, (do.Exit(),), id="completed: retention passed, nothing sealed"),
+    pytest.param(3, SEALED.model_copy(update={"dropped_at": "2026-01-01T00:00:00Z"}), 60, (do.Sleep(55.0),),
+                 id="completed: chunks dropped already, the TTL next"),
+])
+def test_context_retention_waits(keep, sealed, ttl, effects):
+    spec = SPEC.model_copy(update={"context_retention_seconds": keep, "ttl_seconds_after_finished": ttl})
+    decision = reconcile(seen(ended(Phase.COMPLETED, sealed_context=sealed), Trigger.CLOCK, spec), NOW)
+    assert decision.effects == effects and decision.status.sealed_context == sealed
+
+
+def test_context_retention_drops_the_chunks_once_the_status_says_so():
+    spec = SPEC.model_copy(update={"context_retention_seconds": 3, "ttl_seconds_after_finished": 60})
+    decision = reconcile(seen(ended(Phase.COMPLETED, sealed_context=SEALED), Trigger.CLOCK, spec), NOW)
+    assert decision.guarded  # a clock round that sees the run before this write loses the race: never twice
+    assert decision.status.sealed_context == SEALED.model_copy(update={"dropped_at": rfc3339(NOW)})
+    drop, event, sleep = decision.effects
+    assert drop == do.DropContext(3) and isinstance(sleep, do.Sleep)
+    assert event.reason == "ContextDropped" and "40 messages and 20 tool calls" in event.message \
+        and "contextRetentionSeconds 3" in event.message
 
 
 # --- the books every event keeps -------------------------------------------------------------------------------

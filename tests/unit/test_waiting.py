@@ -10,7 +10,8 @@ from kubechain.api.v1alpha1 import (CallState, HumanResponse, Phase, RunLimits, 
                                     WaitingFor)
 from kubechain.core.naming import child_taskrun_name
 from kubechain.api.runspec import TaskRunRef
-from kubechain.api.v1alpha1 import TaskRunSpec
+from kubechain.api.v1alpha1 import SealedContext, TaskRunSpec
+from kubechain.core.limits import with_retention
 from kubechain.core.lifecycle import ChildOutcome, enter, gather_inputs, next_deadline, response_problems, stop_for
 from kubechain.core.observation import Observed, Trigger
 from kubechain.core.reconciler import reconcile
@@ -154,3 +155,15 @@ def test_stops_and_deadlines():
     assert stop_for(RunLimits(), True, done, NOW) is None and next_deadline(RunLimits(), done) is None
     end = datetime.fromisoformat(done.phase_history[-1].time.replace("Z", "+00:00"))
     assert next_deadline(RunLimits(ttl_seconds_after_finished=30), done) == end + timedelta(seconds=30)
+    assert next_deadline(RunLimits(ttl_seconds_after_finished=0), done) is None  # 0: kept
+    sealed = done.model_copy(update={"sealed_context": SealedContext(chunks=2, messages=9, bytes=9000)})
+    both = RunLimits(ttl_seconds_after_finished=30, context_retention_seconds=10)
+    assert next_deadline(both, sealed) == end + timedelta(seconds=10)  # the chunks go first, then the run
+    assert next_deadline(both, done) == end + timedelta(seconds=30)  # nothing sealed: nothing to drop
+
+
+def test_the_operators_retention_defaults_fill_only_what_a_run_leaves_unset():
+    spec = TaskRunSpec.model_validate({"taskRef": {"name": "t"}, "ttlSecondsAfterFinished": 0})
+    filled = with_retention(spec, 604800, 3600)
+    assert (filled.ttl_seconds_after_finished, filled.context_retention_seconds) == (0, 3600)
+    assert with_retention(filled, 1, 1) is filled

@@ -39,6 +39,8 @@ class Reason(StrEnum):
     BUDGET_EXCEEDED = "BudgetExceeded"  # -> Failed: the tree's spec.budget is spent (checked before each request)
     INTERNAL_ERROR = "InternalError"       # -> Failed: a bug or a broken store in the actor
     CHECKPOINT_CORRUPT = "CheckpointCorrupt"  # -> Failed: a sealed chunk is missing or does not match its checksum
+    STORAGE_QUOTA_EXCEEDED = "StorageQuotaExceeded"  # -> Failed: the next checkpoint would take the run past its
+                                           #    share of its namespace's storage cap in the apiserver
     # Running -> Failed (operator)
     CRASH_LOOP = "CrashLoop"               # spec.crashLoopLimit actors were lost at one step
     # PausedForUserInput / Delegating -> Running (operator)
@@ -68,6 +70,7 @@ class Reason(StrEnum):
     ACTOR_WEDGED = "ActorWedged"           # the actor stopped answering liveness pings (its event loop is blocked)
     FORKED = "Forked"                      # a fork pinned its source (operator), then copied its checkpoint (actor)
     CONTEXT_COMPACTED = "ContextCompacted"  # what the model sees was compacted to fit its context window
+    CONTEXT_DROPPED = "ContextDropped"     # an ended run's sealed chunks were deleted (contextRetentionSeconds)
     RAY_UNAVAILABLE = "RayUnavailable"     # Ray cannot be reached: the run stays Running and waits for it
     TOOL_JOB_CREATED = "ToolJobCreated"    # a container call's Job was created
     RESPONSE_REFUSED = "ResponseRefused"   # a reply in spec.responses was refused (condition ResponsesValid)

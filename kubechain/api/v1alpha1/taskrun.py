@@ -167,6 +167,9 @@ class SealedContext(Model):
     sha256: str = Field(default="", description="SHA-256 chained over the chunks in order (of the previous value "
                         "and each chunk's own sha256), checked when they are read back: a chunk rewritten after it "
                         "was sealed, or one missing, fails the run with reason CheckpointCorrupt.")
+    dropped_at: str | None = Field(default=None, description="When the operator deleted the chunks of the ended "
+                                   "run (contextRetentionSeconds passed; RFC 3339). The counts above say what was "
+                                   "dropped; the tail in the status stays.")
 
 
 class ContextChunk(Model):
@@ -191,7 +194,14 @@ class RunLimits(Model):
                                         "(pauses included; operator restarts do not reset it); then the run fails "
                                         "with reason Timeout. Default: none.")
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete the TaskRun this many "
-                                                   "seconds after it Completed or Failed. Default: keep it.")
+                                                   "seconds after it Completed or Failed; 0: keep it. Default: the "
+                                                   "operator's KUBECHAIN_TTL_SECONDS_AFTER_FINISHED (7 days).")
+    context_retention_seconds: int | None = Field(default=None, ge=0, description="Delete the run's sealed context "
+                                                  "chunks this many seconds after it Completed or Failed, keeping "
+                                                  "the TaskRun (output, usage, the tail of the conversation); the "
+                                                  "transcript then says what was dropped and when. 0: keep them as "
+                                                  "long as the run. Default: the operator's "
+                                                  "KUBECHAIN_CONTEXT_RETENTION_SECONDS (0).")
     priority: int = Field(default=0, description="When runs queue for a slot (see the operator's limits), higher "
                                                  "priority runs go first. Child runs inherit their parent's.")
     max_parallel_tool_calls: int = Field(default=4, ge=1, le=64, description="Tool calls the LLM asks for in one "

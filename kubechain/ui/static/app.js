@@ -260,7 +260,9 @@ function summaryView(run) {
                              run.links.trace ? el("a", {href: run.links.trace, id: "trace-link", rel: "noopener"}, "open trace") : ""] : null],
     ["Actor", run.actor ? [el("code", {}, run.actor.name), ` (restarts: ${run.actor.restarts}) `,
                            run.links.ray ? el("a", {href: run.links.ray, id: "ray-link", rel: "noopener"}, "Ray dashboard") : ""] : null],
-    ["Sealed", run.sealed.chunks ? `${run.sealed.messages} earlier messages in ${run.sealed.chunks} chunks (shown below)` : null],
+    ["Sealed", !run.sealed.chunks ? null : run.sealed.droppedAt
+      ? `${run.sealed.messages} earlier messages in ${run.sealed.chunks} chunks, dropped at ${run.sealed.droppedAt} (retention)`
+      : `${run.sealed.messages} earlier messages in ${run.sealed.chunks} chunks (shown below)`],
   ].filter(([, value]) => value !== null && value !== undefined && value !== "");
   return [
     el("h1", {}, run.name, " ", phaseBadge(run.phase)),

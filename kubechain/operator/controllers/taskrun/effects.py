@@ -27,13 +27,13 @@ from kubechain.core.resolve import agent_readiness, parse, run_spec
 
 from ... import codetools
 from ...credentials import keep_renewed
-from ...metrics import PHASES, RECOVERIES, TRANSITIONS
+from ...metrics import PHASES, RECOVERIES, STORED, TRANSITIONS
 from ...raygateway import STANDBY_PREFIX, ActorDied, ActorUnresponsive, RayUnavailable
 from ...settings import LimitSettings, ray_tool_limits
 from ...state import OperatorState
 from ..catalog import IndexCatalog
 from .observe import agent_and_input
-from .queue import wake_admitted
+from .queue import storage_caps, wake_admitted
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,10 @@ class Applier:
                 await state.kube.patch("taskruns", ref.namespace, ref.name, {"metadata": {"labels": dict(labels)}})
             case do.DeleteRun():
                 await state.kube.delete("taskruns", ref.namespace, ref.name, ref.uid)
+            case do.DropContext(chunks=chunks):
+                # In the background: the status write before it ends the run's clock, and kopf cancels the daemon.
+                # A deletion cut short (the operator stopped) leaves chunks that go with the run (owner references).
+                state.in_background(state.kube.delete_chunks(ref.namespace, ref.name, chunks))
             case do.Wake(name=name, reason=reason):
                 await state.kube.wake("taskruns", ref.namespace, name or ref.name, reason=reason)
             case do.WakeAdmitted():
@@ -124,6 +128,7 @@ class Applier:
             case do.Remember(history=history, phase=phase):
                 PHASES.observe(ref.uid, ref.namespace, phase)
                 if phase is None:
+                    STORED.observe(ref.uid, ref.namespace, None)
                     state.phases.pop(ref.uid, None)
                     state.forget(ref.uid)
                 else:
@@ -190,7 +195,7 @@ class Applier:
         llm = catalog.get("LLM", ref.namespace, agent_spec.llm_ref.name) or {"spec": {}}
         secrets: dict[tuple[str, str], str] = {}
         wanted = {(r["name"], r["key"]): "the LLM's API key" for r in [llm["spec"].get("apiKeySecretRef")] if r}
-        run = _run_spec(seen, spec, agent_name, user_input, catalog, epoch, inputs, self.state)
+        run = _run_spec(seen, spec, agent_name, user_input, catalog, epoch, inputs, self.state, self.indexes)
         for tool in run.tools:
             for pair in tool.secret_refs():
                 wanted.setdefault(pair, f"tool {tool.name!r}")
@@ -253,12 +258,13 @@ class Applier:
 
 
 def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, catalog: IndexCatalog, epoch: int,
-              inputs: dict[str, Any], state: OperatorState) -> RunSpec:
+              inputs: dict[str, Any], state: OperatorState, indexes: dict[str, Any]) -> RunSpec:
     run = run_spec(seen.ref, agent, user_input, catalog, None, epoch, traceparent=seen.status.traceparent,
                    max_turns=spec.max_turns, max_parallel_tool_calls=spec.max_parallel_tool_calls,
                    lineage=spec.parent.agents if spec.parent else [], inputs=inputs,
                    max_delegation_depth=state.settings.reconcile.max_delegation_depth,
-                   json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits),
+                   json_logs=state.settings.json_logs, caps=run_caps(state.settings.limits,
+                                                                    storage_caps(state, indexes, seen.ref.namespace)),
                    local_tool_timeout_seconds=state.settings.tools.local_timeout_seconds)
     run.budget = spec.budget
     if spec.fork_of is not None and seen.status.forked_from is not None:  # pinned before the run was admitted
@@ -267,10 +273,11 @@ def _run_spec(seen: Observed, spec: TaskRunSpec, agent: str, user_input: str, ca
     return run
 
 
-def run_caps(limits: LimitSettings) -> RunCaps:
-    """The operator's limits that the actor enforces on each reply."""
+def run_caps(limits: LimitSettings, stored: tuple[int, str] = (0, "")) -> RunCaps:
+    """The operator's limits that the actor enforces on each reply, and the run's storage allowance."""
     return RunCaps(tool_calls_per_reply=limits.tool_calls_per_reply, child_runs_per_turn=limits.child_runs_per_turn,
-                   journal_bytes=limits.journal_bytes, ray=ray_tool_limits(limits))
+                   journal_bytes=limits.journal_bytes, ray=ray_tool_limits(limits), stored_bytes=stored[0],
+                   stored_source=stored[1])
 
 
 async def recycle_when_done(state: OperatorState, actor: str, handle: Any, run: Any) -> None:

@@ -8,6 +8,8 @@ import kopf
 from kubechain.api.v1alpha1 import Phase
 from kubechain.core.lifecycle import WAITING_PHASES
 
+from ...settings import current
+
 
 def is_pending(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase", Phase.PENDING.value) == Phase.PENDING.value
@@ -40,7 +42,13 @@ def is_cancelled(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 def has_clock(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     """Runs that something may be due for without an event: a timeout (a Pending run's too: from its creation),
-    an approval expiry, a TTL."""
+    an approval expiry, a TTL, chunks to drop (the operator's defaults where the run sets none)."""
     if has_ended(status):
-        return spec.get("ttlSecondsAfterFinished") is not None
+        storage = current().storage
+        ttl = spec.get("ttlSecondsAfterFinished")
+        keep = spec.get("contextRetentionSeconds")
+        sealed = status.get("sealedContext") or {}
+        drops = sealed.get("chunks") and not sealed.get("droppedAt")
+        return bool(storage.ttl_seconds_after_finished if ttl is None else ttl) or bool(
+            drops and (storage.context_retention_seconds if keep is None else keep))
     return not is_pending(status) or spec.get("timeoutSeconds") is not None

@@ -14,6 +14,9 @@ from kubechain.core.lifecycle import ChildOutcome
 from kubechain.core.limits import max_priority
 from kubechain.core.naming import ANNOTATION_MAX_PRIORITY, LABEL_AGENT, LABEL_PARENT_UID, LABEL_ROOT_UID
 from kubechain.core.queueing import Queued
+from kubechain.core.storage import ANNOTATION_MAX_STORED_BYTES, Held, stored_bytes
+
+from ...metrics import STORED
 
 from .filters import is_pending, is_running
 
@@ -101,3 +104,23 @@ def run_quotas(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any):
     running = spec.get("maxRunning")
     return {spec.get("namespace", ""): (name, None if running is None else int(running),
                                         status.get("message", "") if status.get("exceeded") else "")}
+
+
+@kopf.index(GROUP, VERSION, "taskruns")
+def stored_taskruns(namespace: str, uid: str, status: kopf.Status, **_: Any):
+    """What each TaskRun that has started keeps in the apiserver, by namespace: what the storage cap counts
+    (kubechain/core/storage.py; a Pending run's status, its queue message, is not counted: its own would leave it
+    no room). Also kubechain_stored_bytes: the metric follows the watch (a deleted run is forgotten by the
+    reconciler's Remember)."""
+    phase = Phase(status.get("phase") or Phase.PENDING.value)
+    if phase is Phase.PENDING:
+        return None
+    held = Held(uid, stored_bytes(dict(status)), not phase.terminal)
+    STORED.observe(uid, namespace, held.bytes)
+    return {namespace: held}
+
+
+@kopf.index("", "v1", "namespaces", annotations={ANNOTATION_MAX_STORED_BYTES: kopf.PRESENT})
+def namespace_storage_caps(name: str, annotations: kopf.Annotations, **_: Any):
+    """Namespaces with their own storage cap (annotation kubechain.dev/max-stored-bytes, a cluster admin's)."""
+    return {name: annotations.get(ANNOTATION_MAX_STORED_BYTES, "")}

@@ -15,6 +15,7 @@ from kubechain.api.v1alpha1 import (CallState, ConditionType, Phase, ReadinessRe
 from kubechain.api.v1alpha1.common import parse_rfc3339
 from kubechain.core.fork import ForkSource, pinned_and_sound
 from kubechain.core.lifecycle import ChildOutcome
+from kubechain.core.limits import with_retention
 from kubechain.core.naming import LABEL_ROOT_UID, LABEL_TASK
 from kubechain.core.observation import ActorFact, Observed, Seen, Target, Trigger
 from kubechain.core.resolve import Catalog, parse
@@ -40,6 +41,9 @@ def observe(trigger: Trigger, body: Mapping[str, Any], state: OperatorState, ind
     ref = ref_of(body)
     status = status or TaskRunStatus.model_validate(body.get("status") or {})
     spec, error = parse(TaskRunSpec, dict(body.get("spec") or {}))
+    if spec is not None:
+        storage = state.settings.storage
+        spec = with_retention(spec, storage.ttl_seconds_after_finished, storage.context_retention_seconds)
     task = (body["metadata"].get("labels") or {}).get(LABEL_TASK)
     catalog = IndexCatalog(indexes)
     seen = state.phases.get(ref.uid)

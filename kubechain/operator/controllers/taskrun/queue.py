@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from kubechain.core.queueing import Limits, Queued, Slot, plan, why_queued
+from kubechain.core.storage import allowance, cap_of, full_message, reserved, room
 
 from kubechain.core.observation import Admitted, InQueue
 
@@ -53,6 +54,8 @@ def admission(state: OperatorState, indexes: dict[str, Any], fresh: bool = True)
     settings = state.settings.reconcile
     overrides = {ns: next(iter(values)) for ns, values in indexes["namespace_limits"].items()}
     held, sources = quota_limits(indexes.get("run_quotas", {}), overrides, settings.max_running_per_namespace)
+    full, capped = storage_limits(state, indexes, overrides, counts.namespaces, {q.namespace for q in queued})
+    held, sources = held + full, sources + capped
     limits = Limits(settings.max_running, settings.max_running_per_namespace, tuple(overrides.items()),
                     agents.llm_limits({(q.namespace, q.llm) for q in queued} | set(on_llm)), held, sources)
     slots = plan(queued, counts.namespaces, limits, counts.llms)
@@ -96,6 +99,45 @@ def quota_limits(quotas: Any, overrides: dict[str, int], default: int
             if running is not None and running < overrides.get(namespace, default):
                 overrides[namespace] = running
                 sources.append((namespace, f"RunQuota {name} maxRunning"))
+    return tuple(held), tuple(sources)
+
+
+def storage_cap(state: OperatorState, indexes: dict[str, Any], namespace: str) -> tuple[int, int, str]:
+    """A namespace's storage cap (0: none), the allowance of each of its runs, and what sets the cap."""
+    values = indexes.get("namespace_storage_caps", {}).get(namespace)
+    storage = state.settings.storage
+    cap, source = cap_of(next(iter(values), None) if values else None, storage.namespace_bytes)
+    return cap, allowance(cap, storage.run_bytes), source
+
+
+def storage_caps(state: OperatorState, indexes: dict[str, Any], namespace: str) -> tuple[int, str]:
+    """The allowance a run of `namespace` gets in its RunSpec (0: none), and what sets it, for its error."""
+    cap, each, source = storage_cap(state, indexes, namespace)
+    if not cap:
+        return each, "KUBECHAIN_MAX_RUN_STORED_BYTES"
+    where = f"the storage cap of namespace {namespace} is {cap} bytes ({source})"
+    return each, f"KUBECHAIN_MAX_RUN_STORED_BYTES; {where}" if each < cap else where
+
+
+def storage_limits(state: OperatorState, indexes: dict[str, Any], overrides: dict[str, int], holding: dict[str, int],
+                   namespaces: set[str]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """For the namespaces with queued runs: those whose storage cap leaves no room (held, with the message), and
+    the number of runs that may run folded into `overrides` (the least applies; kubechain/core/storage.py)."""
+    held, sources = [], []
+    stored = indexes.get("stored_taskruns", {})
+    for namespace in sorted(namespaces):
+        cap, each, source = storage_cap(state, indexes, namespace)
+        runs = list(stored.get(namespace, ()))
+        active = {r.uid for r in runs if r.active}
+        admitted = sum(1 for uid, q in state.scheduled.items() if q.namespace == namespace and uid not in active)
+        taken = reserved(runs, each, admitted)
+        fits = room(cap, taken, each)
+        running = holding.get(namespace, 0)
+        if fits == 0:
+            held.append((namespace, full_message(namespace, cap, taken, source)))
+        elif fits is not None and running + fits < overrides.get(namespace, state.settings.reconcile.max_running_per_namespace):
+            overrides[namespace] = running + fits
+            sources.append((namespace, f"storage cap: {taken} of {cap} bytes held or reserved, {each} per run"))
     return tuple(held), tuple(sources)
 
 
