@@ -94,6 +94,7 @@ class Container:
         self.restarts = 0
         self.log_start = 0
         self._keep_running = threading.Event()
+        self.held = threading.Event()  # set: not restarted (its node is gone) until released
 
     def start(self, timeout: float = 60) -> None:
         self.spawn(timeout)
@@ -118,7 +119,7 @@ class Container:
     def _restart_on_exit(self) -> None:
         while self._keep_running.is_set():
             proc = self.proc
-            if proc is not None and proc.poll() is not None and self._keep_running.is_set():
+            if proc is not None and proc.poll() is not None and self._keep_running.is_set() and not self.held.is_set():
                 time.sleep(1)  # a crash-looping container backs off too
                 try:
                     self.spawn(60)
@@ -189,9 +190,15 @@ class Operator:
             if container.proc is not None:
                 container.proc.kill()
 
-    def kill_reconciler(self) -> None:
-        """SIGKILL the reconciler only (an OOM, a crash): the replica's webhooks keep answering."""
+    def kill_reconciler(self, hold: bool = False) -> None:
+        """SIGKILL the reconciler only (an OOM, a crash): the replica's webhooks keep answering. `hold`: it is not
+        started again until `release()` (as if its node were gone), so another replica must take the Lease."""
+        if hold:
+            self.reconciler.held.set()
         self.reconciler.proc.kill()
+
+    def release(self) -> None:
+        self.reconciler.held.clear()
 
     def roll(self) -> None:
         """SIGTERM both processes, as a rollout replacing the pod does, and wait for the new ones."""

@@ -167,7 +167,9 @@ class RayGateway:
 
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
         """The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
-        else the run's own actor name. A pooled actor counts only while it still holds this run."""
+        else the run's own actor name. An actor counts only while it holds this run: a pooled one may hold another
+        meanwhile, and one named after the run holds none when the operator that created it died (or lost the
+        Lease) before handing it the run; the next `create` finds that actor (get_if_exists) and hands it over."""
         import ray
 
         self._connect_or_raise()
@@ -175,9 +177,7 @@ class RayGateway:
             handle = ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
         except ValueError:
             return None
-        if name and name.startswith(STANDBY_PREFIX) and not self._holds(handle, ref.uid):
-            return None
-        return handle
+        return handle if self._holds(handle, ref.uid) else None
 
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
         """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and

@@ -37,7 +37,8 @@ def generate(hosts: list[str], lifetime: datetime.timedelta) -> tuple[Pem, Pem, 
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)  # clocks a little behind
+    # valid from a little earlier, for clocks a little behind this one's
+    now = datetime.datetime.now(datetime.timezone.utc) - min(datetime.timedelta(minutes=1), lifetime / 20)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     # A name of its own per CA: a client holding two CAs of one name (during a rotation) tries only one of them
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kubechain webhook CA {uuid.uuid4().hex[:12]}")])
