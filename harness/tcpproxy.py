@@ -60,10 +60,13 @@ class TCPProxy:
             client.close()  # no ready backend: the apiserver sees the webhook unreachable
             return
         self.connections += 1
-        pumps = [threading.Thread(target=_pump, args=(a, b), daemon=True) for a, b in ((client, upstream),
-                                                                                     (upstream, client))]
-        for pump in pumps:
-            pump.start()
+        upstream.settimeout(None)
+        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        back.start()
+        _pump(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
 
     def _connect(self) -> socket.socket | None:
         ready = [p for p in self.backends if p in self.ready]
@@ -79,17 +82,14 @@ class TCPProxy:
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Copy bytes one way until either side closes, then close both (the other pump then ends too)."""
-    source.settimeout(None)
+    """Copy bytes one way until either side closes, then shut both down (which ends the other direction's pump)."""
     try:
         while data := source.recv(65536):
             sink.sendall(data)
     except OSError:
         pass
-    finally:
-        for s in (source, sink):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+    for s in (source, sink):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

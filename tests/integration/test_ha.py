@@ -18,7 +18,7 @@ import pytest
 from harness.localenv import LocalEnvironment, Operator, kubectl
 
 from .chaos import wait_until
-from .conftest import LLM_KEY, Kube, agent, llm, secret, task
+from .conftest import LLM_KEY, Kube, agent, llm, secret, task, toolset
 
 pytestmark = pytest.mark.integration
 LEASE = ("kubechain-system", "kubechain-operator")
@@ -126,7 +126,9 @@ class Burst:
 def set_up(kube: Kube, stack: LocalEnvironment) -> str:
     model = f"{kube.namespace}-model"
     stack.llm.set_script(model, SCRIPT)
-    kube.apply([secret(), llm("m", stack.llm.base_url, model), agent("a", "m")])
+    math = toolset("math", inline=[{"name": "calculator", "description": "arithmetic",
+                                    "execution": {"builtin": {"name": "calculator"}}}])
+    kube.apply([secret(), llm("m", stack.llm.base_url, model), math, agent("a", "m", ["math"])])
     kube.wait_ready("agent", "a")
     return model
 
