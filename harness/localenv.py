@@ -1,7 +1,8 @@
 """Everything kubechain runs on, locally and for real: control plane, CRDs, Ray head, scripted LLM, operator.
 
-Used by the integration tests, `make demo` and `make bench`. The operator runs as its own process
-(`kopf run -m kubechain.operator.main`) against a Ray head started with `ray start --head`, as in production.
+Used by the integration tests, `make demo` and `make bench`. Each operator replica runs as its own processes, as
+a pod's containers (`kubechain operator`: kopf while it holds the Lease; `kubechain webhooks`), against a Ray head
+started with `ray start --head`, as in production.
 """
 from __future__ import annotations
 
