@@ -337,7 +337,7 @@ class LocalEnvironment:
                 kubectl(self.kubeconfig, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / "namespace.yaml"))
             self.webhook_port = webhook_ports[0] if self.webhooks else 0
             if self.webhooks and self.replicas > 1:
-                self.proxy = TCPProxy(webhook_ports).start()
+                self.proxy = TCPProxy(webhook_ports, self.workdir / "logs" / "webhook-proxy.log").start()
                 self.webhook_port = self.proxy.port
             env = {"KUBECONFIG": str(self.operator_kubeconfig),
                    **self.ray.driver_env(self.ray.client_address if self.ray_client else None),

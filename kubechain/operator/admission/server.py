@@ -3,7 +3,7 @@
 - /readyz: 200 once the certificate is loaded, the webhook configurations written and every informer synced;
   503 from SIGTERM on (the Service, or the harness's proxy, stops sending it requests). The readiness probe
   means "can answer webhooks".
-- /healthz: 200 while the event loop turns (liveness).
+- /healthz: 200 while the event loop turns (liveness), with the reviews answered so far by hook.
 - While draining, every answer closes its connection (`Connection: close`), so the apiserver opens its next one
   to a replica that stays, instead of reusing one that is about to close.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ class Context:
     waiting_for: set[str] = field(default_factory=lambda: {"certificate", "configuration"})
     """What readiness still waits for (informers add their names)."""
     draining: bool = False
+    answered: Counter[str] = field(default_factory=Counter)
+    """Reviews answered, by hook id (and `convert`): /healthz shows them."""
 
 
 async def admission(request: web.Request) -> web.Response:
@@ -40,10 +43,12 @@ async def admission(request: web.Request) -> web.Response:
     if hook is None:
         return web.json_response({"message": f"no webhook {request.match_info['hook']!r}"}, status=404)
     body = await request.json(loads=json.loads)
+    context.answered[hook.id] += 1
     return finish(context, web.json_response(await answer(hook, body, context.memo, context.indexes)))
 
 
 async def conversion(request: web.Request) -> web.Response:
+    request.app[CONTEXT].answered[CONVERSION_ID] += 1
     return finish(request.app[CONTEXT], web.json_response(review(await request.json())))
 
 
@@ -59,8 +64,8 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"waitingFor": waiting}, status=503 if waiting else 200)
 
 
-async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({})
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"answered": request.app[CONTEXT].answered})
 
 
 def create_app(context: Context) -> web.Application:
