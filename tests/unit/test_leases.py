@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 
@@ -64,3 +65,99 @@ def bundle(staged=False, cas=1, changed=T0):
 ], ids=["young", "stage", "staged-settling", "promote", "promote-expired", "promoted-settling", "trim"])
 def test_rotation_steps(state, now, step):
     assert plan(state, now, OVERLAP) is step
+
+
+class FakeLeases:
+    """The Lease API as LeaderElector uses it (CustomObjectsApi): one object, resourceVersion-checked writes."""
+
+    def __init__(self):
+        self.obj, self.version, self.failing = None, 0, False
+
+    def _check(self):
+        if self.failing:
+            raise OSError("the apiserver does not answer")
+
+    def get_namespaced_custom_object(self, *args, **kwargs):
+        from kubernetes.client.exceptions import ApiException
+        self._check()
+        if self.obj is None:
+            raise ApiException(status=404)
+        return type("Response", (), {"data": json.dumps(self.obj)})()
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **kwargs):
+        self._check()
+        return self._write(body)
+
+    def replace_namespaced_custom_object(self, group, version, namespace, plural, name, body, **kwargs):
+        from kubernetes.client.exceptions import ApiException
+        self._check()
+        if body["metadata"]["resourceVersion"] != str(self.version):
+            raise ApiException(status=409)
+        return self._write(body)
+
+    def _write(self, body):
+        self.version += 1
+        self.obj = {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
+        return self.obj
+
+
+def elector(api: FakeLeases, identity: str):
+    from kubechain.operator.leader import LeaderElector
+    from kubechain.operator.settings import LeaderSettings
+
+    settings = LeaderSettings(lease="ns/lease", identity=identity, duration_seconds=2, renew_deadline_seconds=0.5,
+                              retry_seconds=0.05)
+    candidate = LeaderElector(settings)
+    candidate._api = api
+    return candidate
+
+
+def test_one_candidate_leads_the_other_waits_and_takes_over_once_renewals_stop():
+    import asyncio
+
+    async def scenario():
+        api = FakeLeases()
+        a, b = elector(api, "a"), elector(api, "b")
+        await a.acquire()
+        assert not await b._try()  # held, renewed just now
+        keeping = asyncio.create_task(a.keep())
+        await asyncio.sleep(0.3)
+        assert not await b._try() and api.obj["spec"]["holderIdentity"] == "a"
+        api.failing = True  # a cannot renew: it gives up within its renew deadline...
+        await asyncio.wait_for(keeping, 1)
+        assert not a.leading
+        api.failing = False
+        waited = asyncio.get_running_loop().time()
+        await asyncio.wait_for(b.acquire(), 5)  # ...and b takes over once the lease duration has passed
+        assert asyncio.get_running_loop().time() - waited > 0.2
+        assert api.obj["spec"]["holderIdentity"] == "b" and api.obj["spec"]["leaseTransitions"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_released_lease_is_taken_at_the_next_try():
+    import asyncio
+
+    async def scenario():
+        api = FakeLeases()
+        a, b = elector(api, "a"), elector(api, "b")
+        await a.acquire()
+        await b._try()  # b has seen a's record
+        await a.release()
+        assert api.obj["spec"]["holderIdentity"] == "" and await b._try()
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_that_sees_another_holder_stops_at_once():
+    import asyncio
+
+    async def scenario():
+        api = FakeLeases()
+        a = elector(api, "a")
+        await a.acquire()
+        api.obj["spec"]["holderIdentity"] = "intruder"  # e.g. an admin's edit, or a partition that healed late
+        await asyncio.wait_for(a.keep(), 0.5)
+        assert not a.leading
+
+    asyncio.run(scenario())
