@@ -114,3 +114,65 @@ def test_an_informer_view_follows_adds_changes_and_deletes():
     informer._apply("ADDED", tool("c", 3))
     assert dict(informer.view) == {("ns", "a"): [{"d": 2}], ("ns", "c"): [{"d": 3}]}
     loop.close()
+
+
+class FakeSecrets:
+    """CoreV1Api's Secret calls as SecretCertificates makes them: create-if-absent, resourceVersion-checked update.
+    `race`: another replica creates the Secret between this one's read (404) and its create."""
+
+    def __init__(self, race=None):
+        self.secret, self.version, self.race = None, 0, race
+
+    def read_namespaced_secret(self, name, namespace, **kwargs):
+        from kubernetes.client.exceptions import ApiException
+        if self.secret is None:
+            raise ApiException(status=404)
+        return type("Response", (), {"data": json.dumps(self.secret)})()
+
+    def create_namespaced_secret(self, namespace, body):
+        from kubernetes.client.exceptions import ApiException
+        if self.race is not None:
+            self.race, racer = None, self.race
+            racer()  # the other replica wins
+        if self.secret is not None:
+            raise ApiException(status=409)
+        return self._write(body)
+
+    def replace_namespaced_secret(self, name, namespace, body):
+        from kubernetes.client.exceptions import ApiException
+        if body["metadata"]["resourceVersion"] != str(self.version):
+            raise ApiException(status=409)
+        return self._write(body)
+
+    def _write(self, body):
+        self.version += 1
+        self.secret = {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
+        return type("Written", (), {"metadata": type("Meta", (), {"resource_version": str(self.version)})()})()
+
+
+def certificates(api: FakeSecrets, overlap: float = 0.0):
+    from kubechain.operator.admission.certs import SecretCertificates
+
+    store = SecretCertificates("kubechain-system", "cert", HOSTS, datetime.timedelta(days=1),
+                               datetime.timedelta(seconds=overlap))
+    store._core = api
+    return store
+
+
+def test_two_replicas_racing_to_create_the_certificate_serve_the_winners():
+    api = FakeSecrets()
+    winner = certificates(api)
+    api.race = winner.current  # it creates the Secret while the loser is between its read and its create
+    loser = certificates(api).current()
+    assert loser.cert == winner.current().cert and api.version == 1
+
+
+def test_a_rotation_step_is_written_once_when_two_replicas_take_it():
+    api = FakeSecrets()
+    a, b = certificates(api), certificates(api)
+    seen = a.current()
+    late = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=0.9)  # past two thirds
+    staged = a.rotate(seen, late)
+    assert staged.staged is not None and staged.bundle.count(b"BEGIN CERTIFICATE") == 2
+    again = b.rotate(seen, late)  # b read the Secret before a's step: its write is refused, it serves a's
+    assert again.staged == staged.staged and api.version == 2
