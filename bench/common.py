@@ -24,11 +24,12 @@ API = "kubechain.dev/v1alpha1"
 
 
 @contextmanager
-def stack(name: str, operator_env: dict[str, str] | None = None):
-    """A fresh local stack in .work/<name> with the `bench` namespace: yields (env, CustomObjectsApi)."""
+def stack(name: str, operator_env: dict[str, str] | None = None, **options: Any):
+    """A fresh local stack in .work/<name> with the `bench` namespace: yields (env, CustomObjectsApi). `options`:
+    LocalEnvironment's (e.g. replicas=2)."""
     workdir = ROOT / ".work" / name
     shutil.rmtree(workdir, ignore_errors=True)
-    with LocalEnvironment(workdir, operator_env=operator_env) as env:
+    with LocalEnvironment(workdir, operator_env=operator_env, **options) as env:
         config.load_kube_config(str(env.kubeconfig))
         client.CoreV1Api().create_namespace({"metadata": {"name": NS}})
         yield env, client.CustomObjectsApi()

@@ -18,17 +18,17 @@ def crds(args: argparse.Namespace) -> int:
 
 
 def operator(args: argparse.Namespace) -> int:
-    """Run the kopf operator in this process, exactly as `kopf run -m kubechain.operator.main` would."""
-    argv = ["kopf", "run", "-m", "kubechain.operator.main", "--standalone"]
-    argv += ["--all-namespaces"] if not args.namespace else [f"--namespace={ns}" for ns in args.namespace]
-    if args.verbose:
-        argv.append("--verbose")
-    if port := current().health_port:
-        argv.append(f"--liveness=http://0.0.0.0:{port}/healthz")
-    if current().json_logs:
-        argv.append("--log-format=json")
-    os.execvp(argv[0], argv)
-    return 1  # not reached
+    """One replica's reconciler: waits for the Lease, then runs the kopf operator (kubechain/operator/replica.py)."""
+    from kubechain.operator import replica
+
+    return replica.main(args.namespace or (), args.verbose)
+
+
+def webhooks(args: argparse.Namespace) -> int:
+    """One replica's admission and conversion webhooks (kubechain/operator/admission/main.py)."""
+    from kubechain.operator.admission import main as server
+
+    return server.main(args.verbose)
 
 
 def transcript(args: argparse.Namespace) -> int:
@@ -176,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     p.add_argument("--out", default="crds", help="output directory")
     p.set_defaults(fn=crds)
-    p = sub.add_parser("operator", help="run the operator (kopf)")
+    p = sub.add_parser("operator", help="run the operator's reconciler (kopf, while holding the Lease)")
     p.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(fn=operator)
+    p = sub.add_parser("webhooks", help="run the operator's admission and conversion webhooks")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(fn=webhooks)
     p = sub.add_parser("transcript", help="print a TaskRun's full conversation")
     p.add_argument("taskrun")
     p.add_argument("--namespace", "-n", default="default")

@@ -91,9 +91,12 @@ class StoredBytes:
 
 STORED = StoredBytes()
 REGISTRY.register(STORED)
+_serving: set[int] = set()
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:
-    """Serve /metrics in a background thread (0: don't)."""
-    if port:
+    """Serve /metrics in a background thread (0: don't); once per process (a replica starts it while standing by,
+    so every replica answers its scrapes)."""
+    if port and port not in _serving:
         start_http_server(port, addr=address, registry=REGISTRY)
+        _serving.add(port)

@@ -134,18 +134,23 @@ class RayGateway:
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
         self._lost = False
         self._standbys: list[tuple[str, Any]] = []  # warm actors holding no run: (name, handle)
+        self._pooled = False  # the standbys were adopted (connect(pool=True)) on this connection
 
-    def connect(self) -> None:
+    def connect(self, pool: bool = True) -> None:
+        """Connect to Ray (idempotent). `pool`: also adopt the standby actors an earlier process left and fill the
+        pool; a replica standing by for the Lease connects without (the pool is the leader's)."""
         import ray
 
         with self._lock:
             if self._lost:  # the head went away: drop the dead session once, then connect afresh
                 ray.shutdown()
-                self._lost = False
-            if ray.is_initialized():
-                return
-            self._connect()
-        if self.settings.standby_actors:
+                self._lost = self._pooled = False
+            if not ray.is_initialized():
+                self._connect()
+            adopt = pool and bool(self.settings.standby_actors) and not self._pooled
+            if adopt:
+                self._standbys, self._pooled = self._adopt_standbys(), True
+        if adopt:
             self._refill()
 
     def _connect(self) -> None:
@@ -159,12 +164,12 @@ class RayGateway:
         if not self._endpoint:
             self._endpoint = ray.get_runtime_context().gcs_address
         log.info("connected to Ray at %s", self.settings.address)
-        if self.settings.standby_actors:
-            self._standbys = self._adopt_standbys()
 
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
         """The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
-        else the run's own actor name. A pooled actor counts only while it still holds this run."""
+        else the run's own actor name. An actor counts only while it holds this run: a pooled one may hold another
+        meanwhile, and one named after the run holds none when the operator that created it died (or lost the
+        Lease) before handing it the run; the next `create` finds that actor (get_if_exists) and hands it over."""
         import ray
 
         self._connect_or_raise()
@@ -172,9 +177,7 @@ class RayGateway:
             handle = ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
         except ValueError:
             return None
-        if name and name.startswith(STANDBY_PREFIX) and not self._holds(handle, ref.uid):
-            return None
-        return handle
+        return handle if self._holds(handle, ref.uid) else None
 
     def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
         """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and

@@ -154,17 +154,60 @@ class ToolSettings:
 
 @dataclass(frozen=True)
 class WebhookSettings:
+    """The webhook server (`kubechain webhooks`: its own process, every replica runs one) and its certificate."""
     port: int = field(default_factory=lambda: int(_env("KUBECHAIN_WEBHOOK_PORT", "9443")))
     """HTTPS port of the admission and conversion webhooks (0: no webhooks)."""
     address: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_ADDRESS", "0.0.0.0"))
     """Interface to listen on."""
     host: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_HOST", "kubechain-webhooks.kubechain-system.svc"))
     """Host name (or IP) the apiserver reaches the webhooks at; it is in the certificate and the webhook URLs."""
+    url: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_URL", ""))
+    """The base URL the apiserver calls when there is no Service (local runs): empty, https://<host>:<port>; a
+    local stack with two replicas sets its proxy's address, the Service's stand-in."""
     service: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_SERVICE", ""))
     """`namespace/name:port` of the Service in front of the webhooks: the apiserver is pointed at it (in a
-    cluster); empty: at https://<host>:<port> (local runs)."""
+    cluster); empty: at the URL above (local runs)."""
+    cert_secret: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_CERT_SECRET", ""))
+    """`namespace/name` of the Secret holding the webhook CA and certificate, shared by every replica: created by
+    whichever starts first (create-if-absent: racing replicas agree on the winner's), rotated before expiry. Empty:
+    the files in cert_dir (a mounted cert-manager Secret, or generated there once for a single local process)."""
     cert_dir: str = field(default_factory=lambda: _env("KUBECHAIN_WEBHOOK_CERT_DIR", "/tmp/kubechain-webhook"))
-    """ca.crt, tls.crt, tls.key: mounted (cert-manager) or generated here at start-up."""
+    """ca.crt, tls.crt, tls.key: mounted (cert-manager; re-read when they change) or generated here; with
+    cert_secret, where the server keeps its copy of the Secret's certificate (TLS loads files)."""
+    cert_lifetime_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_WEBHOOK_CERT_LIFETIME_SECONDS",
+                                                                            str(90 * 24 * 3600))))
+    """Lifetime of a generated CA and serving certificate (a new CA each rotation). Rotation starts at two thirds
+    of it, as cert-manager renews."""
+    cert_overlap_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_WEBHOOK_CERT_OVERLAP_SECONDS",
+                                                                           "120")))
+    """How long both CAs are trusted around a rotation: the new CA is in the caBundle this long before any server
+    presents the certificate it signed, and the old one stays this long after. More than cert_check_seconds (every
+    replica sees each step) plus the apiserver's pick-up of a changed webhook configuration (about a second)."""
+    cert_check_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_WEBHOOK_CERT_CHECK_SECONDS", "20")))
+    """How often each replica reads the certificate Secret (or files): it loads a new certificate, takes the next
+    rotation step when due, and puts the caBundle back into the webhook configurations if someone changed it."""
+    drain_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_WEBHOOK_DRAIN_SECONDS", "5")))
+    """On SIGTERM the server says it is not ready at once but keeps answering this long (closing each connection
+    after its answer), so the Service stops sending it requests before it stops: a rollout refuses none."""
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    """Leader election: every replica serves the webhooks, one reconciles. A coordination.k8s.io/v1 Lease with
+    client-go's semantics (kubechain/core/leases.py)."""
+    lease: str = field(default_factory=lambda: _env("KUBECHAIN_LEASE", "kubechain-system/kubechain-operator"))
+    """`namespace/name` of the Lease. Empty: no election, this process reconciles (one replica only)."""
+    identity: str = field(default_factory=lambda: _env("KUBECHAIN_LEASE_IDENTITY", ""))
+    """This replica's name in the Lease (holderIdentity). Empty: <hostname>_<random>, the pod's name in a cluster."""
+    duration_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LEASE_DURATION_SECONDS", "15")))
+    """How long the others wait, after they last saw the holder renew, before taking the Lease: a dead leader is
+    replaced within this plus retry_seconds."""
+    renew_deadline_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LEASE_RENEW_DEADLINE_SECONDS",
+                                                                             "10")))
+    """The leader that could not renew for this long stops reconciling at once (the process exits and is
+    restarted as a standby): less than duration_seconds, so it has stopped before anyone else may start."""
+    retry_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_LEASE_RETRY_SECONDS", "2")))
+    """How often the leader renews and the others try to take the Lease (a released Lease is taken this soon)."""
 
 
 def _list(name: str) -> tuple[str, ...]:
@@ -220,12 +263,14 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     tools: ToolSettings = field(default_factory=ToolSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
     code_tools: CodeToolSettings = field(default_factory=CodeToolSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     metrics_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_METRICS_PORT", "8080")))
     """Port of the operator's Prometheus /metrics (0: off)."""
     health_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_HEALTH_PORT", "0")))
-    """Port of the operator's liveness probe /healthz (kopf's; 0: off)."""
+    """Port of the operator's liveness probe /healthz (0: off): served while waiting for the Lease and while
+    reconciling."""
     json_logs: bool = field(default_factory=lambda: _env("KUBECHAIN_LOG_FORMAT", "").lower() == "json")
     """KUBECHAIN_LOG_FORMAT=json: the operator's logs (kopf's) and its actors' are one JSON object per line."""
 

@@ -1,26 +1,21 @@
-"""The operator's HTTPS endpoint for the apiserver: kopf's admission webhooks plus the CRDs' conversion
-webhook, on one port, with one certificate.
+"""What the apiserver is told about the webhooks, and the conversion webhook's answer.
 
-kopf serves admission (`@kopf.on.validate/mutate`) and manages the Validating/MutatingWebhookConfiguration
-`kubechain.dev` (URL and caBundle) itself. kopf has no conversion support, so this server also answers
-ConversionReviews at `<url>/convert` and puts the same URL and CA into the conversion stanza of the CRDs
-that need one. The CA and certificate come from KUBECHAIN_WEBHOOK_CERT_DIR (`ca.crt`, `tls.crt`, `tls.key`,
-e.g. a mounted cert-manager Secret); missing files are generated there once (a self-signed CA, 10 years).
+Every replica's webhook process (kubechain/operator/admission/) serves admission at `<url>/<hook id>` and
+ConversionReviews at `<url>/convert`, on one port with one certificate, and puts the URL (or Service) and CA into
+the webhook configurations `kubechain.dev` and the conversion stanza of the CRDs that need one.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
-import ipaddress
 import logging
 from pathlib import Path
-from typing import Any, AsyncIterator
-
-import kopf
+from typing import Any
 
 from kubechain.api.conversion import ConversionError, convert
 from kubechain.api.crdgen import crd
 from kubechain.api.v1alpha1 import KINDS
+
+from .settings import WebhookSettings
 
 log = logging.getLogger(__name__)
 CONVERSION_ID = "convert"
@@ -28,41 +23,28 @@ CONVERSION_ID = "convert"
 
 def ensure_certificates(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
     """(ca.crt, tls.crt, tls.key) in `directory`, generated if absent: a CA and a server certificate for `hosts`."""
-    ca_file, cert_file, key_file = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
-    if ca_file.exists() and cert_file.exists() and key_file.exists():
-        return ca_file, cert_file, key_file
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from .admission.certs import FileCertificates
 
-    now = datetime.datetime.now(datetime.timezone.utc)
-    lifetime = datetime.timedelta(days=3650)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubechain webhook CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + lifetime)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    sans: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + lifetime)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_file.chmod(0o600)
-    return ca_file, cert_file, key_file
+    FileCertificates(directory, hosts, datetime.timedelta(days=3650)).current()
+    return directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+
+
+def hosts(webhook: WebhookSettings) -> list[str]:
+    """The names in the certificate: the Service's (<name>.<namespace>.svc, as the apiserver calls it), the host."""
+    names = [webhook.host, "127.0.0.1", "localhost"]
+    if webhook.service:
+        namespace, _, name = webhook.service.partition(":")[0].partition("/")
+        names = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", *names]
+    return names
+
+
+def base_client_config(webhook: WebhookSettings, ca_bundle: str) -> dict[str, Any]:
+    """Where the apiserver calls the webhooks (each at a path below it), and the CAs it trusts (base64)."""
+    if webhook.service:
+        config = service_config({"caBundle": ca_bundle}, webhook.service)
+    else:
+        config = {"url": webhook.url or f"https://{webhook.host}:{webhook.port}", "caBundle": ca_bundle}
+    return config
 
 
 def review(request: dict[str, Any]) -> dict[str, Any]:
@@ -101,32 +83,3 @@ def service_config(client_config: dict[str, Any], service: str) -> dict[str, Any
     if "caBundle" in client_config:
         config["caBundle"] = client_config["caBundle"]
     return config
-
-
-class WebhookServer(kopf.WebhookServer):
-    """kopf's server, with ConversionReviews answered on the same port and the CRDs pointed at it."""
-
-    def __init__(self, *, service: str = "", **kwargs: Any):
-        super().__init__(**kwargs)
-        self.service = service
-
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async def routed(data: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
-            if webhook == CONVERSION_ID:
-                return review(data)
-            return await fn(data, webhook=webhook, **kwargs)
-
-        async for client_config in super().__call__(routed):
-            if self.service:
-                client_config = service_config(dict(client_config), self.service)
-            await asyncio.to_thread(point_crds_here, dict(client_config))
-            yield client_config
-
-
-def point_crds_here(client_config: dict[str, Any]) -> None:
-    from kubernetes import client
-
-    api = client.ApiextensionsV1Api()
-    for name in kinds_with_conversion():
-        api.patch_custom_resource_definition(name, conversion_patch(client_config))
-        log.info("CRD %s converts through %s", name, client_config.get("url") or client_config["service"])

@@ -37,6 +37,14 @@ def for_apiserver_120(node):
     return node
 
 
+def for_policy_v1beta1(obj: dict) -> dict:
+    """The local apiserver (1.20) predates policy/v1 (1.21): a PodDisruptionBudget is checked as v1beta1, whose
+    spec (minAvailable, selector) is v1's."""
+    if obj["kind"] == "PodDisruptionBudget" and obj["apiVersion"] == "policy/v1":
+        return {**obj, "apiVersion": "policy/v1beta1"}
+    return obj
+
+
 def render(kube, overlay: str) -> list[dict]:
     text = kubectl(kube.env.kubeconfig, "kustomize", str(REPO / "kuberay" / "overlays" / overlay)).stdout
     return [doc for doc in yaml.safe_load_all(text) if doc]
@@ -70,10 +78,19 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay
     result = kubectl(stack.kubeconfig, "replace", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(crds),
                      check=False)
     assert result.returncode == 0, result.stderr
-    others = [o for o in objects if o["kind"] != "CustomResourceDefinition"] + extra
+    others = [for_policy_v1beta1(o) for o in objects if o["kind"] != "CustomResourceDefinition"] + extra
     result = kubectl(stack.kubeconfig, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(others),
                      check=False)
     assert result.returncode == 0, result.stderr
+    # No single point of failure: two replicas, rolled one at a time, a budget for drains, ready = answers webhooks.
+    [operator] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubechain-operator"]
+    assert operator["spec"]["replicas"] >= 2
+    assert operator["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    containers = {c["name"]: c for c in operator["spec"]["template"]["spec"]["containers"]}
+    assert containers["webhooks"]["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "webhooks", "scheme": "HTTPS"}
+    assert containers["operator"]["command"] == ["kubechain", "operator"]
+    [budget] = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"] == {"minAvailable": 1, "selector": operator["spec"]["selector"]}
     [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
     assert raycluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert raycluster["spec"]["authOptions"] == {"mode": "token", "secretName": "kubechain-ray-token"}
@@ -174,6 +191,15 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
                        ("bind", "clusterroles.rbac.authorization.k8s.io/admin"),
                        ("create", "roles.rbac.authorization.k8s.io")):
         assert not can(stack, "kubechain-operator", verb, what, *ns), f"the operator may {verb} {what}"
+    # Its replicas' Lease and webhook certificate, in its own namespace only (the Role), and only those names.
+    system = ("-n", "kubechain-system")
+    for verb, what in (("create", "leases.coordination.k8s.io"), ("update", "leases.coordination.k8s.io/kubechain-operator"),
+                       ("create", "secrets"), ("update", "secrets/kubechain-webhook-cert")):
+        assert can(stack, "kubechain-operator", verb, what, *system), f"the operator may not {verb} {what}"
+    for verb, what, where in (("update", "leases.coordination.k8s.io/other", system),
+                              ("update", "secrets/other", system), ("delete", "secrets/kubechain-webhook-cert", system),
+                              ("create", "leases.coordination.k8s.io", ns)):
+        assert not can(stack, "kubechain-operator", verb, what, *where), f"the operator may {verb} {what}"
     # The actors' accounts: the operator binds the one actor role and mints tokens of the one account name.
     assert can(stack, "kubechain-operator", "bind", "clusterroles.rbac.authorization.k8s.io/kubechain-actor", *ns)
     assert can(stack, "kubechain-operator", "create", "serviceaccounts/kubechain-actor", "--subresource=token", *ns)

@@ -99,8 +99,10 @@ def gcs_stack(tmp_path_factory: pytest.TempPathFactory):
         pids.update(env.controlplane.pids())
         if env.ray is not None and env.ray.proc is not None:  # the head's GCS, raylet, workers: its session
             pids.update({f"ray session member {pid}": pid for pid in session_members(env.ray.proc.pid)})
-        if env.operator is not None and env.operator.proc is not None:
-            pids["operator"] = env.operator.proc.pid
+        for replica in env.operators:  # its reconciler and its webhooks
+            for container in (replica.reconciler, replica.webhooks):
+                if container.proc is not None:
+                    pids[container.log.stem] = container.proc.pid
         env.stop()
         redis.stop()
     left = {name: pid for name, pid in pids.items() if alive(pid)}

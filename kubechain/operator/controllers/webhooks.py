@@ -1,4 +1,5 @@
-"""Admission: defaults for every kind and the validation rules of kubechain/admission.py, served by kopf.
+"""Admission: defaults for every kind and the validation rules of kubechain/admission.py, served by every replica's
+webhook process (kubechain/operator/admission/), not by the reconciler: kopf's calling convention, our server.
 
 Tools and ToolSets with a code tool (a ray tool, a stdio MCP server) are checked against their namespace's
 code-tool rules (kubechain/operator/codetools.py: the settings and the Namespace's label, read fresh).
@@ -6,9 +7,9 @@ code-tool rules (kubechain/operator/codetools.py: the settings and the Namespace
 LLMs, Tools and ToolSets may use only the Secrets and ServiceAccounts their author could use themselves
 (kubechain/core/access.py): checked with SubjectAccessReviews for the request's user (operator/access.py).
 
-Validation fails closed (failurePolicy Fail): a bad object is refused even while the operator restarts
-(kubectl then says it cannot reach the webhook; retry). The validating webhooks are persistent: kopf leaves them
-configured when the operator stops (it removes the others), so nothing is admitted unchecked during a rollout. Status writes - every checkpoint - are never
+Validation fails closed (failurePolicy Fail): a bad object is refused even when no replica answers (kubectl then
+says it cannot reach the webhook; retry). Every replica serves them and none removes them when it stops, so nothing
+is admitted unchecked during a rollout, and a restarting reconciler refuses nothing. Status writes - every checkpoint - are never
 sent to the webhooks, so running actors are not slowed or blocked by them. Defaulting fails open
 (Ignore): the CRD schema and the models carry the same defaults, so nothing depends on it; and it runs on
 CREATE only: an update (kopf's own metadata writes, a wake, a cancel) would pay a webhook round trip to
@@ -21,11 +22,12 @@ from typing import Any
 import kopf
 
 from kubechain.api.codetools import CodeToolPolicy
-from kubechain.api.v1alpha1 import GROUP, KINDS, VERSION
+from kubechain.api.v1alpha1 import KINDS
 from kubechain.core import access, admission
 from kubechain.core.codetools import uses_code_tools
 from kubechain.operator import codetools
 
+from ..admission import hooks
 from ..settings import current, ray_tool_limits
 from .taskrun.indexes import priority_limit
 
@@ -49,8 +51,7 @@ for _info in KINDS:
         if any(dict(spec).get(k) != v for k, v in defaulted.items()):
             patch["spec"] = defaulted
 
-    kopf.on.mutate(GROUP, VERSION, _info.plural, id=f"default-{_info.plural}", operations=["CREATE"],
-                   ignore_failures=True)(_defaults)
+    hooks.mutate(_info.plural, id=f"default-{_info.plural}", operations=["CREATE"], ignore_failures=True)(_defaults)
 
 
 async def _borrowed(kind: str, namespace: str, spec: dict[str, Any], old: kopf.Body | None, operation: str,
@@ -63,7 +64,7 @@ async def _borrowed(kind: str, namespace: str, spec: dict[str, Any], old: kopf.B
     return await memo.state.access.refusals(found, access.Author.from_userinfo(userinfo), namespace)
 
 
-@kopf.on.validate(GROUP, VERSION, "llms", id="validate-llms", operations=WRITES, persistent=True)
+@hooks.validate("llms", id="validate-llms", operations=WRITES)
 async def validate_llm(namespace: str, spec: kopf.Spec, old: kopf.Body | None, operation: str,
                        userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     refuse(admission.llm(dict(spec)) or await _borrowed("LLM", namespace, dict(spec), old, operation, userinfo, memo))
@@ -76,7 +77,7 @@ async def _code_tool_policy(kind: str, namespace: str, spec: dict[str, Any], mem
     return await codetools.policy(memo.state.kube, memo.state.settings.code_tools, namespace)
 
 
-@kopf.on.validate(GROUP, VERSION, "tools", id="validate-tools", operations=WRITES, persistent=True)
+@hooks.validate("tools", id="validate-tools", operations=WRITES)
 async def validate_tool(namespace: str, spec: kopf.Spec, old: kopf.Body | None, operation: str,
                         userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     refuse(admission.tool(dict(spec), await _code_tool_policy("Tool", namespace, dict(spec), memo),
@@ -84,7 +85,7 @@ async def validate_tool(namespace: str, spec: kopf.Spec, old: kopf.Body | None, 
            or await _borrowed("Tool", namespace, dict(spec), old, operation, userinfo, memo))
 
 
-@kopf.on.validate(GROUP, VERSION, "toolsets", id="validate-toolsets", operations=WRITES, persistent=True)
+@hooks.validate("toolsets", id="validate-toolsets", operations=WRITES)
 async def validate_toolset(namespace: str, spec: kopf.Spec, old: kopf.Body | None, operation: str,
                            userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     refuse(admission.toolset(dict(spec), await _code_tool_policy("ToolSet", namespace, dict(spec), memo),
@@ -92,12 +93,12 @@ async def validate_toolset(namespace: str, spec: kopf.Spec, old: kopf.Body | Non
            or await _borrowed("ToolSet", namespace, dict(spec), old, operation, userinfo, memo))
 
 
-@kopf.on.validate(GROUP, VERSION, "agents", id="validate-agents", operations=WRITES, persistent=True)
+@hooks.validate("agents", id="validate-agents", operations=WRITES)
 def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
     refuse(admission.agent(namespace, name, dict(spec), IndexCatalog(kwargs)))
 
 
-@kopf.on.validate(GROUP, VERSION, "tasks", id="validate-tasks", operations=WRITES, persistent=True)
+@hooks.validate("tasks", id="validate-tasks", operations=WRITES)
 def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     problems = admission.task_update(before, dict(new)) if before is not None else []
@@ -105,7 +106,7 @@ def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operati
            + admission.quota(dict(new), operation, _spent(namespace, kwargs)))
 
 
-@kopf.on.validate(GROUP, VERSION, "taskruns", id="validate-taskruns", operations=WRITES, persistent=True)
+@hooks.validate("taskruns", id="validate-taskruns", operations=WRITES)
 def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
 
@@ -122,7 +123,7 @@ def _spent(namespace: str, indexes: dict[str, Any]) -> list[str]:
     return [message for _, _, message in indexes["run_quotas"].get(namespace, []) if message]
 
 
-@kopf.on.validate(GROUP, VERSION, "taskschedules", id="validate-taskschedules", operations=WRITES, persistent=True)
+@hooks.validate("taskschedules", id="validate-taskschedules", operations=WRITES)
 def validate_taskschedule(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     refuse(admission.schedule(dict(new), before, namespace,
