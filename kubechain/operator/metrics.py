@@ -27,69 +27,61 @@ TRANSITIONS = Counter("kubechain_taskrun_transitions_total", "Phase transitions 
                       ["phase", "reason"], registry=REGISTRY)
 
 
-class TaskRunPhases:
-    """kubechain_taskruns{namespace, phase}: how many TaskRuns are in each phase now (computed at scrape)."""
+class PerRun:
+    """A gauge summed at scrape from one entry per TaskRun (uid -> labels, value), so a run that goes away or moves on
+    (observe(uid, None)) leaves nothing behind."""
 
-    def __init__(self) -> None:
-        self._phases: dict[str, tuple[str, str]] = {}  # uid -> (namespace, phase)
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self._runs: dict[str, tuple[tuple[str, ...], float]] = {}
         self._lock = threading.Lock()
 
-    def observe(self, uid: str, namespace: str, phase: str | None) -> None:
+    def set(self, uid: str, labels: tuple[str, ...] | None, value: float = 1) -> None:
         with self._lock:
-            if phase is None:
-                self._phases.pop(uid, None)
+            if labels is None:
+                self._runs.pop(uid, None)
             else:
-                self._phases[uid] = (namespace, phase)
+                self._runs[uid] = (labels, value)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("kubechain_taskruns", "TaskRuns by namespace and phase.", labels=["namespace", "phase"])
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
         with self._lock:
-            counts: dict[tuple[str, str], int] = {}
-            for key in self._phases.values():
-                counts[key] = counts.get(key, 0) + 1
-        for (namespace, phase), count in sorted(counts.items()):
-            family.add_metric([namespace, phase], count)
+            totals: dict[tuple[str, ...], float] = {}
+            for labels, value in self._runs.values():
+                totals[labels] = totals.get(labels, 0) + value
+        for labels, total in sorted(totals.items()):
+            family.add_metric(list(labels), total)
         yield family
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []
+
+
+class TaskRunPhases(PerRun):
+    """kubechain_taskruns{namespace, phase}: how many TaskRuns are in each phase now."""
+
+    def __init__(self) -> None:
+        super().__init__("kubechain_taskruns", "TaskRuns by namespace and phase.", ["namespace", "phase"])
+
+    def observe(self, uid: str, namespace: str, phase: str | None) -> None:
+        self.set(uid, None if phase is None else (namespace, phase))
+
+
+class StoredBytes(PerRun):
+    """kubechain_stored_bytes{namespace}: bytes the TaskRuns of each namespace keep in the apiserver (statuses and
+    sealed chunks, as kubechain/core/storage.py counts them for the namespace's storage cap)."""
+
+    def __init__(self) -> None:
+        super().__init__("kubechain_stored_bytes", "Bytes of TaskRun status and sealed chunks kept in the apiserver, "
+                         "by namespace.", ["namespace"])
+
+    def observe(self, uid: str, namespace: str, size: int | None) -> None:
+        self.set(uid, None if size is None else (namespace,), size or 0)
 
 
 PHASES = TaskRunPhases()
-REGISTRY.register(PHASES)
-
-
-class StoredBytes:
-    """kubechain_stored_bytes{namespace}: bytes the TaskRuns of each namespace keep in the apiserver (statuses and
-    sealed chunks, as kubechain/core/storage.py counts them for the namespace's storage cap), computed at scrape."""
-
-    def __init__(self) -> None:
-        self._bytes: dict[str, tuple[str, int]] = {}  # uid -> (namespace, bytes)
-        self._lock = threading.Lock()
-
-    def observe(self, uid: str, namespace: str, size: int | None) -> None:
-        with self._lock:
-            if size is None:
-                self._bytes.pop(uid, None)
-            else:
-                self._bytes[uid] = (namespace, size)
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("kubechain_stored_bytes", "Bytes of TaskRun status and sealed chunks kept in the "
-                                   "apiserver, by namespace.", labels=["namespace"])
-        with self._lock:
-            totals: dict[str, int] = {}
-            for namespace, size in self._bytes.values():
-                totals[namespace] = totals.get(namespace, 0) + size
-        for namespace, total in sorted(totals.items()):
-            family.add_metric([namespace], total)
-        yield family
-
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []
-
-
 STORED = StoredBytes()
+REGISTRY.register(PHASES)
 REGISTRY.register(STORED)
 _serving: set[int] = set()
 
