@@ -101,10 +101,11 @@ class AgentLoop:
                 message = f"the agent did not answer within maxTurns={self.spec.max_turns} LLM requests"
                 return await self._finish(status.model_copy(update={"error": message}), Phase.FAILED,
                                           Reason.MAX_TURNS_EXCEEDED, message)
-            if (spent := spend.over_budget(status, self.spec.budget, self._estimate(), self.spec.llm.pricing)):
+            estimate = self._estimate()  # of the next request's prompt
+            if (spent := spend.over_budget(status, self.spec.budget, estimate, self.spec.llm.pricing)):
                 return await self._finish(status.model_copy(update={"error": spent}), Phase.FAILED,
                                           Reason.BUDGET_EXCEEDED, spent)
-            if compaction.over(self._estimate(), self._window, self.spec.context):
+            if compaction.over(estimate, self._window, self.spec.context):
                 if (compacted := await self._compact(status, self._window or 0)) is not None:
                     return compacted  # a step of its own: the next one asks the LLM with the compacted view
             try:

@@ -32,7 +32,6 @@ RETRY_SECONDS = 30.0  # a renewal that failed (apiserver away, actor busy) is tr
 class ActorCredentials:
     def __init__(self, kube: Kube, seconds: int, clock: Callable[[], float] = time.time):
         self._kube, self.seconds, self._clock = kube, seconds, clock
-        self._accounts: set[str] = set()  # namespaces whose account and binding this process made sure of
         self._tokens: dict[str, KubeCredentials] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._connection: tuple[str, str | None, bool] | None = None
@@ -52,15 +51,12 @@ class ActorCredentials:
         return kube.expires_at - self.seconds / 2
 
     async def _mint(self, namespace: str) -> KubeCredentials:
-        if namespace not in self._accounts:
-            await self._kube.ensure_actor_account(namespace)
-            self._accounts.add(namespace)
+        # Made sure of at every mint (two creates answered 409, once per half lifetime per namespace), so an account
+        # or binding someone deleted is back before the next token is handed out.
+        await self._kube.ensure_actor_account(namespace)
         issued = await self._kube.account_token(namespace, ACTOR_ACCOUNT, self.seconds)
-        if issued is None:  # someone deleted the account since: make it again, once
-            await self._kube.ensure_actor_account(namespace)
-            issued = await self._kube.account_token(namespace, ACTOR_ACCOUNT, self.seconds)
-            if issued is None:
-                raise RuntimeError(f"ServiceAccount {namespace}/{ACTOR_ACCOUNT} vanished as it was made")
+        if issued is None:
+            raise RuntimeError(f"ServiceAccount {namespace}/{ACTOR_ACCOUNT} was deleted as it was made")
         if self._connection is None:
             self._connection = self._kube.connection()
         server, ca, insecure = self._connection
