@@ -71,13 +71,11 @@ def test_one_trace_follows_a_run_from_the_operator_through_every_actor_step(kube
 def test_a_restored_actor_and_child_runs_stay_in_the_trace(kube, stack, otlp):
     team(kube, stack, fact_latency=2)
     kube.apply([task("question", "boss", "Research A and B")])
-    wait_until(lambda: any(r["metadata"]["labels"].get("kubechain.dev/agent") == "fact" and
-                           (r.get("status") or {}).get("phase") == "Running"
-                           for r in json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]),
-               timeout=60, what="a fact run running")
-    runs = json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]
-    fact = next(r for r in runs if r["metadata"]["labels"].get("kubechain.dev/agent") == "fact"
-                and r["status"].get("phase") == "Running")
+    # The run seen Running is the one killed: a second listing may show a fact run created since, with no status.
+    fact = wait_until(lambda: next((r for r in json.loads(kube.run("get", "taskruns", "-o", "json").stdout)["items"]
+                                    if r["metadata"]["labels"].get("kubechain.dev/agent") == "fact"
+                                    and (r.get("status") or {}).get("phase") == "Running"), None),
+                      timeout=60, what="a fact run running")
     os.kill(actor_pid(stack, fact["status"]["actor"]["name"]), signal.SIGKILL)
     parent = kube.wait_phase("question-run", "Completed", timeout=90)
     trace, root_id = trace_id(parent)
