@@ -10,7 +10,8 @@ from typing import Any, Protocol
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .codetools import CodeToolPolicy
-from .v1alpha1 import Budget, ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, ToolExecution, Usage
+from .v1alpha1 import (Budget, ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, StoreLocation, ToolExecution,
+                       Usage)
 from .v1alpha1.common import the_one_set
 from .v1alpha1.tool import EXECUTION_KINDS
 
@@ -150,6 +151,21 @@ class KubeCredentials(Model):
     expires_at: float = Field(description="When the token expires (seconds since the epoch).")
 
 
+class ContextStore(Model):
+    """The run's external context store, resolved by the operator (contextStorageRef, or its default): the DSN read
+    from the Secret is handed with the run like the Kubernetes token, never in the actor's constructor (Ray keeps
+    those in the GCS)."""
+
+    location: StoreLocation = Field(description="Where it is (recorded in status.sealedContext.store for readers).")
+    dsn: SecretStr = Field(description="The PostgreSQL DSN from the Secret; never serialised.")
+    wait_seconds: float = Field(default=600, description="How long a write or read waits for the store to answer "
+                                "(KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS); then the run fails, reason "
+                                "ContextStoreUnavailable.")
+    overflow: bool = Field(default=False, description="Used only once the run reaches its apiserver allowance "
+                           "(RunCaps.stored_bytes): its chunks then move there instead of the run failing with "
+                           "StorageQuotaExceeded. False: every chunk goes there from the first.")
+
+
 class RunSpec(Model):
     taskrun: TaskRunRef
     epoch: int = Field(default=1, description="The fencing epoch this actor holds (see TaskRunStatus.epoch).")
@@ -183,6 +199,8 @@ class RunSpec(Model):
                                          "(none: the process's own, as tests and benches use).")
     fork: ForkPlan | None = Field(default=None, description="For a fork: the source's checkpoint to copy when the "
                                   "run has no conversation yet (its first actor, or one that crashed mid-copy).")
+    context_store: ContextStore | None = Field(default=None, description="The external store of the run's sealed "
+                                               "chunks (none: ConfigMaps only).")
 
 
 def secret_key(name: str, key: str) -> str:
