@@ -239,13 +239,13 @@ async def taskrun(request: web.Request) -> web.Response:
     user: User = request[USER]
 
     def load() -> tuple[dict, list, list, str | None]:
-        with request.app[AUTHZ].api_client(user) as api:
+        with request.app[AUTHZ].api_client(user) as api, client.ApiClient(request.app[AUTHZ].own) as own:
             obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns",
                                                                             name)
             try:
                 # The user's token read the run; the store's DSN is read with the console's own account (see
                 # kubechain/clients/transcript.py: who may read what).
-                status, messages, calls = transcript.complete(obj, api, client.ApiClient(request.app[AUTHZ].own))
+                status, messages, calls = transcript.complete(obj, api, own)
                 return obj, messages, calls, transcript.dropped(status)
             except ApiException as exc:  # e.g. the caller may not read the ConfigMaps the sealed chunks are in
                 status = TaskRunStatus.model_validate(obj.get("status") or {})
