@@ -109,7 +109,8 @@ class PostgresChunkStore:
                     result = await operation(await self._connection())
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     await self.close()
-                    error = f"{self.where} does not answer: {type(exc).__name__}: {str(exc).strip()[:300]}"
+                    reason = " ".join(str(exc).split())[:300]  # one line (libpq's have hints on the next)
+                    error = f"{self.where} does not answer: {type(exc).__name__}: {reason}"
                     if not failed:
                         failed, deadline = True, time.time() + self.wait_seconds
                         log.warning("%s; waiting up to %.0f s", error, self.wait_seconds)
