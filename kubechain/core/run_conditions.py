@@ -57,10 +57,11 @@ def context_store_available(status: TaskRunStatus, now: datetime) -> TaskRunStat
     waited (most keep their chunks in ConfigMaps)."""
     wait = status.context_store_wait
     old = next((c for c in status.conditions if c.type == ConditionType.CONTEXT_STORE_AVAILABLE), None)
-    if wait is not None and (old is None or old.status != "False" or old.message != wait.message):
+    message = f"{wait.message[:500]}; waiting until {wait.until}" if wait is not None else ""
+    if wait is not None and (old is None or old.status != "False" or old.message != message):
         return status.model_copy(update={"conditions": with_condition(
             status.conditions, ConditionType.CONTEXT_STORE_AVAILABLE, False, Reason.CONTEXT_STORE_UNAVAILABLE,
-            f"{wait.message[:500]}; waiting until {wait.until}", now=now)})
+            message, now=now)})
     if wait is None and old is not None and old.status == "False":
         return status.model_copy(update={"conditions": with_condition(
             status.conditions, ConditionType.CONTEXT_STORE_AVAILABLE, True, Reason.CONTEXT_STORE_RECOVERED,
