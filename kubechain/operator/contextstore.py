@@ -4,7 +4,7 @@ its Secret for the run's actor, the rows deleted with the run, and the sweep at 
 Deletion: a deleted TaskRun's rows are deleted by its uid when the watch shows the deletion (no finalizer: a run's
 deletion never waits on a database). One deleted while no operator ran is caught by the sweep, which the leader
 runs when it starts: every store it knows of (its default, and those named in the TaskRuns' statuses and their
-contextStorageRefs) loses the rows of runs no TaskRun has, except rows written since its listing began (a run
+contextStorageRefs, and the Tasks' contextStorageRefs) loses the rows of runs no TaskRun has, except rows written since its listing began (a run
 created meanwhile). A store that only a deleted run named is not known any more: its Secret's owner cleans it.
 """
 from __future__ import annotations
@@ -79,9 +79,11 @@ async def sweep(kube: Kube, settings: StorageSettings) -> dict[str, list[str]]:
     """Delete the rows of runs that no TaskRun has any more, in every store known; {store: uids deleted}."""
     listed_at = datetime.now(timezone.utc)
     found = await asyncio.to_thread(kube.custom.list_cluster_custom_object, GROUP, VERSION, "taskruns")
+    tasks = await asyncio.to_thread(kube.custom.list_cluster_custom_object, GROUP, VERSION, "tasks")
     runs = found.get("items", [])
     live = {r["metadata"]["uid"] for r in runs}
-    stores = {where.model_dump_json(): where for where in known_stores(runs, default(settings))}
+    known = known_stores(runs + tasks.get("items", []), default(settings))  # a Task's run may have been deleted
+    stores = {where.model_dump_json(): where for where in known}
     swept: dict[str, list[str]] = {}
     for where in stores.values():
         value, problem = await dsn(kube, where)
@@ -98,7 +100,7 @@ async def sweep(kube: Kube, settings: StorageSettings) -> dict[str, list[str]]:
 
 
 def known_stores(runs: list[dict[str, Any]], fallback: StoreLocation | None) -> list[StoreLocation]:
-    """The default store and every store a TaskRun's status or contextStorageRef names."""
+    """The default store and every store a TaskRun's status or a TaskRun's or Task's contextStorageRef names."""
     out = [fallback] if fallback else []
     for run in runs:
         namespace = run["metadata"]["namespace"]
