@@ -81,10 +81,11 @@ test: $(STAMP) k8s prometheus redis postgres chromium mcp-servers lint
 demo: $(STAMP) k8s
 	$(PY) hack/demo.py
 
-bench: $(STAMP) k8s
+bench: $(STAMP) k8s postgres
 	$(PY) bench/bench_slice.py
 	$(PY) bench/bench_recovery.py
 	$(PY) bench/bench_checkpoint.py
+	$(PY) bench/bench_store.py
 	$(PY) bench/bench_step.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_burst.py

@@ -204,7 +204,28 @@ def test_a_5mb_2000_message_context_in_the_store_through_the_real_apiserver(kube
     restored = asyncio.run(read())
     assert len(restored.context_window) == 2000 and digest(restored) == written
     obj = kube.get("taskrun", "long")
-    assert len(json.dumps(obj)) < 64 * 1024 and rows(postgres, uid) == sealed(obj)["chunks"] > 100
+    assert len(json.dumps(obj)) < 64 * 1024 and rows(postgres, uid) == sealed(obj)["chunks"] >= 100
     assert chunk_maps(kube, "long") == []
     kubectl(stack.kubeconfig, "-n", kube.namespace, "delete", "taskrun", "long")
     wait_until(lambda: rows(postgres, uid) == 0, 30, "its rows deleted")
+
+
+def test_at_its_allowance_a_run_moves_its_chunks_to_the_default_store_instead_of_failing(kube, stack, postgres):
+    store_ns = f"{kube.namespace[:40]}-store"  # the cluster admin's: the default store's Secret
+    kubectl(stack.kubeconfig, "create", "namespace", store_ns)
+    store_secret(Kube(stack, store_ns), postgres, "context-db")
+    stack.operator.reconfigure(KUBECHAIN_CONTEXT_STORAGE_SECRET=f"{store_ns}/context-db")
+    try:
+        kubectl(stack.kubeconfig, "annotate", "namespace", kube.namespace, "kubechain.dev/max-stored-bytes=60000")
+        note_taker(kube, stack, "truncate", declared=True)  # ~100 KB: StorageQuotaExceeded in ConfigMaps alone
+        kube.apply([task("moved", "scribe", "Write forty notes.", contextStorageRef={"kind": "ConfigMap"})])
+        run = kube.wait_phase("moved-run", "Completed", timeout=FIRST_ACTOR_SECONDS)
+    finally:
+        stack.operator.reconfigure(KUBECHAIN_CONTEXT_STORAGE_SECRET=None)
+    where = sealed(run)
+    assert where["store"] == {"kind": "PostgreSQL", "namespace": store_ns, "secret": "context-db", "key": "dsn"}
+    assert 0 < where["moved"] < where["chunks"] and rows(postgres, run["metadata"]["uid"]) == where["chunks"]
+    moved = [e for e in kube.events("moved-run") if e["reason"] == "ContextMoved"]
+    assert len(moved) == 1 and f"{where['moved']} sealed chunks moved to" in moved[0]["message"]
+    wait_until(lambda: chunk_maps(kube, "moved-run") == [], 30, "the moved ConfigMaps deleted")
+    check_all_notes(kube, stack, "moved-run")
