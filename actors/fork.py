@@ -23,6 +23,7 @@ from kubechain.api.v1alpha1 import GROUP, VERSION, ForkOf, Phase, Reason, TaskRu
 from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.fork import ForkError, cut
 from kubechain.core.lifecycle import enter
+from kubechain.core.storage import store_name
 
 from .checkpoint import CheckpointStore, KubeREST
 
@@ -47,6 +48,10 @@ class SourceReader:
             raise ForkError(f"spec.forkOf.name: TaskRun {self.plan.source.name!r} was replaced by another object "
                             "of that name")
         status = TaskRunStatus.model_validate(obj.get("status") or {})
+        if status.sealed_context.store is not None and status.sealed_context.chunks:  # not built: say so plainly
+            raise ForkError(f"spec.forkOf.name: the sealed chunks of TaskRun {self.plan.source.name!r} are in "
+                            f"{store_name(status.sealed_context.store)}; forking from an external context store "
+                            "is not supported yet")
         chunks = await asyncio.gather(*(self._chunk(i) for i in range(status.sealed_context.chunks)))
         messages, calls, chain = [], [], ""
         for chunk_messages, chunk_calls, sha256 in chunks:

@@ -173,6 +173,7 @@ def test_a_5mb_2000_message_context_in_the_store_through_the_real_apiserver(kube
     from tests.unit.test_context_layout import grow
 
     monkeypatch.setenv("KUBECONFIG", str(stack.kubeconfig))
+    store_secret(kube, postgres)  # what the operator reads to delete the rows with the run
     kube.apply([{"apiVersion": "kubechain.dev/v1alpha1", "kind": "TaskRun", "metadata": {"name": "long"},
                  "spec": {"taskRef": {"name": "none"}}}])  # no Task: the operator leaves it Pending
     uid = kube.get("taskrun", "long")["metadata"]["uid"]
