@@ -16,11 +16,10 @@ import json
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from kubechain.api.context import DATA_KEY, EPOCH_ANNOTATION, chained, configmaps, decode, described, part_name
-from datetime import datetime, timezone
-
 from kubechain.api.runspec import ContextStore, KubeCredentials, TaskRunRef
 from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, ContextChunk, ContextStoreWait, Reason, TaskRunStatus
 from kubechain.api.v1alpha1.common import now_rfc3339, rfc3339
