@@ -88,6 +88,21 @@ class TaskRunRef(Model):
     uid: str
 
 
+class ContextStore(Model):
+    """The run's external context store, resolved by the operator (contextStorageRef, or its default): the DSN read
+    from the Secret is handed with the run like the Kubernetes token, never in the actor's constructor (Ray keeps
+    those in the GCS)."""
+
+    location: StoreLocation = Field(description="Where it is (recorded in status.sealedContext.store for readers).")
+    dsn: SecretStr = Field(description="The PostgreSQL DSN from the Secret; never serialised.")
+    wait_seconds: float = Field(default=600, description="How long a write or read waits for the store to answer "
+                                "(KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS); then the run fails, reason "
+                                "ContextStoreUnavailable.")
+    overflow: bool = Field(default=False, description="Used only once the run reaches its apiserver allowance "
+                           "(RunCaps.stored_bytes): its chunks then move there instead of the run failing with "
+                           "StorageQuotaExceeded. False: every chunk goes there from the first.")
+
+
 class ForkPlan(Model):
     """What a fork's first actor copies before its first step (kubechain/core/fork.py cuts it; actors/fork.py
     reads it with the run's own credentials: the source is in the same namespace)."""
@@ -95,6 +110,9 @@ class ForkPlan(Model):
     source: TaskRunRef = Field(description="The source run, pinned by uid (status.forkedFrom).")
     step: int = Field(description="The step forked at (spec.forkOf.step).")
     input: str | None = Field(default=None, description="The answer to that step's ask_human question, if given.")
+    source_store: ContextStore | None = Field(default=None, description="The source's external context store, "
+                                              "when its chunks are in one (status.sealedContext.store): read, "
+                                              "never written.")
 
 
 class CallInput(Model):
@@ -149,21 +167,6 @@ class KubeCredentials(Model):
     insecure: bool = Field(default=False, description="Skip TLS verification (only when the operator's own "
                            "connection does: a local cluster).")
     expires_at: float = Field(description="When the token expires (seconds since the epoch).")
-
-
-class ContextStore(Model):
-    """The run's external context store, resolved by the operator (contextStorageRef, or its default): the DSN read
-    from the Secret is handed with the run like the Kubernetes token, never in the actor's constructor (Ray keeps
-    those in the GCS)."""
-
-    location: StoreLocation = Field(description="Where it is (recorded in status.sealedContext.store for readers).")
-    dsn: SecretStr = Field(description="The PostgreSQL DSN from the Secret; never serialised.")
-    wait_seconds: float = Field(default=600, description="How long a write or read waits for the store to answer "
-                                "(KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS); then the run fails, reason "
-                                "ContextStoreUnavailable.")
-    overflow: bool = Field(default=False, description="Used only once the run reaches its apiserver allowance "
-                           "(RunCaps.stored_bytes): its chunks then move there instead of the run failing with "
-                           "StorageQuotaExceeded. False: every chunk goes there from the first.")
 
 
 class RunSpec(Model):

@@ -54,6 +54,22 @@ async def for_run(kube: Kube, settings: StorageSettings, namespace: str, ref: Co
                         overflow=overflow), None
 
 
+async def for_fork_source(kube: Kube, settings: StorageSettings, namespace: str, source: str
+                          ) -> tuple[ContextStore | None, str | None]:
+    """The external store a fork's source keeps its chunks in, with its DSN (None: ConfigMaps, or the source is
+    gone: the fork's actor says so), or why it cannot have it."""
+    obj = await kube.get("taskruns", namespace, source)
+    recorded = (((obj or {}).get("status") or {}).get("sealedContext") or {}).get("store")
+    if not recorded:
+        return None, None
+    where = StoreLocation.model_validate(recorded)
+    value, problem = await dsn(kube, where)
+    if problem:
+        return None, problem
+    return ContextStore(location=where, dsn=SecretStr(value or ""),
+                        wait_seconds=settings.context_store_wait_seconds), None
+
+
 async def delete_rows(kube: Kube, uid: str, where: StoreLocation) -> None:
     """A deleted run's rows (best effort: what is left, the next sweep deletes)."""
     value, problem = await dsn(kube, where)

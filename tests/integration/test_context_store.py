@@ -230,3 +230,16 @@ def test_at_its_allowance_a_run_moves_its_chunks_to_the_default_store_instead_of
     assert len(moved) == 1 and f"{where['moved']} sealed chunks moved to" in moved[0]["message"]
     wait_until(lambda: chunk_maps(kube, "moved-run") == [], 30, "the moved ConfigMaps deleted")
     check_all_notes(kube, stack, "moved-run")
+
+
+def test_a_run_in_the_store_is_forked_with_its_sealed_chunks(kube, stack, postgres):
+    start_notes(kube, stack, postgres, "source", latency=0.0)
+    source = kube.wait_phase("source-run", "Completed", timeout=FIRST_ACTOR_SECONDS)
+    check_in_store(kube, postgres, source)
+    step = source["status"]["step"] - 3  # the steps the fork keeps are mostly in the store
+    kube.apply([{"apiVersion": "kubechain.dev/v1alpha1", "kind": "TaskRun", "metadata": {"name": "copy"},
+                 "spec": {"forkOf": {"name": "source-run", "step": step}}}])
+    fork = kube.wait_phase("copy", "Completed", timeout=FIRST_ACTOR_SECONDS)
+    assert fork["status"]["output"] == "all noted" and fork["status"]["forkedFrom"]["step"] == step
+    assert "store" not in sealed(fork) and chunk_maps(kube, "copy")  # its own chunks: ConfigMaps (no ref)
+    assert transcript(kube, stack, "copy") == transcript(kube, stack, "source-run")  # the same script from there on

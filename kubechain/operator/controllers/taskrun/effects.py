@@ -218,6 +218,12 @@ class Applier:
                                                                 seen.status.sealed_context.store)
         if problem:  # a missing Secret (or key) does not come by waiting either
             return CannotStart(f"{problem} (needed by spec.contextStorageRef)", final=Reason.SECRET_NOT_FOUND)
+        if run.fork is not None:  # its source's chunks may be in an external store: the fork's actor reads them
+            run.fork.source_store, problem = await contextstore.for_fork_source(
+                self.state.kube, self.state.settings.storage, ref.namespace, run.fork.source.name)
+            if problem:
+                return CannotStart(f"{problem} (needed to read the source of spec.forkOf)",
+                                   final=Reason.SECRET_NOT_FOUND)
         if any(is_code_tool(t.execution) for t in run.tools):  # the actor checks them again before each runs
             run.code_tools = await codetools.policy(self.state.kube, self.state.settings.code_tools, ref.namespace)
         if self.state.credentials is not None:
