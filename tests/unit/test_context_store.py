@@ -64,6 +64,13 @@ def test_naming_a_store_secret_needs_get_on_it_and_the_refusal_names_field_and_s
     assert access.uses(kind, {"contextStorageRef": {"kind": "ConfigMap"}}) == []
 
 
+def test_a_schedules_run_template_naming_a_store_secret_is_checked_too():
+    spec = {"runTemplate": {"agentRef": {"name": "a"}, "userInput": "u",
+                            "contextStorageRef": {"kind": "PostgreSQL", "name": "db-dsn"}}}
+    assert access.uses("TaskSchedule", spec) == [access.Use("spec.runTemplate.contextStorageRef", "Secret", "db-dsn")]
+    assert access.uses("TaskSchedule", {"runTemplate": {}}) == []
+
+
 def test_chunks_in_an_external_store_do_not_count_against_etcd():
     sealed = {"chunks": 10, "bytes": 500_000}
     in_configmaps = stored_bytes({"sealedContext": sealed})

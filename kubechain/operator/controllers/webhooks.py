@@ -128,7 +128,9 @@ def _spent(namespace: str, indexes: dict[str, Any]) -> list[str]:
 
 
 @hooks.validate("taskschedules", id="validate-taskschedules", operations=WRITES)
-def validate_taskschedule(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+async def validate_taskschedule(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str,
+                                userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     refuse(admission.schedule(dict(new), before, namespace,
-                              *priority_limit(namespace, kwargs, current().limits.max_priority)))
+                              *priority_limit(namespace, kwargs, current().limits.max_priority))
+           or await _borrowed("TaskSchedule", namespace, dict(new.get("spec") or {}), old, operation, userinfo, memo))
