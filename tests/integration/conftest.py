@@ -49,6 +49,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
         yield env
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL for the external context store, started the first time a test asks for it."""
+    from harness.postgres import LocalPostgres
+
+    with LocalPostgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
 class Kube:
     """kubectl in one namespace, with helpers to wait on kubechain objects."""
 
