@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus redis chromium mcp-servers clean help \
+.PHONY: demo test unit integration lint crds bench k8s node prometheus redis chromium mcp-servers clean help \
         kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down e2e-kind
 
 help:
@@ -25,6 +25,12 @@ $(STAMP): pyproject.toml
 # etcd (apt) and kube-apiserver/kube-controller-manager (built once from Debian's source, cached in ~/.cache/kubechain)
 k8s:
 	hack/k8s-binaries.sh >/dev/null
+
+# One real node for the local control plane (harness/node.py): containerd, runc, CNI plugins, buildah from apt;
+# kubelet, kube-scheduler and the pause binary built from the same Debian source (one pass with the control plane's
+# on a fresh machine, cached); the pause and busybox images built here as OCI archives. Needs root.
+node:
+	hack/node.sh >/dev/null
 
 # The Prometheus server the metrics tests query (Debian's package; its service is not started)
 # The MCP servers the tests talk to: `mcp-server-time` comes with the dev extras (PyPI); server-everything (npm,
