@@ -86,8 +86,9 @@ def make_cgroup_root(name: str) -> None:
 
 
 def remove_cgroup_tree(name: str) -> None:
-    """rmdir the tree, deepest first (a cgroup goes only once empty of tasks and children)."""
-    for hierarchy in v1_hierarchies():
+    """rmdir the tree, deepest first (a cgroup goes only once empty of tasks and children), in every hierarchy:
+    on this hybrid layout runc mirrors the v1 tree into the unified one as well."""
+    for hierarchy in (p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()):
         top = hierarchy / name
         if top.exists():
             for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
@@ -205,6 +206,9 @@ state = "{d / 'state'}"
   # pods' network namespaces in our state dir, not /var/run/netns beside other sessions'
   netns_mounts_under_state_dir = true
   enable_selinux = false
+  # the sandbox asks for oom_score_adj -998, which lowering needs CAP_SYS_RESOURCE: not ours here (runc's init
+  # fails with EACCES). Clamped to containerd's own score instead.
+  restrict_oom_score_adj = true
 [{cri}.containerd]
   snapshotter = "overlayfs"
   default_runtime_name = "runc"
