@@ -20,7 +20,7 @@ PROBE = r"""touch /probe 2>/dev/null && root=writable || root=read-only
 echo scratch > /tmp/scratch
 [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ] && token=mounted || token=none
 { echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "root=$root"; echo "tmp=$(cat /tmp/scratch)"; echo "token=$token"
-  awk '/^(CapEff|NoNewPrivs|Seccomp):/ {print $1 "=" $2}' /proc/self/status
+  awk '/^(CapEff|NoNewPrivs|Seccomp):/ {sub(/:$/, "", $1); print $1 "=" $2}' /proc/self/status
   echo "mode=$MODE"; echo "secret=$TOKEN"; echo "args=$KUBECHAIN_ARGUMENTS"; } > /dev/termination-log"""
 
 
@@ -155,8 +155,10 @@ def tool_jobs(kube, uid: str) -> list[dict]:
 
 
 def test_an_operator_restart_finds_the_same_job_and_a_cancel_stops_it(kube, stack, node):
-    # "one" ends on its own (a few seconds: the operator is killed meanwhile), "two" runs until cancelled
-    script = 'case "$KUBECHAIN_ARGUMENTS" in *one*) sleep 3; echo "one done" > /dev/termination-log;; *) exec sleep 600;; esac'
+    # "one" ends on its own (a few seconds: the operator is killed meanwhile), "two" runs until cancelled, and exits
+    # 143 at the kubelet's SIGTERM (as PID 1, `sleep` alone would ignore it until the grace period's SIGKILL)
+    script = ('case "$KUBECHAIN_ARGUMENTS" in *one*) sleep 3; echo "one done" > /dev/termination-log;; '
+              '*) trap "exit 143" TERM; sleep 600 & wait;; esac')
     run = setup_agent(kube, stack, [
         {"tool_calls": [{"name": "build", "arguments": {"target": "one"}}]},
         {"tool_calls": [{"name": "build", "arguments": {"target": "two"}}]},
@@ -181,9 +183,18 @@ def test_an_operator_restart_finds_the_same_job_and_a_cancel_stops_it(kube, stac
     kube.run("patch", "taskrun", run, "--type", "merge", "-p", '{"spec":{"cancel":true}}')
     kube.wait_phase(run, "Failed")
     wait_until(lambda: not tool_jobs(kube, uid), timeout=60, what="the running tool's Job deleted")
-    # and its pod with it: the kubelet stopped the container (the garbage collector deletes the Job's pods)
-    wait_until(lambda: kube.run("get", "pod", pod["metadata"]["name"], check=False).returncode != 0, timeout=90,
-               what="the running tool's pod gone")
+    # and its pod with it (the garbage collector deletes the Job's pods): the kubelet stopped the container. The pod
+    # object itself goes only once the kubelet's container GC (once a minute in 1.20) has removed its sandbox.
+    wait_until(lambda: stopped(kube, pod["metadata"]["name"]), timeout=90, what="the running tool's container stopped")
+
+
+def stopped(kube, pod: str) -> bool:
+    """The pod is gone, or its tool container ended by the SIGTERM (exit 143)."""
+    found = kube.run("get", "pod", pod, "-o", "json", check=False)
+    if found.returncode != 0:
+        return True
+    states = [c["state"] for c in json.loads(found.stdout)["status"].get("containerStatuses", [])]
+    return any(s.get("terminated", {}).get("exitCode") == 143 for s in states)
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in (REPO_ROOT / "samples").glob("*.yaml")))
