@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -164,6 +165,7 @@ class LocalNode:
             stop_process(self.procs.pop(name)[0])
         self._kill_shims()
         unmount_under(self.workdir)
+        self._remove_pod_logs()
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
         remove_cgroup_tree(self.cgroup_root)
 
@@ -266,6 +268,17 @@ state = "{d / 'state'}"
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
+
+    def _remove_pod_logs(self) -> None:
+        """The kubelet keeps pods' logs in /var/log/pods (fixed in 1.20, not under its root dir): remove those of
+        the pods this node ran (their uids are its root dir's pods/), and the /var/log/containers links to them."""
+        uids = {p.name for p in (self.workdir / "kubelet" / "pods").glob("*")}
+        for link in Path("/var/log/containers").glob("*.log"):
+            if link.is_symlink() and any(f"_{uid}/" in os.readlink(link) for uid in uids):
+                link.unlink(missing_ok=True)
+        for uid in uids:
+            for logs in Path("/var/log/pods").glob(f"*_{uid}"):
+                shutil.rmtree(logs, ignore_errors=True)
 
     # --- scheduler and kubelet -----------------------------------------------------------------
 
