@@ -28,7 +28,8 @@ k8s:
 
 # One real node for the local control plane (harness/node.py): containerd, runc, CNI plugins, buildah from apt;
 # kubelet, kube-scheduler and the pause binary built from the same Debian source (one pass with the control plane's
-# on a fresh machine, cached); the pause and busybox images built here as OCI archives. Needs root.
+# on a fresh machine, cached: `node` comes before `k8s` in the prerequisites for that); the pause and busybox images
+# built here as OCI archives. Running the node needs root (tests/integration/test_tools.py skips without).
 node:
 	hack/node.sh >/dev/null
 
@@ -71,10 +72,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s prometheus redis chromium mcp-servers
+integration: $(STAMP) node k8s prometheus redis chromium mcp-servers
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s prometheus redis chromium mcp-servers lint
+test: $(STAMP) node k8s prometheus redis chromium mcp-servers lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s

@@ -54,6 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
 def node(stack: LocalEnvironment):
     """A real node (containerd + kubelet + scheduler) joined to the session's control plane: started by the first
     test that needs pods to run, stopped at the end of the session. Tests that need none never pay for it."""
+    if os.geteuid() != 0:
+        pytest.skip("a real node needs root (containerd, runc, the kubelet and CNI do)")
     with LocalNode(stack.controlplane, stack.workdir / "node") as real:
         yield real
 

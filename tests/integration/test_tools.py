@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 TARGET_SCHEMA = {"type": "object", "properties": {"target": {"type": "string"}}, "required": ["target"]}
 # What the tool's container sees of its own restrictions, one `key=value` line each, as its termination message
-PROBE = r"""touch /probe 2>/dev/null && root=writable || root=read-only
+PROBE = r"""root=$(awk '$2 == "/" {split($4, options, ","); print options[1]}' /proc/self/mounts)
 echo scratch > /tmp/scratch
 [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ] && token=mounted || token=none
 { echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "root=$root"; echo "tmp=$(cat /tmp/scratch)"; echo "token=$token"
@@ -86,7 +86,7 @@ def test_a_container_call_runs_as_a_restricted_pod_and_its_result_reaches_the_ll
     _, build, deploy = final["status"]["toolCallHistory"]
     seen = probed(build["result"])
     # What the kubelet and runc really enforced, seen from inside the tool's container
-    assert (seen["uid"], seen["gid"], seen["root"], seen["tmp"]) == ("65532", "65532", "read-only", "scratch")
+    assert (seen["uid"], seen["gid"], seen["root"], seen["tmp"]) == ("65532", "65532", "ro", "scratch")
     assert (seen["CapEff"], seen["NoNewPrivs"], seen["Seccomp"]) == ("0000000000000000", "1", "2")
     assert seen["token"] == "none"  # the namespace's default account exists, its token is not mounted
     assert (seen["mode"], seen["secret"]) == ("release", "s3cret")  # the kubelet resolved the Secret's key
