@@ -61,7 +61,8 @@ def image_archive(assets: Path, image: str) -> Path:
 
 def pick_subnet() -> ipaddress.IPv4Network:
     """A /24 in 10.200.0.0/13 that no route on this machine covers (another session's bridge has one)."""
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+                            check=True).stdout
     taken = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines()
              for word in line.split()[:2] if "/" in word]
     for _ in range(100):
@@ -103,7 +104,7 @@ def unmount_under(directory: Path) -> None:
     """Unmount whatever is still mounted below `directory` (overlay rootfs, netns, the kubelet's rshared root)."""
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(f"{directory}/")), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True)
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
 class LocalNode:
@@ -120,7 +121,7 @@ class LocalNode:
         self.subnet: ipaddress.IPv4Network | None = None
         self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
 
-    def __enter__(self) -> "LocalNode":
+    def __enter__(self) -> LocalNode:
         self.start()
         return self
 
@@ -166,7 +167,7 @@ class LocalNode:
         self._kill_shims()
         unmount_under(self.workdir)
         self._remove_pod_logs()
-        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)  # gone already: fine
         remove_cgroup_tree(self.cgroup_root)
 
     # --- containerd ----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 def write_kubelet_client_pki(directory: Path) -> KubeletClientPKI:
     """A fresh CA and a client certificate signed by it (CN kube-apiserver-kubelet-client, as kubeadm names it)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (x509.CertificateBuilder().subject_name(_name("kubechain-local-ca")).issuer_name(_name("kubechain-local-ca"))
                .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
