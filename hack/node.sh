@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provision one real Kubernetes node for the local control plane (`make node`; harness/node.py runs it):
-#   - containerd 1.6, runc, the CNI plugins, iptables and buildah from apt;
+#   - containerd 1.6, runc, the CNI plugins, iptables, socat and buildah from apt;
 #   - kubelet, kube-proxy, kube-scheduler and a static pause binary built from Debian's kubernetes source
 #     (hack/k8s-binaries.sh --node: one pass, cached);
 #   - the images the node runs, built here (no registry is reachable) as OCI archives in the same cache:
@@ -20,7 +20,7 @@ BUSYBOX_IMAGE=localhost/kubechain/busybox:1.35
 
 need=()
 for cmd in containerd:containerd runc:runc ctr:containerd buildah:buildah iptables:iptables conntrack:conntrack \
-           /usr/bin/busybox:busybox-static /usr/lib/cni/bridge:containernetworking-plugins; do
+           socat:socat nsenter:util-linux /usr/bin/busybox:busybox-static /usr/lib/cni/bridge:containernetworking-plugins; do
   command -v "${cmd%%:*}" >/dev/null || [ -x "${cmd%%:*}" ] || need+=("${cmd##*:}")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -45,7 +45,8 @@ BINARIES_SCRIPT = REPO_ROOT / "hack" / "k8s-binaries.sh"
 CONTROLLERS = "garbagecollector,namespace,serviceaccount,serviceaccount-token,job,nodelifecycle"
 NODE_NAME = "kubechain-node"  # the one node harness/node.py joins
 # The node's components, each as the user its bootstrap ClusterRoleBinding (or harness/node.py's) names
-COMPONENT_USERS = {"kubelet": (f"system:node:{NODE_NAME}", "system:nodes"), "kube-scheduler": ("system:kube-scheduler", "")}
+COMPONENT_USERS = {"kubelet": (f"system:node:{NODE_NAME}", "system:nodes"), "kube-proxy": ("system:kube-proxy", ""),
+                   "kube-scheduler": ("system:kube-scheduler", "")}
 
 
 class StartupError(RuntimeError):
@@ -313,12 +314,13 @@ class LocalControlPlane:
     def _wait(self, check: Callable[[], bool], deadline: float, what: str) -> None:
         wait_until(check, max(deadline - time.monotonic(), 1), what, self.procs)
 
-    def component_kubeconfig(self, component: str) -> Path:
-        """A kubeconfig for one of a node's components (COMPONENT_USERS), written on first use."""
+    def component_kubeconfig(self, component: str, server: str | None = None) -> Path:
+        """A kubeconfig for one of a node's components (COMPONENT_USERS), written on first use; `server`: the
+        apiserver's address as the component reaches it (default: the loopback one)."""
         path = self.workdir / f"{component}.kubeconfig"
         if not path.exists():
             ca = self.workdir / "certs" / "apiserver.crt"
-            path.write_text(yaml.safe_dump(kubeconfig_dict(self.server, COMPONENT_USERS[component][0],
+            path.write_text(yaml.safe_dump(kubeconfig_dict(server or self.server, COMPONENT_USERS[component][0],
                                                            self.component_tokens[component],
                                                            ca if ca.exists() else None)))
             path.chmod(0o600)

@@ -1,29 +1,24 @@
-"""One real Kubernetes node on this machine, joined to a LocalControlPlane: pods really run.
+"""One real Kubernetes node on this machine, joined to a LocalControlPlane: pods really run, Services work.
 
 containerd (its own root, state and socket in `workdir`, so it never meets another session's), kube-scheduler
-(the control plane has none until a node exists) and a kubelet (cgroupfs driver: PID 1 is not systemd), all built
-or installed by `make node` (hack/node.sh). Pods get a CNI bridge of their own (a random name and /24) with
-host-local addresses and loopback. Images come from OCI archives built here (no registry is reachable), imported
-into this containerd's `k8s.io` namespace.
+(the control plane has none until a node exists), a kubelet (cgroupfs driver: PID 1 is not systemd) and kube-proxy
+(iptables), all built or installed by `make node` (hack/node.sh). containerd, the kubelet, kube-proxy and the pods
+live in the node's own network namespace (harness/nodenet.py: its veth to the host, its CNI bridge with
+host-local addresses, its iptables, its path to the apiserver, so `kubernetes.default` works from pods). Images
+come from OCI archives built here (no registry is reachable), imported into this containerd's `k8s.io` namespace.
 
 What it leaves alone, so that sessions side by side on one machine do not meet: its cgroups live under
-`/kubechain-<id>` (not `/kubepods`), its network namespaces under containerd's state dir, the kubelet does not
-write iptables (`makeIPTablesUtilChains: false`), and processes are stopped by the pids this harness started or
-that its containerd recorded. What it does not isolate: the kubelet sets a few kernel tunables at start
+`/kubechain-<id>` (not `/kubepods`), its pods' network namespaces under containerd's state dir, its rules in its
+own namespace but one (a DNAT matched on its own veth), and processes are stopped by the pids this harness started
+or that its containerd recorded. What it does not isolate: the kubelet sets a few kernel tunables at start
 (vm.overcommit_memory=1, kernel.panic=10, kernel.panic_on_oops=1: what every kubelet does), and its log garbage
 collector removes /var/log/pods directories of pods it does not know, so two nodes running at once can lose each
 other's logs (a tool's result is its termination message first; its log is the fallback).
-
-Not here: kube-proxy. Its iptables chains (KUBE-SERVICES...) are global: a second session's kube-proxy would
-rewrite the first's, so Services (and `kubernetes.default`) are not reachable from pods; what pods do here needs
-neither.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -35,6 +30,7 @@ import yaml
 from .controlplane import (NODE_NAME, REPO_ROOT, LocalControlPlane, StartupError, free_ports, http_get, spawn,
                            stop_process, wait_until)
 from .localenv import kubectl
+from .nodenet import NodeNetwork
 
 NODE_SCRIPT = REPO_ROOT / "hack" / "node.sh"
 PAUSE_IMAGE = "localhost/kubechain/pause:3.4"
@@ -57,19 +53,6 @@ def find_node_assets() -> Path:
 def image_archive(assets: Path, image: str) -> Path:
     """Where hack/node.sh saved `image` (same naming as its `archive`)."""
     return assets / "images" / (image.replace("/", "_").replace(":", "_") + ".tar")
-
-
-def pick_subnet() -> ipaddress.IPv4Network:
-    """A /24 in 10.200.0.0/13 that no route on this machine covers (another session's bridge has one)."""
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
-                            check=True).stdout
-    taken = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines()
-             for word in line.split()[:2] if "/" in word]
-    for _ in range(100):
-        net = ipaddress.ip_network(f"10.{random.randint(200, 207)}.{random.randint(0, 255)}.0/24")
-        if not any(net.overlaps(t) for t in taken):
-            return net
-    raise StartupError("no free /24 in 10.200.0.0/13 for the node's pods")
 
 
 def v1_hierarchies() -> list[Path]:
@@ -115,10 +98,10 @@ class LocalNode:
         self.workdir = Path(workdir).resolve()
         self.logs = self.workdir / "logs"
         self.id = os.urandom(3).hex()
-        self.bridge = f"kc{self.id}"
         self.cgroup_root = f"kubechain-{self.id}"
         self.socket = self.workdir / "containerd" / "containerd.sock"
-        self.subnet: ipaddress.IPv4Network | None = None
+        self.net: NodeNetwork | None = None
+        self.apiserver = ("", 0)  # the apiserver's advertised address, the node's way to it
         self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
 
     def __enter__(self) -> LocalNode:
@@ -130,22 +113,25 @@ class LocalNode:
 
     @property
     def node_ip(self) -> str:
-        assert self.subnet is not None
-        return str(self.subnet.network_address + 1)
+        assert self.net is not None
+        return self.net.node_ip
 
     def start(self, timeout: float = 180) -> None:
         """Start everything and wait until the node is Ready and schedulable (its not-ready taint lifted)."""
         assets = find_node_assets()
-        self.subnet = pick_subnet()
+        self.net = NodeNetwork(self.id)
         deadline = time.monotonic() + timeout
         try:
+            self.net.create()
+            self.apiserver = self._advertised_apiserver()
+            self._run("apiserver-forward", self.net.forward_apiserver(*self.apiserver))
             self._start_containerd(deadline)
             for image in (PAUSE_IMAGE, BUSYBOX_IMAGE):
                 self.ctr("images", "import", str(image_archive(assets, image)))
-            self._make_bridge()
             kubectl(self.controlplane.kubeconfig, "apply", "-f", "-", input=json.dumps(NODE_BINDING))
             self._start_scheduler(assets, deadline)
             self._start_kubelet(assets, deadline)
+            self._start_kube_proxy(assets, deadline)
         except BaseException:
             self.stop()
             raise
@@ -167,7 +153,8 @@ class LocalNode:
         self._kill_shims()
         unmount_under(self.workdir)
         self._remove_pod_logs()
-        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)  # gone already: fine
+        if self.net is not None:
+            self.net.remove()
         remove_cgroup_tree(self.cgroup_root)
 
     # --- containerd ----------------------------------------------------------------------------
@@ -178,7 +165,7 @@ class LocalNode:
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "net.d" / "10-kubechain.conflist").write_text(json.dumps(self._cni_config()))
         (d / "config.toml").write_text(self._containerd_config())
-        self._run("containerd", ["containerd", f"--config={d / 'config.toml'}"])
+        self._run("containerd", ["containerd", f"--config={d / 'config.toml'}"], in_node=True)
         self._wait(lambda: self.socket.exists() and self._answers(), deadline, "containerd")
 
     def _answers(self) -> bool:
@@ -227,23 +214,28 @@ state = "{d / 'state'}"
 """
 
     def _cni_config(self) -> dict:
-        """A bridge without gateway or masquerade (no iptables, no ip_forward): pods reach each other and the
-        node's address on the bridge, which is all the node's own traffic needs."""
-        assert self.subnet is not None
-        hosts = list(self.subnet.hosts())
+        """A bridge in the node's namespace, the pods' gateway, masquerading what leaves it (rules in that
+        namespace's own tables, as ip_forward is that namespace's own)."""
+        assert self.net is not None
+        hosts = list(self.net.pods.hosts())
         return {"cniVersion": "0.4.0", "name": f"kubechain-{self.id}", "plugins": [
-            {"type": "bridge", "bridge": self.bridge, "isGateway": False, "ipMasq": False,
+            {"type": "bridge", "bridge": self.net.bridge, "isGateway": True, "ipMasq": True,
              "ipam": {"type": "host-local", "dataDir": str(self.workdir / "containerd" / "ipam"),
-                      "ranges": [[{"subnet": str(self.subnet), "rangeStart": str(hosts[9]),
-                                   "rangeEnd": str(hosts[-1])}]]}}]}
+                      "ranges": [[{"subnet": str(self.net.pods), "gateway": str(hosts[0]),
+                                   "rangeStart": str(hosts[1]), "rangeEnd": str(hosts[-1])}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}}]}
 
-    def _make_bridge(self) -> None:
-        """The bridge, made before the kubelet starts: its address is the node's (a kubelet refuses loopback)."""
-        assert self.subnet is not None
-        for cmd in (["link", "add", self.bridge, "type", "bridge"],
-                    ["addr", "add", f"{self.node_ip}/{self.subnet.prefixlen}", "dev", self.bridge],
-                    ["link", "set", self.bridge, "up"]):
-            subprocess.run(["ip", *cmd], check=True, capture_output=True)
+    def _advertised_apiserver(self) -> tuple[str, int]:
+        """Where the `kubernetes` Service's endpoint says the apiserver is (what pods reach through kube-proxy)."""
+        endpoints = json.loads(kubectl(self.controlplane.kubeconfig, "-n", "default", "get", "endpoints",
+                                       "kubernetes", "-o", "json").stdout)
+        subset = endpoints["subsets"][0]
+        return subset["addresses"][0]["ip"], subset["ports"][0]["port"]
+
+    def _node_kubeconfig(self, component: str) -> Path:
+        """The component's kubeconfig, with the apiserver at its advertised address (the node's path to it)."""
+        ip, port = self.apiserver
+        return self.controlplane.component_kubeconfig(component, server=f"https://{ip}:{port}")
 
     def _tasks(self) -> list[str]:
         try:
@@ -272,8 +264,12 @@ state = "{d / 'state'}"
 
     def _remove_pod_logs(self) -> None:
         """The kubelet keeps pods' logs in /var/log/pods (fixed in 1.20, not under its root dir): remove those of
-        the pods this node ran (their uids are its root dir's pods/), and the /var/log/containers links to them."""
+        the pods this node ran, and the /var/log/containers links to them. Their uids: its root dir's pods/, and
+        the scheduler's events (a pod deleted a moment ago has no directory left there, its logs still may)."""
         uids = {p.name for p in (self.workdir / "kubelet" / "pods").glob("*")}
+        events = kubectl(self.controlplane.kubeconfig, "get", "events", "-A", "--field-selector=reason=Scheduled",
+                         "-o", "jsonpath={.items[*].involvedObject.uid}", check=False)
+        uids.update(events.stdout.split() if events.returncode == 0 else [])
         for link in Path("/var/log/containers").glob("*.log"):
             if link.is_symlink() and any(f"_{uid}/" in os.readlink(link) for uid in uids):
                 link.unlink(missing_ok=True)
@@ -300,7 +296,7 @@ state = "{d / 'state'}"
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "cgroupDriver": "cgroupfs", "cgroupRoot": f"/{self.cgroup_root}",
             "address": self.node_ip, "port": port, "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": healthz,
+            "healthzBindAddress": self.node_ip, "healthzPort": healthz,
             # only the apiserver (its kubelet-client certificate, signed by this CA) may read pods' logs
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
                                "x509": {"clientCAFile": str(pki.ca)}},
@@ -320,13 +316,28 @@ state = "{d / 'state'}"
         config.write_text(yaml.safe_dump(self._kubelet_config(port, healthz)))
         self._run("kubelet", [
             str(assets / "kubelet"), f"--config={config}",
-            f"--kubeconfig={self.controlplane.component_kubeconfig('kubelet')}",
+            f"--kubeconfig={self._node_kubeconfig('kubelet')}",
             f"--root-dir={self.workdir / 'kubelet'}", f"--cert-dir={self.workdir / 'kubelet-certs'}",
             "--container-runtime=remote", f"--container-runtime-endpoint=unix://{self.socket}",
             f"--pod-infra-container-image={PAUSE_IMAGE}", f"--hostname-override={NODE_NAME}",
-            f"--node-ip={self.node_ip}"])
-        self._wait(lambda: http_get(f"http://127.0.0.1:{healthz}/healthz")[0] == 200, deadline, "kubelet /healthz")
+            f"--node-ip={self.node_ip}"], in_node=True)
+        self._wait(lambda: http_get(f"http://{self.node_ip}:{healthz}/healthz")[0] == 200, deadline,
+                   "kubelet /healthz")
         self._wait(self._schedulable, deadline, f"node {NODE_NAME} Ready without taints")
+
+    def _start_kube_proxy(self, assets: Path, deadline: float) -> None:
+        """iptables mode, in the node's namespace. The conntrack sysctls are left alone (0): nf_conntrack_max is
+        the machine's, not the namespace's."""
+        assert self.net is not None
+        healthz, metrics = free_ports(2)
+        self._run("kube-proxy", [
+            str(assets / "kube-proxy"), f"--kubeconfig={self._node_kubeconfig('kube-proxy')}",
+            "--proxy-mode=iptables", f"--cluster-cidr={self.net.pods}", f"--hostname-override={NODE_NAME}",
+            f"--bind-address={self.node_ip}", f"--healthz-bind-address={self.node_ip}:{healthz}",
+            f"--metrics-bind-address={self.node_ip}:{metrics}", "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0"], in_node=True)
+        self._wait(lambda: http_get(f"http://{self.node_ip}:{healthz}/healthz")[0] == 200, deadline,
+                   "kube-proxy /healthz")
 
     def _schedulable(self) -> bool:
         result = kubectl(self.controlplane.kubeconfig, "get", "node", NODE_NAME, "-o", "json", check=False)
@@ -347,9 +358,11 @@ state = "{d / 'state'}"
 
     # --- process helpers -----------------------------------------------------------------------
 
-    def _run(self, name: str, cmd: list[str]) -> None:
+    def _run(self, name: str, cmd: list[str], in_node: bool = False) -> None:
+        """Start `cmd` (in the node's network namespace if `in_node`: nsenter execs it, so the pid is its own)."""
         log = self.logs / f"{name}.log"
-        self.procs[name] = (spawn(cmd, log, cwd=self.workdir), log)
+        wrapped = self.net.wrap(cmd) if in_node and self.net is not None else cmd
+        self.procs[name] = (spawn(wrapped, log, cwd=self.workdir), log)
 
     def _wait(self, check, deadline: float, what: str) -> None:
         wait_until(check, max(deadline - time.monotonic(), 1), what, self.procs)

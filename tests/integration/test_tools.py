@@ -23,6 +23,22 @@ echo scratch > /tmp/scratch
   awk '/^(CapEff|NoNewPrivs|Seccomp):/ {sub(/:$/, "", $1); print $1 "=" $2}' /proc/self/status
   echo "mode=$MODE"; echo "secret=$TOKEN"; echo "args=$KUBECHAIN_ARGUMENTS"; } > /dev/termination-log"""
 
+# With its account's token: the apiserver through the `kubernetes` Service (kube-proxy on the node), as that account
+API_PROBE = PROBE + r"""
+sa=/var/run/secrets/kubernetes.io/serviceaccount
+api="https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/$(cat $sa/namespace)"
+status() {
+  wget -S -O /dev/null --header "Authorization: Bearer $(cat $sa/token)" "$api/$1" 2>&1 | grep -o "HTTP/1.1 [0-9]*" | tail -1
+}
+{ echo "self=$(status serviceaccounts/deployer)"; echo "secrets=$(status secrets)"; } >> /dev/termination-log"""
+DEPLOYER = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer"}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "deployer"},
+             "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["deployer"],
+                        "verbs": ["get"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+             "subjects": [{"kind": "ServiceAccount", "name": "deployer"}]}]
+
 
 @pytest.fixture(autouse=True)
 def code_tools_allowed(kube):
@@ -63,13 +79,13 @@ def probed(result: str) -> dict[str, str]:
 
 
 def test_a_container_call_runs_as_a_restricted_pod_and_its_result_reaches_the_llm(kube, stack, node):
-    kube.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer"}}])
+    kube.apply(DEPLOYER)
     run = setup_agent(kube, stack, [
         {"tool_calls": [{"name": "build", "arguments": {"tagret": "app"}}]},  # a typo: refused before any Job
         {"tool_calls": [{"name": "build", "arguments": {"target": "app"}}]},
         {"tool_calls": [{"name": "deploy", "arguments": {"target": "app"}}]},
         {"content": "deployed: {last_tool_result}"}],
-        [container_tool("build", PROBE), container_tool("deploy", PROBE, serviceAccountName="deployer")])
+        [container_tool("build", PROBE), container_tool("deploy", API_PROBE, serviceAccountName="deployer")])
     job_name = job_of(kube, run)
     taskrun = kube.get("taskrun", run)
     first = taskrun["status"]["toolCallHistory"][0]
@@ -91,7 +107,9 @@ def test_a_container_call_runs_as_a_restricted_pod_and_its_result_reaches_the_ll
     assert seen["token"] == "none"  # the namespace's default account exists, its token is not mounted
     assert (seen["mode"], seen["secret"]) == ("release", "s3cret")  # the kubelet resolved the Secret's key
     assert json.loads(seen["args"]) == {"target": "app"}
-    assert probed(deploy["result"])["token"] == "mounted"  # asked for: the tool runs as its account
+    as_deployer = probed(deploy["result"])
+    assert as_deployer["token"] == "mounted"  # asked for: the tool runs as its account, with its rights only
+    assert (as_deployer["self"], as_deployer["secrets"]) == ("HTTP/1.1 200", "HTTP/1.1 403")
     assert final["status"]["output"].startswith("deployed: uid=65532")
     assert [t["reason"] for t in final["status"]["phaseHistory"]] == ["Scheduled", "Delegated", "JobsFinished",
                                                                       "Delegated", "JobsFinished", "FinalAnswer"]
