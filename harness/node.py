@@ -124,6 +124,7 @@ class LocalNode:
         try:
             self.net.create()
             self.apiserver = self._advertised_apiserver()
+            self.net.route_to(self.apiserver[0])
             self._run("apiserver-forward", self.net.forward_apiserver(*self.apiserver))
             self._start_containerd(deadline)
             for image in (PAUSE_IMAGE, BUSYBOX_IMAGE):
@@ -307,6 +308,8 @@ state = "{d / 'state'}"
                              "nodefs.inodesFree": "1%"},
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False, "registerNode": True,
+            # Ready is reported within 2 s of being so, not at the next 10 s tick (the not-ready taint goes then)
+            "nodeStatusUpdateFrequency": "2s",
         }
 
     def _start_kubelet(self, assets: Path, deadline: float) -> None:

@@ -2,7 +2,7 @@
 are its own: two sessions' nodes on one machine never rewrite each other's rules.
 
     host netns                                 node netns (kc<id>): containerd, kubelet, kube-proxy
-    kh<id> 10.a.b.1/30  <---- veth ---->  kn<id> 10.a.b.2/30 (the node's address)  default via 10.a.b.1
+    kh<id> 10.a.b.1/30  <---- veth ---->  kn<id> 10.a.b.2/30 (the node's address)  192.0.2.2 via 10.a.b.1
                                            cni bridge kc<id> 10.a.b.129/25 -> pods 10.a.b.130...
 
 The apiserver listens on the host's loopback only. The `kubernetes` Service's endpoint is the address it advertises
@@ -55,8 +55,14 @@ class NodeNetwork:
         _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
         _ip("link", "set", self.host_if, "up")
         for args in (("addr", "add", f"{self.node_ip}/30", "dev", self.node_if), ("link", "set", self.node_if, "up"),
-                     ("link", "set", "lo", "up"), ("route", "add", "default", "via", self.host_ip)):
+                     ("link", "set", "lo", "up")):
             _ip("-n", self.netns, *args)
+
+    def route_to(self, address: str) -> None:
+        """A route from the node to one host address. There is no default route: what the node or a pod tries
+        elsewhere (cloud metadata probes, registries) fails at once instead of timing out (the host forwards
+        nothing)."""
+        _ip("-n", self.netns, "route", "add", f"{address}/32", "via", self.host_ip)
 
     def wrap(self, cmd: list[str]) -> list[str]:
         """`cmd` run in the node's network namespace (only: it shares the host's mounts, cgroups and pids)."""
