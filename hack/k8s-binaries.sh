@@ -32,7 +32,8 @@ ln -sf "$(command -v etcd)" "$CACHE/etcd"
 missing=()
 for b in "${wanted[@]}"; do
   if [ -x "$CACHE/$b" ]; then continue; fi
-  if command -v "$b" >/dev/null; then ln -sf "$(command -v "$b")" "$CACHE/$b"; else missing+=("$b"); fi
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$b" ]; then ln -sf "$KUBEBUILDER_ASSETS/$b" "$CACHE/$b"
+  elif command -v "$b" >/dev/null; then ln -sf "$(command -v "$b")" "$CACHE/$b"; else missing+=("$b"); fi
 done
 if [ "${#missing[@]}" = 0 ]; then echo "$CACHE"; exit 0; fi
 
