@@ -28,7 +28,7 @@ fi
 mkdir -p "$CACHE"
 ln -sf "$(command -v etcd)" "$CACHE/etcd"
 
-# Binaries already on PATH are used as they are; the rest are built
+# Binaries in $KUBEBUILDER_ASSETS or on PATH are used as they are; the rest are built
 missing=()
 for b in "${wanted[@]}"; do
   if [ -x "$CACHE/$b" ]; then continue; fi
