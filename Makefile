@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus redis postgres chromium mcp-servers clean help \
+.PHONY: demo test unit integration lint crds bench k8s node prometheus redis postgres chromium mcp-servers clean help \
         kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down e2e-kind
 
 help:
@@ -25,6 +25,13 @@ $(STAMP): pyproject.toml
 # etcd (apt) and kube-apiserver/kube-controller-manager (built once from Debian's source, cached in ~/.cache/kubechain)
 k8s:
 	hack/k8s-binaries.sh >/dev/null
+
+# One real node for the local control plane (harness/node.py): containerd, runc, CNI plugins, buildah from apt;
+# kubelet, kube-scheduler and the pause binary built from the same Debian source (one pass with the control plane's
+# on a fresh machine, cached: `node` comes before `k8s` in the prerequisites for that); the pause and busybox images
+# built here as OCI archives. Running the node needs root (tests/integration/test_tools.py skips without).
+node:
+	hack/node.sh >/dev/null
 
 # The Prometheus server the metrics tests query (Debian's package; its service is not started)
 # The MCP servers the tests talk to: `mcp-server-time` comes with the dev extras (PyPI); server-everything (npm,
@@ -72,10 +79,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s prometheus redis postgres chromium mcp-servers
+integration: $(STAMP) node k8s prometheus redis postgres chromium mcp-servers
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s prometheus redis postgres chromium mcp-servers lint
+test: $(STAMP) node k8s prometheus redis postgres chromium mcp-servers lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from harness.localenv import LocalEnvironment, kubectl
+from harness.node import LocalNode
 from harness.otlp import OTLPReceiver
 
 LLM_KEY = "sk-test-key"
@@ -56,6 +57,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
 
     with LocalPostgres(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def node(stack: LocalEnvironment):
+    """A real node (containerd + kubelet + scheduler) joined to the session's control plane: started by the first
+    test that needs pods to run, stopped at the end of the session. Tests that need none never pay for it."""
+    if os.geteuid() != 0:
+        pytest.skip("a real node needs root (containerd, runc, the kubelet and CNI do)")
+    with LocalNode(stack.controlplane, stack.workdir / "node") as real:
+        yield real
 
 
 class Kube:
