@@ -44,7 +44,7 @@ PER_NAMESPACE = int(os.environ.get("KUBECHAIN_MAX_RUNNING_PER_NAMESPACE", "50"))
 # A driver holding N bare actors until its stdin closes: their pids on one line.
 BARE = """
 import json, os, sys, ray
-ray.init()
+ray.init(log_to_driver=False)  # stdout carries the pids only
 
 @ray.remote(num_cpus=0)
 class Bare:
@@ -52,7 +52,7 @@ class Bare:
         return os.getpid()
 
 held = [Bare.remote() for _ in range(int(sys.argv[1]))]
-print(json.dumps(ray.get([a.pid.remote() for a in held])), flush=True)
+print("pids", json.dumps(ray.get([a.pid.remote() for a in held])), flush=True)
 sys.stdin.read()
 """
 
@@ -65,7 +65,11 @@ def bare_uss(count: int) -> list[float]:
         driver = subprocess.Popen([sys.executable, "-c", BARE, str(count)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, env={**os.environ, **head.driver_env()})
         try:
-            pids = json.loads(driver.stdout.readline())
+            line = ""
+            while not line.startswith("pids "):
+                line = driver.stdout.readline()
+                assert line, "the floor's driver exited before its actors were up"
+            pids = json.loads(line.removeprefix("pids "))
             time.sleep(2)  # as our actors: settled after their first call
             return [uss_mb(pid) for pid in pids]
         finally:

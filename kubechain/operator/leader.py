@@ -1,7 +1,10 @@
 """Leader election on a Lease (the rules: kubechain/core/leases.py): wait to take it, keep renewing it, release it.
 
-The Kubernetes client blocks: every call runs in a thread, with a timeout shorter than a retry period, so a
-hanging apiserver connection cannot stretch a renewal past the renew deadline unnoticed.
+The Kubernetes client blocks: every call runs in the elector's own thread (never the loop's default executor,
+which a burst of reconciles fills with hundreds of waiting calls: a renewal queued behind them lost the Lease), on
+its own connection, with no hidden retries. A renewal may take what is left of the renew deadline, as client-go's
+context does: a loaded apiserver answering in 3 s keeps its leader, and a hanging connection still cannot stretch a
+renewal past the deadline (keep() stops waiting for it there).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import random
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
@@ -41,7 +45,13 @@ class LeaderElector:
         self.settings = settings
         self.namespace, _, self.name = settings.lease.partition("/")
         self.identity = settings.identity or default_identity()
+        if api is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.retries = False  # a retry would be the next try, within the deadline
+            api = client.ApiClient(configuration)
         self._api = client.CustomObjectsApi(api)  # any group's objects as dicts: no typed-model round trips
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        self._request_seconds = max(settings.retry_seconds, 1.0)  # the timeout of the next try's requests
         self._observed: Observed | None = None
         self._resource_version = ""
         self.leading = False
@@ -60,9 +70,14 @@ class LeaderElector:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.retry_seconds)
-            if await self._try():
-                renewed = time.monotonic()
-                continue
+            left = self.settings.renew_deadline_seconds - (time.monotonic() - renewed)
+            self._request_seconds = max(left, 1.0)
+            try:
+                if await asyncio.wait_for(self._try(), max(left, 0.1)):
+                    renewed = time.monotonic()
+                    continue
+            except asyncio.TimeoutError:  # still waiting on the apiserver at the deadline
+                pass
             holder = self._observed.record.holder if self._observed and self._observed.record else ""
             if holder and holder != self.identity:
                 log.error("Lease %s/%s is now held by %s", self.namespace, self.name, holder)
@@ -80,7 +95,7 @@ class LeaderElector:
         self.leading = False
         record = released(self._observed.record, now_rfc3339())
         try:
-            await asyncio.to_thread(self._replace, record)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._replace, record)
             log.info("released Lease %s/%s", self.namespace, self.name)
         except Exception as exc:  # it then expires on its own
             log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, exc)
@@ -88,7 +103,7 @@ class LeaderElector:
     async def _try(self) -> bool:
         """client-go's tryAcquireOrRenew: read, decide, write with the resourceVersion read."""
         try:
-            return await asyncio.to_thread(self._try_blocking)
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._try_blocking)
         except Exception as exc:  # an apiserver that does not answer: not renewed this time
             log.warning("Lease %s/%s: %s", self.namespace, self.name, exc)
             return False
@@ -112,7 +127,7 @@ class LeaderElector:
         return True
 
     def _timeout(self) -> float:
-        return max(self.settings.retry_seconds, 1.0)
+        return self._request_seconds
 
     def _read(self) -> dict[str, Any] | None:
         try:
