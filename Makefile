@@ -98,6 +98,7 @@ bench: $(STAMP) k8s postgres
 	$(PY) bench/bench_burst.py
 	$(PY) bench/bench_outage.py
 	$(PY) bench/bench_admission.py
+	$(PY) bench/bench_scale.py
 
 # --- Deployment on a real cluster (kind + KubeRay). These need Docker, kind and helm: not on the CI box.
 IMAGE        ?= kubechain:dev

@@ -37,6 +37,10 @@ class RaySettings:
     standby_refill_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_STANDBY_REFILL_SECONDS", "2")))
     """How long after a run took a standby a new one is started, unless an ended run's actor refilled the pool
     first: short runs then reuse a few processes instead of starting one each (~1 s of CPU)."""
+    standby_linger_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_STANDBY_LINGER_SECONDS", "30")))
+    """With a pool, how long an ended run's actor beyond `standby_actors` stays pooled for the next run before it
+    ends: in a burst, queued runs take the actors of the runs that ended instead of starting a process each (~1 s
+    of CPU, the burst's bottleneck on a small node). 0: such actors end at once."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
     """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once), and
     pings the actor."""
