@@ -80,6 +80,21 @@ def account_kubeconfig(admin: Path, server: str, ca: Path | None, path: Path, ac
     return path
 
 
+def served_here(obj: dict) -> dict:
+    """A manifest object as the local apiserver (1.20) serves its kind: PodDisruptionBudget policy/v1 (1.21) and
+    FlowSchema flowcontrol.apiserver.k8s.io/v1 (1.29) as v1beta1, whose specs are the same."""
+    older = {("PodDisruptionBudget", "policy/v1"): "policy/v1beta1",
+             ("FlowSchema", "flowcontrol.apiserver.k8s.io/v1"): "flowcontrol.apiserver.k8s.io/v1beta1"}
+    version = older.get((obj.get("kind"), obj.get("apiVersion")))
+    return {**obj, "apiVersion": version} if version else obj
+
+
+def install_flowschema(admin: Path) -> None:
+    """The operator's Lease requests in the leader-election priority level, as deployed (kuberay/base)."""
+    schemas = yaml.safe_load_all((REPO_ROOT / "kuberay" / "base" / "flowschema.yaml").read_text())
+    kubectl(admin, "apply", "-f", "-", input=yaml.safe_dump_all([served_here(s) for s in schemas if s]))
+
+
 RAY_CONNECT_SECONDS = 240  # see Operator._wait_for_ray
 CERT_SECRET = f"{OPERATOR_NAMESPACE}/kubechain-webhook-cert"
 
@@ -339,6 +354,7 @@ class LocalEnvironment:
                 ca = ca if ca.exists() else None
                 self.operator_kubeconfig = account_kubeconfig(self.kubeconfig, cp.server, ca, self.workdir / "operator.kubeconfig",
                                                               OPERATOR_ACCOUNT, "operator-rbac.yaml")
+                install_flowschema(self.kubeconfig)
                 self.webhooks_kubeconfig = account_kubeconfig(self.kubeconfig, cp.server, ca, self.workdir / "webhooks.kubeconfig",
                                                               WEBHOOKS_ACCOUNT, "webhooks-rbac.yaml")
             else:

@@ -16,7 +16,7 @@ from kubechain.api.runspec import KubeCredentials, TaskRunRef
 from kubechain.api.v1alpha1 import TaskRunStatus
 from kubechain.core.builders import actor_account, actor_binding
 from harness.controlplane import own_session_members
-from harness.localenv import LocalEnvironment, kubectl
+from harness.localenv import LocalEnvironment, kubectl, served_here
 
 from .chaos import actors, wait_until
 from .conftest import Kube, agent, llm, secret, task, toolset
@@ -35,14 +35,6 @@ def for_apiserver_120(node):
     if isinstance(node, list):
         return [for_apiserver_120(v) for v in node]
     return node
-
-
-def for_policy_v1beta1(obj: dict) -> dict:
-    """The local apiserver (1.20) predates policy/v1 (1.21): a PodDisruptionBudget is checked as v1beta1, whose
-    spec (minAvailable, selector) is v1's."""
-    if obj["kind"] == "PodDisruptionBudget" and obj["apiVersion"] == "policy/v1":
-        return {**obj, "apiVersion": "policy/v1beta1"}
-    return obj
 
 
 def render(kube, overlay: str) -> list[dict]:
@@ -78,7 +70,7 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay
     result = kubectl(stack.kubeconfig, "replace", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(crds),
                      check=False)
     assert result.returncode == 0, result.stderr
-    others = [for_policy_v1beta1(o) for o in objects if o["kind"] != "CustomResourceDefinition"] + extra
+    others = [served_here(o) for o in objects if o["kind"] != "CustomResourceDefinition"] + extra
     result = kubectl(stack.kubeconfig, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(others),
                      check=False)
     assert result.returncode == 0, result.stderr
@@ -156,6 +148,25 @@ def test_the_ray_pods_are_fenced_and_redis_has_a_password(kube, overlay):
     assert policies["kubechain-redis"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
         "ray.io/cluster": "kubechain-ray"}}}], "ports": [{"port": 6379, "protocol": "TCP"}]}]
 
+
+
+def test_the_operators_lease_is_in_the_leader_election_priority_level(kube, stack):
+    """Its renewals never queue behind its own flood of status patches (kuberay/base/flowschema.yaml): the session's
+    operator, which runs as deployed, renews through that FlowSchema."""
+    [schema] = [o for o in render(kube, "kind") if o["kind"] == "FlowSchema"]
+    assert schema["spec"]["priorityLevelConfiguration"] == {"name": "leader-election"}
+
+    def dispatched() -> float:
+        metrics = kubectl(stack.kubeconfig, "get", "--raw", "/metrics").stdout.splitlines()
+        mine = [line for line in metrics if line.startswith("apiserver_flowcontrol_dispatched_requests_total{")
+                and 'flow_schema="kubechain-leader-election"' in line]
+        assert all('priority_level="leader-election"' in line for line in mine), mine
+        return sum(float(line.rsplit(" ", 1)[1]) for line in mine)
+
+    before = time.monotonic(), dispatched()
+    while dispatched() <= before[1]:  # a renewal every KUBECHAIN_LEASE_RETRY_SECONDS (2)
+        assert time.monotonic() - before[0] < 30, "no Lease request went through the FlowSchema"
+        time.sleep(1)
 
 
 def kubeconfig_server(kubeconfig: Path) -> tuple[str, str | None, bool]:
