@@ -82,6 +82,24 @@ def plan(queued: list[Queued], running: dict[str, int], limits: Limits,
     return order
 
 
+EXACT_POSITIONS = 20
+
+
+def shown(count: int) -> int:
+    """A queue position or length as the status shows it: exact up to EXACT_POSITIONS, then rounded down to two
+    significant digits (437 -> 430). A run deep in a long queue is then rewritten when its place changes by a
+    tenth, not at every admission: a 1,000-run burst wrote its queued runs' status over and over, and those writes
+    were most of what the apiserver did."""
+    if count <= EXACT_POSITIONS:
+        return count
+    unit = 10 ** (len(str(count)) - 2)
+    return count // unit * unit
+
+
+def said(count: int) -> str:
+    return str(count) if count <= EXACT_POSITIONS else f"~{shown(count)}"
+
+
 def why_queued(namespace: str, running: dict[str, int], limits: Limits, llm: str = "",
                on_llm: dict[tuple[str, str], int] | None = None) -> str:
     """The limit a queued run waits for, for its message."""

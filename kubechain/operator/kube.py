@@ -26,13 +26,21 @@ class SecretValue:
     problem: str | None  # why there is no value: the Secret or the key is missing
 
 
+EXECUTOR_THREADS = 64  # the loop's default executor (operator/main.py): blocking client calls run there
+
+
 class Kube:
     def __init__(self) -> None:
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        api = client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
+        # As many kept connections as the loop's executor has threads (operator/main.py): with urllib3's default of
+        # 10, a burst's calls discarded a connection after nearly every request and paid a TLS handshake for the
+        # next ("Connection pool is full"), on the apiserver's CPU too.
+        configuration.connection_pool_maxsize = EXECUTOR_THREADS
+        api = client.ApiClient(configuration)
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)

@@ -16,7 +16,7 @@ from kubechain.runtime import tracing
 from . import contextstore, metrics
 from .controllers import agent, catalog, llm, quota, schedule, task, taskrun, tool, toolset  # noqa: F401
 from .credentials import ActorCredentials
-from .kube import Kube
+from .kube import EXECUTOR_THREADS, Kube
 from .raygateway import RayGateway
 from .settings import Settings, current
 from .state import OperatorState
@@ -34,7 +34,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.batch_window = 0.01  # react to a watch event within ~10 ms, not kopf's default 100 ms
     # The Kubernetes and Ray clients block: their calls run in the loop's default executor, and a burst keeps
     # hundreds in flight (asyncio's default of cpu+4 threads made a 2-core operator start ~1 run per second).
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="io"))
+    executor = ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="io")
+    asyncio.get_running_loop().set_default_executor(executor)
     config = current()
     tracing.configure("kubechain-operator")
     metrics.serve(config.metrics_port)

@@ -108,3 +108,13 @@ def test_the_queue_never_ranks_a_run_above_its_namespaces_highest_priority():
     memo, index["namespace_priorities"] = operator_state(total=1, per_namespace=10), {"b": ["10"]}
     assert admit(memo, index, "a", "a-0", "uid-a-0") == InQueue(
         "Queued: position 1 of 1 (cluster limit: 1 of 1 running)", 1)
+
+
+def test_a_deep_queue_shows_rounded_places_so_its_runs_are_not_rewritten_at_every_admission():
+    from kubechain.core.queueing import said, shown
+
+    assert [shown(n) for n in (1, 20, 21, 99, 437, 1234)] == [1, 20, 21, 99, 430, 1200]
+    assert [said(n) for n in (7, 437)] == ["7", "~430"]
+    # 700 runs queued behind a full namespace: as 50 are admitted one by one, a run near the end changes its shown
+    # place a few times, not 50.
+    assert len({shown(position) for position in range(700, 650, -1)}) == 6

@@ -381,7 +381,8 @@ class TaskRunStatus(Model):
     forked_from: ForkedFrom | None = Field(default=None, description="For a fork (spec.forkOf): the source run "
                                            "(name, uid) and the step it was forked at.")
     queue_position: int | None = Field(default=None, description="While Pending for want of a slot (reason Queued): "
-                                                                 "the run's place in the queue, 1 = next.")
+                                                                 "the run's place in the queue, 1 = next; exact up to 20, "
+                                                                 "then rounded down to two significant digits.")
     step: int = Field(default=0, description="Number of LLM turns taken so far.")
     context_window: list[Message] = Field(
         default_factory=list, description="The latest messages of the conversation (OpenAI chat format); older ones "

@@ -5,7 +5,7 @@ import time
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from kubechain.core.queueing import Limits, Queued, Slot, plan, why_queued
+from kubechain.core.queueing import Limits, Queued, Slot, plan, said, shown, why_queued
 from kubechain.core.storage import allowance, cap_of, full_message, reserved, room
 
 from kubechain.core.observation import Admitted, InQueue
@@ -82,7 +82,7 @@ def admit(state: OperatorState, indexes: dict[str, Any], namespace: str, name: s
             waiting += 1
         if mine is not None and not mine.admitted:
             why = why_queued(namespace, counts.namespaces, limits, mine.run.llm, counts.llms)
-            return InQueue(f"Queued: position {mine.position} of {waiting} ({why})", mine.position)
+            return InQueue(f"Queued: position {said(mine.position)} of {said(waiting)} ({why})", shown(mine.position))
     state.scheduled[uid] = mine.run if mine is not None else Queued(namespace, name, 0, "")
     return Admitted()
 
