@@ -26,13 +26,16 @@ class LiveStream:
         self.step = self.attempt = 0
         self.open = self.failed = self.cut = False
         self._deltas: list[Delta] = []
+        self._head: list[dict[str, Any]] = []
         self._chars = 0
         self._changed: asyncio.Event | None = None
 
-    def begin(self, step: int) -> None:
-        """A request for `step` starts: a new attempt (the first, or after a failed one)."""
+    def begin(self, step: int, head: list[dict[str, Any]] = ()) -> None:
+        """A request for `step` starts: a new attempt (the first, or after a failed one). `head`: the conversation's
+        first messages (system prompt, user input) when no checkpoint holds them yet: the first step's checkpoint
+        writes them with its answer, and a reader prints them before the answer it sees forming."""
         self.attempt = self.attempt + 1 if step == self.step else 1
-        self.step, self.open, self.failed, self.cut = step, True, False, False
+        self.step, self.open, self.failed, self.cut, self._head = step, True, False, False, list(head)
         self._deltas, self._chars = [], 0
         self._notify()
 
@@ -58,7 +61,8 @@ class LiveStream:
         same = (step, source, attempt) == (self.step, self.source, self.attempt)
         start = min(offset, len(self._deltas)) if same else 0
         return {"step": self.step, "source": self.source, "attempt": self.attempt, "offset": start,
-                "deltas": self._deltas[start:], "open": self.open, "failed": self.failed, "cut": self.cut}
+                "deltas": self._deltas[start:], "open": self.open, "failed": self.failed, "cut": self.cut,
+                "head": self._head}
 
     async def wait_since(self, step: int, source: str, attempt: int, offset: int, wait: float) -> dict[str, Any]:
         batch = self.since(step, source, attempt, offset)

@@ -72,6 +72,7 @@ class AgentLoop:
                  telemetry: RunTelemetry | None = None, live: LiveStream | None = None):
         self.spec, self.llm, self.tools, self.store = spec, llm, tools, store
         self.live = live or NoStream()
+        self._head: list[dict[str, Any]] = []  # the conversation's first messages while no checkpoint holds them
         self.telemetry = telemetry or RunTelemetry()
         self._tool_schemas = [t.openai_schema() for t in spec.tools]  # once, not per step
         self._by_name: dict[str, ResolvedTool] = {t.name: t for t in spec.tools}
@@ -86,6 +87,7 @@ class AgentLoop:
             status = status.model_copy(update={"context_window": [
                 Message(role="system", content=self.spec.system_prompt),
                 Message(role="user", content=self.spec.user_input)]})
+            self._head = [_wire(m) for m in status.context_window]  # not checkpointed until the first step is
         self._history = [_wire(m) for m in status.context_window]
         self._messages = compaction.view(self._history, status.context)
         while status.phase is Phase.RUNNING:
@@ -112,7 +114,7 @@ class AgentLoop:
             if compaction.over(estimate, self._window, self.spec.context):
                 if (compacted := await self._compact(status, self._window or 0)) is not None:
                     return compacted  # a step of its own: the next one asks the LLM with the compacted view
-            self.live.begin(status.step + 1)
+            self.live.begin(status.step + 1, self._head)
             try:
                 reply = await self._ask(status, self._messages, self._tool_schemas)
             except LLMError as exc:
@@ -356,6 +358,7 @@ class AgentLoop:
     async def _save(self, status: TaskRunStatus) -> None:
         async with self.telemetry.checkpoint():
             await self.store.save(status)
+        self._head = []
 
     async def _llm_failed(self, status: TaskRunStatus, error: LLMError) -> TaskRunStatus:
         """A failed LLM request: the next attempt of the episode is checkpointed (when, and why), or the run fails

@@ -68,6 +68,7 @@ class Follower:
         self.children: dict[str, threading.Thread] = {}
         self._live: tuple[int, str, int] | None = None  # (step, source, attempt) of the deltas below
         self._deltas: list[dict[str, Any]] = []
+        self._head: list[dict[str, Any]] = []  # the first messages, streamed before any checkpoint holds them
 
     # -- the live stream (another thread) -------------------------------------------------------------------------
     def on_batch(self, batch: dict[str, Any]) -> None:
@@ -76,6 +77,7 @@ class Follower:
             if key != self._live or batch["offset"] == 0:
                 self._live, self._deltas = key, []
             self._deltas += [d for d in batch["deltas"] if "u" not in d]
+            self._head = batch.get("head") or self._head
             self._show_live()
 
     def _show_live(self) -> None:
@@ -84,6 +86,12 @@ class Follower:
             return  # not the open step (yet, or any more)
         if any(not r.state.finished for r in status.tool_call_history) or not status.phase.value == "Running":
             return  # the previous step's results are not printed yet
+        if self.printed == 0 and self._head:  # the run's first step: its system prompt and input come first
+            for message in TaskRunStatus.model_validate({"contextWindow": self._head}).context_window:
+                self._print(message)
+            self.printed = len(self._head)
+        if self.printed == 0 and status.step == 0:
+            return  # the head is not known yet: wait for it (or for the checkpoint)
         self._show(preview(self._deltas))
 
     def _show(self, target: str) -> None:
@@ -170,6 +178,9 @@ def follow(namespace: str, name: str, timeout: float, stream_url: str | None, ou
     config.load_config()
     api = client.CustomObjectsApi()
     token = kubeconfig_token() if stream_url else None
+    if stream_url and not token:
+        print("the kubeconfig's user has no bearer token, which the live stream is read with: following the run "
+              "step by step from its checkpoints", file=sys.stderr, flush=True)
     printer, feeds = Printer(out), []
 
     def reader(run: str) -> Callable[[], dict | None]:

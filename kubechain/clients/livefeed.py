@@ -23,9 +23,12 @@ def kubeconfig_token() -> str | None:
     client certificate, say: then the CLI follows checkpoints only)."""
     from kubernetes import client
 
-    auth = client.Configuration.get_default_copy().api_key.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    return token if scheme.lower() == "bearer" and token else None
+    # The key's name moved between client releases ("authorization", then "BearerToken"): take whichever holds one.
+    for auth in client.Configuration.get_default_copy().api_key.values():
+        scheme, _, token = str(auth).partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return token
+    return None
 
 
 class LiveFeed:

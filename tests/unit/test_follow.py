@@ -111,3 +111,15 @@ def test_a_child_runs_lines_are_indented_under_its_parent():
     printer.write(child, "  ", "[user] sub\n")
     printer.write(parent, "", " more\n")
     assert printer.out.getvalue().splitlines() == ["[assistant] delegating", "  [user] sub", "… " + " more"]
+
+
+def test_the_first_steps_stream_brings_the_messages_no_checkpoint_holds_yet():
+    fake = Fake()
+    fake.poll(run(0, []))  # the actor has not checkpointed anything: no system prompt or input in the status
+    fake.batch(1, "a", 1, 0, "Hel")
+    assert "Hel" not in fake.out.getvalue()  # not before the messages that precede it
+    fake.follower.on_batch({"step": 1, "source": "a", "attempt": 1, "offset": 1, "deltas": [{"c": "lo "}],
+                            "head": [SYSTEM, USER]})
+    assert fake.out.getvalue().endswith("[user] hi\n[assistant] Hello ")
+    fake.poll(run(1, [SYSTEM, USER, ANSWER], phase="Completed"))
+    assert fake.lines() == transcript([SYSTEM, USER, ANSWER])
