@@ -124,7 +124,8 @@ def ui(args: argparse.Namespace) -> int:
     serve(Settings(host=args.host, port=args.port, kubeconfig=args.kubeconfig, allow_actions=args.allow_actions,
                    as_kubeconfig_user=args.as_kubeconfig_user, namespace=args.namespace,
                    ray_dashboard_url=args.ray_dashboard_url, tracing_url=args.tracing_url,
-                   sign_in_burst=args.sign_in_burst, sign_in_per_minute=args.sign_in_per_minute))
+                   sign_in_burst=args.sign_in_burst, sign_in_per_minute=args.sign_in_per_minute,
+                   stream_url=args.stream_url or None))
     return 0
 
 
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="failed sign-ins a client address may make at once before it gets 429")
     p.add_argument("--sign-in-per-minute", type=float, default=console.sign_in_per_minute,
                    help="how many failed sign-ins per minute come back to an address")
+    _stream_url(p)
     p.set_defaults(fn=ui)
     args = parser.parse_args(argv)
     return args.fn(args)
