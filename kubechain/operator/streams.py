@@ -36,7 +36,8 @@ from .raygateway import ActorDied, RayGateway, RayUnavailable
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 30.0  # the user's right to `get` the run is asked again this often while a stream lasts
 POLL_SECONDS = 10.0  # the longest a long-poll Ray call waits for a delta (then a keep-alive comment)
-IDLE_SECONDS = 0.5  # between looks for the run's actor while it has none (starting, restarting, waiting)
+IDLE_SECONDS = (0.5, 5.0)  # between looks for the run's actor while it has none, doubling: a run starting or
+# restarting gets one within a second, one paused for a human for hours costs a read as its user every 5 s
 
 
 class UserReads:
@@ -120,7 +121,7 @@ class StreamServer:
         ref = TaskRunRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
         run = TaskRunStatus.model_validate(obj.get("status") or {})
         await response.write(_event("run", {"uid": ref.uid, "phase": run.phase.value, "step": run.step}))
-        handle, checked = None, time.monotonic()
+        handle, checked, idle = None, time.monotonic(), IDLE_SECONDS[0]
         while True:
             if time.monotonic() - checked > RECHECK_SECONDS or (handle is None and not run.phase.terminal):
                 status, obj = await self.reads.taskrun(token, ref.namespace, ref.name)
@@ -135,8 +136,10 @@ class StreamServer:
                 handle = await self._actor(ref, run)
                 if handle is None:  # starting, restarting, or waiting (no actor while paused or delegating)
                     await response.write(b": no actor now\n\n")
-                    await asyncio.sleep(IDLE_SECONDS)
+                    await asyncio.sleep(idle)
+                    idle = min(IDLE_SECONDS[1], idle * 2)
                     continue
+                idle = IDLE_SECONDS[0]
             try:
                 batch = await self.ray.stream_since(handle, ref.uid, cursor, POLL_SECONDS)
             except ActorDied:
