@@ -81,9 +81,9 @@ class OpenAIChatClient:
     def __init__(self, spec: LLMSpec, api_key: str | None, live: LiveStream | None = None):
         import openai  # heavy (~0.8 s): imported where it is used, so importing this module stays cheap
 
-        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+        from openai.types.chat import ChatCompletion
 
-        self._openai, self._completion, self._chunk = openai, ChatCompletion, ChatCompletionChunk
+        self._openai, self._completion = openai, ChatCompletion
         self._live = live
         self.streams = live is not None  # until a server refuses it
         self._spec = spec
@@ -110,10 +110,13 @@ class OpenAIChatClient:
         try:
             stream = await self._client.post(
                 "/chat/completions", body={**body, "stream": True, "stream_options": {"include_usage": True}},
-                cast_to=self._completion, stream=True, stream_cls=self._openai.AsyncStream[self._chunk])
-            async for chunk in stream:
-                for delta in reply.add(chunk):
-                    self._live.add(delta)
+                cast_to=object, stream=True, stream_cls=self._openai.AsyncStream[object])  # chunks as dicts
+            try:
+                async for chunk in sse_chunks(stream.response):
+                    for delta in reply.add(chunk):
+                        self._live.add(delta)
+            finally:
+                await stream.response.aclose()
         except self._openai.APIStatusError as exc:
             error = http_error(exc.status_code, f"{type(exc).__name__}: {exc}", exc.response.headers,
                                datetime.now(timezone.utc), exc.code)
@@ -121,8 +124,11 @@ class OpenAIChatClient:
             raise error from None
         except (self._openai.APIConnectionError, _transport_error()) as exc:  # no answer, or the stream broke mid-way
             raise LLMError(f"{type(exc).__name__}: {exc}", retryable=True, reason=Reason.UNREACHABLE) from None
-        except self._openai.APIError as exc:  # an error event inside the stream
+        except self._openai.APIError as exc:
             raise LLMError(f"{type(exc).__name__}: {exc}", retryable=True, reason=Reason.SERVER_ERROR) from None
+        except ValueError as exc:  # a chunk that is not JSON: the stream is broken
+            raise LLMError(f"the LLM's stream sent an unreadable chunk: {exc}", retryable=True,
+                           reason=Reason.SERVER_ERROR) from None
         return reply.result()
 
     async def _whole(self, body: dict[str, Any]) -> LLMReply:
@@ -157,6 +163,32 @@ def request_body(spec: LLMSpec, messages: list[dict[str, Any]], tools: list[dict
         if value is not None:
             body[key] = value
     return body
+
+
+async def sse_chunks(response: Any):
+    """The JSON chunks of a server-sent event stream, read off the SDK's HTTP response: the SDK's own stream decoder
+    and typing cost ~1 ms per chunk, which a long answer pays per token. An error event (or a chunk holding an
+    `error`, as OpenAI sends one mid-stream) is a failed request."""
+    import json
+
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+            if data.startswith("[DONE]"):
+                return
+            chunk = json.loads(data)
+            if event == "error" or (isinstance(chunk, dict) and chunk.get("error")):
+                error = chunk.get("error") if isinstance(chunk, dict) else None
+                message = error.get("message") if isinstance(error, dict) else None
+                raise LLMError(f"the stream failed: {message or data[:300]}", retryable=True,
+                               reason=Reason.SERVER_ERROR)
+            if isinstance(chunk, dict):
+                yield chunk
+        elif not line:
+            event = ""
 
 
 def _transport_error() -> type[Exception]:

@@ -3,7 +3,8 @@
 The order and shapes are OpenAI's (and what the openai SDK's `ChatCompletionChunk` parses):
 1. a first chunk whose delta carries the role (`{"role": "assistant", "content": ""}`; for a reply of only tool
    calls, `content: null` and the first call's opening);
-2. content deltas (`{"content": "..."}`), `stream_chunk` characters each (default 4: about a token);
+2. content deltas (`{"content": "..."}`), `stream_chunk` characters each (default 4, about a token, but a longer
+   text in at most MAX_PIECES pieces: a test's 100 KB tool argument need not be 25,000 events);
 3. per tool call, in order: an opening delta with its `index`, `id`, `type` and `function.name` (arguments ""),
    then argument fragments (`{"index": i, "function": {"arguments": "..."}}`);
 4. a last choice chunk with an empty delta and the `finish_reason`;
@@ -20,16 +21,18 @@ from typing import Any, Iterator
 from .completions import Message, Step, finish_reason, render_tool_calls, reply_content, usage
 
 DEFAULT_CHUNK_CHARS = 4
+MAX_PIECES = 256  # per text, unless the step sets stream_chunk
 
 
-def _pieces(text: str, size: int) -> Iterator[str]:
+def _pieces(text: str, size: int | None) -> Iterator[str]:
+    size = size or max(DEFAULT_CHUNK_CHARS, -(-len(text) // MAX_PIECES))
     for start in range(0, len(text), size):
         yield text[start:start + size]
 
 
 def chunks(model: str, step: Step, index: int, messages: list[Message], include_usage: bool) -> list[dict[str, Any]]:
     """Every chunk of the step's reply, in the order they are sent (without the final `[DONE]`)."""
-    size = max(1, int(step.get("stream_chunk") or DEFAULT_CHUNK_CHARS))
+    size = max(1, int(step["stream_chunk"])) if step.get("stream_chunk") else None
     content, calls = reply_content(step, messages), render_tool_calls(step, index)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 

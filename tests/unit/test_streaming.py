@@ -147,3 +147,26 @@ def test_a_stream_that_breaks_mid_way_is_a_retryable_failed_request(server):
     assert broken.value.retryable and broken.value.reason is Reason.UNREACHABLE
     assert 0 < len(live.since(1, live.source, 1, 0)["deltas"]) < 25  # a partial: readers saw it forming
     assert _ask(server, "breaks", live)[0].message.content == "y" * 100  # asked again: whole
+
+
+def test_an_error_sent_inside_the_stream_is_a_retryable_failed_request():
+    from actors.llm import sse_chunks
+
+    class Response:
+        def __init__(self, *lines):
+            self.lines = lines
+
+        async def aiter_lines(self):
+            for line in self.lines:
+                yield line
+
+    async def read(response):
+        return [chunk async for chunk in sse_chunks(response)]
+
+    ok = Response('data: {"choices": []}', "", "data: [DONE]", 'data: {"never": "read"}')
+    assert asyncio.run(read(ok)) == [{"choices": []}]
+    for failing in (Response('data: {"error": {"message": "overloaded"}}'),
+                    Response("event: error", 'data: {"message": "boom"}')):
+        with pytest.raises(LLMError) as failed:
+            asyncio.run(read(failing))
+        assert failed.value.retryable and failed.value.reason is Reason.SERVER_ERROR
