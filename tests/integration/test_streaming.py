@@ -150,3 +150,24 @@ def test_a_model_that_refuses_streaming_falls_back_to_whole_messages(kube, stack
     asked = [bool(r["params"].get("stream")) for r in stack.llm.requests() if r["model"] == model]
     assert asked == [True, False, False]  # refused once, then asked for whole messages for the rest of the run
     assert printed(cli.text) == checkpointed(kube, "whole-run")
+
+
+def test_a_childs_stream_is_indented_under_its_parent(kube, stack):
+    boss, researcher = f"{kube.namespace}-boss", f"{kube.namespace}-researcher"
+    stack.llm.set_script(boss, [{"tool_calls": [{"name": "research", "arguments": {"message": "dig"}}]},
+                                {"content": "the boss concludes"}])
+    stack.llm.set_script(researcher, [{"content": tokens(150), "stream_chunk": 6, "stream_delay": 0.01}])
+    kube.apply([secret(), llm("boss", stack.llm.base_url, boss), llm("researcher", stack.llm.base_url, researcher),
+                toolset("boss-tools", inline=[{"name": "research", "description": "ask the researcher",
+                                               "execution": {"delegate": {"agentRef": {"name": "researcher"}}}}]),
+                agent("boss", "boss", ["boss-tools"]), agent("researcher", "researcher")])
+    kube.wait_ready("agent", "boss")
+    cli = CLI(stack, "run", "boss", "go", "--name", "tree", "--follow", "-n", kube.namespace,
+              "--timeout", str(FIRST_ACTOR_SECONDS * 2))
+    assert cli.wait() == 0, cli.stderr()
+    child = kube.get("taskrun", "tree-run")["status"]["toolCallHistory"][0]["childRun"]
+    lines = cli.text.splitlines()
+    assert [line for line in lines if line.startswith("[")] == checkpointed(kube, "tree-run")
+    assert [line[2:] for line in lines if line.startswith("  [")] == checkpointed(kube, child)
+    assert f"  [assistant] {tokens(150)}" in lines
+    assert len([piece for _, piece in cli.reads if "t0" in piece]) > 2  # the child's answer streamed in pieces

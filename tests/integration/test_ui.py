@@ -345,7 +345,9 @@ def test_a_runs_page_shows_the_open_steps_answer_as_it_streams(kube, stack, ui, 
     shot(page, "live-step")
     expect(page.locator("#summary h1 .phase")).to_have_text("Completed")
     expect(page.locator("#live-text")).to_have_count(0)  # the checkpointed transcript took its place
-    expect(page.locator(".messages li[data-role=assistant]").last).to_contain_text(answer)
+    message = page.locator(".messages li[data-role=assistant]").last
+    message.locator("button.expand").click()  # a long answer is folded
+    expect(message).to_contain_text(answer)
 
     viewer = sign_in(browser, ui, stack.controlplane.restricted_token)  # may not `get` the run
     url = f"/api/namespaces/{kube.namespace}/taskruns/live-run/stream"
