@@ -1,7 +1,8 @@
 """The CLI's reader of a run's live stream (kubechain/operator/streams.py): server-sent events over HTTP, read in a
 thread, each batch handed to a callback. It reconnects from its cursor when the connection drops (an operator
 restart, a replica gone), so nothing is read twice; it stops at the `end` event, when stopped, or when refused
-(401/403/404: the user may not `get` the run), saying why once on stderr.
+(401/403: the user may not `get` the run), saying why once on stderr. A 404 is a run not created yet (`run
+--follow` starts following before the operator has made the Task's TaskRun): asked again.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class LiveFeed:
                 if self._read() == "end":
                     return
             except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403, 404):
+                if exc.code in (401, 403):
                     self.refused = _message(exc)
                     print(f"live stream refused ({exc.code}): {self.refused}; following checkpoints only",
                           file=sys.stderr, flush=True)

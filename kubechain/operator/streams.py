@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from kubechain.api.runspec import TaskRunRef
-from kubechain.api.v1alpha1 import GROUP, VERSION, TaskRunStatus
+from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunStatus
 from kubechain.core.livestream import Cursor
 
 from .raygateway import ActorDied, RayGateway, RayUnavailable
@@ -36,8 +36,9 @@ from .raygateway import ActorDied, RayGateway, RayUnavailable
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 30.0  # the user's right to `get` the run is asked again this often while a stream lasts
 POLL_SECONDS = 10.0  # the longest a long-poll Ray call waits for a delta (then a keep-alive comment)
-IDLE_SECONDS = (0.5, 5.0)  # between looks for the run's actor while it has none, doubling: a run starting or
-# restarting gets one within a second, one paused for a human for hours costs a read as its user every 5 s
+IDLE_SECONDS = (0.5, 5.0)  # between looks for the run's actor while it has none: a Running run's (its actor is
+# starting or restarting) every 0.5 s; a waiting run's (paused for a human, delegating) doubling to 5 s, so one
+# paused for hours costs a read as its user every 5 s
 
 
 class UserReads:
@@ -137,7 +138,7 @@ class StreamServer:
                 if handle is None:  # starting, restarting, or waiting (no actor while paused or delegating)
                     await response.write(b": no actor now\n\n")
                     await asyncio.sleep(idle)
-                    idle = min(IDLE_SECONDS[1], idle * 2)
+                    idle = IDLE_SECONDS[0] if run.phase is Phase.RUNNING else min(IDLE_SECONDS[1], idle * 2)
                     continue
                 idle = IDLE_SECONDS[0]
             try:
