@@ -82,7 +82,9 @@ def modified_during(api: client.CustomObjectsApi, name: str, start: callable) ->
 
 def main() -> int:
     with stack("bench-stream") as (env, api):
-        models = {"streamed": [{"content": ANSWER, "stream_chunk": 6, "stream_delay": DELAY}]}
+        # The server waits 3 s before it streams: the follower process (imports, first reads) is connected by then,
+        # so what is measured is the path, not the CLI's start-up.
+        models = {"streamed": [{"content": ANSWER, "stream_chunk": 6, "stream_delay": DELAY, "latency": 3}]}
         for mode, refuse in (("on", []), ("off", ["stream"])):
             models[f"steps-{mode}"] = [{"tool_calls": [{"name": "noop", "arguments": {"text": "x"}}], "refuse": refuse}
                                        for _ in range(STEPS)] + [{"content": "done", "refuse": refuse}]

@@ -170,3 +170,42 @@ def test_an_error_sent_inside_the_stream_is_a_retryable_failed_request():
         with pytest.raises(LLMError) as failed:
             asyncio.run(read(failing))
         assert failed.value.retryable and failed.value.reason is Reason.SERVER_ERROR
+
+
+def test_the_loop_writes_the_same_checkpoints_with_a_live_stream_and_without():
+    """The stream is for readers only: the same saves, of the same statuses, once per step as before; a failed
+    request's partial is marked so, and a step's stream opens only for that step's request."""
+    from datetime import datetime, timezone
+
+    from actors.loop import AgentLoop
+    from actors.tools.executor import LocalToolExecutor
+    from kubechain.api.v1alpha1 import Phase, TaskRunStatus
+    from kubechain.core.lifecycle import enter
+    from tests.unit.test_loop import SPEC, MemoryStore, ScriptedLLM, assistant, call
+
+    class Streaming(ScriptedLLM):  # streams its reply's content into the loop's LiveStream, as the client does
+        live = None
+
+        async def complete(self, messages, tools):
+            reply = await super().complete(messages, tools)
+            for piece in (reply.message.content or "").split(" "):
+                self.live.add({"c": piece + " "})
+            return reply
+
+    def conversation(live):
+        llm = Streaming(assistant(calls=[call("c1", "calculator", '{"expression": "2+3"}')]), assistant("It is 5."))
+        llm.live, store = live, MemoryStore()
+        status = enter(TaskRunStatus(), Phase.RUNNING, "ActorScheduled", now=datetime.now(timezone.utc))
+        asyncio.run(AgentLoop(SPEC, llm, LocalToolExecutor(SPEC.tools), store, live=live).run(status))
+        strip = {"phase_history", "conditions", "tool_call_history"}  # times differ between two runs
+        return [s.model_dump(exclude=strip) | {"calls": [(c.id, c.state) for c in s.tool_call_history]}
+                for s in store.saved]
+
+    live = LiveStream("s")
+    streamed, plain = conversation(live), conversation(LiveStream("unread"))
+    assert len(streamed) == 2 and [s["step"] for s in streamed] == [1, 2]
+    for a, b in zip(streamed, plain):
+        assert {k: v for k, v in a.items() if "time" not in k} == {k: v for k, v in b.items() if "time" not in k}
+    batch = live.since(0, "", 0, 0)
+    assert (batch["step"], batch["attempt"], batch["open"]) == (2, 1, False)
+    assert preview(batch["deltas"]) == "It is 5. " and batch["head"] == []  # step 1 checkpointed the head
