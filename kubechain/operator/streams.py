@@ -102,7 +102,10 @@ class StreamServer:
         if token is None:
             raise web.HTTPUnauthorized(text="a bearer token is needed: the stream is read with your own rights")
         cursor = _cursor(request.query)
-        status, obj = await self.reads.taskrun(token, namespace, name)
+        try:
+            status, obj = await self.reads.taskrun(token, namespace, name)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # refuse: nothing is shown unchecked
+            raise web.HTTPServiceUnavailable(text=f"cannot read the run as you from the apiserver: {exc}") from None
         if status != 200:
             return web.json_response({"message": obj.get("message", f"HTTP {status}")}, status=status)
         if self._slots.locked():

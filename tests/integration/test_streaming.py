@@ -171,3 +171,18 @@ def test_a_childs_stream_is_indented_under_its_parent(kube, stack):
     assert [line[2:] for line in lines if line.startswith("  [")] == checkpointed(kube, child)
     assert f"  [assistant] {tokens(150)}" in lines
     assert len([piece for _, piece in cli.reads if "t0" in piece]) > 2  # the child's answer streamed in pieces
+
+
+def test_a_stream_that_breaks_mid_way_is_asked_again_and_its_partial_is_not_shown_twice(kube, stack):
+    answer = tokens(200)
+    model = setup(kube, stack, [{"content": answer, "stream_chunk": 6, "stream_delay": 0.005,
+                                 "stream_break": {"after": 80, "times": 1}}])
+    cli = CLI(stack, "run", "talker", "hi", "--name", "broken", "--follow", "-n", kube.namespace,
+              "--timeout", str(FIRST_ACTOR_SECONDS + 60))
+    assert cli.wait() == 0, cli.stderr()
+    asked = [r for r in stack.llm.requests() if r["model"] == model]
+    assert [r.get("broken", False) for r in asked] == [True, False]  # the first stream dropped after 80 chunks
+    done = kube.get("taskrun", "broken-run")["status"]
+    assert done["epoch"] == 1 and "llmRetry" not in done  # retried by the same actor, the episode ended
+    assert printed(cli.text) == checkpointed(kube, "broken-run")
+    assert cli.text.count("t0050") == 2 and RESTARTED not in cli.text  # the answer line and the output, once each
