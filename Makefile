@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s prometheus redis chromium mcp-servers clean help \
+.PHONY: demo test unit integration lint crds bench k8s node prometheus redis postgres chromium mcp-servers clean help \
         kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down e2e-kind
 
 help:
@@ -25,6 +25,13 @@ $(STAMP): pyproject.toml
 # etcd (apt) and kube-apiserver/kube-controller-manager (built once from Debian's source, cached in ~/.cache/kubechain)
 k8s:
 	hack/k8s-binaries.sh >/dev/null
+
+# One real node for the local control plane (harness/node.py): containerd, runc, CNI plugins, buildah from apt;
+# kubelet, kube-scheduler and the pause binary built from the same Debian source (one pass with the control plane's
+# on a fresh machine, cached: `node` comes before `k8s` in the prerequisites for that); the pause and busybox images
+# built here as OCI archives. Running the node needs root (tests/integration/test_tools.py skips without).
+node:
+	hack/node.sh >/dev/null
 
 # The Prometheus server the metrics tests query (Debian's package; its service is not started)
 # The MCP servers the tests talk to: `mcp-server-time` comes with the dev extras (PyPI); server-everything (npm,
@@ -47,6 +54,13 @@ redis:
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
+# The PostgreSQL of the external context store (contextStorageRef; Debian's package): harness/postgres.py starts
+# its own cluster on a free port as the postgres user and stops it by PID
+postgres:
+	@[ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
 # The browser the console's tests drive through Playwright (Debian's package: Playwright downloads no browser)
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && S= || S=sudo; \
@@ -65,25 +79,27 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) k8s prometheus redis chromium mcp-servers
+integration: $(STAMP) node k8s prometheus redis postgres chromium mcp-servers
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) k8s prometheus redis chromium mcp-servers lint
+test: $(STAMP) node k8s prometheus redis postgres chromium mcp-servers lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s
 	$(PY) hack/demo.py
 
-bench: $(STAMP) k8s
+bench: $(STAMP) k8s postgres
 	$(PY) bench/bench_slice.py
 	$(PY) bench/bench_recovery.py
 	$(PY) bench/bench_checkpoint.py
+	$(PY) bench/bench_store.py
 	$(PY) bench/bench_step.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_burst.py
 	$(PY) bench/bench_stream.py
 	$(PY) bench/bench_outage.py
 	$(PY) bench/bench_admission.py
+	$(PY) bench/bench_scale.py
 
 # --- Deployment on a real cluster (kind + KubeRay). These need Docker, kind and helm: not on the CI box.
 IMAGE        ?= kubechain:dev

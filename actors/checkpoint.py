@@ -3,6 +3,11 @@
 Every step the actor writes the fields it owns on the status subresource: what changed since its last write
 (patches.py), the bounded tail in the status and older context sealed out of line (layout.py). The loop only
 sees `CheckpointStore`.
+
+Where the sealed chunks go (actors/chunks.py): the run's ConfigMaps, or an external store (RunSpec.context_store:
+PostgreSQL, actors/pgstore.py) named in status.sealedContext.store once used. A run given a store uses it from its
+first chunk, unless the store is only its overflow: then, at its apiserver allowance, it copies the chunks it has
+to the store, records that (sealedContext.store, .moved: the operator deletes the ConfigMaps) and goes on.
 """
 from __future__ import annotations
 
@@ -11,17 +16,21 @@ import json
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from kubechain.api.context import DATA_KEY, EPOCH_ANNOTATION, chained, configmaps, decode, described, part_name
-from kubechain.api.runspec import KubeCredentials, TaskRunRef
-from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
-from kubechain.api.v1alpha1.common import now_rfc3339
-from kubechain.core.storage import CHUNK_OVERHEAD, STATUS_MARGIN, over_message
+from kubechain.api.runspec import ContextStore, KubeCredentials, TaskRunRef
+from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, ContextChunk, ContextStoreWait, Reason, TaskRunStatus
+from kubechain.api.v1alpha1.common import now_rfc3339, rfc3339
+from kubechain.core.storage import CHUNK_OVERHEAD, STATUS_MARGIN, over_message, store_name
+from kubechain.runtime.contextdb import StoreCorrupt
 
 from . import patches
+from .chunks import ChunkStore
 from .kubeconn import Connection, from_credentials, from_environment
 from .layout import Layout, Seal
+from .pgstore import PostgresChunkStore, StoreFenced, StoreUnavailable
 
 COMPONENT = "kubechain-actor"
 log = logging.getLogger(__name__)
@@ -51,6 +60,11 @@ class CheckpointCorrupt(Exception):
 class StorageQuotaExceeded(Exception):
     """The next checkpoint would keep more in the apiserver than the run's allowance (RunCaps.stored_bytes): it is
     not written, and the run fails with reason StorageQuotaExceeded over its last checkpoint."""
+
+
+class ContextStoreUnavailable(Exception):
+    """The run's external context store did not answer within its wait bound: the run fails with reason
+    ContextStoreUnavailable over its last checkpoint."""
 
 
 class CheckpointStore(Protocol):
@@ -117,6 +131,26 @@ class KubeREST:
             await session.close()
 
 
+class ConfigMapChunks:
+    """The run's ConfigMaps as its ChunkStore (the checkpoint store's own requests, its credentials)."""
+
+    def __init__(self, store: "KubeCheckpointStore"):
+        self._store = store
+
+    async def write(self, seal: Seal) -> None:
+        await self._store._write_chunk(seal)
+
+    async def read(self, index: int) -> tuple[list, list, str]:
+        return await self._store._read_chunk(index)
+
+    async def read_all(self, count: int) -> list[tuple[list, list, str]]:
+        # In parallel (a long run has a chunk every few steps); gather, unlike a TaskGroup, raises RunGone as is.
+        return list(await asyncio.gather(*(self._store._read_chunk(i) for i in range(count))))
+
+    async def drop(self, chunks: int) -> None:
+        raise NotImplementedError("the operator deletes chunk ConfigMaps (an actor may not delete)")
+
+
 def _encoded(body: dict | bytes | None) -> bytes | None:
     return json.dumps(body).encode() if isinstance(body, dict) else body
 
@@ -125,7 +159,7 @@ class KubeCheckpointStore:
     """Checkpoints in the TaskRun's status, written with the actor's own Kubernetes credentials."""
 
     def __init__(self, ref: TaskRunRef, epoch: int, rest: KubeREST | None = None, retry_seconds: float = 300,
-                 allowance: tuple[int, str] = (0, "")):
+                 allowance: tuple[int, str] = (0, ""), context_store: ContextStore | None = None):
         self.ref, self.epoch, self.retry_seconds = ref, epoch, retry_seconds
         self.allowance = allowance  # (bytes the run may keep in the apiserver, 0: no limit; what sets it)
         self._rest = rest or KubeREST.shared()
@@ -134,13 +168,15 @@ class KubeCheckpointStore:
         self._version = ""  # resourceVersion of the object as this actor last wrote or read it
         self._written: patches.Fields | None = None  # what its last write left there, if it wrote since it read
         self.layout = Layout(ref.name, epoch=epoch)
+        self.external = context_store
+        self.chunks: ChunkStore = ConfigMapChunks(self)
 
     async def load(self) -> TaskRunStatus:
         """The full status: the tail in TaskRun.status with the sealed chunks in front of it."""
         status = await self._refresh()
         self.layout = Layout(self.ref.name, status.sealed_context, self.epoch)
-        # In parallel (a long run has a chunk every few steps); gather, unlike a TaskGroup, raises RunGone as is.
-        chunks = await asyncio.gather(*(self._read_chunk(i) for i in range(status.sealed_context.chunks)))
+        self.chunks = await self._select(status)
+        chunks = await self._guard(self.chunks.read_all(status.sealed_context.chunks))
         messages, calls, chain = [], [], ""
         for chunk_messages, chunk_calls, sha256 in chunks:
             messages += chunk_messages
@@ -156,9 +192,15 @@ class KubeCheckpointStore:
         """Write the actor's fields (what changed since the last write, patches.py); optimistic concurrency on
         resourceVersion fences out stale actors and never writes into a different object of the same name."""
         seal, fields = self.layout.plan(status), self.layout.fields(status)
-        self._check_allowance(fields, seal)
+        try:
+            self._check_allowance(fields, seal)
+        except StorageQuotaExceeded:
+            if not await self._move_out():
+                raise
+            fields = self.layout.fields(status)  # sealedContext says where the chunks are now
+            self._check_allowance(fields, seal)
         if seal:
-            await self._write_chunk(seal)
+            await self._guard(self.chunks.write(seal))
             self.layout.sealed(seal)
             fields = self.layout.fields(status)
         while True:
@@ -178,8 +220,9 @@ class KubeCheckpointStore:
         limit, source = self.allowance
         if not limit:
             return
-        chunks = self.layout.summary.chunks + (1 if seal else 0)
-        would = (self.layout.summary.bytes + CHUNK_OVERHEAD * chunks + STATUS_MARGIN + fields.size())
+        chunks = 0 if self.layout.summary.store else self.layout.summary.chunks + (1 if seal else 0)
+        held = 0 if self.layout.summary.store else self.layout.summary.bytes  # an external store's are not etcd's
+        would = (held + CHUNK_OVERHEAD * chunks + STATUS_MARGIN + fields.size())
         if would > limit:
             raise StorageQuotaExceeded(over_message(would, limit, source))
 
@@ -193,13 +236,22 @@ class KubeCheckpointStore:
 
     async def _read_chunk(self, index: int) -> tuple[list, list, str]:
         """A sealed chunk's messages, calls and sha256; CheckpointCorrupt if it is missing or does not decode."""
+        chunk, text = await self._read_text(index)
+        try:
+            return *decode(chunk, [text]), chunk.sha256
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointCorrupt(f"sealed chunk {part_name(self.ref.name, index, 0)} (chunk {index}) is corrupt: "
+                                    f"{exc}") from None
+
+    async def _read_text(self, index: int) -> tuple[ContextChunk, str]:
+        """A sealed chunk's description and JSON text from its ConfigMaps."""
         name = part_name(self.ref.name, index, 0)
         try:
             part0 = await self._call("GET", f"{self._configmaps}/{name}")
             chunk = described(part0)
             parts = [part0] + [await self._call("GET", f"{self._configmaps}/{part_name(self.ref.name, index, i)}")
                                for i in range(1, chunk.parts)]
-            return *decode(chunk, [p["data"][DATA_KEY] for p in parts]), chunk.sha256
+            return chunk, "".join(p["data"][DATA_KEY] for p in parts)
         except RunGone:  # a ConfigMap's 404; if the run itself was deleted, failing it fails too (RunGone)
             raise CheckpointCorrupt(f"sealed chunk {name} (chunk {index}) is missing") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -226,6 +278,79 @@ class KubeCheckpointStore:
                 await self._call("PUT", path, body)
             except Conflict:  # written since it was inspected: only an actor of a newer epoch replaces a leftover
                 raise Fenced(f"{path} was replaced meanwhile by a newer actor") from None
+
+    # --- the external store --------------------------------------------------------------------------------
+    async def _select(self, status: TaskRunStatus) -> ChunkStore:
+        """The store of the run's chunks: the one its status names; else the run's external store if it is not
+        only an overflow and nothing is sealed yet (recorded from the first write on); else its ConfigMaps."""
+        sealed, external = status.sealed_context, self.external
+        if sealed.store is not None:
+            if external is None or external.location != sealed.store:
+                raise CheckpointCorrupt(f"the run's chunks are in {store_name(sealed.store)}, and this actor was "
+                                        f"handed no DSN for it")
+            return await self._postgres()
+        if external is not None and not external.overflow and not sealed.chunks:
+            self.layout.summary = sealed.model_copy(update={"store": external.location})
+            return await self._postgres()
+        return ConfigMapChunks(self)
+
+    async def _postgres(self) -> PostgresChunkStore:
+        assert self.external is not None
+        store = PostgresChunkStore(self.ref, self.epoch, self.external.dsn.get_secret_value(),
+                                   self.external.wait_seconds, self._store_waiting, store_name(self.external.location))
+        await self._guard(store.claim())
+        return store
+
+    async def _move_out(self) -> bool:
+        """At the allowance: copy the ConfigMap chunks to the external store, if the run has one and they are not
+        there yet (True). Each keeps its text (and so its sha256 and the chain); the status written next says they
+        moved, and the operator then deletes their ConfigMaps."""
+        summary = self.layout.summary
+        if self.external is None or summary.store is not None:
+            return False
+        store = await self._postgres()
+        for index in range(summary.chunks):
+            chunk, text = await self._read_text(index)
+            await self._guard(store.write(Seal(chunk, text)))
+        self.layout.summary = summary.model_copy(update={"store": self.external.location, "moved": summary.chunks})
+        self.chunks = store
+        await self.event(Reason.CONTEXT_MOVED, f"at its storage allowance ({self.allowance[0]} bytes): "
+                         f"{summary.chunks} sealed chunks moved to {store_name(self.external.location)}")
+        return True
+
+    async def _guard(self, work: Any) -> Any:
+        """The store's failures as this module's: fenced, corrupt, or away past the run's bound."""
+        try:
+            return await work
+        except StoreFenced as exc:
+            raise Fenced(str(exc)) from None
+        except StoreCorrupt as exc:
+            raise CheckpointCorrupt(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise ContextStoreUnavailable(str(exc)) from None
+
+    async def _store_waiting(self, error: str | None, deadline: float) -> None:
+        """Say on the run that its store does not answer (status.contextStoreWait, a Warning), or answers again."""
+        wait = None if error is None else ContextStoreWait(
+            since=now_rfc3339(), until=rfc3339(datetime.fromtimestamp(deadline, timezone.utc)), message=error)
+        while True:
+            body = {"metadata": {"uid": self.ref.uid, "resourceVersion": self._version},
+                    "status": {"contextStoreWait": wait.to_wire() if wait else None}}
+            try:
+                obj = await self._call("PATCH", self._path, body, "application/merge-patch+json")
+                break
+            except Conflict:
+                await self._refresh()
+        self._version, self._written = obj["metadata"]["resourceVersion"], None  # the next write is whole
+        if wait is not None:
+            await self.event(Reason.CONTEXT_STORE_UNAVAILABLE, f"{error}; the run waits until {wait.until}",
+                             warning=True)
+        else:
+            await self.event(Reason.CONTEXT_STORE_RECOVERED, "the context store answers again; the run goes on")
+
+    async def close(self) -> None:
+        if isinstance(self.chunks, PostgresChunkStore):
+            await self.chunks.close()
 
     def _check_owner(self, obj: dict, status: TaskRunStatus) -> None:
         if obj["metadata"]["uid"] != self.ref.uid:

@@ -1,7 +1,7 @@
-"""Where sealed context chunks live: the seam an external store (Task.spec.contextStorageRef; issue 24, not built
-yet) plugs into. Today the only store is the run's ConfigMaps, inside KubeCheckpointStore (`_write_chunk`,
-`_read_chunk`); an external one takes those two over, and the TaskRun status keeps the same bounded tail,
-`sealedContext` (counts and the sha256 chain) and nothing else.
+"""Where sealed context chunks live: the run's ConfigMaps (checkpoint.py ConfigMapChunks, over KubeCheckpointStore's
+`_write_chunk`/`_read_chunk`) or an external store selected by contextStorageRef (pgstore.py: PostgreSQL); the
+TaskRun status keeps the same bounded tail, `sealedContext` (counts, the sha256 chain, and `store`: where the
+chunks are) and nothing else.
 
 What any store must keep, as the ConfigMaps do (actors/checkpoint.py, kubechain/api/context.py):
   - written once, never rewritten: a chunk (run uid, index) of a newer epoch is never replaced; one of an older
@@ -32,6 +32,9 @@ class ChunkStore(Protocol):
     async def read(self, index: int) -> tuple[list[Message], list[ToolCallRecord], str]:
         """Chunk `index`'s messages, tool calls and sha256, checked against its description; CheckpointCorrupt if
         it is missing or does not match."""
+
+    async def read_all(self, count: int) -> list[tuple[list[Message], list[ToolCallRecord], str]]:
+        """Chunks 0..count-1, in order, each as `read` gives it."""
 
     async def drop(self, chunks: int) -> None:
         """Delete the run's chunks (contextRetentionSeconds, or the run was deleted)."""

@@ -23,8 +23,12 @@ from kubechain.api.v1alpha1 import GROUP, VERSION, ForkOf, Phase, Reason, TaskRu
 from kubechain.api.v1alpha1.common import now_rfc3339
 from kubechain.core.fork import ForkError, cut
 from kubechain.core.lifecycle import enter
+from kubechain.core.storage import store_name
+
+from kubechain.runtime.contextdb import StoreCorrupt
 
 from .checkpoint import CheckpointStore, KubeREST
+from .pgstore import PostgresChunkStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 60.0  # an apiserver away (or a 5xx) while the source is read: retried this long, then the run fails
@@ -47,7 +51,10 @@ class SourceReader:
             raise ForkError(f"spec.forkOf.name: TaskRun {self.plan.source.name!r} was replaced by another object "
                             "of that name")
         status = TaskRunStatus.model_validate(obj.get("status") or {})
-        chunks = await asyncio.gather(*(self._chunk(i) for i in range(status.sealed_context.chunks)))
+        if status.sealed_context.store is not None:
+            chunks = await self._stored(status)
+        else:
+            chunks = await asyncio.gather(*(self._chunk(i) for i in range(status.sealed_context.chunks)))
         messages, calls, chain = [], [], ""
         for chunk_messages, chunk_calls, sha256 in chunks:
             messages, calls, chain = messages + chunk_messages, calls + chunk_calls, chained(chain, sha256)
@@ -56,6 +63,23 @@ class SourceReader:
                             "status.sealedContext.sha256")
         return status.model_copy(update={"context_window": messages + status.context_window,
                                          "tool_call_history": calls + status.tool_call_history})
+
+    async def _stored(self, status: TaskRunStatus) -> list[tuple[list, list, str]]:
+        """The source's chunks from its external store, with the DSN the operator read for it; read only (no
+        claim: the source's epoch is not the fork's)."""
+        where, given = status.sealed_context.store, self.plan.source_store
+        name = self.plan.source.name
+        if given is None or given.location != where:
+            raise ForkError(f"spec.forkOf.name: the sealed chunks of TaskRun {name!r} are in {store_name(where)}, "
+                            "and the operator handed no DSN for it")
+        reader = PostgresChunkStore(self.plan.source, 0, given.dsn.get_secret_value(), given.wait_seconds,
+                                    where=store_name(where))
+        try:
+            return await reader.read_all(status.sealed_context.chunks)
+        except (StoreCorrupt, StoreUnavailable) as exc:
+            raise ForkError(f"cannot read the sealed chunks of TaskRun {name!r}: {exc}") from None
+        finally:
+            await reader.close()
 
     async def _chunk(self, index: int) -> tuple[list, list, str]:
         name = self.plan.source.name

@@ -106,12 +106,12 @@ class Layout:
             self._wire.pop(i, None)
         for i in range(self.sealed_calls, self.sealed_calls + seal.chunk.tool_calls):
             self._calls.pop(i, None)
-        self.summary = SealedContext(chunks=self.summary.chunks + 1, messages=self.sealed_messages + seal.chunk.messages,
-                                     tool_calls=self.sealed_calls + seal.chunk.tool_calls,
-                                     bytes=self.summary.bytes + seal.chunk.bytes,
-                                     # a run sealed before chunks were chained stays unchained (nothing to vouch from)
-                                     sha256=chained(self.summary.sha256, seal.chunk.sha256)
-                                     if self.summary.sha256 or not self.summary.chunks else "")
+        self.summary = self.summary.model_copy(update=dict(  # its store (where) stays
+            chunks=self.summary.chunks + 1, messages=self.sealed_messages + seal.chunk.messages,
+            tool_calls=self.sealed_calls + seal.chunk.tool_calls, bytes=self.summary.bytes + seal.chunk.bytes,
+            # a run sealed before chunks were chained stays unchained (nothing to vouch from)
+            sha256=chained(self.summary.sha256, seal.chunk.sha256)
+            if self.summary.sha256 or not self.summary.chunks else ""))
 
     def fields(self, status: TaskRunStatus) -> Fields:
         """What goes into TaskRun.status: small fields, the unsealed tail and the chunk references."""

@@ -98,7 +98,8 @@ class TaskRunActor:
 
     async def _main(self) -> str:
         assert self.spec is not None
-        from .checkpoint import CheckpointCorrupt, KubeCheckpointStore, KubeREST, RunGone, StorageQuotaExceeded
+        from .checkpoint import (CheckpointCorrupt, ContextStoreUnavailable, KubeCheckpointStore, KubeREST, RunGone,
+                                 StorageQuotaExceeded)
         from .livestream import LiveStream
         from .llm import OpenAIChatClient
         from kubechain.runtime import tracing
@@ -113,7 +114,8 @@ class TaskRunActor:
         try:
             caps = self.spec.caps
             store = KubeCheckpointStore(self.spec.taskrun, self.spec.epoch, rest=self._rest,
-                                        allowance=(caps.stored_bytes, caps.stored_source))
+                                        allowance=(caps.stored_bytes, caps.stored_source),
+                                        context_store=self.spec.context_store)
             status = await store.load()
             if self.spec.fork is not None and not status.context_window and status.phase is Phase.RUNNING:
                 from . import fork  # a fork's first actor (or one after a crash mid-copy) copies its source first
@@ -146,6 +148,9 @@ class TaskRunActor:
         except StorageQuotaExceeded as exc:  # the step is not written: the run ends over its last checkpoint
             assert store is not None
             return await _corrupt(self, store, exc, Reason.STORAGE_QUOTA_EXCEEDED)
+        except ContextStoreUnavailable as exc:  # waited its bound for the external store: fail over the last checkpoint
+            assert store is not None
+            return await _corrupt(self, store, exc, Reason.CONTEXT_STORE_UNAVAILABLE)
         except Exception as exc:  # a bug or a broken store: fail the run if the store still takes writes
             log.exception("%r failed", self)
             if store is None:
@@ -154,7 +159,9 @@ class TaskRunActor:
                 return await _fail(store, exc)
             except CheckpointCorrupt as corrupt:
                 return await _corrupt(self, store, corrupt)
-        finally:  # the run's token goes with the run: a pooled actor's next run brings its own
+        finally:  # the run's token and store connection go with the run: a pooled actor's next run brings its own
+            if store is not None:
+                await store.close()
             if self.spec.kube is not None:
                 await self._rest.close()
             self._rest = None

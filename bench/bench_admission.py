@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 
-from kubernetes import client, config
+from kubernetes import client
 
-from common import API, GV, quantiles, record, stack
+from common import GV, create_tasks, quantiles, record, stack
 from harness.controlplane import http_get
 from harness.localenv import WEBHOOK_PROBE, kubectl
 
@@ -38,32 +37,9 @@ def probe_admitted(env) -> bool:
 
 
 def creates(kubeconfig: str, namespace: str, agent: str, count: int) -> tuple[float, list[float]]:
-    """(seconds taken, each create's seconds): `count` creates shared by CLIENTS threads."""
+    """(seconds taken, each create's seconds): `count` creates in a new namespace, shared by CLIENTS threads."""
     client.CoreV1Api().create_namespace({"metadata": {"name": namespace}})
-    latencies: list[float] = []
-    names = iter(range(count))
-    lock = threading.Lock()
-
-    def work() -> None:
-        api = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
-        while True:
-            with lock:
-                i = next(names, None)
-            if i is None:
-                return
-            body = {"apiVersion": API, "kind": "Task", "metadata": {"name": f"t{i}"},
-                    "spec": {"agentRef": {"name": agent}, "userInput": f"task {i}"}}
-            t0 = time.perf_counter()
-            api.create_namespaced_custom_object(*GV, namespace, "tasks", body)
-            latencies.append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=work) for _ in range(CLIENTS)]
-    t0 = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - t0, latencies
+    return create_tasks(kubeconfig, namespace, agent, count, CLIENTS)
 
 
 def webhooks(env, on: bool) -> None:

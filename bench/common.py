@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import statistics
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -44,6 +45,35 @@ def quantiles(values: list[float], scale: float = 1.0) -> dict[str, float]:
 def create(api: client.CustomObjectsApi, plural: str, kind: str, name: str, spec: dict[str, Any]) -> None:
     api.create_namespaced_custom_object(*GV, NS, plural, {"apiVersion": API, "kind": kind,
                                                            "metadata": {"name": name}, "spec": spec})
+
+
+def create_tasks(kubeconfig: str, namespace: str, agent: str, count: int, clients: int) -> tuple[float, list[float]]:
+    """(seconds taken, each create's seconds): Tasks t0..t<count-1> (user input "task <i>") created in `namespace`
+    by `clients` threads, each with its own connection, as fast as they can."""
+    latencies: list[float] = []
+    names = iter(range(count))
+    lock = threading.Lock()
+
+    def work() -> None:
+        api = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
+        while True:
+            with lock:
+                i = next(names, None)
+            if i is None:
+                return
+            body = {"apiVersion": API, "kind": "Task", "metadata": {"name": f"t{i}"},
+                    "spec": {"agentRef": {"name": agent}, "userInput": f"task {i}"}}
+            t0 = time.perf_counter()
+            api.create_namespaced_custom_object(*GV, namespace, "tasks", body)
+            latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=work) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - t0, latencies
 
 
 def noop_agent(api: client.CustomObjectsApi, name: str, base_url: str, model: str, **llm: Any) -> None:

@@ -1,8 +1,11 @@
 """A real, local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager).
 
 This is the envtest approach: no kubelet or container runtime, so Pods are stored but never
-run. The controller-manager runs only the controllers whose absence would make tests lie
-(ownerReference garbage collection, namespace deletion, service-account tokens, Jobs).
+run, until a test asks for a real node (harness/node.py joins one: the credentials it needs are made here, since
+the apiserver reads them only at its start). The controller-manager runs only the controllers whose absence would
+make tests lie (ownerReference garbage collection, namespace deletion, service accounts and their tokens, Jobs,
+and the node lifecycle: it lifts a new node's not-ready taint). The ServiceAccount admission plugin is on, as in any
+cluster: a pod gets its account's token mounted unless it opts out, which a real node then enforces.
 
 Usage::
 
@@ -34,9 +37,16 @@ from typing import Callable, Sequence
 
 import yaml
 
+from .pki import write_kubelet_client_pki
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BINARIES_SCRIPT = REPO_ROOT / "hack" / "k8s-binaries.sh"
-CONTROLLERS = "garbagecollector,namespace,serviceaccount-token,job"
+# serviceaccount: each namespace's `default` account, which the ServiceAccount admission plugin requires of a pod
+CONTROLLERS = "garbagecollector,namespace,serviceaccount,serviceaccount-token,job,nodelifecycle"
+NODE_NAME = "kubechain-node"  # the one node harness/node.py joins
+# The node's components, each as the user its bootstrap ClusterRoleBinding (or harness/node.py's) names
+COMPONENT_USERS = {"kubelet": (f"system:node:{NODE_NAME}", "system:nodes"), "kube-proxy": ("system:kube-proxy", ""),
+                   "kube-scheduler": ("system:kube-scheduler", "")}
 
 
 class StartupError(RuntimeError):
@@ -244,6 +254,7 @@ class LocalControlPlane:
         self.logs = self.workdir / "logs"
         self.admin_token = secrets.token_hex(16)
         self.restricted_token = secrets.token_hex(16)
+        self.component_tokens = {name: secrets.token_hex(16) for name in COMPONENT_USERS}
         self.server = ""
         self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
 
@@ -303,11 +314,26 @@ class LocalControlPlane:
     def _wait(self, check: Callable[[], bool], deadline: float, what: str) -> None:
         wait_until(check, max(deadline - time.monotonic(), 1), what, self.procs)
 
+    def component_kubeconfig(self, component: str, server: str | None = None) -> Path:
+        """A kubeconfig for one of a node's components (COMPONENT_USERS), written on first use; `server`: the
+        apiserver's address as the component reaches it (default: the loopback one)."""
+        path = self.workdir / f"{component}.kubeconfig"
+        if not path.exists():
+            ca = self.workdir / "certs" / "apiserver.crt"
+            path.write_text(yaml.safe_dump(kubeconfig_dict(server or self.server, COMPONENT_USERS[component][0],
+                                                           self.component_tokens[component],
+                                                           ca if ca.exists() else None)))
+            path.chmod(0o600)
+        return path
+
     def _write_auth_files(self) -> None:
         write_service_account_keys(self.workdir / "sa.key", self.workdir / "sa.pub")
+        self.kubelet_pki = write_kubelet_client_pki(self.workdir / "pki")
+        components = "".join(f"{self.component_tokens[name]},{user},{user}" + (f',"{group}"' if group else "") + "\n"
+                             for name, (user, group) in COMPONENT_USERS.items())
         (self.workdir / "tokens.csv").write_text(
             f'{self.admin_token},admin,admin,"system:masters"\n'
-            f"{self.restricted_token},restricted,restricted\n")
+            f"{self.restricted_token},restricted,restricted\n" + components)
 
     def _write_kubeconfigs(self) -> None:
         # The apiserver writes a self-signed cert bundle (leaf + its CA) into cert-dir.
@@ -339,7 +365,9 @@ class LocalControlPlane:
             f"--service-account-signing-key-file={w / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc",
             "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount"])
+            # how it reaches a node's kubelet (logs, exec), once one joins
+            f"--kubelet-client-certificate={self.kubelet_pki.cert}", f"--kubelet-client-key={self.kubelet_pki.key}",
+            "--kubelet-preferred-address-types=InternalIP"])
         self._wait(lambda: http_get(f"{self.server}/readyz", self.admin_token)[0] == 200,
                    deadline, "kube-apiserver /readyz")
         ns = f"{self.server}/api/v1/namespaces/default"

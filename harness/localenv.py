@@ -61,22 +61,21 @@ def install_crds(kubeconfig: Path) -> None:
         time.sleep(0.3)
 
 
-OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "kubechain-system", "kubechain-operator"
+OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, WEBHOOKS_ACCOUNT = "kubechain-system", "kubechain-operator", "kubechain-webhooks"
 OPERATOR_TOKEN_SECONDS = 7 * 24 * 3600  # longer than any test session
 
 
-def operator_kubeconfig(admin: Path, server: str, ca: Path | None, path: Path) -> Path:
-    """A kubeconfig with exactly the rights kuberay/base/operator-rbac.yaml gives the operator, as deployed: its
-    ServiceAccount and ClusterRole applied, and a token for the account from the TokenRequest API."""
+def account_kubeconfig(admin: Path, server: str, ca: Path | None, path: Path, account: str, rbac: str) -> Path:
+    """A kubeconfig with exactly the rights kuberay/base/`rbac` gives `account`, as deployed: its ServiceAccount and
+    roles applied, and a token for the account from the TokenRequest API."""
     kubectl(admin, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / "namespace.yaml"))
-    kubectl(admin, "-n", OPERATOR_NAMESPACE, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / "operator-rbac.yaml"))
+    kubectl(admin, "-n", OPERATOR_NAMESPACE, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / rbac))
     request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                "spec": {"expirationSeconds": OPERATOR_TOKEN_SECONDS}}
-    minted = kubectl(admin, "create", "--raw",
-                     f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_ACCOUNT}/token",
+    minted = kubectl(admin, "create", "--raw", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{account}/token",
                      "-f", "-", input=json.dumps(request))
     token = json.loads(minted.stdout)["status"]["token"]
-    path.write_text(json.dumps(kubeconfig_dict(server, OPERATOR_ACCOUNT, token, ca)))
+    path.write_text(json.dumps(kubeconfig_dict(server, account, token, ca)))
     path.chmod(0o600)
     return path
 
@@ -139,12 +138,14 @@ class Container:
 
 @dataclass
 class Operator:
-    """One operator replica, as a pod of the Deployment: its reconciler (`kubechain operator`: kopf while it holds
-    the Lease) and its webhooks (`kubechain webhooks`), two processes that restart on their own, like containers."""
+    """One operator replica, as a pod of each Deployment: its reconciler (`kubechain operator`: kopf while it holds
+    the Lease) and its webhooks (`kubechain webhooks`, with their own account's kubeconfig), two processes that
+    restart on their own, like containers."""
 
     workdir: Path
     env: dict[str, str]
     admin_kubeconfig: Path  # for the harness's own checks (the operator's KUBECONFIG may be a restricted one)
+    webhooks_kubeconfig: Path | None = None  # the webhooks' KUBECONFIG (None: the operator's)
     name: str = "operator"
     webhook_port: int = 0
     health_port: int = 0
@@ -159,8 +160,11 @@ class Operator:
                     "KUBECHAIN_WEBHOOK_CERT_DIR": str(self.workdir / "webhook" / self.name)}
         cli = [sys.executable, "-m", "kubechain.clients.cli"]
         self.reconciler = Container([*cli, "operator"], logs / f"{self.name}.log", self.env, self.healthy)
-        self.webhooks = Container([*cli, "webhooks"], logs / f"{self.name}-webhooks.log", self.env,
+        self.webhooks = Container([*cli, "webhooks"], logs / f"{self.name}-webhooks.log", self.webhooks_env(),
                                   self.webhooks_ready)
+
+    def webhooks_env(self) -> dict[str, str]:
+        return {**self.env, **({"KUBECONFIG": str(self.webhooks_kubeconfig)} if self.webhooks_kubeconfig else {})}
 
     @property
     def log(self) -> Path:
@@ -215,7 +219,7 @@ class Operator:
                 self.env.pop(key, None)
             else:
                 self.env[key] = value
-        self.reconciler.env = self.webhooks.env = self.env
+        self.reconciler.env, self.webhooks.env = self.env, self.webhooks_env()
         restarts = self.restarts
         self.reconciler.proc.terminate()
         self.wait_restarted(restarts + 1)
@@ -306,6 +310,7 @@ class LocalEnvironment:
         self.operator_env = operator_env or {}
         self.admin_operator = admin_operator
         self.operator_kubeconfig: Path = self.kubeconfig
+        self.webhooks_kubeconfig: Path = self.kubeconfig
 
     @property
     def kubeconfig(self) -> Path:
@@ -336,8 +341,11 @@ class LocalEnvironment:
             if not self.admin_operator:
                 cp = self.controlplane
                 ca = cp.workdir / "certs" / "apiserver.crt"
-                self.operator_kubeconfig = operator_kubeconfig(self.kubeconfig, cp.server, ca if ca.exists() else None,
-                                                               self.workdir / "operator.kubeconfig")
+                ca = ca if ca.exists() else None
+                self.operator_kubeconfig = account_kubeconfig(self.kubeconfig, cp.server, ca, self.workdir / "operator.kubeconfig",
+                                                              OPERATOR_ACCOUNT, "operator-rbac.yaml")
+                self.webhooks_kubeconfig = account_kubeconfig(self.kubeconfig, cp.server, ca, self.workdir / "webhooks.kubeconfig",
+                                                              WEBHOOKS_ACCOUNT, "webhooks-rbac.yaml")
             else:
                 kubectl(self.kubeconfig, "apply", "-f", str(REPO_ROOT / "kuberay" / "base" / "namespace.yaml"))
             self.webhook_port = webhook_ports[0] if self.webhooks else 0
@@ -358,6 +366,7 @@ class LocalEnvironment:
                 metrics = ({"KUBECHAIN_STREAM_PORT": str(self.stream_port)} if i == 0 else
                            {"KUBECHAIN_METRICS_PORT": str(free_ports(1)[0])})
                 self.operators.append(Operator(self.workdir, {**env, **metrics}, admin_kubeconfig=self.kubeconfig,
+                                               webhooks_kubeconfig=self.webhooks_kubeconfig,
                                                name="operator" if i == 0 else f"operator-{i}",
                                                webhook_port=webhook_ports[i] if self.webhooks else 0))
             self.operator = self.operators[0]

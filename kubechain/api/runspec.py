@@ -10,7 +10,8 @@ from typing import Any, Protocol
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .codetools import CodeToolPolicy
-from .v1alpha1 import Budget, ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, ToolExecution, Usage
+from .v1alpha1 import (Budget, ContextPolicy, HumanResponse, LLMSpec, MCPServer, Model, StoreLocation, ToolExecution,
+                       Usage)
 from .v1alpha1.common import the_one_set
 from .v1alpha1.tool import EXECUTION_KINDS
 
@@ -87,6 +88,21 @@ class TaskRunRef(Model):
     uid: str
 
 
+class ContextStore(Model):
+    """The run's external context store, resolved by the operator (contextStorageRef, or its default): the DSN read
+    from the Secret is handed with the run like the Kubernetes token, never in the actor's constructor (Ray keeps
+    those in the GCS)."""
+
+    location: StoreLocation = Field(description="Where it is (recorded in status.sealedContext.store for readers).")
+    dsn: SecretStr = Field(description="The PostgreSQL DSN from the Secret; never serialised.")
+    wait_seconds: float = Field(default=600, description="How long a write or read waits for the store to answer "
+                                "(KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS); then the run fails, reason "
+                                "ContextStoreUnavailable.")
+    overflow: bool = Field(default=False, description="Used only once the run reaches its apiserver allowance "
+                           "(RunCaps.stored_bytes): its chunks then move there instead of the run failing with "
+                           "StorageQuotaExceeded. False: every chunk goes there from the first.")
+
+
 class ForkPlan(Model):
     """What a fork's first actor copies before its first step (kubechain/core/fork.py cuts it; actors/fork.py
     reads it with the run's own credentials: the source is in the same namespace)."""
@@ -94,6 +110,9 @@ class ForkPlan(Model):
     source: TaskRunRef = Field(description="The source run, pinned by uid (status.forkedFrom).")
     step: int = Field(description="The step forked at (spec.forkOf.step).")
     input: str | None = Field(default=None, description="The answer to that step's ask_human question, if given.")
+    source_store: ContextStore | None = Field(default=None, description="The source's external context store, "
+                                              "when its chunks are in one (status.sealedContext.store): read, "
+                                              "never written.")
 
 
 class CallInput(Model):
@@ -183,6 +202,8 @@ class RunSpec(Model):
                                          "(none: the process's own, as tests and benches use).")
     fork: ForkPlan | None = Field(default=None, description="For a fork: the source's checkpoint to copy when the "
                                   "run has no conversation yet (its first actor, or one that crashed mid-copy).")
+    context_store: ContextStore | None = Field(default=None, description="The external store of the run's sealed "
+                                               "chunks (none: ConfigMaps only).")
 
 
 def secret_key(name: str, key: str) -> str:

@@ -1,4 +1,12 @@
-"""The full conversation of a TaskRun: its sealed context chunks followed by the tail in its status."""
+"""The full conversation of a TaskRun: its sealed context chunks followed by the tail in its status.
+
+Who may read what: the TaskRun is read with the reader's own credentials (who may not `get` it sees nothing), and
+its chunks by the run's uid from where the status says they are. ConfigMaps: with the same credentials. An external
+store (sealedContext.store): its DSN Secret is read with `secrets`' credentials - `kubechain transcript` passes
+the user's own (they need `get` on the TaskRun and on that Secret, as anyone using the database directly would);
+the console passes its own account, but only after the user's token read the TaskRun (so the rows it shows are
+those of a run the user may get), since tenants usually may not read the operator's default store's Secret.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +16,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from kubechain.api.context import COMPACTION_MARKER, DATA_KEY, decode, described, part_name
-from kubechain.api.v1alpha1 import GROUP, VERSION, Message, TaskRunStatus, ToolCallRecord
+from kubechain.api.v1alpha1 import GROUP, VERSION, Message, StoreLocation, TaskRunStatus, ToolCallRecord
+from kubechain.runtime import contextdb
 from kubechain.core.livestream import call_text
 
 
@@ -21,12 +30,12 @@ def load(namespace: str, name: str, api_client: client.ApiClient | None = None
     return complete(obj, api_client)
 
 
-def complete(obj: dict, api_client: client.ApiClient | None = None
+def complete(obj: dict, api_client: client.ApiClient | None = None, secrets: client.ApiClient | None = None
              ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
     """A TaskRun object's status, with its sealed chunks read back in front of the tail. A chunk gone while it
     is read is retention dropping them (the status says so first): the run is read again and shown without."""
     try:
-        return _with_chunks(obj, api_client)
+        return _with_chunks(obj, api_client, secrets)
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -35,10 +44,10 @@ def complete(obj: dict, api_client: client.ApiClient | None = None
                                                                                  "taskruns", name)
         if not ((again.get("status") or {}).get("sealedContext") or {}).get("droppedAt"):
             raise
-        return _with_chunks(again, api_client)
+        return _with_chunks(again, api_client, secrets)
 
 
-def _with_chunks(obj: dict, api_client: client.ApiClient | None
+def _with_chunks(obj: dict, api_client: client.ApiClient | None, secrets: client.ApiClient | None = None
                  ) -> tuple[TaskRunStatus, list[Message], list[ToolCallRecord]]:
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     status = TaskRunStatus.model_validate(obj.get("status") or {})
@@ -46,6 +55,12 @@ def _with_chunks(obj: dict, api_client: client.ApiClient | None
     messages: list[Message] = []
     calls: list[ToolCallRecord] = []
     chunks = 0 if status.sealed_context.dropped_at else status.sealed_context.chunks  # dropped: only the tail is left
+    if status.sealed_context.store is not None and chunks:
+        dsn = store_dsn(status.sealed_context.store, secrets or api_client)
+        for chunk_messages, chunk_calls, _ in contextdb.read_chunks(dsn, obj["metadata"]["uid"], chunks):
+            messages += chunk_messages
+            calls += chunk_calls
+        chunks = 0
     for index in range(chunks):
         part0 = core.read_namespaced_config_map(part_name(name, index, 0), namespace)
         chunk = described({"metadata": {"annotations": part0.metadata.annotations}})
@@ -57,8 +72,19 @@ def _with_chunks(obj: dict, api_client: client.ApiClient | None
     return status, messages + status.context_window, calls + status.tool_call_history
 
 
-def render_message(message: Message, width: int = 100, full: bool = False) -> str:
-    """One message as a line (`full`: never shortened; what `follow` prints, the live preview's final form)."""
+def store_dsn(where: StoreLocation, api_client: client.ApiClient | None) -> str:
+    """The store's DSN from its Secret, read with `api_client`'s rights (a 403 is the reader's answer)."""
+    import base64
+
+    secret = client.CoreV1Api(api_client).read_namespaced_secret(where.secret, where.namespace)
+    value = (secret.data or {}).get(where.key)
+    if value is None:
+        raise ValueError(f"Secret {where.namespace}/{where.secret} has no key {where.key!r} (the context store's DSN)")
+    return base64.b64decode(value).decode()
+
+
+def render_message(message: Message, width: int = 100) -> str:
+from kubechain.core.livestream import call_text
     if message.role == "system" and message.name == COMPACTION_MARKER:  # what the model saw changed here
         return f"── {message.content} ──"
     text = message.content or ""

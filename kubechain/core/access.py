@@ -8,7 +8,8 @@ tenant who may create LLMs but not read Secrets points `baseURL` at their own se
 own user (the apiserver authenticated it; nothing written on the object is trusted):
 
 1. A Secret named by `apiKeySecretRef`, an http tool's or http MCP server's header, a stdio MCP server's or a
-   container tool's env: the author may `get` that Secret. The object decides where the value goes (baseURL, the
+   container tool's env, a Task's, TaskRun's or TaskSchedule's run template's `contextStorageRef` (a PostgreSQL
+   DSN): the author may `get` that Secret (the operator creates a schedule's runs with its own rights). The object decides where the value goes (baseURL, the
    URL, the image), so using it is reading it.
 2. A container tool's `serviceAccountName`: the author may `create pods` in the namespace, or `create
    serviceaccounts/token` for that ServiceAccount. Either already lets them act as it themselves (Kubernetes lets a
@@ -83,12 +84,18 @@ def _execution_uses(execution: dict[str, Any] | None, where: str) -> Iterator[Us
 
 
 def uses(kind: str, spec: dict[str, Any]) -> list[Use]:
-    """What an LLM, Tool or ToolSet spec (wire form) uses of its namespace; other kinds use nothing."""
+    """What an LLM, Tool, ToolSet, Task, TaskRun or TaskSchedule spec (wire form) uses of its namespace; others use
+    nothing."""
     if kind == "LLM":
         ref = spec.get("apiKeySecretRef") or {}
         return [Use("spec.apiKeySecretRef", "Secret", ref["name"])] if ref.get("name") else []
     if kind == "Tool":
         return list(_execution_uses(spec.get("execution"), "spec.execution"))
+    if kind in ("Task", "TaskRun", "TaskSchedule"):  # an external context store's DSN: the run's chunks go there
+        where = "spec.runTemplate.contextStorageRef" if kind == "TaskSchedule" else "spec.contextStorageRef"
+        holder = (spec.get("runTemplate") or {}) if kind == "TaskSchedule" else spec
+        ref = holder.get("contextStorageRef") or {}
+        return [Use(where, "Secret", ref["name"])] if ref.get("kind") == "PostgreSQL" and ref.get("name") else []
     if kind != "ToolSet":
         return []
     found = [u for i, tool in enumerate(spec.get("tools") or [])

@@ -33,7 +33,7 @@ from .fork import label_value, source_problem
 from .lifecycle import (Gathered, JobOutcome, Stop, context_drop_at, deletion_at, enter, gather_inputs, llm_retry_at,
                         next_deadline, stop_for)
 from .naming import LABEL_AGENT, LABEL_FORKED_FROM, actor_name
-from .run_conditions import llm_available, ray_available, responses_valid, succeeded
+from .run_conditions import context_store_available, llm_available, ray_available, responses_valid, succeeded
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
                           ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
                           Trigger)
@@ -340,7 +340,7 @@ def _books(seen: Observed, decision: Decision, now: datetime) -> Decision:
     status, effects, llm = decision.status, list(decision.effects), None
     if not decision.guarded:
         status, refused = responses_valid(status, seen, now)
-        status, llm = llm_available(succeeded(status, now), now)
+        status, llm = llm_available(context_store_available(succeeded(status, now), now), now)
         if refused:
             effects.append(do.PostEvent("Warning", Reason.RESPONSE_REFUSED, refused))
         if llm is not None:

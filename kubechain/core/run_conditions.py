@@ -51,6 +51,24 @@ def llm_available(status: TaskRunStatus, now: datetime) -> tuple[TaskRunStatus, 
     return status, None
 
 
+def context_store_available(status: TaskRunStatus, now: datetime) -> TaskRunStatus:
+    """Condition ContextStoreAvailable from status.contextStoreWait (the actor's, which also posts the Events):
+    False while the actor waits for its external store, True again once it answers; absent for runs that never
+    waited (most keep their chunks in ConfigMaps)."""
+    wait = status.context_store_wait
+    old = next((c for c in status.conditions if c.type == ConditionType.CONTEXT_STORE_AVAILABLE), None)
+    message = f"{wait.message[:500]}; waiting until {wait.until}" if wait is not None else ""
+    if wait is not None and (old is None or old.status != "False" or old.message != message):
+        return status.model_copy(update={"conditions": with_condition(
+            status.conditions, ConditionType.CONTEXT_STORE_AVAILABLE, False, Reason.CONTEXT_STORE_UNAVAILABLE,
+            message, now=now)})
+    if wait is None and old is not None and old.status == "False":
+        return status.model_copy(update={"conditions": with_condition(
+            status.conditions, ConditionType.CONTEXT_STORE_AVAILABLE, True, Reason.CONTEXT_STORE_RECOVERED,
+            "the context store answers", now=now)})
+    return status
+
+
 def responses_valid(status: TaskRunStatus, seen: Observed, now: datetime) -> tuple[TaskRunStatus, str]:
     """Condition ResponsesValid for replies that are refused (they change nothing; absent until a reply is), and
     the message of a refusal that is new (for a Warning)."""

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from kubechain.api.v1alpha1 import GROUP
+from kubechain.api.v1alpha1 import GROUP, StoreLocation
 
 ANNOTATION_MAX_STORED_BYTES = f"{GROUP}/max-stored-bytes"  # on a Namespace (a cluster admin's): its cap
 CHUNK_OVERHEAD = 1024  # a chunk ConfigMap's metadata (names, labels, owner, the chunk's description)
@@ -37,9 +37,10 @@ class Held:
 
 def stored_bytes(status: dict[str, Any]) -> int:
     """Bytes a TaskRun status (wire form) and its sealed chunks take: the status's JSON, the chunks' JSON and
-    their ConfigMaps' metadata (none once dropped)."""
+    their ConfigMaps' metadata (none once dropped, or when they are in an external store)."""
     sealed = status.get("sealedContext") or {}
-    chunks = 0 if sealed.get("droppedAt") else int(sealed.get("bytes") or 0) \
+    external = bool(sealed.get("store"))  # chunks in an external store take nothing of etcd
+    chunks = 0 if sealed.get("droppedAt") or external else int(sealed.get("bytes") or 0) \
         + CHUNK_OVERHEAD * int(sealed.get("chunks") or 0)
     return len(json.dumps(status, separators=(",", ":"))) + chunks
 
@@ -80,3 +81,8 @@ def over_message(would: int, limit: int, source: str) -> str:
     """The error of a run whose next checkpoint would pass its allowance."""
     return (f"the run's next checkpoint would keep {would} bytes in the apiserver (status and sealed chunks), over "
             f"its allowance of {limit} bytes ({source}); configure an external context store to keep longer runs")
+
+
+def store_name(location: StoreLocation) -> str:
+    """How messages name an external store: by its Secret (the DSN holds a password)."""
+    return f"the {location.kind} context store of Secret {location.namespace}/{location.secret}"

@@ -1,7 +1,10 @@
 """Leader election on a Lease (the rules: kubechain/core/leases.py): wait to take it, keep renewing it, release it.
 
-The Kubernetes client blocks: every call runs in a thread, with a timeout shorter than a retry period, so a
-hanging apiserver connection cannot stretch a renewal past the renew deadline unnoticed.
+The renewals run on the elector's own thread, never as a coroutine of the event loop nor in the loop's default
+executor: under a 1,000-Task burst the loop resumed a renewing coroutine seconds late and the executor held hundreds
+of waiting calls, and the Lease went to the standby and back, over and over. Each try has its own connection, no
+hidden retries, and what is left of the renew deadline as its timeout (client-go's context): a loaded apiserver
+answering in 3 s keeps its leader, and a hanging connection cannot stretch a renewal past the deadline.
 """
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import json
 import logging
 import random
 import socket
+import threading
 import time
 import uuid
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -41,7 +46,15 @@ class LeaderElector:
         self.settings = settings
         self.namespace, _, self.name = settings.lease.partition("/")
         self.identity = settings.identity or default_identity()
+        if api is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.retries = False  # a retry would be the next try, within the deadline
+            api = client.ApiClient(configuration)
         self._api = client.CustomObjectsApi(api)  # any group's objects as dicts: no typed-model round trips
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        self._stop = threading.Event()  # set by release(): renewals end
+        self.on_lost: Callable[[], None] | None = None
+        self._request_seconds = max(settings.retry_seconds, 1.0)  # the timeout of the next try's requests
         self._observed: Observed | None = None
         self._resource_version = ""
         self.leading = False
@@ -56,13 +69,24 @@ class LeaderElector:
 
     async def keep(self) -> None:
         """Renew every retry period; returns when the Lease is lost: renewals failed for the renew deadline, or
-        someone else holds it. The caller must stop reconciling at once."""
+        someone else holds it. The caller must stop reconciling at once (`on_lost`, if set, is called first, from
+        the elector's thread: a loop too busy to notice soon must not go on reconciling)."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._keep_blocking)
+        self.leading = False
+
+    def _keep_blocking(self) -> None:
+        """keep()'s loop, on the elector's thread: an event loop busy with a burst's handlers resumed a coroutine
+        renewing there seconds late, and the Lease went to the standby and back."""
         renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(self.settings.retry_seconds)
-            if await self._try():
-                renewed = time.monotonic()
-                continue
+        while not self._stop.wait(self.settings.retry_seconds):
+            left = self.settings.renew_deadline_seconds - (time.monotonic() - renewed)
+            self._request_seconds = max(left, 1.0)
+            try:
+                if self._try_blocking():
+                    renewed = time.monotonic()
+                    continue
+            except Exception as exc:  # an apiserver that does not answer: not renewed this time
+                log.warning("Lease %s/%s: %s", self.namespace, self.name, exc)
             holder = self._observed.record.holder if self._observed and self._observed.record else ""
             if holder and holder != self.identity:
                 log.error("Lease %s/%s is now held by %s", self.namespace, self.name, holder)
@@ -71,16 +95,22 @@ class LeaderElector:
                 log.error("Lease %s/%s not renewed for %.0f s", self.namespace, self.name,
                           self.settings.renew_deadline_seconds)
                 break
+        else:
+            return  # released
         self.leading = False
+        if self.on_lost is not None:
+            self.on_lost()
 
     async def release(self) -> None:
-        """Rule 4, on a clean stop: a standby takes over at its next try."""
+        """Rule 4, on a clean stop: a standby takes over at its next try. Renewals stop first (the release then
+        runs after the last of them, on the same thread)."""
+        self._stop.set()
         if not self.leading or self._observed is None or self._observed.record is None:
             return
         self.leading = False
         record = released(self._observed.record, now_rfc3339())
         try:
-            await asyncio.to_thread(self._replace, record)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._replace, record)
             log.info("released Lease %s/%s", self.namespace, self.name)
         except Exception as exc:  # it then expires on its own
             log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, exc)
@@ -88,7 +118,7 @@ class LeaderElector:
     async def _try(self) -> bool:
         """client-go's tryAcquireOrRenew: read, decide, write with the resourceVersion read."""
         try:
-            return await asyncio.to_thread(self._try_blocking)
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._try_blocking)
         except Exception as exc:  # an apiserver that does not answer: not renewed this time
             log.warning("Lease %s/%s: %s", self.namespace, self.name, exc)
             return False
@@ -112,7 +142,7 @@ class LeaderElector:
         return True
 
     def _timeout(self) -> float:
-        return max(self.settings.retry_seconds, 1.0)
+        return self._request_seconds
 
     def _read(self) -> dict[str, Any] | None:
         try:

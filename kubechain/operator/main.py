@@ -13,7 +13,7 @@ import kopf
 from kubechain.api.v1alpha1 import GROUP
 from kubechain.runtime import tracing
 
-from . import metrics
+from . import contextstore, metrics
 from .controllers import agent, catalog, llm, quota, schedule, task, taskrun, tool, toolset  # noqa: F401
 from .credentials import ActorCredentials
 from .kube import Kube
@@ -45,6 +45,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # operator's start; the TaskRun supervisors wait for the same connection (the gateway locks) or retry it.
     # A replica connected while standing by: this only takes over the standby pool.
     state.ray_connecting = asyncio.create_task(connect_ray(state.ray, config.ray.address))
+    # Rows of runs deleted while no operator ran (the leader only: this runs once it holds the Lease).
+    state.in_background(contextstore.sweep_soon(state.kube, config.storage))
 
 
 def build_state(config: Settings) -> OperatorState:

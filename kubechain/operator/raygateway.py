@@ -134,6 +134,7 @@ class RayGateway:
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
         self._lost = False
         self._standbys: list[tuple[str, Any]] = []  # warm actors holding no run: (name, handle)
+        self._idle_since: dict[str, float] = {}  # monotonic time each pooled actor came back (lingering ones end)
         self._pooled = False  # the standbys were adopted (connect(pool=True)) on this connection
 
     def connect(self, pool: bool = True) -> None:
@@ -187,6 +188,8 @@ class RayGateway:
         if self.settings.standby_actors:
             with self._lock:
                 taken = self._standbys.pop(0) if self._standbys else None
+                if taken is not None:
+                    self._idle_since.pop(taken[0], None)
             refill = threading.Timer(self.settings.standby_refill_seconds, self._refill)
             refill.daemon = True
             refill.start()
@@ -223,14 +226,16 @@ class RayGateway:
         ray.get(handle.renew.remote(uid, kube), timeout=10)
 
     def recycle(self, name: str, handle: Any) -> None:
-        """A pooled actor whose run has ended goes back to the pool if the pool is short of `standby_actors`,
-        else it ends now."""
+        """A pooled actor whose run has ended goes back to the pool. Beyond `standby_actors` it lingers there for
+        `standby_linger_seconds` (a burst's queued runs take it instead of starting a process each, ~1 s of CPU),
+        then ends, as a thread pool's threads above its core size do."""
         import ray
 
         if not name.startswith(STANDBY_PREFIX):
             return  # named after its run: it ends with it
+        surplus = len(self._standbys) >= self.settings.standby_actors
         try:
-            if len(self._standbys) >= self.settings.standby_actors:
+            if surplus and self.settings.standby_linger_seconds <= 0:
                 ray.kill(handle)
                 return
             if not ray.get(handle.recycle.remote(), timeout=10):
@@ -240,7 +245,30 @@ class RayGateway:
             return
         with self._lock:
             self._standbys.append((name, handle))
-            self._returned_at = time.monotonic()
+            self._returned_at = self._idle_since[name] = time.monotonic()
+        if surplus:
+            trim = threading.Timer(self.settings.standby_linger_seconds, self._trim)
+            trim.daemon = True
+            trim.start()
+
+    def _trim(self) -> None:
+        """End the pooled actors beyond `standby_actors` that stayed idle for `standby_linger_seconds`."""
+        import ray
+
+        now, ended = time.monotonic(), []
+        with self._lock:
+            while len(self._standbys) > self.settings.standby_actors:
+                oldest = min(self._standbys, key=lambda s: self._idle_since.get(s[0], 0.0))
+                if now - self._idle_since.get(oldest[0], 0.0) < self.settings.standby_linger_seconds:
+                    break
+                self._standbys.remove(oldest)
+                self._idle_since.pop(oldest[0], None)
+                ended.append(oldest[1])
+        for handle in ended:
+            try:
+                ray.kill(handle)
+            except Exception as exc:  # gone already
+                log.info("lingering actor not ended: %s", exc)
 
     def _refill(self) -> None:
         """Top the pool up to `standby_actors` warm actors (a new run's actor then skips a worker process start,

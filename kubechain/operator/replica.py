@@ -48,6 +48,8 @@ async def run(settings: Settings, namespaces: tuple[str, ...]) -> int:
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
     memo = kopf.Memo(state=build_state(settings))  # first: it loads the kubeconfig every client uses
     elector = LeaderElector(settings.leader) if settings.leader.lease else None
+    if elector is not None:
+        elector.on_lost = exit_lost
     health = await serve_health(settings.health_port, elector)
     metrics.serve(settings.metrics_port)
     warming = asyncio.create_task(warm_up_ray(memo.state))
@@ -73,9 +75,7 @@ async def reconcile(memo: kopf.Memo, namespaces: tuple[str, ...], elector: Leade
     stopped = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait({kopf_task, keeping, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if keeping in done:
-        log.critical("lost the Lease: exiting so that only the new leader reconciles")
-        logging.shutdown()
-        os._exit(EXIT_LOST)
+        exit_lost()
     stop_kopf.set()  # kopf also stops by itself on SIGTERM (it installs its own handler)
     try:
         await kopf_task
@@ -88,6 +88,13 @@ async def reconcile(memo: kopf.Memo, namespaces: tuple[str, ...], elector: Leade
     if elector is not None:
         await elector.release()
     return code
+
+
+def exit_lost() -> None:
+    """No graceful stop, which could still write: controller-runtime's way."""
+    log.critical("lost the Lease: exiting so that only the new leader reconciles")
+    logging.shutdown()
+    os._exit(EXIT_LOST)
 
 
 async def first(*aws) -> bool:

@@ -37,6 +37,10 @@ class RaySettings:
     standby_refill_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_STANDBY_REFILL_SECONDS", "2")))
     """How long after a run took a standby a new one is started, unless an ended run's actor refilled the pool
     first: short runs then reuse a few processes instead of starting one each (~1 s of CPU)."""
+    standby_linger_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_STANDBY_LINGER_SECONDS", "30")))
+    """With a pool, how long an ended run's actor beyond `standby_actors` stays pooled for the next run before it
+    ends: in a burst, queued runs take the actors of the runs that ended instead of starting a process each (~1 s
+    of CPU, the burst's bottleneck on a small node). 0: such actors end at once."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
     """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once), and
     pings the actor."""
@@ -141,6 +145,16 @@ class StorageSettings:
     run_bytes: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_RUN_STORED_BYTES", str(16 * 1024 ** 2))))
     """Bytes one run may keep in the apiserver (at most its namespace's cap): its allowance, reserved from the cap
     while it runs, so cap / this is how many runs of a namespace may run at once. 0: the whole cap. Default 16 MiB."""
+    context_storage_secret: str = field(default_factory=lambda: _env("KUBECHAIN_CONTEXT_STORAGE_SECRET", ""))
+    """The default external context store: `namespace/name` of a Secret whose key context_storage_key holds a
+    PostgreSQL DSN. Runs without contextStorageRef seal their chunks there instead of ConfigMaps; runs with
+    contextStorageRef kind ConfigMap move there when they reach their allowance. Empty (default): none."""
+    context_storage_key: str = field(default_factory=lambda: _env("KUBECHAIN_CONTEXT_STORAGE_KEY", "dsn"))
+    """The key of that Secret holding the DSN."""
+    context_store_wait_seconds: float = field(default_factory=lambda: float(_env(
+        "KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS", "600")))
+    """How long an actor waits for an external store that does not answer (condition ContextStoreAvailable=False,
+    a Warning Event) before its run fails with reason ContextStoreUnavailable. Nothing is lost while it waits."""
 
 
 @dataclass(frozen=True)

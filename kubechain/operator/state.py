@@ -13,7 +13,6 @@ from typing import Any, Coroutine
 from kubechain.api.v1alpha1 import Phase
 from kubechain.core.queueing import Queued
 
-from .access import AccessReviews
 from .credentials import ActorCredentials
 from .kube import Kube
 from .llmcheck import LLMChecks
@@ -56,12 +55,6 @@ class OperatorState:
     """Tasks that outlive the handler that started them (asyncio keeps only weak references to tasks)."""
     ray_connecting: asyncio.Task | None = None
     """The first connection to Ray, made in the background so a slow Ray does not hold up the start."""
-    access: AccessReviews = field(init=False)
-    """May an object's author use the Secrets and ServiceAccounts it names (the webhook asks; cached briefly)."""
-
-    def __post_init__(self) -> None:
-        self.access = AccessReviews(self.kube)
-
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
 

@@ -243,15 +243,21 @@ async def taskrun(request: web.Request) -> web.Response:
     user: User = request[USER]
 
     def load() -> tuple[dict, list, list, str | None]:
-        with request.app[AUTHZ].api_client(user) as api:
+        with request.app[AUTHZ].api_client(user) as api, client.ApiClient(request.app[AUTHZ].own) as own:
             obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns",
                                                                             name)
             try:
-                status, messages, calls = transcript.complete(obj, api)
+                # The user's token read the run; the store's DSN is read with the console's own account (see
+                # kubechain/clients/transcript.py: who may read what).
+                status, messages, calls = transcript.complete(obj, api, own)
                 return obj, messages, calls, transcript.dropped(status)
             except ApiException as exc:  # e.g. the caller may not read the ConfigMaps the sealed chunks are in
                 status = TaskRunStatus.model_validate(obj.get("status") or {})
                 return obj, status.context_window, status.tool_call_history, f"sealed messages not shown: {exc.reason}"
+            except Exception as exc:  # the external context store is away (or a chunk there is corrupt)
+                status = TaskRunStatus.model_validate(obj.get("status") or {})
+                return (obj, status.context_window, status.tool_call_history,
+                        f"sealed messages not shown: {type(exc).__name__}: {str(exc)[:300]}")
 
     try:
         obj, messages, calls, sealed_error = await asyncio.to_thread(load)

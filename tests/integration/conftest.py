@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from harness.localenv import LocalEnvironment, kubectl
+from harness.node import LocalNode
 from harness.otlp import OTLPReceiver
 
 LLM_KEY = "sk-test-key"
@@ -47,6 +48,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
     workdir = Path(os.environ.get("KUBECHAIN_TEST_WORKDIR") or tmp_path_factory.mktemp("stack"))
     with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=otlp.env(), operator_env=CODE_TOOL_SETTINGS) as env:
         yield env
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL for the external context store, started the first time a test asks for it."""
+    from harness.postgres import LocalPostgres
+
+    with LocalPostgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def node(stack: LocalEnvironment):
+    """A real node (containerd + kubelet + scheduler) joined to the session's control plane: started by the first
+    test that needs pods to run, stopped at the end of the session. Tests that need none never pay for it."""
+    if os.geteuid() != 0:
+        pytest.skip("a real node needs root (containerd, runc, the kubelet and CNI do)")
+    with LocalNode(stack.controlplane, stack.workdir / "node") as real:
+        yield real
 
 
 class Kube:

@@ -86,11 +86,19 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay
     [operator] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubechain-operator"]
     assert operator["spec"]["replicas"] >= 2
     assert operator["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-    containers = {c["name"]: c for c in operator["spec"]["template"]["spec"]["containers"]}
-    assert containers["webhooks"]["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "webhooks", "scheme": "HTTPS"}
-    assert containers["operator"]["command"] == ["kubechain", "operator"]
-    [budget] = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
-    assert budget["spec"] == {"minAvailable": 1, "selector": operator["spec"]["selector"]}
+    [container] = operator["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["kubechain", "operator"]
+    # The webhooks: their own Deployment and account, the Service in front of its pods only.
+    [webhooks] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubechain-webhooks"]
+    assert webhooks["spec"]["replicas"] >= 2 and webhooks["spec"]["strategy"] == operator["spec"]["strategy"]
+    [container] = webhooks["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "webhooks", "scheme": "HTTPS"}
+    assert webhooks["spec"]["template"]["spec"]["serviceAccountName"] == "kubechain-webhooks"
+    [service] = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "kubechain-webhooks"]
+    assert service["spec"]["selector"] == webhooks["spec"]["selector"]["matchLabels"]
+    budgets = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    assert budgets == {"kubechain-operator": {"minAvailable": 1, "selector": operator["spec"]["selector"]},
+                       "kubechain-webhooks": {"minAvailable": 1, "selector": webhooks["spec"]["selector"]}}
     [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
     assert raycluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert raycluster["spec"]["authOptions"] == {"mode": "token", "secretName": "kubechain-ray-token"}
@@ -106,8 +114,12 @@ def test_code_tools_are_opt_in_and_narrow_in_every_overlay(kube, stack, overlay)
     """The operator allows no namespace by itself (the admin labels the ones to opt in), no `*` anywhere, and only
     commands and callables that cannot run code of a tenant's choosing; the operator reads Namespaces' labels."""
     objects = render(kube, overlay)
-    [operator] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubechain-operator"]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    operator, webhooks = deployments["kubechain-operator"], deployments["kubechain-webhooks"]
     env = {e["name"]: e.get("value", "") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    checked = {e["name"]: e.get("value", "") for e in webhooks["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = [name for name in env if name.startswith(("KUBECHAIN_CODE_TOOLS", "KUBECHAIN_RAY_", "KUBECHAIN_MCP_"))]
+    assert len(settings) == 5 and {k: checked.get(k) for k in settings} == {k: env[k] for k in settings}  # the same
     assert env["KUBECHAIN_CODE_TOOLS_NAMESPACES"] == "" and env["KUBECHAIN_CODE_TOOLS_ENV"] == ""
     assert env["KUBECHAIN_MCP_STDIO_COMMANDS"] == "mcp-server-time"
     assert env["KUBECHAIN_RAY_FUNCTIONS"] == "kubechain.demo.raytools:*"
@@ -129,7 +141,8 @@ def test_the_ray_pods_are_fenced_and_redis_has_a_password(kube, overlay):
     assert all("from" not in rule and [p["port"] for p in rule["ports"]] == [8080] for rule in ray["ingress"][1:])
     blocks = [peer["ipBlock"] for rule in ray["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]} in blocks
-    assert [p["port"] for p in policies["kubechain-operator"]["ingress"][0]["ports"]] == [9443, 8080, 8081, 8091]
+    assert [p["port"] for p in policies["kubechain-operator"]["ingress"][0]["ports"]] == [8080, 8081, 8091]
+    assert [p["port"] for p in policies["kubechain-webhooks"]["ingress"][0]["ports"]] == [9443]
     if overlay != "gcs-ft":
         return
     [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
@@ -159,7 +172,8 @@ def can(stack, account: str, *args: str) -> bool:
 
 
 def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay_crds):
-    rbac = [o for o in render(kube, "kind") if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    rbac = [o for o in render(kube, "kind")
+            if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
     kubectl(stack.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(rbac))
     ns = ["-n", kube.namespace]
     # The Ray workers run every namespace's actors and code tools: their own account may do nothing.
@@ -178,8 +192,7 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
     assert kubectl(stack.kubeconfig, "auth", "can-i", actor, "patch", "taskruns.kubechain.dev", "--subresource=status",
                    "-n", "kube-system", check=False).stdout.strip() == "no"  # its own namespace only
     for verb, what in (("get", "secrets"), ("watch", "secrets"), ("create", "taskruns.kubechain.dev"),
-                       ("watch", "agents.kubechain.dev"), ("patch", "customresourcedefinitions/llms.kubechain.dev"),
-                       ("create", "subjectaccessreviews.authorization.k8s.io"), ("create", "jobs.batch"),
+                       ("watch", "agents.kubechain.dev"), ("create", "jobs.batch"),
                        ("list", "pods"), ("delete", "configmaps")):  # an ended run's chunks (retention)
         assert can(stack, "kubechain-operator", verb, what, *ns), f"the operator may not {verb} {what}"
     assert can(stack, "kubechain-operator", "get", "pods", "--subresource=log", *ns)  # a container tool's result
@@ -187,19 +200,37 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
                        ("patch", "customresourcedefinitions/taskruns.kubechain.dev"), ("create", "pods"),
                        ("delete", "pods"), ("update", "llms.kubechain.dev"), ("create", "configmaps"),
                        ("get", "configmaps"), ("list", "configmaps"),
-                       ("patch", "namespaces"), ("patch", "validatingwebhookconfigurations/other"),
-                       ("bind", "clusterroles.rbac.authorization.k8s.io/admin"),
-                       ("create", "roles.rbac.authorization.k8s.io")):
+                       ("patch", "namespaces"), ("bind", "clusterroles.rbac.authorization.k8s.io/admin"),
+                       ("create", "roles.rbac.authorization.k8s.io"),
+                       # the webhooks' business (their own account, below)
+                       ("patch", "customresourcedefinitions/llms.kubechain.dev"),
+                       ("create", "subjectaccessreviews.authorization.k8s.io"),
+                       ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+                       ("update", "validatingwebhookconfigurations/kubechain.dev")):
         assert not can(stack, "kubechain-operator", verb, what, *ns), f"the operator may {verb} {what}"
-    # Its replicas' Lease and webhook certificate, in its own namespace only (the Role), and only those names.
+    # Its replicas' Lease, in its own namespace only (the Role), and only that name.
     system = ("-n", "kubechain-system")
-    for verb, what in (("create", "leases.coordination.k8s.io"), ("update", "leases.coordination.k8s.io/kubechain-operator"),
-                       ("create", "secrets"), ("update", "secrets/kubechain-webhook-cert")):
+    for verb, what in (("create", "leases.coordination.k8s.io"), ("update", "leases.coordination.k8s.io/kubechain-operator")):
         assert can(stack, "kubechain-operator", verb, what, *system), f"the operator may not {verb} {what}"
     for verb, what, where in (("update", "leases.coordination.k8s.io/other", system),
-                              ("update", "secrets/other", system), ("delete", "secrets/kubechain-webhook-cert", system),
+                              ("create", "secrets", system), ("update", "secrets/kubechain-webhook-cert", system),
                               ("create", "leases.coordination.k8s.io", ns)):
         assert not can(stack, "kubechain-operator", verb, what, *where), f"the operator may {verb} {what}"
+    # The webhooks parse whatever the apiserver sends them: they read what the validators need, ask the apiserver
+    # about authors, point it at themselves and keep their certificate; no Secret, token, Job or kubechain write.
+    for verb, what, where in (("watch", "agents.kubechain.dev", ns), ("list", "runquotas.kubechain.dev", ()),
+                              ("get", "namespaces", ()), ("create", "subjectaccessreviews.authorization.k8s.io", ()),
+                              ("patch", "customresourcedefinitions/llms.kubechain.dev", ()),
+                              ("update", "mutatingwebhookconfigurations/kubechain.dev", ()),
+                              ("create", "secrets", system), ("update", "secrets/kubechain-webhook-cert", system)):
+        assert can(stack, "kubechain-webhooks", verb, what, *where), f"the webhooks may not {verb} {what}"
+    for verb, what, where in (("get", "secrets", ns), ("get", "secrets/other", system), ("list", "secrets", system),
+                              ("create", "serviceaccounts/kubechain-actor", ns), ("create", "jobs.batch", ns),
+                              ("patch", "taskruns.kubechain.dev", ns), ("create", "taskruns.kubechain.dev", ns),
+                              ("patch", "customresourcedefinitions/taskruns.kubechain.dev", ()),
+                              ("update", "validatingwebhookconfigurations/other", ()),
+                              ("update", "leases.coordination.k8s.io/kubechain-operator", system)):
+        assert not can(stack, "kubechain-webhooks", verb, what, *where), f"the webhooks may {verb} {what}"
     # The actors' accounts: the operator binds the one actor role and mints tokens of the one account name.
     assert can(stack, "kubechain-operator", "bind", "clusterroles.rbac.authorization.k8s.io/kubechain-actor", *ns)
     assert can(stack, "kubechain-operator", "create", "serviceaccounts/kubechain-actor", "--subresource=token", *ns)

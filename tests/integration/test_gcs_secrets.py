@@ -173,10 +173,12 @@ def found(entries: list[Entry], needle: bytes) -> list[bytes]:
     return [e.key for e in entries if e.contains(needle)]
 
 
-def leaks(entries: list[Entry], env: LocalEnvironment) -> dict[str, list[bytes]]:
-    """Which secret is where: the run's two Secret values, any JWT (the actor's Kubernetes token), Ray's auth token."""
+def leaks(entries: list[Entry], env: LocalEnvironment, dsn_password: str) -> dict[str, list[bytes]]:
+    """Which secret is where: the run's Secret values (its context store's DSN too), any JWT (the actor's Kubernetes
+    token), Ray's auth token."""
     needles = {"the LLM API key": LLM_SECRET.encode(), "the tool's Secret header": TOOL_SECRET.encode(),
-               "a JWT (a Kubernetes token)": JWT_HEADER, "Ray's auth token": env.ray.token.encode()}
+               "a JWT (a Kubernetes token)": JWT_HEADER, "Ray's auth token": env.ray.token.encode(),
+               "the context store's DSN": dsn_password.encode()}
     return {what: where for what, needle in needles.items() if (where := found(entries, needle))}
 
 
@@ -185,7 +187,7 @@ def gcs_tables(entries: list[Entry]) -> set[str]:
     return {e.key[len(prefix):].decode() for e in entries if e.key.startswith(prefix)}
 
 
-def test_no_secret_of_a_run_reaches_the_redis_of_rays_gcs(gcs_stack):
+def test_no_secret_of_a_run_reaches_the_redis_of_rays_gcs(gcs_stack, postgres):
     env, redis = gcs_stack
     kube = Kube(env, "gcs-secrets")
     kubectl(env.kubeconfig, "create", "namespace", kube.namespace)
@@ -197,10 +199,10 @@ def test_no_secret_of_a_run_reaches_the_redis_of_rays_gcs(gcs_stack):
         fetch = {"name": "fetch", "description": "fetch", "execution": {"http": {
             "url": service.url, "timeoutSeconds": 300,
             "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "tool-auth", "key": "t"}}}]}}}
-        kube.apply([secret(value=LLM_SECRET), secret("tool-auth", "t", TOOL_SECRET), llm("m", env.llm.base_url, model),
-                    toolset("tools", inline=[fetch]), agent("a", "m", ["tools"])])
+        kube.apply([secret(value=LLM_SECRET), secret("tool-auth", "t", TOOL_SECRET), secret("pg", "dsn", postgres.dsn),
+                    llm("m", env.llm.base_url, model), toolset("tools", inline=[fetch]), agent("a", "m", ["tools"])])
         kube.wait_ready("agent", "a", timeout=60)
-        kube.apply([task("t", "a", "fetch the news")])
+        kube.apply([task("t", "a", "fetch the news", contextStorageRef={"kind": "PostgreSQL", "name": "pg"})])
 
         # In flight: the actor has the API key (the LLM server, which requires it, answered), the tool's header,
         # and its Kubernetes token; it is alive, detached, in Ray's actor table.
@@ -216,13 +218,15 @@ def test_no_secret_of_a_run_reaches_the_redis_of_rays_gcs(gcs_stack):
         assert found(during, actor["name"].encode()), "the run's actor is not in the Redis's actor table"
         [specs] = [e for e in during if e.key == table("ACTOR_TASK_SPEC")]
         assert bytes.fromhex(actor["id"]) in specs.parts[0::2], "the run's actor has no task spec in Redis"
-        assert not (leaked := leaks(during, env)), f"secrets in Ray's GCS (Redis) while the run's actor lives: {leaked}"
+        assert not (leaked := leaks(during, env, postgres.password)), \
+            f"secrets in Ray's GCS (Redis) while the run's actor lives: {leaked}"
 
         service.release()
         done = kube.wait_phase("t-run", "Completed", timeout=120)
         assert done["status"]["output"] == "done: fetched"
         after = redis.everything()
-        assert not (leaked := leaks(after, env)), f"secrets in Ray's GCS (Redis) after the run: {leaked}"
+        assert not (leaked := leaks(after, env, postgres.password)), f"secrets in Ray's GCS (Redis) after the run: {leaked}"
+        assert kube.get("taskrun", "t-run")["status"]["sealedContext"]["store"]["secret"] == "pg"  # it had the DSN
 
         # The positive control, in the same Redis: a detached actor's constructor arguments are kept there (the
         # ACTOR_TASK_SPEC table), so the search above would have found a spec passed that way - a real

@@ -86,3 +86,27 @@ def test_ended_runs_hand_their_actor_on_and_a_name_in_an_old_status_leads_nowher
         assert done["status"]["output"] == f"You chose {name}." and done["status"]["epoch"] == 2
     # The cancel killed no process that had moved on to another run, and no run started a new one.
     wait_until(lambda: {a["name"]: a["pid"] for a in standbys(stack)} == pool, timeout=20, what="the same two processes")
+
+
+def test_a_bursts_actors_linger_for_the_runs_after_it_then_the_pool_shrinks_back(kube, stack):
+    """Beyond the pool's size, an ended run's actor stays pooled for KUBECHAIN_STANDBY_LINGER_SECONDS: the runs that
+    come next take it instead of starting a process; then the pool is back to its size."""
+    stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS="1", KUBECHAIN_STANDBY_REFILL_SECONDS="600",
+                               KUBECHAIN_STANDBY_LINGER_SECONDS="20")
+    try:
+        wait_until(lambda: len(standbys(stack)) >= 1, timeout=180, what="one standby actor")
+        helpdesk(kube, stack, [{"content": "done", "latency": 12}], [ASK], name="burst")  # all at once
+        kube.apply([task(f"first-{i}", "burst", f"first {i}") for i in range(3)])  # three at once: two new actors
+        first = {kube.wait_phase(f"first-{i}-run", "Completed")["status"]["actor"]["name"] for i in range(3)}
+        assert len(first) == 3
+        wait_until(lambda: {a["name"] for a in standbys(stack)} == first, timeout=30, what="all three pooled")
+        kube.apply([task(f"next-{i}", "burst", f"next {i}") for i in range(3)])
+        taken = {kube.wait_phase(f"next-{i}-run", "Completed")["status"]["actor"]["name"] for i in range(3)}
+        assert taken == first  # no process started for them
+        wait_until(lambda: len(standbys(stack)) == 1, timeout=90, what="the pool back to its size")
+    finally:
+        stack.operator.reconfigure(KUBECHAIN_STANDBY_ACTORS=None, KUBECHAIN_STANDBY_REFILL_SECONDS=None,
+                                   KUBECHAIN_STANDBY_LINGER_SECONDS=None)
+        for actor in standbys(stack):
+            if actor.get("pid"):
+                os.kill(actor["pid"], signal.SIGKILL)

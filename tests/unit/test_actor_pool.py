@@ -132,3 +132,48 @@ def test_a_runs_secrets_reach_its_actor_by_method_call_never_as_a_detached_actor
     assert constructed == [((), {"pooled": False}), ((), {"pooled": True})]
     assert "sk-live-1234" not in repr(created)
     assert [s.api_key.get_secret_value() for s in called] == ["sk-live-1234"] * 2  # with the run, by method call
+
+
+def test_actors_beyond_the_pool_linger_for_queued_runs_then_end(monkeypatch):
+    """In a burst, the actors of ended runs stay pooled for the next runs (a process start is ~1 s of CPU) beyond
+    `standby_actors`, for `standby_linger_seconds`; then the pool is back to its size. 0: they end at once."""
+    import time
+
+    import ray
+
+    from kubechain.operator.raygateway import STANDBY_PREFIX, RayGateway
+    from kubechain.operator.settings import RaySettings
+
+    killed: list = []
+    monkeypatch.setattr(ray, "kill", killed.append)
+    monkeypatch.setattr(ray, "get", lambda ref, timeout=None: ref)
+
+    class Handle:
+        _actor_id = bytes.fromhex("ff")
+
+        class recycle:  # noqa: N801  (Ray's method handle)
+            @staticmethod
+            def remote():
+                return True  # let go of its run: back in the pool
+
+    def pool(linger: float) -> tuple[RayGateway, list[Handle]]:
+        gateway = RayGateway(RaySettings(standby_actors=1, standby_refill_seconds=3600, standby_linger_seconds=linger))
+        monkeypatch.setattr(gateway, "_connect_or_raise", lambda: None)
+        handles = [Handle() for _ in range(3)]
+        for i, handle in enumerate(handles):
+            gateway.recycle(f"{STANDBY_PREFIX}{i}", handle)
+        return gateway, handles
+
+    gateway, handles = pool(linger=0.3)
+    assert killed == []  # one fills the pool, two linger
+    taken, _ = gateway.create(spec("u1"))  # a queued run takes one of them
+    deadline = time.monotonic() + 10
+    while len(killed) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # another trim would have ended another by now
+    assert taken is handles[0] and len(killed) == 1 and killed[0] is not taken
+    assert len(gateway._standbys) == 1  # the pool's size again
+
+    killed.clear()
+    gateway, handles = pool(linger=0)
+    assert killed == handles[1:]  # no linger: beyond the pool's size they end at once

@@ -161,3 +161,34 @@ def test_a_leader_that_sees_another_holder_stops_at_once():
         assert not a.leading
 
     asyncio.run(scenario())
+
+
+def test_renewals_do_not_wait_behind_the_loops_other_blocking_calls():
+    """A burst of reconciles fills the loop's default executor with waiting calls and keeps the loop itself busy: a
+    renewal queued behind them lost the Lease (the replicas then handed it back and forth under a 1,000-Task
+    burst). The elector renews on its own thread."""
+    import asyncio
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        api = FakeLeases()
+        a = elector(api, "a")
+        await a.acquire()
+        busy = [asyncio.create_task(asyncio.to_thread(time.sleep, 0.4)) for _ in range(3)]  # 1.2 s of queued work
+        keeping = asyncio.create_task(a.keep())
+        renewals = api.version
+        await asyncio.sleep(0.8)  # beyond the renew deadline (0.5 s)
+        assert not keeping.done() and a.leading and api.version > renewals + 3
+        renewals = api.version
+        time.sleep(0.8)  # the loop itself busy for longer than the deadline: a burst's handlers
+        await asyncio.sleep(0)
+        assert not keeping.done() and a.leading and api.version > renewals + 3
+        keeping.cancel()
+        await a.release()  # renewals end, then the release is written
+        assert api.obj["spec"]["holderIdentity"] == ""
+        await asyncio.gather(*busy)
+
+    asyncio.run(scenario())

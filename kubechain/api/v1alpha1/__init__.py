@@ -7,7 +7,8 @@ from .llm import LLMSpec, LLMStatus, Pricing, RetryPolicy
 from .quota import QuotaPeriod, RunQuotaSpec, RunQuotaStatus
 from .schedule import ConcurrencyPolicy, RunTemplate, TaskScheduleSpec, TaskScheduleStatus
 from .task import TaskSpec, TaskStatus
-from .taskrun import (ActorRef, Budget, CallState, ContextChunk, ContextState, Crashes, ForkedFrom, ForkOf, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
+from .taskrun import (ActorRef, Budget, CallState, ContextChunk, ContextState, ContextStorageRef, ContextStoreWait,
+                      StoreLocation, Crashes, ForkedFrom, ForkOf, FunctionCall, HumanResponse, LLMRetry, Message, ParentRef, Phase,
                       PhaseTransition, RunLimits, SealedContext, TaskRunSpec, TaskRunStatus, ToolCall, ToolCallRecord,
                       Usage, WaitingFor)
 from .tool import ToolExecution, ToolSpec, ToolStatus

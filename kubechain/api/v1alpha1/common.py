@@ -20,7 +20,7 @@ CATEGORY = "kubechain"
 class Model(BaseModel):
     """Base of every API type: camelCase on the wire, snake_case in Python."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True)
 
     def to_wire(self, include: set[str] | None = None) -> dict:
         """The JSON-ready dict as stored in Kubernetes: aliases, no nulls, no empty strings."""

@@ -14,6 +14,8 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"            # TaskRun: Unknown until it ends, then True (Completed) or False (Failed)
     RAY_AVAILABLE = "RayAvailable"     # TaskRun while Running: False while Ray cannot be reached (the run waits)
     LLM_AVAILABLE = "LLMAvailable"     # TaskRun: False while it rides out failed LLM requests (status.llmRetry)
+    CONTEXT_STORE_AVAILABLE = "ContextStoreAvailable"  # TaskRun: False while its actor waits for the external
+                                                        # context store (status.contextStoreWait)
     RESPONSES_VALID = "ResponsesValid"  # TaskRun: False while spec.responses holds a reply that is refused
     STALLED = "Stalled"                # TaskRun: True while it cannot progress (kstatus' word), False again once it does
 
@@ -41,6 +43,11 @@ class Reason(StrEnum):
     CHECKPOINT_CORRUPT = "CheckpointCorrupt"  # -> Failed: a sealed chunk is missing or does not match its checksum
     STORAGE_QUOTA_EXCEEDED = "StorageQuotaExceeded"  # -> Failed: the next checkpoint would take the run past its
                                            #    share of its namespace's storage cap in the apiserver
+    CONTEXT_STORE_UNAVAILABLE = "ContextStoreUnavailable"  # -> Failed: the external context store stayed away past
+                                           #    KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS; also the Warning Event and the
+                                           #    reason of ContextStoreAvailable=False while the actor waits for it
+    CONTEXT_STORE_RECOVERED = "ContextStoreRecovered"  # Event: the store answers again; ContextStoreAvailable=True
+    CONTEXT_MOVED = "ContextMoved"         # Event: at its storage allowance, the run moved its chunks to the store
     # Running -> Failed (operator)
     CRASH_LOOP = "CrashLoop"               # spec.crashLoopLimit actors were lost at one step
     # PausedForUserInput / Delegating -> Running (operator)

@@ -1,25 +1,16 @@
 """Task: a request to an agent. Launching it creates a TaskRun owned by the Task."""
+# ContextStorageRef lives with RunLimits (taskrun.py): a Task's contextStorageRef is copied to its TaskRun.
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 
 from .common import AGE, KindInfo, LocalObjectReference, Model, PrinterColumn
 from .taskrun import RunLimits
 
-
-class ContextStorageRef(Model):
-    kind: Literal["ConfigMap", "PersistentVolumeClaim"] = Field(description="Kind of the object that stores large contexts.")
-    name: str = Field(min_length=1, description="Its name, in the Task's namespace.")
-
-
 class TaskSpec(RunLimits):
     agent_ref: LocalObjectReference = Field(description="The agent that works on the task.")
     user_input: str = Field(min_length=1, description="The user's message that starts the conversation.")
     launch_immediately: bool = Field(default=True, description="Create the TaskRun right away; false waits until it is set to true.")
-    context_storage_ref: ContextStorageRef | None = Field(
-        default=None, description="Where large contexts are stored out of line (accepted now, used by a later release).")
 
 
 class TaskStatus(Model):

@@ -167,9 +167,33 @@ class SealedContext(Model):
     sha256: str = Field(default="", description="SHA-256 chained over the chunks in order (of the previous value "
                         "and each chunk's own sha256), checked when they are read back: a chunk rewritten after it "
                         "was sealed, or one missing, fails the run with reason CheckpointCorrupt.")
+    store: StoreLocation | None = Field(default=None, description="Where the chunks are: none, in ConfigMaps "
+                                        "(`<taskrun>-ctx-<i>-<part>`); else in this external store, by run uid.")
+    moved: int = Field(default=0, description="Chunks the run moved from its ConfigMaps to `store` when it reached "
+                       "its apiserver allowance (the operator then deletes those ConfigMaps).")
     dropped_at: str | None = Field(default=None, description="When the operator deleted the chunks of the ended "
                                    "run (contextRetentionSeconds passed; RFC 3339). The counts above say what was "
                                    "dropped; the tail in the status stays.")
+
+
+class StoreLocation(Model):
+    """An external context store: a PostgreSQL database whose DSN is in a Secret. Readers (kubechain transcript,
+    the console) find the chunks there by the run's uid."""
+
+    kind: Literal["PostgreSQL"] = Field(default="PostgreSQL", description="The store's kind.")
+    namespace: str = Field(description="Namespace of the Secret holding the DSN (the run's, or the operator's for "
+                           "its default store).")
+    secret: str = Field(description="The Secret holding the DSN.")
+    key: str = Field(default="dsn", description="Its key holding the DSN.")
+
+
+class ContextStoreWait(Model):
+    """The actor waits for its external context store (condition ContextStoreAvailable=False)."""
+
+    since: str = Field(description="When the first write or read failed (RFC 3339).")
+    until: str = Field(description="When the run fails with reason ContextStoreUnavailable if the store is still "
+                       "away (RFC 3339; the operator's KUBECHAIN_CONTEXT_STORE_WAIT_SECONDS).")
+    message: str = Field(description="The store and its last error.")
 
 
 class ContextChunk(Model):
@@ -183,6 +207,30 @@ class ContextChunk(Model):
     sha256: str = Field(description="SHA-256 of the chunk's JSON, checked when it is read back.")
     epoch: int = Field(default=0, description="Epoch of the actor that sealed it: an actor replaces a leftover "
                        "chunk only from an older epoch (never referenced by the status), never a newer one's.")
+
+
+class ContextStorageRef(Model):
+    """Where a run keeps its sealed context chunks (older messages and tool calls). ConfigMap: in the apiserver
+    (etcd), owned by the TaskRun. PostgreSQL: in an external database whose DSN is key `key` of Secret `name` in
+    the run's namespace; the author of the Task or TaskRun must be allowed to `get` that Secret. Unset: the
+    operator's default (KUBECHAIN_CONTEXT_STORAGE_SECRET, else ConfigMap)."""
+
+    kind: Literal["ConfigMap", "PostgreSQL", "PersistentVolumeClaim"] = Field(description="ConfigMap (in the "
+                                                                               "apiserver; past the run's storage "
+                                                                               "allowance the chunks move to the "
+                                                                               "operator's default store, if any) or "
+                                                                               "PostgreSQL. PersistentVolumeClaim is "
+                                                                               "accepted for older objects and kept "
+                                                                               "as ConfigMap.")
+    name: str = Field(default="", description="PostgreSQL: the Secret holding the DSN, in the run's namespace "
+                      "(libpq URI or key=value form). ConfigMap: unused.")
+    key: str = Field(default="dsn", min_length=1, description="PostgreSQL: the Secret's key holding the DSN.")
+
+    @model_validator(mode="after")
+    def _named(self) -> "ContextStorageRef":
+        if self.kind == "PostgreSQL" and not self.name:
+            raise ValueError("contextStorageRef: kind PostgreSQL needs name (the Secret holding the DSN)")
+        return self
 
 
 class RunLimits(Model):
@@ -211,6 +259,10 @@ class RunLimits(Model):
                                   "the run fails with reason CrashLoop; the attempts in between back off.")
     budget: Budget | None = Field(default=None, description="Tokens and cost the run and its delegated runs may "
                                   "spend together. Default: no limit.")
+    context_storage_ref: ContextStorageRef | None = Field(default=None, description="Where the run's sealed context "
+                                                          "chunks are kept (see ContextStorageRef). Default: the "
+                                                          "operator's KUBECHAIN_CONTEXT_STORAGE_SECRET, else "
+                                                          "ConfigMaps. Read when the run's first chunk is sealed.")
 
 
 class LLMRetry(Model):
@@ -355,6 +407,10 @@ class TaskRunStatus(Model):
                                          "the model's context window: what the model is sent.")
     llm_retry: LLMRetry | None = Field(default=None, description="While the run rides out failed LLM requests: "
                                        "attempts, since when, and when it retries (condition LLMAvailable=False).")
+    context_store_wait: ContextStoreWait | None = Field(default=None, description="While the actor waits for its "
+                                                        "external context store (a write or read failed): since "
+                                                        "when, until when, and why (condition "
+                                                        "ContextStoreAvailable=False).")
     actor: ActorRef | None = Field(default=None, description="Where the run executes: its Ray actor.")
     crashes: Crashes | None = Field(default=None, description="Actors lost at the same step, for the crash-loop "
                                     "limit (spec.crashLoopLimit).")
@@ -364,7 +420,8 @@ class TaskRunStatus(Model):
                                                               "operator and actor spans of this run are its children.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions: Succeeded (Unknown "
                                         "until the run ends), RayAvailable (False while Ray cannot be reached: the run "
-                                        "waits), LLMAvailable (False while it rides out failed LLM requests), ResponsesValid (False while a reply "
+                                        "waits), LLMAvailable (False while it rides out failed LLM requests), ContextStoreAvailable (False while the "
+                                        "actor waits for its external context store), ResponsesValid (False while a reply "
                                         "in spec.responses is refused), Stalled (True while the run cannot progress: "
                                         "its Task or Agent missing or not ready, no actor can be prepared; the "
                                         "reason says which).")

@@ -1,5 +1,5 @@
-"""`kubechain webhooks`: the admission and conversion webhooks as their own process, one per replica (a second
-container in the operator's pod), on an event loop that does nothing else.
+"""`kubechain webhooks`: the admission and conversion webhooks as their own process (the Deployment
+kubechain-webhooks, with its own account: kuberay/base/webhooks.yaml), on an event loop that does nothing else.
 
 Why a process and not kopf's server in the reconciler: every create paid two webhook round trips served from the
 loop that also reconciles, so a burst of reconciles slowed creates and the reverse (on 2 cores, a thread would

@@ -4,7 +4,7 @@ webhook process (kubechain/operator/admission/), not by the reconciler: kopf's c
 Tools and ToolSets with a code tool (a ray tool, a stdio MCP server) are checked against their namespace's
 code-tool rules (kubechain/operator/codetools.py: the settings and the Namespace's label, read fresh).
 
-LLMs, Tools and ToolSets may use only the Secrets and ServiceAccounts their author could use themselves
+LLMs, Tools, ToolSets, Tasks and TaskRuns (contextStorageRef) may use only the Secrets and ServiceAccounts their author could use themselves
 (kubechain/core/access.py): checked with SubjectAccessReviews for the request's user (operator/access.py).
 
 Validation fails closed (failurePolicy Fail): a bad object is refused even when no replica answers (kubectl then
@@ -99,15 +99,18 @@ def validate_agent(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) ->
 
 
 @hooks.validate("tasks", id="validate-tasks", operations=WRITES)
-def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+async def validate_task(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str,
+                        userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     problems = admission.task_update(before, dict(new)) if before is not None else []
     refuse(problems + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority))
-           + admission.quota(dict(new), operation, _spent(namespace, kwargs)))
+           + admission.quota(dict(new), operation, _spent(namespace, kwargs))
+           or await _borrowed("Task", namespace, dict(new.get("spec") or {}), old, operation, userinfo, memo))
 
 
 @hooks.validate("taskruns", id="validate-taskruns", operations=WRITES)
-def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+async def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str,
+                           userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
 
     def source(name: str) -> Any:  # a fork's source, as the operator's index shows it
@@ -115,7 +118,8 @@ def validate_taskrun(namespace: str, new: kopf.Body, old: kopf.Body | None, oper
 
     refuse(admission.taskrun(dict(new), before, source)
            + admission.priority(dict(new), before, namespace, *priority_limit(namespace, kwargs, current().limits.max_priority))
-           + admission.quota(dict(new), operation, _spent(namespace, kwargs)))
+           + admission.quota(dict(new), operation, _spent(namespace, kwargs))
+           or await _borrowed("TaskRun", namespace, dict(new.get("spec") or {}), old, operation, userinfo, memo))
 
 
 def _spent(namespace: str, indexes: dict[str, Any]) -> list[str]:
@@ -124,7 +128,9 @@ def _spent(namespace: str, indexes: dict[str, Any]) -> list[str]:
 
 
 @hooks.validate("taskschedules", id="validate-taskschedules", operations=WRITES)
-def validate_taskschedule(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str, **kwargs: Any) -> None:
+async def validate_taskschedule(namespace: str, new: kopf.Body, old: kopf.Body | None, operation: str,
+                                userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
     before = dict(old) if operation == "UPDATE" and old is not None else None
     refuse(admission.schedule(dict(new), before, namespace,
-                              *priority_limit(namespace, kwargs, current().limits.max_priority)))
+                              *priority_limit(namespace, kwargs, current().limits.max_priority))
+           or await _borrowed("TaskSchedule", namespace, dict(new.get("spec") or {}), old, operation, userinfo, memo))

@@ -25,7 +25,7 @@ from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, Ac
                                         ActorReturned, ActorWedged, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import agent_readiness, parse, run_spec
 
-from ... import codetools
+from ... import codetools, contextstore
 from ...credentials import keep_renewed
 from ...metrics import PHASES, RECOVERIES, STORED, TRANSITIONS
 from ...raygateway import STANDBY_PREFIX, ActorDied, ActorUnresponsive, RayUnavailable
@@ -115,8 +115,12 @@ class Applier:
                 await state.kube.delete("taskruns", ref.namespace, ref.name, ref.uid)
             case do.DropContext(chunks=chunks):
                 # In the background: the status write before it ends the run's clock, and kopf cancels the daemon.
-                # A deletion cut short (the operator stopped) leaves chunks that go with the run (owner references).
-                state.in_background(state.kube.delete_chunks(ref.namespace, ref.name, chunks))
+                # A deletion cut short (the operator stopped) leaves chunks that go with the run (owner references,
+                # or the rows' deletion with the run).
+                if (where := seen.status.sealed_context.store) is not None:
+                    state.in_background(contextstore.delete_rows(state.kube, ref.uid, where))
+                else:
+                    state.in_background(state.kube.delete_chunks(ref.namespace, ref.name, chunks))
             case do.Wake(name=name, reason=reason):
                 await state.kube.wake("taskruns", ref.namespace, name or ref.name, reason=reason)
             case do.WakeAdmitted():
@@ -209,6 +213,17 @@ class Applier:
         for tool in run.tools:
             for name, key in tool.secret_refs():
                 run.secrets[secret_key(name, key)] = SecretStr(secrets[(name, key)])
+        run.context_store, problem = await contextstore.for_run(self.state.kube, self.state.settings.storage,
+                                                                ref.namespace, spec.context_storage_ref,
+                                                                seen.status.sealed_context.store)
+        if problem:  # a missing Secret (or key) does not come by waiting either
+            return CannotStart(f"{problem} (needed by spec.contextStorageRef)", final=Reason.SECRET_NOT_FOUND)
+        if run.fork is not None:  # its source's chunks may be in an external store: the fork's actor reads them
+            run.fork.source_store, problem = await contextstore.for_fork_source(
+                self.state.kube, self.state.settings.storage, ref.namespace, run.fork.source.name)
+            if problem:
+                return CannotStart(f"{problem} (needed to read the source of spec.forkOf)",
+                                   final=Reason.SECRET_NOT_FOUND)
         if any(is_code_tool(t.execution) for t in run.tools):  # the actor checks them again before each runs
             run.code_tools = await codetools.policy(self.state.kube, self.state.settings.code_tools, ref.namespace)
         if self.state.credentials is not None:

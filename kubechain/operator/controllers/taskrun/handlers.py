@@ -21,6 +21,7 @@ from kubechain.core.observation import Trigger
 from kubechain.core.reconciler import reconcile as decide
 from kubechain.runtime.tracing import traceparent
 
+from ... import contextstore
 from ...observed import observed
 from ...settings import current
 from .effects import Applier
@@ -48,8 +49,12 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     applier = Applier(state, ref, kwargs)
     if kwargs.get("type") == "DELETED":
         seen = gone(Trigger.EVENT, ref, state, TaskRunStatus.model_validate(body.get("status") or {}))
+        if (where := seen.status.sealed_context.store) is not None:  # its ConfigMaps go by owner reference
+            state.in_background(contextstore.delete_rows(state.kube, ref.uid, where))
         await applier.apply(seen, decide(seen, now()))
         return
+    if cleared := contextstore.clear_moved(state.kube, ref.namespace, ref.name, ref.uid, body.get("status") or {}):
+        state.in_background(cleared)
     # Events and timers of one run run concurrently in kopf: one decision per run at a time.
     async with state.lock(ref.uid):
         obj: dict[str, Any] | None = dict(body)
