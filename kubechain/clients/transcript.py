@@ -83,8 +83,8 @@ def store_dsn(where: StoreLocation, api_client: client.ApiClient | None) -> str:
     return base64.b64decode(value).decode()
 
 
-def render_message(message: Message, width: int = 100) -> str:
-from kubechain.core.livestream import call_text
+def render_message(message: Message, width: int = 100, full: bool = False) -> str:
+    """One message as a line (`full`: never shortened; what `follow` prints, the live preview's final form)."""
     if message.role == "system" and message.name == COMPACTION_MARKER:  # what the model saw changed here
         return f"── {message.content} ──"
     text = message.content or ""
