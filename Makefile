@@ -96,6 +96,7 @@ bench: $(STAMP) k8s postgres
 	$(PY) bench/bench_step.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_burst.py
+	$(PY) bench/bench_stream.py
 	$(PY) bench/bench_outage.py
 	$(PY) bench/bench_admission.py
 	$(PY) bench/bench_scale.py

@@ -14,6 +14,8 @@ Durability rules (the write-ahead tool journal is `status.toolCallHistory`):
 - Calls that wait (ask_human, a tool that requires approval, a delegate call) are journaled as
   Waiting; once the step's other calls are done the run enters PausedForUserInput or Delegating and
   the actor ends. The operator resumes the run with what the calls waited for (RunSpec.inputs).
+- A step's request streams into `live` (actors/livestream.py) while it runs, for readers only: what a step
+  checkpoints, and how often, does not depend on it.
 Pure with respect to I/O: the LLM, the tools and the checkpoint store come in as interfaces.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from kubechain.core.lifecycle import enter
 
 from . import compaction, limits, replies, spend
 from .checkpoint import CheckpointStore
+from .livestream import LiveStream, NoStream
 from .llm import LLMClient, LLMError, LLMReply
 from .retries import HOLD_SECONDS, gave_up, next_retry, wait_left
 from .telemetry import RunTelemetry
@@ -66,8 +69,10 @@ def idempotency_key(uid: str, step: int, call_id: str) -> str:
 
 class AgentLoop:
     def __init__(self, spec: RunSpec, llm: LLMClient, tools: ToolExecutor, store: CheckpointStore,
-                 telemetry: RunTelemetry | None = None):
+                 telemetry: RunTelemetry | None = None, live: LiveStream | None = None):
         self.spec, self.llm, self.tools, self.store = spec, llm, tools, store
+        self.live = live or NoStream()
+        self._head: list[dict[str, Any]] = []  # the conversation's first messages while no checkpoint holds them
         self.telemetry = telemetry or RunTelemetry()
         self._tool_schemas = [t.openai_schema() for t in spec.tools]  # once, not per step
         self._by_name: dict[str, ResolvedTool] = {t.name: t for t in spec.tools}
@@ -82,6 +87,7 @@ class AgentLoop:
             status = status.model_copy(update={"context_window": [
                 Message(role="system", content=self.spec.system_prompt),
                 Message(role="user", content=self.spec.user_input)]})
+            self._head = [_wire(m) for m in status.context_window]  # not checkpointed until the first step is
         self._history = [_wire(m) for m in status.context_window]
         self._messages = compaction.view(self._history, status.context)
         while status.phase is Phase.RUNNING:
@@ -108,10 +114,13 @@ class AgentLoop:
             if compaction.over(estimate, self._window, self.spec.context):
                 if (compacted := await self._compact(status, self._window or 0)) is not None:
                     return compacted  # a step of its own: the next one asks the LLM with the compacted view
+            self.live.begin(status.step + 1, self._head)
             try:
                 reply = await self._ask(status, self._messages, self._tool_schemas)
             except LLMError as exc:
+                self.live.end(failed=True)
                 return await self._llm_failed(status, exc)
+            self.live.end()
             if (problem := replies.refused(reply.message)) is not None:
                 return await self._llm_failed(status, LLMError(problem))  # final: reason LLMError, the reply not kept
             status.step += 1
@@ -349,6 +358,7 @@ class AgentLoop:
     async def _save(self, status: TaskRunStatus) -> None:
         async with self.telemetry.checkpoint():
             await self.store.save(status)
+        self._head = []
 
     async def _llm_failed(self, status: TaskRunStatus, error: LLMError) -> TaskRunStatus:
         """A failed LLM request: the next attempt of the episode is checkpointed (when, and why), or the run fails

@@ -34,6 +34,7 @@ class TaskRunActor:
         self._runs = 0
         self._retire: asyncio.TimerHandle | None = None
         self._rest: Any = None  # the run's apiserver connection (actors/checkpoint.py KubeREST), made with its token
+        self._live: Any = None  # the open step's streaming answer (actors/livestream.py LiveStream), for readers
 
     def __repr__(self) -> str:  # what the Ray dashboard and logs show for this actor
         if self.spec is None:
@@ -66,6 +67,14 @@ class TaskRunActor:
             self._retire = _exit_soon(RECYCLE_GRACE_SECONDS)
         return phase
 
+    async def stream_since(self, uid: str, step: int, source: str, attempt: int, offset: int,
+                           wait: float = 10.0) -> dict | None:
+        """The open step's answer past a reader's cursor (kubechain/core/livestream.py), long-polled up to `wait`
+        seconds; None when the actor does not hold run `uid` (a pooled actor may hold another run meanwhile)."""
+        if self.spec is None or self.spec.taskrun.uid != uid or self._live is None:
+            return None
+        return await self._live.wait_since(step, source, attempt, offset, min(wait, 30.0))
+
     async def renew(self, uid: str, kube: KubeCredentials) -> bool:
         """The operator's fresh token for the run it holds, before the one in use expires."""
         if self.spec is None or self.spec.taskrun.uid != uid:
@@ -84,13 +93,14 @@ class TaskRunActor:
         if self._runs >= RUNS_PER_PROCESS:
             _exit_soon(0.2)
             return False
-        self.spec, self._task, self._retire = None, None, None
+        self.spec, self._task, self._retire, self._live = None, None, None, None
         return True
 
     async def _main(self) -> str:
         assert self.spec is not None
         from .checkpoint import (CheckpointCorrupt, ContextStoreUnavailable, KubeCheckpointStore, KubeREST, RunGone,
                                  StorageQuotaExceeded)
+        from .livestream import LiveStream
         from .llm import OpenAIChatClient
         from kubechain.runtime import tracing
         from kubechain.runtime.logs import configure_actor_logging
@@ -114,7 +124,8 @@ class TaskRunActor:
             if status.phase is not Phase.RUNNING:  # ended, or waiting (no actor needed until the operator resumes it)
                 return status.phase.value
             key = self.spec.api_key.get_secret_value() if self.spec.api_key else None
-            llm = OpenAIChatClient(self.spec.llm, key)
+            self._live = LiveStream()
+            llm = OpenAIChatClient(self.spec.llm, key, self._live)
             tracing.configure("kubechain-actor")
             ref = self.spec.taskrun
             configure_actor_logging(ref.namespace, ref.name, self.spec.json_logs)
@@ -124,7 +135,7 @@ class TaskRunActor:
             tools = LocalToolExecutor(self.spec.tools, self.spec.secrets, self.spec.code_tools,
                                       self.spec.local_tool_timeout_seconds)
             try:
-                status = await AgentLoop(self.spec, llm, tools, store, telemetry).run(status)
+                status = await AgentLoop(self.spec, llm, tools, store, telemetry, self._live).run(status)
             finally:  # a pooled process outlives the run: nothing of it may stay open
                 await asyncio.gather(llm.close(), tools.aclose(), return_exceptions=True)
             return status.phase.value

@@ -314,7 +314,7 @@ class LocalEnvironment:
         # same machine should use the latter, since every Ray Client proxy hands out the same ports (23000+).
         self.ray_client = ray_client
         self.ray_env = ray_env or {}
-        self.metrics_port = self.webhook_port = 0
+        self.metrics_port = self.webhook_port = self.stream_port = 0
         self.controlplane = LocalControlPlane(workdir / "k8s")
         self.ray: LocalRayHead | None = None
         self.llm = ScriptedLLMServer(api_key=llm_api_key)
@@ -330,6 +330,11 @@ class LocalEnvironment:
     @property
     def kubeconfig(self) -> Path:
         return self.controlplane.kubeconfig
+
+    @property
+    def stream_url(self) -> str:
+        """The first replica's live streams (kubechain/operator/streams.py)."""
+        return f"http://127.0.0.1:{self.stream_port}"
 
     def start(self) -> "LocalEnvironment":
         try:
@@ -347,7 +352,7 @@ class LocalEnvironment:
                 self.ray.add_worker(cpus)
             self.llm.start()
             # Ray Client, as against a KubeRay head service (and a driver process would die with the head).
-            self.metrics_port, *webhook_ports = free_ports(1 + self.replicas)
+            self.metrics_port, self.stream_port, *webhook_ports = free_ports(2 + self.replicas)
             if not self.admin_operator:
                 cp = self.controlplane
                 ca = cp.workdir / "certs" / "apiserver.crt"
@@ -374,7 +379,8 @@ class LocalEnvironment:
                    "KUBECHAIN_WEBHOOK_DRAIN_SECONDS": "1",  # the proxy sees a replica unready within 0.2 s
                    **self.telemetry_env, **self.operator_env}
             for i in range(self.replicas):
-                metrics = {} if i == 0 else {"KUBECHAIN_METRICS_PORT": str(free_ports(1)[0])}
+                metrics = ({"KUBECHAIN_STREAM_PORT": str(self.stream_port)} if i == 0 else
+                           {"KUBECHAIN_METRICS_PORT": str(free_ports(1)[0])})
                 self.operators.append(Operator(self.workdir, {**env, **metrics}, admin_kubeconfig=self.kubeconfig,
                                                webhooks_kubeconfig=self.webhooks_kubeconfig,
                                                name="operator" if i == 0 else f"operator-{i}",

@@ -124,18 +124,17 @@ def ui(args: argparse.Namespace) -> int:
     serve(Settings(host=args.host, port=args.port, kubeconfig=args.kubeconfig, allow_actions=args.allow_actions,
                    as_kubeconfig_user=args.as_kubeconfig_user, namespace=args.namespace,
                    ray_dashboard_url=args.ray_dashboard_url, tracing_url=args.tracing_url,
-                   sign_in_burst=args.sign_in_burst, sign_in_per_minute=args.sign_in_per_minute))
+                   sign_in_burst=args.sign_in_burst, sign_in_per_minute=args.sign_in_per_minute,
+                   stream_url=args.stream_url or None))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Create a Task for an agent; with --follow, print the conversation as it grows until the run ends."""
-    import time
     import uuid
 
-    from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION, TaskRunStatus
+    from kubechain.api.v1alpha1 import API_VERSION, GROUP, VERSION
     from kubechain.core.naming import taskrun_name
-    from kubechain.clients.transcript import render_message
 
     api = _api()
     name = args.name or f"{args.agent}-{uuid.uuid4().hex[:6]}"
@@ -146,28 +145,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"task/{name} created; its run is taskrun/{run_name}")
     if not args.follow:
         return 0
-    printed, shown_phase, deadline = 0, "", time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        try:
-            obj = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "taskruns", run_name)
-        except Exception:  # not created yet
-            time.sleep(0.3)
-            continue
-        status = TaskRunStatus.model_validate(obj.get("status") or {})
-        first = status.sealed_context.messages  # messages before the tail were printed when they were in it
-        window = status.context_window[max(0, printed - first):]
-        for message in window:
-            print(render_message(message), flush=True)
-        printed = max(printed, first + len(status.context_window))
-        if status.phase.value != shown_phase:
-            shown_phase = status.phase.value
-            print(f"-- {shown_phase}: {status.message}", flush=True)
-        if status.phase.terminal:
-            print(status.output if status.output is not None else f"error: {status.error}")
-            return 0 if status.phase.value == "Completed" else 1
-        time.sleep(0.3)
-    print("timed out following the run", file=sys.stderr)
-    return 2
+    return follow(argparse.Namespace(taskrun=run_name, namespace=args.namespace, timeout=args.timeout,
+                                     stream_url=args.stream_url))
+
+
+def follow(args: argparse.Namespace) -> int:
+    """Print a run's conversation as it happens (the open step's answer live, with a stream URL) until it ends."""
+    from kubechain.clients.follow import follow as follow_run
+
+    return follow_run(args.namespace, args.taskrun, args.timeout, args.stream_url or None)
+
+
+def _stream_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stream-url", default=os.environ.get("KUBECHAIN_STREAM_URL", ""),
+                   help="the operator's live streams (KUBECHAIN_STREAM_URL), e.g. http://kubechain-streams:8091; "
+                        "without it the run is followed step by step from its checkpoints")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--follow", "-f", action="store_true", help="print the conversation until the run ends")
     p.add_argument("--timeout", type=float, default=3600, help="stop following after this many seconds")
     p.add_argument("--namespace", "-n", default="default")
+    _stream_url(p)
     p.set_defaults(fn=run)
+    p = sub.add_parser("follow", help="print a TaskRun's conversation as it happens, the open step live")
+    p.add_argument("taskrun")
+    p.add_argument("--timeout", type=float, default=3600, help="stop following after this many seconds")
+    p.add_argument("--namespace", "-n", default="default")
+    _stream_url(p)
+    p.set_defaults(fn=follow)
     p = sub.add_parser("ui", help="serve the web console (read-only unless --allow-actions)")
     console = current().console
     p.add_argument("--host", default=console.host, help="address to listen on")
@@ -238,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="failed sign-ins a client address may make at once before it gets 429")
     p.add_argument("--sign-in-per-minute", type=float, default=console.sign_in_per_minute,
                    help="how many failed sign-ins per minute come back to an address")
+    _stream_url(p)
     p.set_defaults(fn=ui)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubechain.api.context import COMPACTION_MARKER, DATA_KEY, decode, described, part_name
 from kubechain.api.v1alpha1 import GROUP, VERSION, Message, StoreLocation, TaskRunStatus, ToolCallRecord
 from kubechain.runtime import contextdb
+from kubechain.core.livestream import call_text
 
 
 def load(namespace: str, name: str, api_client: client.ApiClient | None = None
@@ -82,14 +83,15 @@ def store_dsn(where: StoreLocation, api_client: client.ApiClient | None) -> str:
     return base64.b64decode(value).decode()
 
 
-def render_message(message: Message, width: int = 100) -> str:
+def render_message(message: Message, width: int = 100, full: bool = False) -> str:
+    """One message as a line (`full`: never shortened; what `follow` prints, the live preview's final form)."""
     if message.role == "system" and message.name == COMPACTION_MARKER:  # what the model saw changed here
         return f"── {message.content} ──"
     text = message.content or ""
     for call in message.tool_calls or []:
-        text += f"→ {call.function.name}({call.function.arguments}) [{call.id}]"
+        text += call_text(call.function.name, call.function.arguments, call.id)
     return (textwrap.shorten(f"[{message.role}] {text}", width=width * 4, placeholder=" …")
-            if len(text) > width * 4 else f"[{message.role}] {text}")
+            if len(text) > width * 4 and not full else f"[{message.role}] {text}")
 
 
 def dropped(status: TaskRunStatus) -> str | None:

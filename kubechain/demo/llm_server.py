@@ -14,11 +14,19 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
     "finish_reason": "length"                          # as if cut off at the token limit
     "refuse": ["max_tokens", "temperature"]            # 400 unsupported_parameter, as reasoning models do
     "context_window": 6000                             # 400 context_length_exceeded past this many prompt tokens
+    "stream_chunk": 4, "stream_delay": 0.01            # with `stream: true`: characters per chunk, seconds between
+    "stream_break": {"after": 20, "times": 1}          # the first hit's stream drops after 20 chunks (no [DONE])
     "error": {"status": 429, "times": 2}               # first 2 hits of this step, per conversation,
                                                        # fail with that status, then reply normally
                                                        # (optional "message", "code", and what a provider
                                                        # says to wait: "retry_after" seconds, "retry_after_date"
                                                        # seconds from now as an HTTP-date, "retry_after_ms")
+
+``stream: true`` is answered with server-sent ``chat.completion.chunk`` events exactly as OpenAI sends them
+(kubechain/demo/streaming.py), a ``usage`` chunk last with ``stream_options.include_usage``; each streamed request's
+log entry has ``chunk_times`` (when each chunk left). A server started with ``streams=False`` (``--no-stream``)
+refuses ``stream`` with 400 as servers that cannot stream do; ``"refuse": ["stream"]`` on a step: a model that
+refuses it.
 
 A conversation is identified by (model, contents of its first two messages). Default tool call ids
 are ``call_<step>_<index>``. Models without a script (and ``demo``) get a small rule-based
@@ -33,214 +41,27 @@ Control API (no auth): ``PUT/DELETE /_scripts/{model}``, ``GET/DELETE /_requests
 ``{"status": 503, "seconds": 300}`` (optional "message", "code", "retry_after"...) fails every chat request with
 that error for that long (``DELETE`` ends it sooner; ``ScriptedLLMServer.set_outage``).
 CLI: ``python -m kubechain.demo.llm_server --port 8000 [--script model=steps.yaml] [--api-key K]
-[--no-models-endpoint]``.
+[--no-models-endpoint] [--no-stream]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import re
 import threading
 import time
-import uuid
-from collections import deque
-from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from .models import ServedModels, add_routes, model_not_found
-from .rules import content_text, demo_step, last_content, summary_step
-
-DEMO_MODEL = "demo"
-DEFAULT_ID = re.compile(r"^call_(\d+)_\d+$")
-MAX_RECORDED_REQUESTS = 10_000
-_STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse", "context_window"}
-
-Step = dict[str, Any]
-Message = dict[str, Any]
-
-
-def validate_steps(steps: Any) -> list[Step]:
-    """Fail loudly on malformed scripts: a typo should break the test, not silently echo."""
-    if not isinstance(steps, list) or not steps:
-        raise ValueError("a script must be a non-empty list of steps")
-    for i, step in enumerate(steps):
-        if not isinstance(step, dict):
-            raise ValueError(f"step {i} must be a mapping")
-        if unknown := set(step) - _STEP_KEYS:
-            raise ValueError(f"step {i} has unknown keys {sorted(unknown)}")
-        if "content" not in step and "tool_calls" not in step:
-            raise ValueError(f"step {i} needs 'content' or 'tool_calls'")
-        if any(not isinstance(c, dict) or "name" not in c for c in step.get("tool_calls") or []):
-            raise ValueError(f"step {i}: every tool call needs a 'name'")
-        error = step.get("error")
-        if error is not None and not (isinstance(error, dict) and "status" in error):
-            raise ValueError(f"step {i}: 'error' needs a 'status'")
-    return steps
-
-
-def load_script(path: str | Path) -> list[Step]:
-    return validate_steps(yaml.safe_load(Path(path).read_text()))  # YAML also parses JSON
-
-
-def prompt_chars(messages: list[Message]) -> int:
-    total = 0
-    for message in messages:
-        total += len(content_text(message.get("content")))
-        for call in message.get("tool_calls") or []:
-            if isinstance(call, dict):  # junk from a client must not turn into a 500
-                total += len(str((call.get("function") or {}).get("arguments", "")))
-    return total
-
-
-def token_count(chars: int) -> int:
-    return max(1, chars // 4)
-
-
-def step_index(messages: list[Message]) -> int:
-    """The assistant turns so far: counted, or read from the default call ids (`call_<step>_<i>`) of the latest
-    ones when a compacted conversation no longer shows every turn."""
-    ids = [DEFAULT_ID.match(str(c.get("id", ""))) for m in messages if m.get("role") == "assistant"
-           for c in m.get("tool_calls") or () if isinstance(c, dict)]
-    return max([sum(1 for m in messages if m.get("role") == "assistant")] + [int(i[1]) + 1 for i in ids if i])
-
-
-def conversation_key(model: str, messages: list[Message]) -> str:
-    head = [content_text(m.get("content")) for m in messages[:2]]
-    return hashlib.sha256(json.dumps([model, head]).encode()).hexdigest()
-
-
-def offered_tools(body: dict[str, Any]) -> list[str]:
-    return [str((t.get("function") or {}).get("name", ""))
-            for t in body.get("tools") or [] if isinstance(t, dict)]
-
-
-def render_tool_calls(step: Step, index: int) -> list[dict[str, Any]]:
-    calls = []
-    for i, call in enumerate(step.get("tool_calls") or []):
-        args = call.get("arguments", {})
-        calls.append({"id": call.get("id") or f"call_{index}_{i}", "type": "function",
-                      "function": {"name": call["name"],
-                                   "arguments": args if isinstance(args, str) else json.dumps(args)}})
-    return calls
-
-
-def completion_body(model: str, step: Step, index: int, messages: list[Message]) -> dict[str, Any]:
-    content = step.get("content")
-    if content is not None:  # str.replace, not format(): scripted text may contain braces
-        content = str(content).replace("{last_tool_result}", last_content(messages, "tool") or "")
-    tool_calls = render_tool_calls(step, index)
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    reply_chars = len(content or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
-    prompt, completion = token_count(prompt_chars(messages)), token_count(reply_chars)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-        "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": step.get("finish_reason") or ("tool_calls" if tool_calls else "stop")}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                  "total_tokens": prompt + completion},
-    }
-
-
-def error_response(status: int, message: str, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    error_type = ("rate_limit_error" if status == 429 else
-                  "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": error_type, "param": None, "code": code or error_type}}
-    return web.json_response(body, status=status, headers=headers)
-
-
-def retry_headers(error: dict[str, Any]) -> dict[str, str]:
-    """What the provider says to wait, as real providers say it (none unless the script asks)."""
-    dated = {"retry-after": formatdate(time.time() + float(error["retry_after_date"]), usegmt=True)} \
-        if "retry_after_date" in error else {}
-    return {**({"retry-after": str(error["retry_after"])} if "retry_after" in error else {}), **dated,
-            **({"retry-after-ms": str(error["retry_after_ms"])} if "retry_after_ms" in error else {})}
-
-
-class ScriptState:
-    """Scripts, injected-error budgets and the request log; shared by the loop and test threads."""
-
-    def __init__(self, scripts: dict[str, list[Step]] | None = None, api_key: str | None = None,
-                 lists_models: bool = True):
-        self.api_key = api_key
-        self.served = ServedModels(lists_models)
-        self._lock = threading.Lock()
-        self._scripts: dict[str, list[Step]] = {}
-        self._errors_served: dict[tuple[str, str, int], int] = {}
-        self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
-        self.outage: tuple[float, dict[str, Any]] | None = None  # (until, error): PUT /_outage
-        for model, steps in (scripts or {}).items():
-            self.set_script(model, steps)
-
-    def set_script(self, model: str, steps: list[Step]) -> None:
-        steps = list(validate_steps(steps))
-        with self._lock:
-            self._scripts[model] = steps
-            self._forget_errors(model)  # a new script gets a fresh error budget
-
-    def delete_script(self, model: str) -> bool:
-        with self._lock:
-            self._forget_errors(model)
-            return self._scripts.pop(model, None) is not None
-
-    def _forget_errors(self, model: str) -> None:
-        for key in [k for k in self._errors_served if k[0] == model]:
-            del self._errors_served[key]
-
-    def models(self) -> list[str]:
-        with self._lock:
-            return sorted(set(self._scripts) | {DEMO_MODEL})
-
-    def step_for(self, model: str, messages: list[Message], tools: list[str], index: int) -> Step:
-        with self._lock:
-            script = self._scripts.get(model)
-        if not script:
-            return demo_step(messages, tools)
-        return script[min(index, len(script) - 1)]
-
-    def take_error(self, model: str, messages: list[Message], index: int, step: Step) -> dict | None:
-        """Return the step's error if this conversation has not yet used up its budget."""
-        error = step.get("error")
-        if not error:
-            return None
-        key = (model, conversation_key(model, messages), index)
-        with self._lock:
-            served = self._errors_served.get(key, 0)
-            if served >= int(error.get("times", 1)):
-                return None
-            self._errors_served[key] = served + 1
-        return error
-
-    def set_outage(self, error: dict[str, Any] | None) -> float | None:
-        """Every chat request fails with `error` for error["seconds"] from now (None: ends it); returns its end."""
-        if error is not None and not (isinstance(error, dict) and {"status", "seconds"} <= set(error)):
-            raise ValueError("an outage needs a 'status' and 'seconds'")
-        self.outage = (time.time() + float(error["seconds"]), error) if error else None  # one atomic swap
-        return self.outage[0] if self.outage else None
-
-    def record(self, entry: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self._requests.append(entry)
-        return entry
-
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._requests]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
+from .completions import (Step, completion_body, error_response, offered_tools, prompt_chars, retry_headers,
+                          step_index, token_count)
+from .models import add_routes, model_not_found
+from .rules import summary_step
+from .scripts import MAX_RECORDED_REQUESTS, ScriptState, load_script, validate_steps  # noqa: F401  (re-exported)
+from .streaming import chunks
 
 STATE_KEY = web.AppKey("state", ScriptState)
 PLAIN = {"model", "messages", "tools"}  # the rest of a request body is logged as its "params"
@@ -251,7 +72,7 @@ def _authorized(request: web.Request) -> bool:
     return key is None or request.headers.get("Authorization") == f"Bearer {key}"
 
 
-async def chat_completions(request: web.Request) -> web.Response:
+async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     entry = state.record({"model": None, "received_at": time.time(), "step": None,
                           "messages": [], "tools": [], "status": None})
@@ -266,16 +87,19 @@ async def chat_completions(request: web.Request) -> web.Response:
         entry["status"] = 400
         return error_response(400, f"invalid request body: {exc}")
     response = await _reply(state, body, entry, _authorized(request))
+    if isinstance(response, dict):  # a step to stream
+        return await _stream(request, state, body, entry, response)
     entry["status"] = response.status  # the entry was recorded on arrival so in-flight requests show
     return response
 
 
 async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any],
-                 authorized: bool) -> web.Response:
+                 authorized: bool) -> web.Response | Step:
+    """The answer, or the step to stream (`stream: true`)."""
     if not authorized:
         return error_response(401, "Incorrect API key provided.", "invalid_api_key")
-    if body.get("stream"):
-        return error_response(400, "stream=true is not supported by the scripted server.", "unsupported_parameter")
+    if body.get("stream") and not state.streams:
+        return error_response(400, "stream=true is not supported by this server.", "unsupported_parameter")
     if (outage := state.outage) and time.time() < outage[0]:
         return error_response(int(outage[1]["status"]), outage[1].get("message", "Scripted outage."),
                               outage[1].get("code"), headers=retry_headers(outage[1]))
@@ -295,8 +119,38 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if (window := step.get("context_window")) and (used := token_count(prompt_chars(messages))) > int(window):
         return error_response(400, f"This model's maximum context length is {window} tokens. However, your "
                               f"messages resulted in {used} tokens.", "context_length_exceeded")
+    if body.get("stream"):
+        return step
     entry["usage"] = (body := completion_body(model, step, index, messages))["usage"]  # what the provider "charged"
     return web.json_response(body)
+
+
+async def _stream(request: web.Request, state: ScriptState, body: dict[str, Any], entry: dict[str, Any],
+                  step: Step) -> web.StreamResponse:
+    """Send the step's chunks as server-sent events, `stream_delay` apart; a `stream_break` drops the connection
+    after that many chunks, as a provider's stream that breaks mid-way (no [DONE])."""
+    model, messages, index = entry["model"], entry["messages"], entry["step"]
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    sent = chunks(model, step, index, messages, include_usage)
+    broken = state.take_error(model, messages, index, step, "stream_break")
+    delay = float(step.get("stream_delay") or 0)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    entry.update(status=200, chunk_times=[])
+    await response.prepare(request)
+    for number, chunk in enumerate(sent):
+        if broken and number == int(broken["after"]):
+            entry["broken"] = True
+            request.transport.close()  # the connection drops mid-answer
+            return response
+        if delay and number:
+            await asyncio.sleep(delay)
+        entry["chunk_times"].append(time.time())
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    if include_usage:
+        entry["usage"] = sent[-1]["usage"]
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 def _refused(request: web.Request) -> web.Response | None:
@@ -352,8 +206,8 @@ class ScriptedLLMServer:
     """Runs the server on its own event loop in a background thread; usable as a context manager."""
 
     def __init__(self, scripts: dict[str, list[Step]] | None = None, *, api_key: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0, lists_models: bool = True):
-        self.state = ScriptState(scripts, api_key, lists_models)
+                 host: str = "127.0.0.1", port: int = 0, lists_models: bool = True, streams: bool = True):
+        self.state = ScriptState(scripts, api_key, lists_models, streams)
         self.host, self.port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -437,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="MODEL=PATH", help="YAML/JSON list of steps for MODEL (repeatable)")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--no-models-endpoint", action="store_true", help="no /v1/models (nor /v1/models/{model})")
+    parser.add_argument("--no-stream", action="store_true", help="refuse `stream: true` (400)")
     args = parser.parse_args(argv)
-    state = ScriptState(dict(args.script), args.api_key, not args.no_models_endpoint)
+    state = ScriptState(dict(args.script), args.api_key, not args.no_models_endpoint, not args.no_stream)
     try:
         asyncio.run(_serve_forever(state, args.host, args.port))
     except KeyboardInterrupt:

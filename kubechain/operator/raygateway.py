@@ -166,14 +166,14 @@ class RayGateway:
             self._endpoint = ray.get_runtime_context().gcs_address
         log.info("connected to Ray at %s", self.settings.address)
 
-    def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None:
-        """The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
+    def find(self, ref: TaskRunRef, name: str | None = None, pool: bool = True) -> Any | None:
+        """(`pool`: as connect's; False for readers such as the live streams, which any replica serves.) The live actor of this TaskRun, if there is one: `name` as its status records it (a pooled actor's),
         else the run's own actor name. An actor counts only while it holds this run: a pooled one may hold another
         meanwhile, and one named after the run holds none when the operator that created it died (or lost the
         Lease) before handing it the run; the next `create` finds that actor (get_if_exists) and hands it over."""
         import ray
 
-        self._connect_or_raise()
+        self._connect_or_raise(pool)
         try:
             handle = ray.get_actor(name or actor_name(ref.namespace, ref.name, ref.uid), namespace=self.settings.namespace)
         except ValueError:
@@ -395,13 +395,29 @@ class RayGateway:
         except ray.exceptions.RayError as exc:
             raise RayUnavailable(f"the discovery task failed: {str(exc).splitlines()[0]}") from None
 
+    async def stream_since(self, handle: Any, uid: str, cursor: Any, wait: float) -> dict | None:
+        """The open step's stream past `cursor` (kubechain/core/livestream.py), long-polled by the actor up to
+        `wait` s: one Ray call per batch of deltas, however many tokens it carries. None: the actor does not hold run
+        `uid` (a pooled actor moved on, or it predates streaming). Raises ActorDied when it is gone."""
+        import ray
+
+        try:
+            ref = await asyncio.to_thread(handle.stream_since.remote, uid, cursor.step, cursor.source,
+                                          cursor.attempt, cursor.offset, wait)
+        except AttributeError:
+            return None
+        try:
+            return await asyncio.wait_for(_detached(ref.future()), timeout=wait + 15)
+        except (ray.exceptions.RayError, ConnectionError, asyncio.TimeoutError) as exc:
+            raise ActorDied(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
     def disconnect(self) -> None:
         """Mark the session dead, so the next call connects afresh (e.g. to a restarted head)."""
         self._lost = True
 
-    def _connect_or_raise(self) -> None:
+    def _connect_or_raise(self, pool: bool = True) -> None:
         try:
-            self.connect()
+            self.connect(pool)
         except RayUnavailable:
             raise
         except Exception as exc:

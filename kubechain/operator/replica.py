@@ -24,7 +24,7 @@ from typing import Collection
 import kopf
 from aiohttp import web
 
-from . import metrics
+from . import metrics, streams
 from .leader import LeaderElector
 from .settings import Settings, current
 
@@ -53,6 +53,7 @@ async def run(settings: Settings, namespaces: tuple[str, ...]) -> int:
     health = await serve_health(settings.health_port, elector)
     metrics.serve(settings.metrics_port)
     warming = asyncio.create_task(warm_up_ray(memo.state))
+    live = await streams.serve(settings.stream_port, memo.state.ray)  # every replica: it needs Ray, not the Lease
     try:
         if elector is not None and not await first(elector.acquire(), stopping.wait()):
             return 0  # stopped while standing by
@@ -60,6 +61,8 @@ async def run(settings: Settings, namespaces: tuple[str, ...]) -> int:
     finally:
         warming.cancel()
         await health.cleanup()
+        if live is not None:
+            await live.cleanup()
 
 
 async def reconcile(memo: kopf.Memo, namespaces: tuple[str, ...], elector: LeaderElector | None,

@@ -285,6 +285,11 @@ class Settings:
     health_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_HEALTH_PORT", "0")))
     """Port of the operator's liveness probe /healthz (0: off): served while waiting for the Lease and while
     reconciling."""
+    stream_port: int = field(default_factory=lambda: int(_env("KUBECHAIN_STREAM_PORT", "0")))
+    """Port of the live streams of runs' open steps (kubechain/operator/streams.py: server-sent events for the CLI
+    and the console, each request checked with the user's own token; 0: off)."""
+    max_streams: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_STREAMS", "200")))
+    """Live streams served at once by one replica (each holds a long-poll Ray call); past it, 503."""
     json_logs: bool = field(default_factory=lambda: _env("KUBECHAIN_LOG_FORMAT", "").lower() == "json")
     """KUBECHAIN_LOG_FORMAT=json: the operator's logs (kopf's) and its actors' are one JSON object per line."""
 

@@ -8,6 +8,8 @@
     GET  /api/{agents|tasks|taskruns}?namespace=       rows you may list
     GET  /api/watch?kinds=...&namespace=               server-sent events: `snapshot` per kind, then `change`
     GET  /api/namespaces/{ns}/taskruns/{name}          a run's page: transcript (sealed chunks too), journal, ...
+    GET  /api/namespaces/{ns}/taskruns/{name}/stream   server-sent events: the open step's answer as it forms
+                                                       (the operator's stream, with the caller's token: livestream.py)
     POST /api/namespaces/{ns}/taskruns/{name}/{answer|approve|reject|cancel}
 
 Every POST needs the header `X-Kubechain-UI: 1` and, when the browser sends one, a same-origin `Origin`
@@ -34,6 +36,7 @@ from kubechain.api.v1alpha1 import GROUP, VERSION, HumanResponse, TaskRunStatus,
 from kubechain.clients.respond import Refused, Reply, send_cancel, send_reply
 from kubechain.ui import views
 from kubechain.ui.auth import COOKIE, Authorizer, User, load_configuration, token_of
+from kubechain.ui.livestream import relay, token_for
 from kubechain.ui.ratelimit import SignInLimited, SignInLimiter
 from kubechain.ui.watch import OVERFLOW, Hub, Informer
 
@@ -65,6 +68,7 @@ class Settings:
     tracing_url: str | None = None       # with {trace_id}, or a prefix the trace id is appended to
     sign_in_burst: int = 10              # failed sign-ins (unknown tokens) per client address at once...
     sign_in_per_minute: float = 10.0     # ...and how fast they come back (kubechain/ui/ratelimit.py)
+    stream_url: str | None = None        # the operator's live streams (KUBECHAIN_STREAM_URL), for run pages
 
 
 AUTHZ = web.AppKey("authz", Authorizer)
@@ -266,6 +270,12 @@ async def taskrun(request: web.Request) -> web.Response:
     return web.json_response({**detail, "sealedError": sealed_error})
 
 
+async def live(request: web.Request) -> web.StreamResponse:
+    namespace, name = run_name(request)
+    token = token_for(request[USER].token, request.app[AUTHZ].own)
+    return await relay(request, request.app[SETTINGS].stream_url, token, namespace, name)
+
+
 # --- writes: the CLI's own functions, with the caller's token ------------------------------------------
 
 async def act(request: web.Request) -> web.Response:
@@ -344,6 +354,7 @@ def make_app(settings: Settings, authz: Authorizer | None = None, hub: Hub | Non
     app.router.add_get("/api/watch", events)
     app.router.add_get("/api/{plural:agents|tasks|taskruns}", rows)
     app.router.add_get("/api/namespaces/{namespace}/taskruns/{name}", taskrun)
+    app.router.add_get("/api/namespaces/{namespace}/taskruns/{name}/stream", live)
     app.router.add_post("/api/namespaces/{namespace}/taskruns/{name}/{action}", act)
     return app
 

@@ -133,7 +133,7 @@ def test_the_ray_pods_are_fenced_and_redis_has_a_password(kube, overlay):
     assert all("from" not in rule and [p["port"] for p in rule["ports"]] == [8080] for rule in ray["ingress"][1:])
     blocks = [peer["ipBlock"] for rule in ray["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]} in blocks
-    assert [p["port"] for p in policies["kubechain-operator"]["ingress"][0]["ports"]] == [8080, 8081]
+    assert [p["port"] for p in policies["kubechain-operator"]["ingress"][0]["ports"]] == [8080, 8081, 8091]
     assert [p["port"] for p in policies["kubechain-webhooks"]["ingress"][0]["ports"]] == [9443]
     if overlay != "gcs-ft":
         return

@@ -114,7 +114,8 @@ def test_a_reasoning_model_gets_only_the_parameters_it_takes(kube, stack):
     kube.apply([task("think", "plain", "hello")])
     assert kube.wait_phase("think-run", "Completed", timeout=FIRST_ACTOR_SECONDS)["status"]["output"] == "thought it through"
     [sent] = [r["params"] for r in stack.llm.requests() if r["model"] == model]
-    assert sent == {"max_completion_tokens": 300, "reasoning_effort": "low"}  # no temperature, no max_tokens
+    streaming = {"stream": True, "stream_options": {"include_usage": True}}  # the actor streams its requests
+    assert sent == {"max_completion_tokens": 300, "reasoning_effort": "low", **streaming}  # no temperature, max_tokens
 
     kube.run("patch", "llm.v1alpha1.kubechain.dev", "model", "--type", "merge", "-p", '{"spec": {"maxTokens": 100}}')
     # once the LLM's status is of the new generation, the operator's index has the new spec too

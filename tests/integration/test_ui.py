@@ -62,7 +62,8 @@ def console(stack, workdir: Path, *flags: str):
 @pytest.fixture(scope="module")
 def ui(stack, tmp_path_factory):
     with console(stack, tmp_path_factory.mktemp("ui"), "--allow-actions", "--ray-dashboard-url",
-                 stack.ray.dashboard_url, "--tracing-url", "http://tracing.example/trace/{trace_id}") as url:
+                 stack.ray.dashboard_url, "--tracing-url", "http://tracing.example/trace/{trace_id}",
+                 "--stream-url", stack.stream_url) as url:
         yield url
 
 
@@ -325,3 +326,30 @@ def test_a_laptop_console_acts_as_the_kubeconfig_user_without_a_token(kube, stac
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 403  # still read-only: --allow-actions was not given
+
+
+def test_a_runs_page_shows_the_open_steps_answer_as_it_streams(kube, stack, ui, browser):
+    from playwright.sync_api import expect
+
+    model = f"{kube.namespace}-streamer"
+    answer = " ".join(f"w{i:03d}" for i in range(1, 401))
+    stack.llm.set_script(model, [{"content": answer, "stream_chunk": 5, "stream_delay": 0.02}])  # ~8 s of stream
+    kube.apply([secret(), llm("streamer", stack.llm.base_url, model), agent("streamer", "streamer")])
+    kube.wait_ready("agent", "streamer")
+    page = sign_in(browser, ui, stack.controlplane.admin_token)
+    kube.apply([task("live", "streamer", "stream to me")])
+    page.goto(f"{ui}/#/taskruns/{kube.namespace}/live-run")
+    forming = page.locator("#live-text")
+    expect(forming).to_contain_text("w010")  # the answer, as it forms, before any checkpoint has it
+    assert "w400" not in forming.inner_text() and page.locator(".messages li[data-role=assistant]").count() == 0
+    shot(page, "live-step")
+    expect(page.locator("#summary h1 .phase")).to_have_text("Completed")
+    expect(page.locator("#live-text")).to_have_count(0)  # the checkpointed transcript took its place
+    message = page.locator(".messages li[data-role=assistant]").last
+    message.locator("button.expand").click()  # a long answer is folded
+    expect(message).to_contain_text(answer)
+
+    viewer = sign_in(browser, ui, stack.controlplane.restricted_token)  # may not `get` the run
+    url = f"/api/namespaces/{kube.namespace}/taskruns/live-run/stream"
+    answered = viewer.evaluate(f"fetch('{url}').then(async r => [r.status, await r.text()])")
+    assert answered[0] == 403 and "w001" not in answered[1]

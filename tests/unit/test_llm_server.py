@@ -206,10 +206,61 @@ def test_demo_calls_calculator_then_answers(server: ScriptedLLMServer) -> None:
     assert "demo" in [m.id for m in llm.models.list()]
 
 
-def test_stream_is_rejected(server: ScriptedLLMServer) -> None:
-    with pytest.raises(openai.BadRequestError):
-        client(server).chat.completions.create(
-            model="demo", messages=[{"role": "user", "content": "x"}], stream=True)
+def test_a_server_that_cannot_stream_refuses_it_and_a_model_may_refuse_it_too(server: ScriptedLLMServer) -> None:
+    with ScriptedLLMServer(streams=False) as plain, pytest.raises(openai.BadRequestError):
+        client(plain).chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}], stream=True)
+    server.set_script("no-stream", [{"content": "whole", "refuse": ["stream"]}])
+    with pytest.raises(openai.BadRequestError, match="'stream' is not supported"):
+        client(server).chat.completions.create(model="no-stream", messages=[{"role": "user", "content": "x"}],
+                                               stream=True)
+    whole = client(server).chat.completions.create(model="no-stream", messages=[{"role": "user", "content": "x"}])
+    assert whole.choices[0].message.content == "whole"
+
+
+def test_a_streamed_answer_arrives_in_chunks_with_usage_last(server: ScriptedLLMServer) -> None:
+    server.set_script("streamed", [{"content": "The quick brown fox jumps.", "stream_chunk": 5}])
+    messages = [{"role": "user", "content": "tell me"}]
+    stream = client(server).chat.completions.create(model="streamed", messages=messages, stream=True,
+                                                    stream_options={"include_usage": True})
+    got = list(stream)
+    assert got[0].choices[0].delta.role == "assistant" and got[0].object == "chat.completion.chunk"
+    pieces = [c.choices[0].delta.content for c in got if c.choices and c.choices[0].delta.content]
+    assert pieces == ["The q", "uick ", "brown", " fox ", "jumps", "."]
+    assert [c.choices[0].finish_reason for c in got if c.choices][-1] == "stop"
+    assert not got[-1].choices and got[-1].usage.completion_tokens == len("The quick brown fox jumps.") // 4
+    assert all(c.usage is None for c in got[:-1])  # as OpenAI: usage only in the last chunk
+    whole = client(server).chat.completions.create(model="streamed", messages=messages)
+    assert whole.usage.model_dump() == got[-1].usage.model_dump()  # the same counts either way
+    (entry,) = [r for r in server.requests() if r["params"].get("stream")]
+    assert len(entry["chunk_times"]) == len(got)
+
+
+def test_streamed_tool_calls_form_from_deltas(server: ScriptedLLMServer) -> None:
+    server.set_script("streamed-calls", [{"tool_calls": [
+        {"name": "calculator", "arguments": {"expression": "6*7"}}, {"name": "current_time", "arguments": {}}],
+        "stream_chunk": 3}])
+    got = list(client(server).chat.completions.create(model="streamed-calls", messages=[
+        {"role": "user", "content": "x"}], tools=[CALCULATOR, CURRENT_TIME], stream=True))
+    assert all(c.usage is None for c in got)  # no include_usage: no usage chunk
+    deltas = [d for c in got for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].id == "call_0_0" and deltas[0].function.name == "calculator" and deltas[0].function.arguments == ""
+    assert [d.index for d in deltas if d.id] == [0, 1]
+    assert all(d.id is None and d.function.name is None for d in deltas if d.function.arguments)
+    formed = {}
+    for d in deltas:
+        formed[d.index] = formed.get(d.index, "") + (d.function.arguments or "")
+    assert json.loads(formed[0]) == {"expression": "6*7"} and json.loads(formed[1]) == {}
+    assert got[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_stream_can_break_mid_way_once(server: ScriptedLLMServer) -> None:
+    server.set_script("breaks", [{"content": "x" * 40, "stream_break": {"after": 3, "times": 1}}])
+    messages = [{"role": "user", "content": "x"}]
+    with pytest.raises(Exception) as broken:
+        list(client(server, max_retries=0).chat.completions.create(model="breaks", messages=messages, stream=True))
+    assert "openai" in type(broken.value).__module__ or "httpx" in type(broken.value).__module__
+    again = list(client(server).chat.completions.create(model="breaks", messages=messages, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in again if c.choices) == "x" * 40
 
 
 def test_api_key_is_enforced() -> None:

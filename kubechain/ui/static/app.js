@@ -8,6 +8,7 @@ const TRUNCATE = 600;       // characters of a message or tool result shown befo
 const TERMINAL = ["Completed", "Failed"];
 let config = null;          // /api/config: user, readOnly, links
 let stream = null;          // the page's EventSource
+let liveStep = null;        // a run page's second EventSource: its open step's answer as it forms
 let ageTimer = null;
 
 // --- DOM helpers ----------------------------------------------------------------------------------------
@@ -100,6 +101,8 @@ const post = (path, body) => api(path, {method: "POST", body: JSON.stringify(bod
 function closeStream() {
   if (stream) stream.close();
   stream = null;
+  if (liveStep) liveStep.close();
+  liveStep = null;
   if (ageTimer) clearInterval(ageTimer);
   ageTimer = null;
 }
@@ -216,13 +219,60 @@ function showLists(namespace) {
   ageTimer = setInterval(refreshAges, 10000);  // local clock only: no request
 }
 
+// The open step's answer as it streams (kubechain/core/livestream.py: the same text `kubechain follow` prints):
+// content, then the tool calls forming, the last one left open. The checkpointed transcript replaces it.
+function previewText(deltas) {
+  let content = "";
+  const calls = new Map();
+  for (const d of deltas) {
+    if ("c" in d) content += d.c;
+    else if ("t" in d) {
+      const call = calls.get(d.t) || {id: "", name: "", args: ""};
+      call.id = d.id || call.id; call.name = d.n || call.name; call.args += d.a || "";
+      calls.set(d.t, call);
+    }
+  }
+  const ordered = [...calls.keys()].sort((a, b) => a - b).map((k) => calls.get(k));
+  return content + ordered.map((c, i) =>
+    i < ordered.length - 1 ? `→ ${c.name}(${c.args}) [${c.id}]` : `→ ${c.name}(${c.args}`).join("");
+}
+
+function followLive(namespace, name, section, checkpointedStep) {
+  let key = null, deltas = [], cursor = {step: 0, source: "", attempt: 0, offset: 0};
+  function render() {
+    const step = checkpointedStep();
+    if (key === null || key[0] <= step) { section.replaceChildren(); return; }  // checkpointed: the transcript has it
+    section.replaceChildren(el("h2", {}, `Step ${key[0]}, live`),
+      el("div", {class: "message role-assistant streaming"}, el("div", {class: "role"}, "assistant (streaming)"),
+         el("div", {class: "text", id: "live-text"}, previewText(deltas))));
+  }
+  function open() {
+    const params = new URLSearchParams({step: cursor.step, source: cursor.source, attempt: cursor.attempt,
+                                        offset: cursor.offset});
+    liveStep = new EventSource(`/api/namespaces/${enc(namespace)}/taskruns/${enc(name)}/stream?${params}`);
+    liveStep.addEventListener("delta", (e) => {
+      const b = JSON.parse(e.data);
+      const k = [b.step, b.source, b.attempt];
+      if (key === null || k.join("/") !== key.join("/") || b.offset === 0) { key = k; deltas = []; }
+      deltas.push(...b.deltas.filter((d) => !("u" in d)));
+      cursor = {step: b.step, source: b.source, attempt: b.attempt, offset: b.offset + b.deltas.length};
+      render();
+    });
+    liveStep.addEventListener("end", () => { liveStep.close(); render(); });
+  }
+  open();  // EventSource reconnects by itself; the server resumes from the cursor it was opened with
+  return render;
+}
+
 function showRun(namespace, name) {
   const parts = {head: el("section", {id: "summary"}), actions: el("section", {id: "actions"}),
                  children: el("section", {id: "children"}), transcript: el("section", {id: "transcript"}),
+                 live: el("section", {id: "live-step"}),
                  calls: el("section", {id: "calls"}), phases: el("section", {id: "phases"})};
   setMain(el("p", {}, el("a", {href: namespace ? `#/ns/${enc(namespace)}` : "#/"}, "← all runs")),
           el("article", {id: "run", data: {name}}, Object.values(parts)));
-  let loading = false, again = false, actionsShown = null;
+  let loading = false, again = false, actionsShown = null, step = 0;
+  const renderLive = followLive(namespace, name, parts.live, () => step);
   async function refresh() {  // coalesced: one request in flight, one more if something changed meanwhile
     if (loading) { again = true; return; }
     loading = true;
@@ -236,6 +286,8 @@ function showRun(namespace, name) {
       }
       parts.children.replaceChildren(...childrenView(run));
       parts.transcript.replaceChildren(...transcriptView(run));
+      step = run.step;
+      renderLive();
       parts.calls.replaceChildren(...callsView(run));
       parts.phases.replaceChildren(...phasesView(run));
     } catch (e) {
