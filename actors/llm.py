@@ -3,8 +3,9 @@
 It asks with `stream: true` (and `stream_options.include_usage`), hands each delta to the run's LiveStream as it
 arrives (actors/livestream.py: readers see the answer forming) and returns the same reply a whole answer would
 have given: the checkpoint cannot tell them apart. A server (or model) that refuses streaming with a 400 naming
-`stream` is asked again at once for the whole message, and never streamed again by this client. A stream that
-breaks mid-way is a failed request like any other (retryable, "Unreachable"): the run's retries ask it again.
+`stream` is asked again at once for the whole message, and never streamed again by this client; so is one that
+ignores `stream` and answers the whole message as JSON. A stream that breaks mid-way is a failed request like any
+other (retryable, "Unreachable"): the run's retries ask it again.
 """
 from __future__ import annotations
 
@@ -112,6 +113,9 @@ class OpenAIChatClient:
                 "/chat/completions", body={**body, "stream": True, "stream_options": {"include_usage": True}},
                 cast_to=object, stream=True, stream_cls=self._openai.AsyncStream[object])  # chunks as dicts
             try:
+                if not stream.response.headers.get("content-type", "").startswith("text/event-stream"):
+                    self.streams = False  # it ignores `stream: true`: the whole message, now and for the rest
+                    return self._reply(self._completion.model_validate_json(await stream.response.aread()))
                 async for chunk in sse_chunks(stream.response):
                     for delta in reply.add(chunk):
                         self._live.add(delta)
@@ -144,6 +148,9 @@ class OpenAIChatClient:
             raise LLMError(f"{type(exc).__name__}: {exc}", retryable=True, reason=Reason.UNREACHABLE) from None
         except self._openai.APIError as exc:
             raise LLMError(f"{type(exc).__name__}: {exc}") from None
+        return self._reply(response)
+
+    def _reply(self, response: Any) -> LLMReply:
         if not response.choices:
             raise LLMError("the LLM returned no choices")
         choice = response.choices[0]

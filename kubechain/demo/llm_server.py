@@ -26,7 +26,7 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
 (kubechain/demo/streaming.py), a ``usage`` chunk last with ``stream_options.include_usage``; each streamed request's
 log entry has ``chunk_times`` (when each chunk left). A server started with ``streams=False`` (``--no-stream``)
 refuses ``stream`` with 400 as servers that cannot stream do; ``"refuse": ["stream"]`` on a step: a model that
-refuses it.
+refuses it; ``"ignore": ["stream"]``: a server that ignores it and answers the whole message as JSON.
 
 A conversation is identified by (model, contents of its first two messages). Default tool call ids
 are ``call_<step>_<index>``. Models without a script (and ``demo``) get a small rule-based
@@ -119,7 +119,7 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
     if (window := step.get("context_window")) and (used := token_count(prompt_chars(messages))) > int(window):
         return error_response(400, f"This model's maximum context length is {window} tokens. However, your "
                               f"messages resulted in {used} tokens.", "context_length_exceeded")
-    if body.get("stream"):
+    if body.get("stream") and "stream" not in step.get("ignore", ()):
         return step
     entry["usage"] = (body := completion_body(model, step, index, messages))["usage"]  # what the provider "charged"
     return web.json_response(body)

@@ -18,7 +18,7 @@ from .rules import demo_step
 
 DEMO_MODEL = "demo"
 MAX_RECORDED_REQUESTS = 10_000
-_STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse", "context_window",
+_STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse", "ignore", "context_window",
               "stream_chunk", "stream_delay", "stream_break"}
 
 

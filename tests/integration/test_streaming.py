@@ -152,6 +152,18 @@ def test_a_model_that_refuses_streaming_falls_back_to_whole_messages(kube, stack
     assert printed(cli.text) == checkpointed(kube, "whole-run")
 
 
+def test_a_server_that_ignores_streaming_is_read_whole(kube, stack):
+    model = setup(kube, stack, [
+        {"tool_calls": [{"name": "echo", "arguments": {"text": "x"}}], "ignore": ["stream"]},
+        {"content": "whole answer"}])
+    cli = CLI(stack, "run", "talker", "hi", "--name", "ignored", "--follow", "-n", kube.namespace,
+              "--timeout", str(FIRST_ACTOR_SECONDS + 60))
+    assert cli.wait() == 0, cli.stderr()
+    asked = [bool(r["params"].get("stream")) for r in stack.llm.requests() if r["model"] == model]
+    assert asked == [True, False]  # its JSON answer read as it came; not asked to stream again
+    assert printed(cli.text) == checkpointed(kube, "ignored-run") and "whole answer" in cli.text
+
+
 def test_a_childs_stream_is_indented_under_its_parent(kube, stack):
     boss, researcher = f"{kube.namespace}-boss", f"{kube.namespace}-researcher"
     stack.llm.set_script(boss, [{"tool_calls": [{"name": "research", "arguments": {"message": "dig"}}]},

@@ -138,6 +138,16 @@ def test_a_server_or_model_that_refuses_streaming_gets_whole_requests(server):
         assert _ask(plain, "x", LiveStream())[0].message.content == "You said: u"
 
 
+def test_a_server_that_ignores_stream_and_answers_whole_is_read_whole_and_not_streamed_again(server):
+    server.set_script("ignores", [{"content": "whole answer", "ignore": ["stream"]}])
+    server.clear_requests()
+    live = LiveStream()
+    live.begin(1)
+    reply, streaming = _ask(server, "ignores", live)
+    assert reply.message.content == "whole answer" and reply.usage.completion_tokens > 0 and not streaming
+    assert [bool(r["params"].get("stream")) for r in server.requests()] == [True]  # one request, read as it came
+
+
 def test_a_stream_that_breaks_mid_way_is_a_retryable_failed_request(server):
     server.set_script("breaks", [{"content": "y" * 100, "stream_break": {"after": 5, "times": 1}}])
     live = LiveStream()
