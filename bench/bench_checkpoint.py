@@ -37,14 +37,19 @@ async def measure(name: str, base_bytes: int) -> list[float]:
             "spec": {"taskRef": {"name": "none"}}}
     uid = client.CustomObjectsApi().create_namespaced_custom_object(*GV, "default", "taskruns", body)["metadata"]["uid"]
     store = KubeCheckpointStore(TaskRunRef(namespace="default", name=name, uid=uid), epoch=0)
+    return await timed_saves(store, base_bytes, SAMPLES)
+
+
+async def timed_saves(store: KubeCheckpointStore, base_bytes: int, samples: int) -> list[float]:
+    """Fill the run's context to `base_bytes` (5 KB tool results), then time `samples` checkpoints of a step each."""
     status = (await store.load()).model_copy(update={"phase": Phase.RUNNING})
     i = 0
-    while sum(len(m.content or "") for m in status.context_window) < base_bytes:  # 5 KB tool results
+    while sum(len(m.content or "") for m in status.context_window) < base_bytes:
         i += 1
         step(status, i, "x" * min(5000, base_bytes))
         await store.save(status)
     times = []
-    for _ in range(SAMPLES):
+    for _ in range(samples):
         i += 1
         step(status, i, "ok")
         started = time.perf_counter()

@@ -13,16 +13,15 @@ import json
 import os
 import shutil
 import sys
-import time
 
 from kubernetes import client, config
 from pydantic import SecretStr
 
 from common import GV, ROOT, quantiles, record, table
 from actors.checkpoint import KubeCheckpointStore, KubeREST
-from bench_checkpoint import step
+from bench_checkpoint import timed_saves
 from kubechain.api.runspec import ContextStore, TaskRunRef
-from kubechain.api.v1alpha1 import Phase, StoreLocation
+from kubechain.api.v1alpha1 import StoreLocation
 from harness.controlplane import LocalControlPlane
 from harness.localenv import install_crds
 from harness.postgres import LocalPostgres
@@ -50,19 +49,7 @@ async def measure(name: str, base_bytes: int, store: ContextStore | None) -> tup
     rest = CountingREST()
     checkpoints = KubeCheckpointStore(TaskRunRef(namespace="default", name=name, uid=uid), epoch=0, rest=rest,
                                       context_store=store)
-    status = (await checkpoints.load()).model_copy(update={"phase": Phase.RUNNING})
-    i = 0
-    while sum(len(m.content or "") for m in status.context_window) < base_bytes:  # 5 KB tool results
-        i += 1
-        step(status, i, "x" * min(5000, base_bytes))
-        await checkpoints.save(status)
-    times = []
-    for _ in range(SAMPLES):
-        i += 1
-        step(status, i, "ok")
-        started = time.perf_counter()
-        await checkpoints.save(status)
-        times.append(time.perf_counter() - started)
+    times = await timed_saves(checkpoints, base_bytes, SAMPLES)
     await checkpoints.close()
     await rest.close()
     return times, rest.sent

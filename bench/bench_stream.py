@@ -12,7 +12,6 @@ No timed assertions: it prints and records.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -132,7 +131,7 @@ def main() -> int:
     metrics["ratio_p99"] = metrics["cli_ms"]["p99"] / metrics["floor_ms"]["p99"]
     record("bench_stream", metrics)
     f, c = metrics["floor_ms"], metrics["cli_ms"]
-    print(f"token leaves the LLM server -> printed        p50 ms   p99 ms      n")
+    print("token leaves the LLM server -> printed        p50 ms   p99 ms      n")
     print(f"  floor (a client reading the server's SSE)  {f['p50']:7.2f}  {f['p99']:7.2f}  {f['n']:5d}")
     print(f"  kubechain follow (actor, operator, CLI)    {c['p50']:7.2f}  {c['p99']:7.2f}  {c['n']:5d}")
     print(f"  ratio                                      {metrics['ratio_p50']:7.2f}  {metrics['ratio_p99']:7.2f}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from .controlplane import (NODE_NAME, REPO_ROOT, LocalControlPlane, StartupError, free_ports, http_get, spawn,
+from .controlplane import (NODE_NAME, REPO_ROOT, LocalControlPlane, free_ports, http_get, spawn,
                            stop_process, wait_until)
 from .localenv import kubectl
 from .nodenet import NodeNetwork
