@@ -98,16 +98,17 @@ def test_a_burst_does_not_starve_another_namespace_and_priority_goes_first(stack
             kube.wait_phase(name, "Completed", timeout=120)
     b, s = runs(big), runs(small)
     first_three = sorted(b, key=lambda n: started(b[n]))[:3]
-    # The three slots went to the first three created; among them, admitted together, any order (their Running
-    # transitions are written concurrently).
-    assert sorted(first_three) == ["b0-run", "b1-run", "b2-run"]
+    # The burst filled the three slots (which three of b0..b7 depends on the order the operator created their
+    # TaskRuns in: the eight Tasks came in one apply).
+    assert len(first_three) == 3 and "urgent-run" not in first_three
     # Once slots free, the urgent run goes first, then the small namespace before the rest of the burst.
     after = sorted([*(("big", n, started(r)) for n, r in b.items() if n not in first_three),
                     *(("small", n, started(r)) for n, r in s.items())], key=lambda x: x[2])
     assert after[0][1] == "urgent-run"
-    # First come, first served alone would run all of b3..b7 before the small namespace's runs (created
-    # after them); slots shared across namespaces let both small runs in before the tail of the burst.
-    assert max(started(r) for r in s.values()) < min(started(b["b6-run"]), started(b["b7-run"]))
+    # First come, first served alone would run all five left of the burst before the small namespace's runs
+    # (created after them); slots shared across namespaces let both small runs in before its last two.
+    last_two = sorted(started(r) for n, r in b.items() if n != "urgent-run")[-2:]
+    assert max(started(r) for r in s.values()) < min(last_two)
 
 
 def test_an_llms_max_concurrent_runs_queues_its_runs_and_not_the_others(kube, stack):
@@ -121,8 +122,14 @@ def test_an_llms_max_concurrent_runs_queues_its_runs_and_not_the_others(kube, st
     kube.wait_ready("agent", "a")
     kube.wait_ready("agent", "b")
     kube.apply([task(f"t{i}", "a", f"job {i}") for i in range(3)])
-    waiting = kube.wait_for("taskrun", "t2-run", lambda o: (o.get("status") or {}).get("queuePosition") == 2)
-    assert waiting["status"]["message"] == (
+
+    second: list[dict] = []
+
+    def second_in_line() -> bool:  # which of the three it is depends on the order their TaskRuns were made
+        second[:] = [r for r in runs(kube).values() if (r.get("status") or {}).get("queuePosition") == 2]
+        return bool(second)
+    wait_until(second_in_line, timeout=60, what="a run second in the queue")
+    assert second[0]["status"]["message"] == (
         "Queued: position 2 of 2 (LLM one limit: 1 of 1 running (maxConcurrentRuns))")
     kube.apply([task("other", "b", "not behind them")])
     kube.wait_phase("other-run", "Completed", timeout=30)
