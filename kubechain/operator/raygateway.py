@@ -135,6 +135,7 @@ class RayGateway:
         self._lost = False
         self._standbys: list[tuple[str, Any]] = []  # warm actors holding no run: (name, handle)
         self._idle_since: dict[str, float] = {}  # monotonic time each pooled actor came back (lingering ones end)
+        self._trimming = False  # a trim timer is set
         self._pooled = False  # the standbys were adopted (connect(pool=True)) on this connection
 
     def connect(self, pool: bool = True) -> None:
@@ -247,23 +248,37 @@ class RayGateway:
             self._standbys.append((name, handle))
             self._returned_at = self._idle_since[name] = time.monotonic()
         if surplus:
-            trim = threading.Timer(self.settings.standby_linger_seconds, self._trim)
-            trim.daemon = True
-            trim.start()
+            self._trim_in(self.settings.standby_linger_seconds)
+
+    def _trim_in(self, seconds: float) -> None:
+        """One trim timer at a time (a burst returns hundreds of actors: not a thread each)."""
+        with self._lock:
+            if self._trimming:
+                return
+            self._trimming = True
+        trim = threading.Timer(seconds, self._trim)
+        trim.daemon = True
+        trim.start()
 
     def _trim(self) -> None:
-        """End the pooled actors beyond `standby_actors` that stayed idle for `standby_linger_seconds`."""
+        """End the pooled actors beyond `standby_actors` that stayed idle for `standby_linger_seconds`; come back
+        when the next one's time is up, while there are such actors."""
         import ray
 
-        now, ended = time.monotonic(), []
+        now, ended, next_in = time.monotonic(), [], None
         with self._lock:
+            self._trimming = False
             while len(self._standbys) > self.settings.standby_actors:
                 oldest = min(self._standbys, key=lambda s: self._idle_since.get(s[0], 0.0))
-                if now - self._idle_since.get(oldest[0], 0.0) < self.settings.standby_linger_seconds:
+                idle = now - self._idle_since.get(oldest[0], 0.0)
+                if idle < self.settings.standby_linger_seconds:
+                    next_in = self.settings.standby_linger_seconds - idle
                     break
                 self._standbys.remove(oldest)
                 self._idle_since.pop(oldest[0], None)
                 ended.append(oldest[1])
+        if next_in is not None:
+            self._trim_in(next_in)
         for handle in ended:
             try:
                 ray.kill(handle)
