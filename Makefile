@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint crds bench k8s node prometheus redis postgres chromium mcp-servers clean help \
+.PHONY: demo test unit integration lint crds bench k8s node image prometheus redis postgres chromium mcp-servers clean help \
         kind-up docker-build kind-load deploy-kuberay deploy deploy-samples deploy-otel deploy-ui undeploy kind-down e2e-kind
 
 help:
@@ -32,6 +32,13 @@ k8s:
 # built here as OCI archives. Running the node needs root (tests/integration/test_tools.py skips without).
 node:
 	hack/node.sh >/dev/null
+
+# The operator's image without Docker or a registry (hack/image.sh): kuberay/Dockerfile built with buildah on a Ray
+# base made from Debian's packages (debootstrap + ray 2.60 from PyPI, built once, cached in ~/.cache/kubechain/images),
+# as an OCI archive the image test (tests/integration/test_image.py) loads into a real node. Rebuilt when the
+# checkout changes (a couple of minutes); the base takes ~5 more on a fresh machine.
+image:
+	hack/image.sh >/dev/null
 
 # The Prometheus server the metrics tests query (Debian's package; its service is not started)
 # The MCP servers the tests talk to: `mcp-server-time` comes with the dev extras (PyPI); server-everything (npm,
@@ -79,10 +86,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: $(STAMP) node k8s prometheus redis postgres chromium mcp-servers
+integration: $(STAMP) node image k8s prometheus redis postgres chromium mcp-servers
 	$(VENV)/bin/pytest tests/integration -q
 
-test: $(STAMP) node k8s prometheus redis postgres chromium mcp-servers lint
+test: $(STAMP) node image k8s prometheus redis postgres chromium mcp-servers lint
 	$(VENV)/bin/pytest tests -q
 
 demo: $(STAMP) k8s

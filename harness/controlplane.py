@@ -43,6 +43,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BINARIES_SCRIPT = REPO_ROOT / "hack" / "k8s-binaries.sh"
 # serviceaccount: each namespace's `default` account, which the ServiceAccount admission plugin requires of a pod
 CONTROLLERS = "garbagecollector,namespace,serviceaccount,serviceaccount-token,job,nodelifecycle"
+# What a cluster that runs Deployments adds (LocalControlPlane(workloads=True), the image test's): their ReplicaSets'
+# pods, and the Endpoints (the apiserver's webhook calls) and EndpointSlices (kube-proxy) of their Services.
+WORKLOAD_CONTROLLERS = "deployment,replicaset,endpoint,endpointslice"
 NODE_NAME = "kubechain-node"  # the one node harness/node.py joins
 # The node's components, each as the user its bootstrap ClusterRoleBinding (or harness/node.py's) names
 COMPONENT_USERS = {"kubelet": (f"system:node:{NODE_NAME}", "system:nodes"), "kube-proxy": ("system:kube-proxy", ""),
@@ -244,9 +247,13 @@ def kubeconfig_dict(server: str, user: str, token: str | None, ca: Path | None) 
 class LocalControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on free loopback ports in `workdir`."""
 
-    def __init__(self, workdir: Path, binaries: Path | None = None) -> None:
+    def __init__(self, workdir: Path, binaries: Path | None = None, workloads: bool = False) -> None:
+        """`workloads`: also run Deployments (WORKLOAD_CONTROLLERS) and call webhooks at their Services' endpoints
+        (--enable-aggregator-routing: the apiserver runs on the host, where no kube-proxy makes ClusterIPs work;
+        harness/node.py routes the host to the pods)."""
         self.workdir = Path(workdir).resolve()
         self.binaries = binaries
+        self.workloads = workloads
         self.kubeconfig = self.workdir / "kubeconfig"
         self.restricted_kubeconfig = self.workdir / "restricted.kubeconfig"
         # Where the apiserver is, with no credentials: what the Ray workers get (their own identity has no rights).
@@ -367,7 +374,8 @@ class LocalControlPlane:
             "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
             # how it reaches a node's kubelet (logs, exec), once one joins
             f"--kubelet-client-certificate={self.kubelet_pki.cert}", f"--kubelet-client-key={self.kubelet_pki.key}",
-            "--kubelet-preferred-address-types=InternalIP"])
+            "--kubelet-preferred-address-types=InternalIP",
+            *(["--enable-aggregator-routing=true"] if self.workloads else [])])
         self._wait(lambda: http_get(f"{self.server}/readyz", self.admin_token)[0] == 200,
                    deadline, "kube-apiserver /readyz")
         ns = f"{self.server}/api/v1/namespaces/default"
@@ -378,7 +386,7 @@ class LocalControlPlane:
         w = self.workdir
         self._run("kube-controller-manager", [
             str(bins / "kube-controller-manager"), f"--kubeconfig={self.kubeconfig}",
-            f"--controllers={CONTROLLERS}", f"--service-account-private-key-file={w / 'sa.key'}",
+            f"--controllers={CONTROLLERS}" + (f",{WORKLOAD_CONTROLLERS}" if self.workloads else ""), f"--service-account-private-key-file={w / 'sa.key'}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={port}",
             # 1.20 still opens an insecure port (10252) by default: parallel sessions collide.
             "--port=0", f"--cert-dir={w / 'kcm-certs'}",

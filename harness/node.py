@@ -125,6 +125,7 @@ class LocalNode:
             self.net.create()
             self.apiserver = self._advertised_apiserver()
             self.net.route_to(self.apiserver[0])
+            self.net.route_host_to_pods()
             self._run("apiserver-forward", self.net.forward_apiserver(*self.apiserver))
             self._start_containerd(deadline)
             for image in (PAUSE_IMAGE, BUSYBOX_IMAGE):
@@ -137,10 +138,10 @@ class LocalNode:
             self.stop()
             raise
 
-    def ctr(self, *args: str) -> str:
+    def ctr(self, *args: str, timeout: float = 120) -> str:
         """`ctr` against this node's containerd, in the kubelet's namespace."""
         return subprocess.run(["ctr", f"--address={self.socket}", "--namespace=k8s.io", *args], check=True,
-                              capture_output=True, text=True, timeout=120).stdout
+                              capture_output=True, text=True, timeout=timeout).stdout
 
     def stop(self) -> None:
         """Delete the node's pods (the kubelet stops them and tears their networks down), then stop the processes,

@@ -48,6 +48,7 @@ class NodeNetwork:
         self.host_ip, self.node_ip = str(base + 1), str(base + 2)
         self.pods = ipaddress.ip_network(f"{base + 128}/25")
         self._rules: list[list[str]] = []
+        self._host_routes: list[str] = []
 
     def create(self) -> None:
         _ip("netns", "add", self.netns)
@@ -64,6 +65,12 @@ class NodeNetwork:
         nothing)."""
         _ip("-n", self.netns, "route", "add", f"{address}/32", "via", self.host_ip)
 
+    def route_host_to_pods(self) -> None:
+        """A host route to this node's pods (only these addresses: no other session's): the apiserver then calls
+        webhooks at their pods' addresses (--enable-aggregator-routing), and a test reaches a pod directly."""
+        _ip("route", "add", str(self.pods), "via", self.node_ip, "dev", self.host_if)
+        self._host_routes.append(str(self.pods))
+
     def wrap(self, cmd: list[str]) -> list[str]:
         """`cmd` run in the node's network namespace (only: it shares the host's mounts, cgroups and pids)."""
         return ["nsenter", f"--net=/var/run/netns/{self.netns}", "--", *cmd]
@@ -78,6 +85,8 @@ class NodeNetwork:
 
     def remove(self) -> None:
         """The host's rule, then the namespace (its veth, bridge and rules go with it). Idempotent."""
+        while self._host_routes:
+            subprocess.run(["ip", "route", "delete", self._host_routes.pop()], capture_output=True, check=False)
         while self._rules:
             subprocess.run(["iptables", "-t", "nat", "-D", *self._rules.pop()], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)

@@ -92,6 +92,11 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(kube, stack, kuberay
     assert budgets == {"kubechain-operator": {"minAvailable": 1, "selector": operator["spec"]["selector"]},
                        "kubechain-webhooks": {"minAvailable": 1, "selector": webhooks["spec"]["selector"]}}
     [raycluster] = [o for o in objects if o["kind"] == "RayCluster"]
+    # No pod of ours gets the namespace's Services as KUBECHAIN_*_PORT variables (kubechain-ui's would read as a
+    # setting: test_image.py found it): every pod template opts out of service links.
+    templates = [o["spec"]["template"] for o in objects if o["kind"] == "Deployment"] + [
+        raycluster["spec"]["headGroupSpec"]["template"], *(g["template"] for g in raycluster["spec"]["workerGroupSpecs"])]
+    assert [t["spec"].get("enableServiceLinks") for t in templates] == [False] * len(templates)
     assert raycluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert raycluster["spec"]["authOptions"] == {"mode": "token", "secretName": "kubechain-ray-token"}
     # KubeRay's schema really is in force: a typo is refused.
