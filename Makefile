@@ -37,8 +37,8 @@ node:
 # base made from Debian's packages (debootstrap + ray 2.60 from PyPI, built once, cached in ~/.cache/kubechain/images),
 # as an OCI archive the image test (tests/integration/test_image.py) loads into a real node. Rebuilt when the
 # checkout changes (a couple of minutes); the base takes ~5 more on a fresh machine.
-image:
-	hack/image.sh >/dev/null
+image: $(STAMP)
+	PYTHON=$(PY) hack/image.sh >/dev/null
 
 # The Prometheus server the metrics tests query (Debian's package; its service is not started)
 # The MCP servers the tests talk to: `mcp-server-time` comes with the dev extras (PyPI); server-everything (npm,

@@ -51,7 +51,8 @@ save() { bah push -q "$1" "oci-archive:$2.part:$1" && mv "$2.part" "$2"; }
 wheels="$CACHE/wheelhouse"
 mkdir -p "$wheels"
 reqs="$work/requirements.txt"
-"${PYTHON:-python3}" - "$REPO/pyproject.toml" >"$reqs" <<'EOF'
+PYTHON="${PYTHON:-python3}"  # one with pip (the Makefile passes the dev virtualenv's)
+"$PYTHON" - "$REPO/pyproject.toml" >"$reqs" <<'EOF'
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))
 print("\n".join([*project["project"]["dependencies"], *project["build-system"]["requires"], "wheel"]))
@@ -59,7 +60,7 @@ EOF
 echo "ray[default]==$RAY_VERSION" >>"$reqs"
 for pkg in $MCP_PIP_PACKAGES; do echo "$pkg" >>"$reqs"; done
 log "wheelhouse: $(wc -l <"$reqs") requirements"
-pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+"$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform linux_x86_64 -d "$wheels" -r "$reqs" >"$work/pip.log" 2>&1 \
   || { grep -v " is ignored: " "$work/pip.log" | tail -20 >&2; log "pip download failed"; exit 1; }
 

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -39,7 +40,7 @@ def image() -> tuple[Path, str]:
     if os.geteuid() != 0:
         pytest.skip("building images and running a node needs root")
     built = subprocess.run([str(REPO / "hack" / "image.sh")], capture_output=True, text=True, timeout=3600,
-                           check=False)
+                           env={**os.environ, "PYTHON": sys.executable}, check=False)
     assert built.returncode == 0, built.stderr[-3000:]
     archive = Path(built.stdout.strip().splitlines()[-1])
     return archive, "localhost/kubechain:" + archive.stem.removeprefix("localhost_kubechain_")
