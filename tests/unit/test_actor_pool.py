@@ -172,7 +172,7 @@ def test_actors_beyond_the_pool_linger_for_queued_runs_then_end(monkeypatch):
         time.sleep(0.05)
     time.sleep(0.5)  # another trim would have ended another by now
     assert taken is handles[0] and len(killed) == 1 and killed[0] is not taken
-    assert len(gateway._standbys) == 1  # the pool's size again
+    assert gateway.pool.idle() == 1  # the pool's size again
 
     killed.clear()
     gateway, handles = pool(linger=0)
