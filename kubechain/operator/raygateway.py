@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import KubeCredentials, RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import ActorRef, MCPServer, MCPServerStatus
+from kubechain.core.actorline import Waiter
 from kubechain.core.naming import actor_name
 from kubechain.operator.actorpool import STANDBY_PREFIX, ActorPool
 from kubechain.operator.settings import RaySettings
@@ -39,7 +40,7 @@ class ActorUnresponsive(Exception):
 
 class ActorGateway(Protocol):
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None: ...
-    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
+    def create(self, spec: RunSpec, waiter: Waiter | None = None) -> tuple[Any, ActorRef]: ...
     def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
     async def wait(self, run: Any, handle: Any = None) -> str: ...
     def recycle(self, name: str, handle: Any) -> None: ...
@@ -159,6 +160,7 @@ class RayGateway:
                  log_to_driver=False, configure_logging=False)
         if not self._endpoint:
             self._endpoint = ray.get_runtime_context().gcs_address
+        self.pool.bound(ray.cluster_resources().get("CPU", 1))
         log.info("connected to Ray at %s", self.settings.address)
 
     def find(self, ref: TaskRunRef, name: str | None = None, pool: bool = True) -> Any | None:
@@ -175,16 +177,25 @@ class RayGateway:
             return None
         return handle if self._holds(handle, ref.uid) else None
 
-    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
-        """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and
-        `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a racing
-        duplicate request finds the same actor), given its run by `join` too."""
+    def create(self, spec: RunSpec, waiter: Waiter | None = None) -> tuple[Any, ActorRef]:
+        """An actor for the run, `waiter` its granted place in the actor line (actorpool.py `ask`; None: asks now,
+        and raises RayUnavailable if it would wait). With a pool (`standby_actors`): a pooled one, warm if one was
+        free, and `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a
+        racing duplicate request finds the same actor), given its run by `join` too."""
         self._connect_or_raise()
-        if self.pool.enabled:
-            name, handle = self.pool.take()
-        else:
-            name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
-            handle = self._new_actor(name, pooled=False)
+        if waiter is None and not (waiter := self.pool.ask(spec.taskrun.namespace, 0, lambda: None)).granted:
+            self.pool.withdraw(waiter)
+            raise RayUnavailable("every actor start is taken (KUBECHAIN_MAX_ACTOR_STARTS)")
+        if (taken := self.pool.take(waiter)) is not None:
+            name, handle = taken
+        else:  # a start slot: the pool's watch frees it once the actor answers
+            own = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
+            try:
+                name, handle = self.pool.new_standby() if self.pool.enabled else (own, self._new_actor(own, False))
+            except RayUnavailable:
+                self.pool.start_ended()
+                raise
+            self.pool.watch_start(handle)
         return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
                                 restarts=max(spec.epoch - 1, 0))
 
