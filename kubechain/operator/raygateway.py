@@ -182,7 +182,12 @@ class RayGateway:
         and raises RayUnavailable if it would wait). With a pool (`standby_actors`): a pooled one, warm if one was
         free, and `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a
         racing duplicate request finds the same actor), given its run by `join` too."""
-        self._connect_or_raise()
+        try:
+            self._connect_or_raise()
+        except RayUnavailable:
+            if waiter is not None:
+                self.pool.withdraw(waiter)  # what it was granted goes on: this run will ask again
+            raise
         if waiter is None and not (waiter := self.pool.ask(spec.taskrun.namespace, 0, lambda: None)).granted:
             self.pool.withdraw(waiter)
             raise RayUnavailable("every actor start is taken (KUBECHAIN_MAX_ACTOR_STARTS)")

@@ -60,7 +60,7 @@ def waited(kube, name: str) -> float:
     running = next(p for p in run["status"]["phaseHistory"] if p["phase"] == "Running")
     [started] = [e for e in kube.events(name) if e["reason"] == "ActorStarted"]
     at = started.get("eventTime") or started.get("firstTimestamp") or started["lastTimestamp"]
-    return (parse_rfc3339(at) - parse_rfc3339(running["at"])).total_seconds()
+    return (parse_rfc3339(at) - parse_rfc3339(running["time"])).total_seconds()
 
 
 def test_no_more_actor_processes_start_at_once_than_allowed_and_the_runs_beyond_say_why_they_wait(kube, stack):
