@@ -48,8 +48,8 @@ class RaySettings:
     (the new actor answered a ping); handed over directly, higher priority first, then round the namespaces,
     then first come, first served (kubechain/core/actorline.py). A burst's first wave then starts a few processes
     quickly instead of dozens slowly, and the ended runs' actors serve the rest. 0 (default): the Ray cluster's
-    CPUs when the operator connects (bench/bench_scale.py on a 2-CPU node: with 8 the apiserver starved and the
-    leader lost its Lease 40 s into a 300-Task burst; with 2 it kept it)."""
+    CPUs when the operator connects (bench/bench_scale.py on a 2-CPU node, quiet: with 8 the apiserver starved and
+    the leader lost its Lease 40 s into a 300-Task burst; with 2 it kept it)."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
     """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once), and
     pings the actor."""
