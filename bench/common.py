@@ -64,7 +64,16 @@ def create_tasks(kubeconfig: str, namespace: str, agent: str, count: int, client
             body = {"apiVersion": API, "kind": "Task", "metadata": {"name": f"t{i}"},
                     "spec": {"agentRef": {"name": agent}, "userInput": f"task {i}"}}
             t0 = time.perf_counter()
-            api.create_namespaced_custom_object(*GV, namespace, "tasks", body)
+            for attempt in range(10):  # as a client does: a refusal for load (429, 5xx) is tried again
+                try:
+                    api.create_namespaced_custom_object(*GV, namespace, "tasks", body)
+                    break
+                except client.ApiException as exc:
+                    if exc.status == 409 and attempt:  # an earlier attempt was created after all
+                        break
+                    if exc.status not in (429, 500, 503, 504) or attempt == 9:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
             latencies.append(time.perf_counter() - t0)
 
     threads = [threading.Thread(target=work) for _ in range(clients)]

@@ -7,7 +7,7 @@ from kubechain.api.v1alpha1 import API_VERSION, Budget, RunLimits, RunTemplate, 
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core.naming import (ACTOR_ACCOUNT, ANNOTATION_CALL_KEY, ANNOTATION_SCHEDULED_AT, ANNOTATION_TOOL_CALL,
                                    LABEL_AGENT, LABEL_MANAGED_BY, LABEL_PARENT_UID, LABEL_ROOT_UID, LABEL_SCHEDULE,
-                                   LABEL_TASK, LABEL_TASKRUN, LABEL_TASKRUN_UID, MANAGER, taskrun_name)
+                                   FINALIZER, LABEL_TASK, LABEL_TASKRUN, LABEL_TASKRUN_UID, MANAGER, taskrun_name)
 
 
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def taskrun_for_task(namespace: str, task_name: str, task_uid: str, agent_name: 
     """The TaskRun a Task launches, owned by the Task so deleting the Task deletes the run."""
     return {
         "apiVersion": API_VERSION, "kind": "TaskRun",
-        "metadata": {"name": taskrun_name(task_name), "namespace": namespace,
+        "metadata": {"name": taskrun_name(task_name), "namespace": namespace, "finalizers": [FINALIZER],
                      "labels": {LABEL_TASK: task_name, LABEL_AGENT: agent_name},
                      "ownerReferences": [owner_reference("Task", task_name, task_uid)]},
         "spec": {"taskRef": {"name": task_name}, **_limits(limits)},
@@ -37,7 +37,7 @@ def scheduled_taskrun(namespace: str, schedule: str, schedule_uid: str, template
     time (a second attempt finds the first)."""
     return {
         "apiVersion": API_VERSION, "kind": "TaskRun",
-        "metadata": {"name": name, "namespace": namespace,
+        "metadata": {"name": name, "namespace": namespace, "finalizers": [FINALIZER],
                      "labels": {LABEL_SCHEDULE: schedule, LABEL_AGENT: template.agent_ref.name},
                      "annotations": {ANNOTATION_SCHEDULED_AT: due},
                      "ownerReferences": [owner_reference("TaskSchedule", schedule, schedule_uid)]},
@@ -65,7 +65,7 @@ def child_taskrun(namespace: str, parent_name: str, parent_uid: str, parent: Tas
     root = (parent.parent.root_uid or parent.parent.uid) if parent.parent else parent_uid
     return {
         "apiVersion": API_VERSION, "kind": "TaskRun",
-        "metadata": {"name": record.child_run, "namespace": namespace,
+        "metadata": {"name": record.child_run, "namespace": namespace, "finalizers": [FINALIZER],
                      "labels": {LABEL_AGENT: record.delegated_to, LABEL_PARENT_UID: parent_uid, LABEL_ROOT_UID: root},
                      "annotations": {ANNOTATION_TOOL_CALL: record.id, ANNOTATION_CALL_KEY: record.key},
                      "ownerReferences": [owner_reference("TaskRun", parent_name, parent_uid)]},

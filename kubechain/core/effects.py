@@ -118,7 +118,8 @@ class PrepareActor:
 
 @dataclass(frozen=True)
 class CreateActor:
-    """Create (or take from the pool) the actor for `spec`: answers ActorCreated, or RayDown."""
+    """Create (or take from the pool) the actor for `spec`: answers ActorCreated, ActorQueued (it waits in the actor
+    line: asked again, it waits on in its place), or RayDown."""
     spec: RunSpec = field(hash=False)
 
 

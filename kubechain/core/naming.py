@@ -22,6 +22,10 @@ LABEL_SCHEDULE = f"{GROUP}/schedule"  # on a TaskSchedule's runs: the schedule
 ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"  # ... and the due time the run is for (RFC 3339)
 ACTOR_ACCOUNT = "kubechain-actor"  # per namespace: the ServiceAccount (and RoleBinding) of its TaskRun actors
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# kopf's finalizer (operator/main.py): on every TaskRun with a daemon or timer, i.e. all of them. The runs the operator
+# creates carry it from the start: kopf would add it with a JSON patch that tests the resourceVersion, and in a burst
+# that test failed (422) whenever the run's status was written first, each failure a request and another cycle.
+FINALIZER = f"{GROUP}/finalizer"
 MANAGER = "kubechain"
 
 

@@ -81,6 +81,14 @@ class ActorCreated:
 
 
 @dataclass(frozen=True)
+class ActorQueued:
+    """No pooled actor is free and every actor start is taken (KUBECHAIN_MAX_ACTOR_STARTS, `limit`): the run keeps
+    its place in the actor line (kubechain/core/actorline.py) for an ended run's actor or a start slot."""
+    spec: RunSpec = field(hash=False)
+    limit: int = 1
+
+
+@dataclass(frozen=True)
 class ActorReturned:
     """The joined actor's run returned (the status says whether the run ended)."""
 
@@ -112,8 +120,8 @@ class CannotStart:
     final: Reason | None = None
 
 
-ActorFact = (ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorReturned | ActorLost | ActorWedged | RayDown
-             | CannotStart)
+ActorFact = (ActorAbsent | ActorFound | ActorPrepared | ActorCreated | ActorQueued | ActorReturned | ActorLost
+             | ActorWedged | RayDown | CannotStart)
 FAILURES = (ActorLost, ActorWedged, RayDown, CannotStart)
 
 

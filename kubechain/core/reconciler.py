@@ -9,7 +9,7 @@ Who asks (`Trigger`), and what each one owns, is the operator's half of kubechai
 - CLOCK (a daemon of every started run): Timeout, expired approvals, deletion after ttlSecondsAfterFinished.
 - SUPERVISOR (a daemon of every Running run): exactly one actor on the run. Its rounds are facts that the
   effects answer: look -> ActorAbsent -> PrepareActor -> ActorPrepared -> (epoch raised) CreateActor ->
-  ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | ActorWedged | RayDown -> look again.
+  [ActorQueued -> (said) CreateActor ->] ActorCreated -> (actor recorded) JoinActor -> ActorReturned | ActorLost | ActorWedged | RayDown -> look again.
   A found actor (an operator restart, a clean return) is joined, never replaced.
 
 Nothing here reads the clock, the network or the process: every input is in `Observed`, every output in the
@@ -34,8 +34,9 @@ from .lifecycle import (Gathered, JobOutcome, Stop, context_drop_at, deletion_at
                         next_deadline, stop_for)
 from .naming import LABEL_AGENT, LABEL_FORKED_FROM, actor_name
 from .run_conditions import context_store_available, llm_available, ray_available, responses_valid, succeeded
+from .actorline import WAITING, waiting_message
 from .observation import (FAILURES, ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                          ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
+                          ActorQueued, ActorReturned, ActorWedged, Admitted, CannotStart, Decision, InQueue, Observed, RayDown,
                           Trigger)
 
 CLOCK_SECONDS = 5.0        # the longest the clock sleeps before it looks at the run again
@@ -201,6 +202,7 @@ def _running(seen: Observed, now: datetime) -> Decision:
     actor owns every edge out of Running). Each fact is one round:
       absent   -> prepare a RunSpec at epoch+1 (with the inputs of calls that waited, for a resumed run)
       prepared -> write the raised epoch (fencing out any older actor), then create the actor
+      queued   -> say once why it waits (every start taken, no pooled actor free), wait on in the actor line
       created  -> record the actor (a pooled one is found again by this name), then give it the run
       found    -> join the live actor's run
       returned -> look again soon;  lost -> Event, look again (or CrashLoop);  Ray down -> condition, Event,
@@ -224,8 +226,12 @@ def _running(seen: Observed, now: datetime) -> Decision:
         case ActorPrepared(spec=spec):
             # guarded: over the resourceVersion the epoch was read at, so two supervisors never both hold N+1
             return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),), guarded=True)
+        case ActorQueued(spec=spec, limit=limit):
+            return Decision(_said(status, waiting_message(limit)), (do.CreateActor(spec),))
         case ActorCreated(ref=ref, spec=spec):
             reason, restored = _start_kind(status, spec.epoch)
+            if status.message.startswith(WAITING):  # it waited in the actor line: no longer
+                status = _said(status, f"actor {ref.name} (epoch {spec.epoch}): {restored}")
             recorded = ray_available(unblocked(status, now).model_copy(update={"actor": ref}), now, True)
             recovery = (do.CountRecovery(),) if reason is Reason.ACTOR_RESTARTED else ()
             return Decision(recorded, (do.PostEvent("Normal", reason, f"actor {ref.name} (epoch {spec.epoch}): {restored}"),

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from kubechain.api.v1alpha1 import GROUP
+from kubechain.core.naming import FINALIZER
 from kubechain.runtime import tracing
 
 from . import contextstore, metrics
@@ -29,7 +30,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Keep kopf's bookkeeping in annotations under our own prefix, and status for our fields only.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER  # the TaskRuns the operator creates carry it already (naming.py)
     settings.posting.level = logging.WARNING  # Events are posted deliberately (kopf.info/kopf.event), not per log line
     settings.batching.batch_window = 0.01  # react to a watch event within ~10 ms, not kopf's default 100 ms
     # The Kubernetes and Ray clients block: their calls run in the loop's default executor, and a burst keeps

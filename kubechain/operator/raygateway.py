@@ -11,18 +11,18 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
 from kubechain.api.codetools import CodeToolPolicy
 from kubechain.api.runspec import KubeCredentials, RunSpec, TaskRunRef
 from kubechain.api.v1alpha1 import ActorRef, MCPServer, MCPServerStatus
+from kubechain.core.actorline import Waiter
 from kubechain.core.naming import actor_name
+from kubechain.operator.actorpool import STANDBY_PREFIX, ActorPool
 from kubechain.operator.settings import RaySettings
 
 log = logging.getLogger(__name__)
-STANDBY_PREFIX = "kubechain-standby-"
 DISCOVERY_START_SECONDS = 60  # what a discovery task may take beyond its server's own limits: a worker's start
 
 
@@ -40,7 +40,7 @@ class ActorUnresponsive(Exception):
 
 class ActorGateway(Protocol):
     def find(self, ref: TaskRunRef, name: str | None = None) -> Any | None: ...
-    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]: ...
+    def create(self, spec: RunSpec, waiter: Waiter | None = None) -> tuple[Any, ActorRef]: ...
     def join(self, handle: Any, spec: RunSpec | None = None) -> Any: ...
     async def wait(self, run: Any, handle: Any = None) -> str: ...
     def recycle(self, name: str, handle: Any) -> None: ...
@@ -125,18 +125,13 @@ class RayGateway:
     def __init__(self, settings: RaySettings):
         self.settings = settings
         self._lock = threading.Lock()
-        self._refilling = threading.Lock()
         self._probed: tuple[float, bool] = (0.0, False)  # (monotonic time, reachable) of the last probe
-        self._returned_at = 0.0  # monotonic time an ended run's actor last came back to the pool
         self._actor_class = None
         self._discovery = None  # the stdio MCP discovery task (a Ray remote function), once asked for
         address = settings.address.removeprefix("ray://")
         self._endpoint = address if ":" in address else ""  # what reachable() probes; `auto` learns it on connect
         self._lost = False
-        self._standbys: list[tuple[str, Any]] = []  # warm actors holding no run: (name, handle)
-        self._idle_since: dict[str, float] = {}  # monotonic time each pooled actor came back (lingering ones end)
-        self._trimming = False  # a trim timer is set
-        self._pooled = False  # the standbys were adopted (connect(pool=True)) on this connection
+        self.pool = ActorPool(settings, lambda name: self._new_actor(name, pooled=True))
 
     def connect(self, pool: bool = True) -> None:
         """Connect to Ray (idempotent). `pool`: also adopt the standby actors an earlier process left and fill the
@@ -146,14 +141,14 @@ class RayGateway:
         with self._lock:
             if self._lost:  # the head went away: drop the dead session once, then connect afresh
                 ray.shutdown()
-                self._lost = self._pooled = False
+                self._lost = self.pool.adopted = False
             if not ray.is_initialized():
                 self._connect()
-            adopt = pool and bool(self.settings.standby_actors) and not self._pooled
+            adopt = pool and self.pool.enabled and not self.pool.adopted
             if adopt:
-                self._standbys, self._pooled = self._adopt_standbys(), True
+                self.pool.adopt()
         if adopt:
-            self._refill()
+            self.pool.refill()
 
     def _connect(self) -> None:
         import ray
@@ -165,6 +160,7 @@ class RayGateway:
                  log_to_driver=False, configure_logging=False)
         if not self._endpoint:
             self._endpoint = ray.get_runtime_context().gcs_address
+        self.pool.bound(ray.cluster_resources().get("CPU", 1))
         log.info("connected to Ray at %s", self.settings.address)
 
     def find(self, ref: TaskRunRef, name: str | None = None, pool: bool = True) -> Any | None:
@@ -181,23 +177,30 @@ class RayGateway:
             return None
         return handle if self._holds(handle, ref.uid) else None
 
-    def create(self, spec: RunSpec) -> tuple[Any, ActorRef]:
-        """An actor for the run. With a pool (`standby_actors`): a pooled one, warm if there is one, and
-        `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a racing
-        duplicate request finds the same actor), given its run by `join` too."""
-        self._connect_or_raise()
-        if self.settings.standby_actors:
-            with self._lock:
-                taken = self._standbys.pop(0) if self._standbys else None
-                if taken is not None:
-                    self._idle_since.pop(taken[0], None)
-            refill = threading.Timer(self.settings.standby_refill_seconds, self._refill)
-            refill.daemon = True
-            refill.start()
-            name, handle = taken or self._new_standby()
-        else:
-            name = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
-            handle = self._new_actor(name, pooled=False)
+    def create(self, spec: RunSpec, waiter: Waiter | None = None) -> tuple[Any, ActorRef]:
+        """An actor for the run, `waiter` its granted place in the actor line (actorpool.py `ask`; None: asks now,
+        and raises RayUnavailable if it would wait). With a pool (`standby_actors`): a pooled one, warm if one was
+        free, and `join(handle, spec)` gives it the run. Without: a new one named after the run (get_if_exists: a
+        racing duplicate request finds the same actor), given its run by `join` too."""
+        try:
+            self._connect_or_raise()
+        except RayUnavailable:
+            if waiter is not None:
+                self.pool.withdraw(waiter)  # what it was granted goes on: this run will ask again
+            raise
+        if waiter is None and not (waiter := self.pool.ask(spec.taskrun.namespace, 0, lambda: None)).granted:
+            self.pool.withdraw(waiter)
+            raise RayUnavailable("every actor start is taken (KUBECHAIN_MAX_ACTOR_STARTS)")
+        if (taken := self.pool.take(waiter)) is not None:
+            name, handle = taken
+        else:  # a start slot: the pool's watch frees it once the actor answers
+            own = actor_name(spec.taskrun.namespace, spec.taskrun.name, spec.taskrun.uid)
+            try:
+                name, handle = self.pool.new_standby() if self.pool.enabled else (own, self._new_actor(own, False))
+            except RayUnavailable:
+                self.pool.start_ended()
+                raise
+            self.pool.watch_start(handle)
         return handle, ActorRef(name=name, namespace=self.settings.namespace, id=handle._actor_id.hex(),
                                 restarts=max(spec.epoch - 1, 0))
 
@@ -227,82 +230,8 @@ class RayGateway:
         ray.get(handle.renew.remote(uid, kube), timeout=10)
 
     def recycle(self, name: str, handle: Any) -> None:
-        """A pooled actor whose run has ended goes back to the pool. Beyond `standby_actors` it lingers there for
-        `standby_linger_seconds` (a burst's queued runs take it instead of starting a process each, ~1 s of CPU),
-        then ends, as a thread pool's threads above its core size do."""
-        import ray
-
-        if not name.startswith(STANDBY_PREFIX):
-            return  # named after its run: it ends with it
-        surplus = len(self._standbys) >= self.settings.standby_actors
-        try:
-            if surplus and self.settings.standby_linger_seconds <= 0:
-                ray.kill(handle)
-                return
-            if not ray.get(handle.recycle.remote(), timeout=10):
-                return
-        except Exception as exc:  # gone, or stuck (then it ends itself once its grace is over)
-            log.info("actor %s not recycled: %s", name, exc)
-            return
-        with self._lock:
-            self._standbys.append((name, handle))
-            self._returned_at = self._idle_since[name] = time.monotonic()
-        if surplus:
-            self._trim_in(self.settings.standby_linger_seconds)
-
-    def _trim_in(self, seconds: float) -> None:
-        """One trim timer at a time (a burst returns hundreds of actors: not a thread each)."""
-        with self._lock:
-            if self._trimming:
-                return
-            self._trimming = True
-        trim = threading.Timer(seconds, self._trim)
-        trim.daemon = True
-        trim.start()
-
-    def _trim(self) -> None:
-        """End the pooled actors beyond `standby_actors` that stayed idle for `standby_linger_seconds`; come back
-        when the next one's time is up, while there are such actors."""
-        import ray
-
-        now, ended, next_in = time.monotonic(), [], None
-        with self._lock:
-            self._trimming = False
-            while len(self._standbys) > self.settings.standby_actors:
-                oldest = min(self._standbys, key=lambda s: self._idle_since.get(s[0], 0.0))
-                idle = now - self._idle_since.get(oldest[0], 0.0)
-                if idle < self.settings.standby_linger_seconds:
-                    next_in = self.settings.standby_linger_seconds - idle
-                    break
-                self._standbys.remove(oldest)
-                self._idle_since.pop(oldest[0], None)
-                ended.append(oldest[1])
-        if next_in is not None:
-            self._trim_in(next_in)
-        for handle in ended:
-            try:
-                ray.kill(handle)
-            except Exception as exc:  # gone already
-                log.info("lingering actor not ended: %s", exc)
-
-    def _refill(self) -> None:
-        """Top the pool up to `standby_actors` warm actors (a new run's actor then skips a worker process start,
-        ~1 s), without holding the gateway's lock: creating an actor can take seconds on a busy Ray, and every
-        find and create would wait for it."""
-        if time.monotonic() - self._returned_at < self.settings.standby_refill_seconds:
-            return  # ended runs' actors are coming back: they refill the pool
-        try:
-            with self._refilling:
-                while len(self._standbys) < self.settings.standby_actors:
-                    standby = self._new_standby()
-                    with self._lock:
-                        self._standbys.append(standby)
-        except Exception as exc:  # Ray away: the next run's create tries again
-            log.info("standby actors not refilled: %s", exc)
-
-    def _new_standby(self) -> tuple[str, Any]:
-        name = f"{STANDBY_PREFIX}{uuid.uuid4().hex[:12]}"
-        return name, self._new_actor(name, pooled=True)
+        """A pooled actor whose run has ended goes back to the pool (actorpool.py)."""
+        self.pool.recycle(name, handle)
 
     def _holds(self, handle: Any, uid: str | None = None) -> bool:
         """Whether a pooled actor holds run `uid` (any run, without it); an actor that cannot say is dead."""
@@ -314,23 +243,6 @@ class RayGateway:
             return True  # alive but busy: it may well hold the run
         except Exception:
             return False
-
-    def _adopt_standbys(self) -> list[tuple[str, Any]]:
-        """Standbys an earlier operator process left (detached actors outlive it), if no run holds them."""
-        import ray
-
-        found = []
-        for name in ray.util.list_named_actors():  # in our Ray namespace
-            if name.startswith(STANDBY_PREFIX):
-                try:
-                    handle = ray.get_actor(name, namespace=self.settings.namespace)
-                    if ray.get(handle.holds.remote(), timeout=10) is False:
-                        found.append((name, handle))
-                except Exception:  # gone meanwhile, or not answering: not worth keeping
-                    continue
-        for _, extra in found[self.settings.standby_actors:]:  # the pool is smaller now
-            ray.kill(extra)
-        return found[:self.settings.standby_actors]
 
     async def wait(self, run: Any, handle: Any = None) -> str:
         """The final phase the actor returns. ActorDied when its process went away first (Ray fails the

@@ -41,6 +41,15 @@ class RaySettings:
     """With a pool, how long an ended run's actor beyond `standby_actors` stays pooled for the next run before it
     ends: in a burst, queued runs take the actors of the runs that ended instead of starting a process each (~1 s
     of CPU, the burst's bottleneck on a small node). 0: such actors end at once."""
+    max_actor_starts: int = field(default_factory=lambda: int(_env("KUBECHAIN_MAX_ACTOR_STARTS", "0")))
+    """Actor processes that may start at once (a start is ~1 s of CPU, importing the openai SDK); the pool's refills
+    count too. A run that finds no free pooled actor and no free start waits in Running, saying so in
+    status.message, for whichever comes first: an ended run's actor back in the pool, or a start that finished
+    (the new actor answered a ping); handed over directly, higher priority first, then round the namespaces,
+    then first come, first served (kubechain/core/actorline.py). A burst's first wave then starts a few processes
+    quickly instead of dozens slowly, and the ended runs' actors serve the rest. 0 (default): the Ray cluster's
+    CPUs when the operator connects (bench/bench_scale.py on a 2-CPU node, quiet: with 8 the apiserver starved and
+    the leader lost its Lease 40 s into a 300-Task burst; with 2 it kept it)."""
     health_interval_seconds: float = field(default_factory=lambda: float(_env("KUBECHAIN_RAY_HEALTH_SECONDS", "2")))
     """How often a waiting supervisor checks that the Ray head still answers (a dead actor is noticed at once), and
     pings the actor."""

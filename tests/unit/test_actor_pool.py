@@ -3,6 +3,7 @@ only after its run ended, and a run's own actor ends with its run."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -172,8 +173,115 @@ def test_actors_beyond_the_pool_linger_for_queued_runs_then_end(monkeypatch):
         time.sleep(0.05)
     time.sleep(0.5)  # another trim would have ended another by now
     assert taken is handles[0] and len(killed) == 1 and killed[0] is not taken
-    assert len(gateway._standbys) == 1  # the pool's size again
+    assert gateway.pool.idle() == 1  # the pool's size again
 
     killed.clear()
     gateway, handles = pool(linger=0)
     assert killed == handles[1:]  # no linger: beyond the pool's size they end at once
+
+
+class Started:
+    """A fake Ray: the actor handles it made, and each one's first ping, answered when the test says."""
+
+    def __init__(self):
+        from concurrent.futures import Future
+
+        self.handles: list = []
+        self.Future = Future
+
+    def options(self, **options):
+        return self
+
+    def remote(self, *args, **kwargs):
+        pinged = self.Future()
+
+        class Handle:
+            _actor_id = bytes.fromhex("ff")
+            up = pinged  # the actor answers its first ping: its process started
+
+            class ping:  # noqa: N801  (Ray's method handle)
+                @staticmethod
+                def remote():
+                    return type("Ref", (), {"future": staticmethod(lambda: pinged)})()
+
+            class recycle:  # noqa: N801
+                @staticmethod
+                def remote():
+                    return True
+
+        self.handles.append(Handle())
+        return self.handles[-1]
+
+
+def gateway_of(monkeypatch, **settings):
+    import ray
+
+    from kubechain.operator.raygateway import RayGateway
+    from kubechain.operator.settings import RaySettings
+
+    monkeypatch.setattr(ray, "get", lambda ref, timeout=None: ref)
+    monkeypatch.setattr(ray, "kill", lambda handle: None)
+    gateway, ray_ = RayGateway(RaySettings(standby_refill_seconds=3600, **settings)), Started()
+    monkeypatch.setattr(gateway, "_connect_or_raise", lambda: None)
+    monkeypatch.setattr(gateway, "_remote_class", lambda: ray_)
+    return gateway, ray_
+
+
+def test_at_most_max_actor_starts_processes_start_at_once_the_next_run_waits_for_a_start_to_finish(monkeypatch):
+    from kubechain.operator.raygateway import RayUnavailable
+
+    gateway, started = gateway_of(monkeypatch, max_actor_starts=1)
+    woken: list[str] = []
+    first = gateway.pool.ask("ns", 0, lambda: woken.append("first"))
+    second = gateway.pool.ask("ns", 0, lambda: woken.append("second"))
+    assert first.granted and not second.granted
+    gateway.create(spec("u1"), first)
+    with pytest.raises(RayUnavailable, match="KUBECHAIN_MAX_ACTOR_STARTS"):
+        gateway.create(spec("u3"))  # would wait: refused rather than started
+    assert len(started.handles) == 1 and gateway.pool.starts() == (1, 1, 1)
+    started.handles[0].up.set_result(True)  # the first actor answers: its start is over
+    assert woken == ["second"] and second.granted
+    gateway.create(spec("u2"), second)
+    assert len(started.handles) == 2 and gateway.pool.starts() == (1, 1, 0)
+
+
+def test_a_waiting_run_gets_an_ended_runs_actor_handed_over_and_no_process_starts(monkeypatch):
+    from kubechain.operator.raygateway import STANDBY_PREFIX
+
+    gateway, started = gateway_of(monkeypatch, max_actor_starts=1, standby_actors=1, standby_linger_seconds=30)
+    first = gateway.pool.ask("ns", 0, lambda: None)
+    handle, ref = gateway.create(spec("u1"), first)
+    woken: list[str] = []
+    second = gateway.pool.ask("ns", 0, lambda: woken.append("second"))
+    assert ref.name.startswith(STANDBY_PREFIX) and not second.granted
+    gateway.recycle(ref.name, handle)  # the first run ended before its actor even answered a ping
+    assert woken == ["second"] and second.granted
+    taken, again = gateway.create(spec("u2"), second)
+    assert taken is handle and again.name == ref.name and len(started.handles) == 1  # no process started
+    assert gateway.pool.idle() == 0
+
+
+def test_a_start_that_never_answers_frees_its_slot_after_the_start_timeout(monkeypatch):
+    gateway, _ = gateway_of(monkeypatch, max_actor_starts=1)
+    gateway.pool.start_timeout = 0.2
+    gateway.create(spec("u1"), gateway.pool.ask("ns", 0, lambda: None))
+    waiting = gateway.pool.ask("ns", 0, lambda: None)
+    assert not waiting.granted
+    deadline = time.monotonic() + 10
+    while not waiting.granted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert waiting.granted
+
+
+def test_the_start_bound_is_the_ray_clusters_cpus_unless_set():
+    from kubechain.operator.actorpool import ActorPool
+    from kubechain.operator.settings import RaySettings
+
+    pool = ActorPool(RaySettings(max_actor_starts=0), lambda name: None)
+    pool.bound(2.0)
+    assert pool.starts()[1] == 2
+    pool.bound(0.0)
+    assert pool.starts()[1] == 1  # a head with no CPUs of its own still starts actors, one at a time
+    pool = ActorPool(RaySettings(max_actor_starts=5), lambda name: None)
+    pool.bound(2.0)
+    assert pool.starts()[1] == 5

@@ -13,7 +13,8 @@ from kubechain.api.v1alpha1.common import rfc3339
 from kubechain.api.v1alpha1.tool import ContainerExecution
 from kubechain.core import effects as do
 from kubechain.core.lifecycle import ChildOutcome, JobOutcome, enter
-from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorReturned,
+from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFound, ActorLost, ActorPrepared, ActorQueued,
+                                        ActorReturned,
                                         ActorWedged, Admitted, CannotStart, InQueue, Observed, RayDown, Seen, Target, Trigger)
 from kubechain.core.reconciler import backoff, failures_after, reconcile
 
@@ -201,6 +202,20 @@ def test_running_prepared_raises_the_epoch_then_creates():
     decision = supervise(running(epoch=3), ActorPrepared(spec))
     assert decision.status.epoch == 4 and decision.effects == (do.CreateActor(spec),)
     assert decision.guarded  # over the version it was read at: two supervisors never both reach epoch 4
+
+
+def test_running_queued_for_an_actor_says_why_once_then_waits_on_in_its_place():
+    """running -> running: every actor start is taken (KUBECHAIN_MAX_ACTOR_STARTS) and no pooled actor is free."""
+    spec, status = run_spec(2), running(epoch=2, actor=None)
+    queued = supervise(status, ActorQueued(spec, limit=2))
+    assert queued.effects == (do.CreateActor(spec),) and not queued.guarded  # the same spec: its epoch is written
+    assert queued.status.message.startswith("waiting for an actor: 2 actor process(es) are starting (at most "
+                                            "KUBECHAIN_MAX_ACTOR_STARTS at once) and no ended run's actor is free")
+    assert supervise(queued.status, ActorQueued(spec, limit=2)).status is queued.status  # said once: no write
+    ref = ActorRef(name="kubechain-standby-1", namespace="kc", id="ff")
+    created = supervise(queued.status, ActorCreated(ref, spec))
+    assert created.status.message == "actor kubechain-standby-1 (epoch 2): resumed at step 0"  # no longer waits
+    assert supervise(status, ActorCreated(ref, spec)).status.message == status.message  # never waited: untouched
 
 
 def test_running_backing_off_and_due_waits_for_a_turn_to_start_an_actor():

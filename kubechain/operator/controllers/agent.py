@@ -34,5 +34,5 @@ async def reconcile(type: str, namespace: str, name: str, uid: str, spec: kopf.S
                               dict(spec), dict(status))
     # Whoever made the agent ready (this event, an LLM or a ToolSet), its waiting runs start now.
     if ((catalog.get("Agent", namespace, name) or {}).get("status") or {}).get("ready"):
-        for run in pending_taskruns.get((namespace, name), []):
+        for run in list(pending_taskruns.get((namespace, name), [])):  # a copy: the index changes across awaits
             await memo.state.kube.wake("taskruns", namespace, run, reason=f"agent {name} ready")

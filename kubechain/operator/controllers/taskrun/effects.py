@@ -22,7 +22,7 @@ from kubechain.core import effects as do
 from kubechain.core.codetools import is_code_tool
 from kubechain.core.naming import ACTOR_ACCOUNT
 from kubechain.core.observation import (ActorAbsent, ActorCreated, ActorFact, ActorFound, ActorLost, ActorPrepared,
-                                        ActorReturned, ActorWedged, CannotStart, Decision, Observed, RayDown)
+                                        ActorQueued, ActorReturned, ActorWedged, CannotStart, Decision, Observed, RayDown)
 from kubechain.core.resolve import agent_readiness, parse, run_spec
 
 from ... import codetools, contextstore
@@ -34,6 +34,9 @@ from ...state import OperatorState
 from ..catalog import IndexCatalog
 from .observe import agent_and_input
 from .queue import storage_caps, wake_admitted
+
+
+LINE_PATIENCE_SECONDS = 2.0  # a run waits this long in the actor line before it says so (most waits are shorter)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Applier:
         self.state, self.ref, self.indexes, self.stopped = state, ref, indexes, stopped
         self.handle: Any = None  # the actor found or created (a supervisor's)
         self.actor = ""          # its name
+        self.waiter: Any = None  # its place in the actor line while it waits for an actor (actorpool.py)
+        self._granted = asyncio.Event()
 
     @property
     def body(self) -> dict[str, Any]:
@@ -146,7 +151,7 @@ class Applier:
                     state.retrying.add(ref.uid)
                 return Applied(await self._prepare(seen, epoch, inputs))
             case do.CreateActor(spec=spec):
-                return Applied(await self._create(spec))
+                return Applied(await self._create(spec, seen.spec.priority if seen.spec else 0))
             case do.JoinActor(spec=spec):
                 fact = await self._join(spec)
                 return Applied(fact, exit=fact is None)
@@ -234,13 +239,44 @@ class Applier:
                                    f"{ref.namespace}): {exc.status} {exc.reason}")
         return ActorPrepared(run)
 
-    async def _create(self, spec: RunSpec) -> ActorFact:
+    async def _create(self, spec: RunSpec, priority: int) -> ActorFact:
+        """The run's actor, once the actor line grants it one (at once, unless every start is taken and no pooled
+        actor is free): waited for here, on this loop, never in a thread; after LINE_PATIENCE_SECONDS the run says
+        so (ActorQueued) and waits on in its place. The supervisor's stop ends the wait (`close` withdraws)."""
+        pool = self.state.ray.pool
+        if self.waiter is None:
+            loop, self._granted = asyncio.get_running_loop(), asyncio.Event()
+
+            def wake() -> None:  # from the thread that freed what the run gets
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(self._granted.set)
+
+            self.waiter = pool.ask(self.ref.namespace, priority, wake)
+        if not self.waiter.granted:
+            waits = [asyncio.ensure_future(self._granted.wait())]
+            if self.stopped is not None:
+                waits.append(asyncio.ensure_future(self.stopped.wait()))
+            try:
+                await asyncio.wait(waits, timeout=LINE_PATIENCE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            self._granted.clear()
+            if not self.waiter.granted:  # (set under the pool's lock; a stale False only waits one more round)
+                return ActorQueued(spec, pool.starts()[1])
+        waiter, self.waiter = self.waiter, None
         try:
-            self.handle, ref = await asyncio.to_thread(self.state.ray.create, spec)
+            self.handle, ref = await asyncio.to_thread(self.state.ray.create, spec, waiter)
         except RayUnavailable as exc:
             return RayDown(str(exc))
         self.actor = ref.name
         return ActorCreated(ref, spec)
+
+    def close(self) -> None:
+        """The supervisor is done: a place it held in the actor line (and what it was granted) goes on."""
+        if self.waiter is not None:
+            self.state.ray.pool.withdraw(self.waiter)
+            self.waiter = None
 
     async def _join(self, spec: RunSpec | None) -> ActorFact | None:
         """Join the actor's run and wait for it; None when the supervisor is stopped first."""

@@ -13,7 +13,7 @@ import kopf
 
 from kubechain.api.v1alpha1 import GROUP, VERSION, Phase, TaskRunStatus
 from kubechain.core import effects as do
-from kubechain.core.observation import ActorCreated, ActorPrepared, Trigger
+from kubechain.core.observation import ActorCreated, ActorPrepared, ActorQueued, Trigger
 from kubechain.core.reconciler import failures_after, reconcile as decide
 from kubechain.runtime.tracing import span_in
 
@@ -23,7 +23,7 @@ from .filters import is_running
 from .handlers import RETRY_SECONDS, now
 from .observe import gone, observe, ref_of
 
-CONTINUED = (ActorPrepared, ActorCreated)  # facts that carry the round on without looking again
+CONTINUED = (ActorPrepared, ActorQueued, ActorCreated)  # facts that carry the round on without looking again
 
 
 # Stopped (the run left Running, or was deleted), it finishes the effect at hand (a status write, a kill) and exits;
@@ -34,6 +34,14 @@ async def supervise(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Mem
     state, ref = memo.state, ref_of(body)
     state.forget(ref.uid)  # Running is seen: the scheduler's reservation and lock are done with
     applier = Applier(state, ref, kwargs, stopped)
+    try:
+        await _supervise(state, ref, applier, stopped, body, kwargs)
+    finally:  # stopped or cancelled while waiting for an actor: its place in the line goes on
+        applier.close()
+
+
+async def _supervise(state: Any, ref: Any, applier: Applier, stopped: kopf.DaemonStopped, body: kopf.Body,
+                     kwargs: dict[str, Any]) -> None:
     obj: dict[str, Any] = dict(body)
     status, fact, failures = TaskRunStatus(), None, 0
     while not stopped:
