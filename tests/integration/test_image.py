@@ -165,7 +165,7 @@ print(json.dumps(out))
 def test_the_image_runs_a_task_to_completed_on_the_deployed_operator(deployed):
     kubeconfig = deployed.cp.kubeconfig
     kubectl(kubeconfig, "create", "namespace", "demo")
-    # Kube's timeouts quote the operator's log: here, the leader's pod's (read when a wait fails)
+    # Kube's timeouts quote the operator's log: here, the pods' states and a replica's log (read when a wait fails)
     log = SimpleNamespace(read_text=lambda: what_failed(kubeconfig) + kubectl(
         kubeconfig, "-n", SYSTEM, "logs", "deployment/kubechain-operator", "--tail=40", check=False).stdout)
     kube = Kube(SimpleNamespace(kubeconfig=kubeconfig, operator=SimpleNamespace(log=log)), "demo")
