@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 
-RAY_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+RAY_PORTS = ("gcs-server", "dashboard", "client", "metrics")  # the head container ports its Service exposes
 
 
 def _start_params(params: dict) -> str:

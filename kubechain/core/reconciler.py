@@ -226,8 +226,10 @@ def _running(seen: Observed, now: datetime) -> Decision:
         case ActorPrepared(spec=spec):
             # guarded: over the resourceVersion the epoch was read at, so two supervisors never both hold N+1
             return Decision(status.model_copy(update={"epoch": spec.epoch}), (do.CreateActor(spec),), guarded=True)
-        case ActorQueued(spec=spec, limit=limit):
-            return Decision(_said(status, waiting_message(limit)), (do.CreateActor(spec),))
+        case ActorQueued(spec=spec, limit=limit):  # said once (the message and an Event), then waited on quietly
+            said = _said(status, waiting_message(limit))
+            event = () if said is status else (do.PostEvent("Normal", Reason.ACTOR_QUEUED, said.message),)
+            return Decision(said, (*event, do.CreateActor(spec)))
         case ActorCreated(ref=ref, spec=spec):
             reason, restored = _start_kind(status, spec.epoch)
             if status.message.startswith(WAITING):  # it waited in the actor line: no longer

@@ -84,5 +84,7 @@ def test_no_more_actor_processes_start_at_once_than_allowed_and_the_runs_beyond_
             name = f"s{i}-run"
             assert name in said or waited(kube, name) <= PATIENCE + 3, (name, waited(kube, name), watch.messages[name])
             assert not kube.get("taskrun", name)["status"]["message"].startswith(WAITING)  # not any more
+            queued = [e for e in kube.events(name) if e["reason"] == "ActorQueued"]
+            assert len(queued) == (1 if name in said else 0), (name, queued)  # an Event with the message, once
     finally:
         stack.operator.reconfigure(KUBECHAIN_MAX_ACTOR_STARTS=None)

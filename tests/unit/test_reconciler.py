@@ -208,10 +208,12 @@ def test_running_queued_for_an_actor_says_why_once_then_waits_on_in_its_place():
     """running -> running: every actor start is taken (KUBECHAIN_MAX_ACTOR_STARTS) and no pooled actor is free."""
     spec, status = run_spec(2), running(epoch=2, actor=None)
     queued = supervise(status, ActorQueued(spec, limit=2))
-    assert queued.effects == (do.CreateActor(spec),) and not queued.guarded  # the same spec: its epoch is written
+    assert queued.effects == (do.PostEvent("Normal", "ActorQueued", queued.status.message), do.CreateActor(spec))
+    assert not queued.guarded  # the same spec: its epoch is written
     assert queued.status.message.startswith("waiting for an actor: 2 actor process(es) are starting (at most "
                                             "KUBECHAIN_MAX_ACTOR_STARTS at once) and no ended run's actor is free")
-    assert supervise(queued.status, ActorQueued(spec, limit=2)).status is queued.status  # said once: no write
+    again = supervise(queued.status, ActorQueued(spec, limit=2))
+    assert again.status is queued.status and again.effects == (do.CreateActor(spec),)  # said once: no write, no Event
     ref = ActorRef(name="kubechain-standby-1", namespace="kc", id="ff")
     created = supervise(queued.status, ActorCreated(ref, spec))
     assert created.status.message == "actor kubechain-standby-1 (epoch 2): resumed at step 0"  # no longer waits

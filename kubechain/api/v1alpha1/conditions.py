@@ -75,6 +75,7 @@ class Reason(StrEnum):
     ACTOR_ATTACHED = "ActorAttached"       # the operator (restarted) found the run's live actor and supervises it
     ACTOR_LOST = "ActorLost"               # the actor's process went away before its run ended
     ACTOR_WEDGED = "ActorWedged"           # the actor stopped answering liveness pings (its event loop is blocked)
+    ACTOR_QUEUED = "ActorQueued"           # no free pooled actor nor actor start (KUBECHAIN_MAX_ACTOR_STARTS): waits in line
     FORKED = "Forked"                      # a fork pinned its source (operator), then copied its checkpoint (actor)
     CONTEXT_COMPACTED = "ContextCompacted"  # what the model sees was compacted to fit its context window
     CONTEXT_DROPPED = "ContextDropped"     # an ended run's sealed chunks were deleted (contextRetentionSeconds)
