@@ -86,11 +86,17 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
+# The suite's files on TEST_WORKERS processes (pytest-xdist, a file at a time), each with a stack of its own (its
+# control plane, Ray head, operator and node): most of a test is waiting on a run, so two share the 2 cores well.
+# tests/conftest.py orders the files for it. TEST_WORKERS=0 runs them in this process, one after the other.
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 integration: $(STAMP) node image k8s prometheus redis postgres chromium mcp-servers
-	$(VENV)/bin/pytest tests/integration -q
+	$(VENV)/bin/pytest tests/integration -q $(XDIST)
 
 test: $(STAMP) node image k8s prometheus redis postgres chromium mcp-servers lint
-	$(VENV)/bin/pytest tests -q
+	$(VENV)/bin/pytest tests -q $(XDIST)
 
 demo: $(STAMP) k8s
 	$(PY) hack/demo.py

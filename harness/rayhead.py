@@ -42,6 +42,11 @@ WORKER_PORTS = 200
 # picks the others, so the two never overlap (Ray refuses to start when they do), and above
 # 23000-23999, which the Ray Client proxy hard-codes for its per-client servers.
 WORKER_RANGE_LOW, WORKER_RANGE_HIGH = 24000, 32000
+# What kuberay/base/raycluster.yaml sets on the head, for the same reason: Ray Client's proxy forks (Popen with a
+# preexec_fn) a server per client while its gRPC threads run, and grpcio's fork handlers then crash ~1 child in 10
+# ("Check failed: next_worker->state == KICKED", ray-project/ray#63202); the proxy waits out its channel timeout for
+# the dead child before the client retries: ~100 s per connect here. The child execs at once, so it needs no handler.
+RAY_HEAD_GRPC_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "false"}
 # Variables of the calling environment that would point the head at another cluster/token.
 INHERITED_RAY_VARS = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
 
@@ -219,6 +224,7 @@ class LocalRayHead:
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
         # Ray Client starts a server process per connection and gives it 30 s; a loaded 2-core box can need more.
         env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "90"
+        env.update(RAY_HEAD_GRPC_ENV)
         env.update(self.extra_env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
                    RAY_USAGE_STATS_ENABLED="0")

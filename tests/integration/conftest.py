@@ -45,7 +45,10 @@ def otlp():
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OTLPReceiver):
-    workdir = Path(os.environ.get("KUBECHAIN_TEST_WORKDIR") or tmp_path_factory.mktemp("stack"))
+    # Under pytest-xdist every worker has a stack of its own (its own ports, Ray head and node): a fixed workdir
+    # is per worker too.
+    fixed = os.environ.get("KUBECHAIN_TEST_WORKDIR")
+    workdir = Path(fixed, os.environ.get("PYTEST_XDIST_WORKER", "")) if fixed else tmp_path_factory.mktemp("stack")
     with LocalEnvironment(workdir, llm_api_key=LLM_KEY, telemetry_env=otlp.env(), operator_env=CODE_TOOL_SETTINGS) as env:
         yield env
 

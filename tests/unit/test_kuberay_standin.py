@@ -4,6 +4,7 @@ from pathlib import Path
 import yaml
 
 from harness.kuberay import head_service_name, host_aliases, ray_cluster_objects
+from harness.rayhead import RAY_HEAD_GRPC_ENV
 
 RAYCLUSTER = Path(__file__).parents[2] / "kuberay" / "base" / "raycluster.yaml"
 
@@ -25,6 +26,8 @@ def test_the_head_pod_starts_ray_with_the_clusters_params_and_token():
     env = {e["name"]: e for e in container["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     assert env["RAY_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "kubechain-ray-token", "key": "auth_token"}}
+    # the Ray Client proxy's fork workaround, as on the suite's own head (harness/rayhead.py)
+    assert {name: env[name]["value"] for name in RAY_HEAD_GRPC_ENV} == RAY_HEAD_GRPC_ENV
     assert head["spec"]["serviceAccountName"] == "kubechain-ray-head"
     assert {"name": "shared-mem", "emptyDir": {"medium": "Memory"}} in head["spec"]["volumes"]
     assert head["metadata"]["labels"]["ray.io/node-type"] == "head"
