@@ -5,7 +5,9 @@ replicas, the webhooks on, 2 pooled actors, the default admission limits):
    async actor with one method, the same Ray, the same node): goal ≤ 1.25 ×.
 2. First LLM request with pooled actors: Tasks created one at a time in a quiet cluster (the floor), against the
    same Tasks created in another namespace while the burst below runs: created → first LLM request, goal ≤ 0.2 s
-   p50 under the burst. Also printed: each burst run's admission (its Running transition) → first request.
+   p50 under the burst. Also printed: each burst run's admission (its Running transition) → first request, and
+   the apiserver's own floor: a bare PATCH of a ConfigMap, quiet and every PATCH_GAP s during the burst (a run
+   writes its TaskRun a few times before its first request; no run can ask sooner than those writes land).
 3. A burst of BENCH_BURST Tasks created by BENCH_CLIENTS threads as fast as they can, each STEPS no-op tool steps
    at LATENCY s per LLM reply: all Completed after (the makespan, from the first create) against the floor,
    creation time + the LLM-bound ideal. The ideal lets every run the namespace's limit admits
@@ -30,7 +32,7 @@ import time
 from kubernetes import client
 
 from bench_load import actors, phases, uss_mb
-from common import API, GV, ROOT, create_tasks, quantiles, record, stack
+from common import API, GV, NS, ROOT, create_tasks, quantiles, record, stack
 from harness.localenv import LocalEnvironment
 from harness.rayhead import LocalRayHead
 from kubechain.api.v1alpha1.common import parse_rfc3339
@@ -39,6 +41,7 @@ BURST, CLIENTS = int(os.environ.get("BENCH_BURST", "1000")), int(os.environ.get(
 USS_ACTORS, PROBES = int(os.environ.get("BENCH_USS_ACTORS", "20")), int(os.environ.get("BENCH_PROBES", "20"))
 STEPS, LATENCY = 5, 0.1
 GAP = 1.0  # between two probes: "Tasks apart", and spread over the burst
+PATCH_GAP = 0.5  # between two bare PATCHes of the apiserver floor
 PER_NAMESPACE = int(os.environ.get("KUBECHAIN_MAX_RUNNING_PER_NAMESPACE", "50"))  # the deployment's default
 
 # A driver holding N bare actors until its stdin closes: their pids on one line.
@@ -125,6 +128,22 @@ def probe(env: LocalEnvironment, api: client.CustomObjectsApi, namespace: str, m
     return seconds
 
 
+def bare_patches(count: int, stop: threading.Event | None = None) -> list[float]:
+    """The apiserver's floor beside row 2: seconds of each bare PATCH of one ConfigMap's data (as small as a
+    status write), `count` of them PATCH_GAP s apart, or until `stop` is set."""
+    core, seconds = client.CoreV1Api(), []
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "floor"}, "data": {"n": "0"}})
+    for i in range(count):
+        if stop is not None and stop.is_set():
+            break
+        t0 = time.monotonic()
+        core.patch_namespaced_config_map("floor", NS, {"data": {"n": str(i)}})
+        seconds.append(time.monotonic() - t0)
+        time.sleep(PATCH_GAP)
+    core.delete_namespaced_config_map("floor", NS)
+    return seconds
+
+
 def admitted_to_first(env: LocalEnvironment, api: client.CustomObjectsApi, namespace: str, model: str) -> list[float]:
     """Each burst run's first Running transition → its first LLM request."""
     first = first_requests(env, model)
@@ -182,13 +201,17 @@ def main() -> int:
         env.llm.set_script("scale-burst", [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": LATENCY}
                                            for i in range(STEPS)] + [{"content": "done", "latency": LATENCY}])
         quiet = probe(env, api, "scale-quiet", "scale-probe", PROBES)
-        print(f"first request, quiet: p50 {quantiles(quiet)['p50']:.3f} s", flush=True)
+        patch_quiet = bare_patches(PROBES)
+        print(f"first request, quiet: p50 {quantiles(quiet)['p50']:.3f} s; a bare PATCH "
+              f"{quantiles(patch_quiet)['p50']:.3f} s", flush=True)
 
-        stop, under_burst = threading.Event(), []
+        stop, under_burst, patch_burst = threading.Event(), [], []
         prober = threading.Thread(target=lambda: under_burst.extend(
             probe(env, api, "scale-probe", "scale-probe", PROBES, stop)))
+        patcher = threading.Thread(target=lambda: patch_burst.extend(bare_patches(10 ** 6, stop)))
         t0, started = time.monotonic(), time.time()
         prober.start()
+        patcher.start()
         created_s, _ = create_tasks(str(env.kubeconfig), "scale-burst", "a", BURST, CLIENTS)
         ended = {}
         while time.monotonic() - t0 < 3600:
@@ -199,18 +222,22 @@ def main() -> int:
         makespan = last_ended(api, "scale-burst") - started
         stop.set()
         prober.join()
+        patcher.join()
         admitted = admitted_to_first(env, api, "scale-burst", "scale-burst")
         completed = sum(v == "Completed" for v in ended.values())
     ideal = math.ceil(BURST / PER_NAMESPACE) * (STEPS + 1) * LATENCY
-    report(floor_uss, our_uss, quiet, under_burst, admitted, created_s, ideal, makespan, completed)
+    report(floor_uss, our_uss, quiet, under_burst, patch_quiet, patch_burst, admitted, created_s, ideal, makespan,
+           completed)
     return 0 if completed == BURST else 1
 
 
-def report(floor_uss, our_uss, quiet, under_burst, admitted, created_s, ideal, makespan, completed) -> None:
+def report(floor_uss, our_uss, quiet, under_burst, patch_quiet, patch_burst, admitted, created_s, ideal, makespan,
+           completed) -> None:
     floor_bound = created_s + ideal
     result = record("scale", {
         "bare_actor_uss_mb": quantiles(floor_uss), "actor_uss_mb": quantiles(our_uss),
         "first_request_quiet_s": quantiles(quiet), "first_request_under_burst_s": quantiles(under_burst),
+        "bare_patch_quiet_s": quantiles(patch_quiet), "bare_patch_under_burst_s": quantiles(patch_burst),
         "admitted_to_first_request_s": quantiles(admitted), "burst": BURST, "clients": CLIENTS,
         "created_s": created_s, "ideal_s": ideal, "makespan_s": makespan, "completed": completed})
     print(f"\nkubechain bench scale — {result['date']} — {result['machine']}")
@@ -223,6 +250,10 @@ def report(floor_uss, our_uss, quiet, under_burst, admitted, created_s, ideal, m
              quantiles(under_burst)["p50"], "≤ 0.2 s"),
             ("first LLM request, p90 (s): quiet | under the burst", quantiles(quiet)["p90"],
              quantiles(under_burst)["p90"], ""),
+            ("apiserver floor: a bare PATCH, p50 (s): quiet | burst", quantiles(patch_quiet)["p50"],
+             quantiles(patch_burst)["p50"], ""),
+            ("apiserver floor: a bare PATCH, p90 (s): quiet | burst", quantiles(patch_quiet)["p90"],
+             quantiles(patch_burst)["p90"], ""),
             ("burst: creation + ideal | all ended (s)", floor_bound, makespan, "≤ 1.5×")]
     for label, floor, ours, goal in rows:
         print(f"{label:<58}{floor:>9.3f}{ours:>9.3f}{ours / floor:>8.2f}{goal:>9}")

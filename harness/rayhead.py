@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness import portblocks
 from harness.controlplane import (StartupError, exit_on_signals, free_ports,
                                             http_get, kill_session, log_tail, spawn,
                                             stop_process, wait_until, wait_while_alive,
@@ -42,6 +43,13 @@ WORKER_PORTS = 200
 # picks the others, so the two never overlap (Ray refuses to start when they do), and above
 # 23000-23999, which the Ray Client proxy hard-codes for its per-client servers.
 WORKER_RANGE_LOW, WORKER_RANGE_HIGH = 24000, 32000
+# That range in 8 slots of 1,000 held machine-wide (harness/portblocks.py), one per head: its own 200 worker ports
+# on top, 200 for each of up to 4 worker nodes below.
+WORKER_SLOT = 5 * WORKER_PORTS
+# Ray Client's 23000-23999 in blocks of 50, one per head's proxy (harness/rayclient/sitecustomize.py); the first
+# block is left to a proxy with Ray's own bounds.
+CLIENT_BLOCK, CLIENT_LOW = 50, 23050
+SITECUSTOMIZE = Path(__file__).parent / "rayclient"
 # What kuberay/base/raycluster.yaml sets on the head, for the same reason: Ray Client's proxy forks (Popen with a
 # preexec_fn) a server per client while its gRPC threads run, and grpcio's fork handlers then crash ~1 child in 10
 # ("Check failed: next_worker->state == KICKED", ray-project/ray#63202); the proxy waits out its channel timeout for
@@ -94,6 +102,8 @@ class LocalRayHead:
         self.temp_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.workers: list[LocalRayWorker] = []
+        self._blocks: list[portblocks.PortBlock] = []  # the machine-wide port ranges this head holds
+        self.client_server_ports: tuple[int, int] | None = None
 
     def __enter__(self) -> "LocalRayHead":
         self.start()
@@ -185,6 +195,9 @@ class LocalRayHead:
             keep_session_logs(self.temp_dir, self.workdir / "logs" / "ray-session")
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
+        for block in self._blocks:  # a later start() allocates afresh
+            block.release()
+        self._blocks, self.ports, self.client_server_ports = [], {}, None
         atexit.unregister(self.stop)
 
     def pids(self) -> dict[str, int]:
@@ -198,10 +211,16 @@ class LocalRayHead:
     def _allocate(self) -> None:
         if not self.ports:
             self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
-            # Random base: parallel heads on one machine rarely share worker ports.
-            # (room below for the worker-port ranges of a few worker nodes, see LocalRayWorker)
-            low = random.randrange(WORKER_RANGE_LOW + 4 * WORKER_PORTS, WORKER_RANGE_HIGH - WORKER_PORTS, 10)
+            if slot := portblocks.claim("ray-worker-ports", (WORKER_RANGE_HIGH - WORKER_RANGE_LOW) // WORKER_SLOT):
+                self._blocks.append(slot)
+                low = WORKER_RANGE_LOW + slot.index * WORKER_SLOT + 4 * WORKER_PORTS
+            else:  # every slot held: a random base, which another head rarely shares
+                low = random.randrange(WORKER_RANGE_LOW + 4 * WORKER_PORTS, WORKER_RANGE_HIGH - WORKER_PORTS, 10)
             self.worker_ports = (low, low + WORKER_PORTS - 1)
+            if block := portblocks.claim("ray-client-ports", (24000 - CLIENT_LOW) // CLIENT_BLOCK):
+                self._blocks.append(block)
+                low = CLIENT_LOW + block.index * CLIENT_BLOCK
+                self.client_server_ports = (low, low + CLIENT_BLOCK)
         if self.temp_dir is None:
             # Short on purpose: Ray's unix socket paths live under it (107-char limit).
             self.temp_dir = Path(tempfile.mkdtemp(prefix="kc-ray-", dir="/tmp"))
@@ -225,6 +244,9 @@ class LocalRayHead:
         # Ray Client starts a server process per connection and gives it 30 s; a loaded 2-core box can need more.
         env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "90"
         env.update(RAY_HEAD_GRPC_ENV)
+        if self.client_server_ports:
+            env["KUBECHAIN_CLIENT_SERVER_PORTS"] = "%d-%d" % self.client_server_ports
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITECUSTOMIZE), env.get("PYTHONPATH")]))
         env.update(self.extra_env)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
                    RAY_USAGE_STATS_ENABLED="0")

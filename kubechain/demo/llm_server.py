@@ -11,6 +11,9 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
     {"tool_calls": [{"name": "calculator", "arguments": "{not json"}]}   # raw string, verbatim
     # optional on any step:
     "latency": 0.1                                     # seconds to wait before replying
+    "hold": "gate"                                     # wait (before any latency) until the gate is opened:
+                                                       # PUT /_gates/gate (ScriptedLLMServer.open_gate), so
+                                                       # a test knows every run is in flight, whatever the load
     "finish_reason": "length"                          # as if cut off at the token limit
     "refuse": ["max_tokens", "temperature"]            # 400 unsupported_parameter, as reasoning models do
     "context_window": 6000                             # 400 context_length_exceeded past this many prompt tokens
@@ -39,7 +42,8 @@ Usage is deterministic: prompt_tokens = max(1, chars of message contents and too
 Control API (no auth): ``PUT/DELETE /_scripts/{model}``, ``GET/DELETE /_requests``, ``GET/PUT /_models``
 (models declared unknown: kubechain/demo/models.py), and a server-wide outage: ``PUT /_outage``
 ``{"status": 503, "seconds": 300}`` (optional "message", "code", "retry_after"...) fails every chat request with
-that error for that long (``DELETE`` ends it sooner; ``ScriptedLLMServer.set_outage``).
+that error for that long (``DELETE`` ends it sooner; ``ScriptedLLMServer.set_outage``); ``PUT /_gates/{name}`` opens a
+"hold" gate.
 CLI: ``python -m kubechain.demo.llm_server --port 8000 [--script model=steps.yaml] [--api-key K]
 [--no-models-endpoint] [--no-stream]``.
 """
@@ -108,6 +112,8 @@ async def _reply(state: ScriptState, body: dict[str, Any], entry: dict[str, Any]
         return model_not_found(model)
     step = summary_step(messages) or state.step_for(model, messages, entry["tools"], index)
     error = state.take_error(model, messages, index, step)
+    while (gate := step.get("hold")) and gate not in state.open_gates:
+        await asyncio.sleep(0.05)
     if step.get("latency"):
         await asyncio.sleep(float(step["latency"]))
     if error:
@@ -176,6 +182,11 @@ async def outage_endpoint(request: web.Request) -> web.Response:
     return web.json_response({"until": until})
 
 
+async def gates_endpoint(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].open_gates.add(request.match_info["name"])
+    return web.json_response({"ok": True})
+
+
 async def requests_endpoint(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         request.app[STATE_KEY].clear_requests()
@@ -191,6 +202,7 @@ def create_app(state: ScriptState) -> web.Application:
     app.router.add_route("*", "/_scripts/{model}", scripts_endpoint)
     app.router.add_route("*", "/_requests", requests_endpoint)
     app.router.add_route("*", "/_outage", outage_endpoint)
+    app.router.add_put("/_gates/{name}", gates_endpoint)
     return app
 
 
@@ -253,6 +265,10 @@ class ScriptedLLMServer:
 
     def set_outage(self, error: dict[str, Any] | None) -> float | None:
         return self.state.set_outage(error)
+
+    def open_gate(self, name: str) -> None:
+        """Every reply held by `"hold": name` goes ahead, now and from now on."""
+        self.state.open_gates.add(name)
 
     def requests(self) -> list[dict[str, Any]]:
         return self.state.requests()

@@ -19,7 +19,7 @@ from .rules import demo_step
 DEMO_MODEL = "demo"
 MAX_RECORDED_REQUESTS = 10_000
 _STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse", "ignore", "context_window",
-              "stream_chunk", "stream_delay", "stream_break"}
+              "stream_chunk", "stream_delay", "stream_break", "hold"}
 
 
 def validate_steps(steps: Any) -> list[Step]:
@@ -38,6 +38,8 @@ def validate_steps(steps: Any) -> list[Step]:
         error = step.get("error")
         if error is not None and not (isinstance(error, dict) and "status" in error):
             raise ValueError(f"step {i}: 'error' needs a 'status'")
+        if "hold" in step and not (isinstance(step["hold"], str) and step["hold"]):
+            raise ValueError(f"step {i}: 'hold' names the gate the reply waits for")
         broken = step.get("stream_break")
         if broken is not None and not (isinstance(broken, dict) and isinstance(broken.get("after"), int)):
             raise ValueError(f"step {i}: 'stream_break' needs 'after' (chunks sent before the connection drops)")
@@ -62,6 +64,7 @@ class ScriptState:
         self._errors_served: dict[tuple[str, str, int, str], int] = {}
         self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.outage: tuple[float, dict[str, Any]] | None = None  # (until, error): PUT /_outage
+        self.open_gates: set[str] = set()  # the "hold" gates opened (PUT /_gates/{name}): replies held no more
         for model, steps in (scripts or {}).items():
             self.set_script(model, steps)
 

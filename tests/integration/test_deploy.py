@@ -293,7 +293,9 @@ def test_service_accounts_can_do_their_job_and_nothing_more(kube, stack, kuberay
 
 # --- a Ray cluster laid out like KubeRay's, losing a worker node ---------------------------------------
 
-RUNS, STEPS, LATENCY = 20, 4, 5.0  # slow enough that all 20 are in flight when the node goes
+# Every run's first reply waits at a gate (the scripted server's "hold") until the node is gone: all 20 are in
+# flight when it goes, however long their actors took to start. The steps after are quick.
+RUNS, STEPS, LATENCY = 20, 4, 1.0
 
 
 @pytest.fixture(scope="module")
@@ -312,15 +314,21 @@ def test_losing_a_worker_node_loses_no_run(cluster, tmp_path):
     kubectl(cluster.kubeconfig, "create", "namespace", namespace)
     kube = Kube(cluster, namespace)
     model = "node-loss"
-    cluster.llm.set_script(model, [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": LATENCY}
-                                   for i in range(STEPS)] + [{"content": "done after {last_tool_result}"}])
+    cluster.llm.set_script(model, [{"tool_calls": [{"name": "noop", "arguments": {"i": 0}}], "hold": model}] +
+                           [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}], "latency": LATENCY}
+                            for i in range(1, STEPS)] + [{"content": "done after {last_tool_result}"}])
     kube.apply([secret(), llm("m", cluster.llm.base_url, model),
                 toolset("t", inline=[{"name": "noop", "description": "no-op", "execution": {"builtin": {"name": "echo"}}}]),
                 agent("a", "m", ["t"])])
     kube.wait_ready("agent", "a")
     kube.apply([task(f"r{i}", "a", f"run {i}") for i in range(RUNS)])
     mine = lambda: [a for a in actors(cluster) if a["state"] == "ALIVE" and a.get("name", "").startswith(f"{namespace}/")]
-    wait_until(lambda: len(mine()) == RUNS, timeout=180, what=f"{RUNS} actors alive")
+    asking = lambda: {r["messages"][1]["content"] for r in cluster.llm.requests() if r["model"] == model}
+    try:
+        wait_until(lambda: len(mine()) == RUNS and len(asking()) == RUNS, timeout=240,
+                   what=f"{RUNS} actors alive, each run asking its first step")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}: {len(mine())} alive, {len(asking())} asking") from None
     placement = {a["node_id"] for a in mine()}
     head = head_node_id(cluster)
     assert head not in placement and len(placement) == 2, "actors must spread over the two workers, none on the head"
@@ -330,6 +338,7 @@ def test_losing_a_worker_node_loses_no_run(cluster, tmp_path):
     affected = {a["name"] for a in mine() if a.get("pid") in on_victim}
     killed_at = time.monotonic()
     victim.kill()
+    cluster.llm.open_gate(model)
     for i in range(RUNS):
         run = kube.wait_phase(f"r{i}-run", "Completed", timeout=240)
         assert run["status"]["output"].startswith("done after")

@@ -416,3 +416,24 @@ def test_cli_without_models_endpoint() -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_a_held_reply_waits_for_its_gate_and_the_request_shows_meanwhile(server: ScriptedLLMServer) -> None:
+    import threading
+
+    server.set_script("held", [{"content": "let go", "hold": "g1"}])
+    answers: list[str] = []
+    asker = threading.Thread(target=lambda: answers.append(client(server).chat.completions.create(
+        model="held", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content))
+    asker.start()
+    deadline = time.monotonic() + 10
+    while not [r for r in server.requests() if r["model"] == "held"]:
+        assert time.monotonic() < deadline, "the held request was never recorded"
+        time.sleep(0.05)
+    asker.join(0.5)
+    assert asker.is_alive() and answers == [], "the reply went before its gate opened"
+    urllib.request.urlopen(urllib.request.Request(f"http://{server.host}:{server.port}/_gates/g1", method="PUT"))
+    asker.join(10)
+    assert answers == ["let go"]
+    with pytest.raises(ValueError, match="'hold' names the gate"):
+        server.set_script("held", [{"content": "x", "hold": 3}])
