@@ -21,6 +21,7 @@ Numbers only: the exit status says whether the runs completed, not whether a goa
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -128,13 +129,13 @@ def probe(env: LocalEnvironment, api: client.CustomObjectsApi, namespace: str, m
     return seconds
 
 
-def bare_patches(count: int, stop: threading.Event | None = None) -> list[float]:
+def bare_patches(count: int | None = None, stop: threading.Event | None = None) -> list[float]:
     """The apiserver's floor beside row 2: seconds of each bare PATCH of one ConfigMap's data (as small as a
-    status write), `count` of them PATCH_GAP s apart, or until `stop` is set."""
+    status write), PATCH_GAP s apart: `count` of them, or until `stop` is set."""
     core, seconds = client.CoreV1Api(), []
     core.create_namespaced_config_map(NS, {"metadata": {"name": "floor"}, "data": {"n": "0"}})
-    for i in range(count):
-        if stop is not None and stop.is_set():
+    for i in itertools.count():
+        if i == count or (stop is not None and stop.is_set()):
             break
         t0 = time.monotonic()
         core.patch_namespaced_config_map("floor", NS, {"data": {"n": str(i)}})
@@ -208,7 +209,7 @@ def main() -> int:
         stop, under_burst, patch_burst = threading.Event(), [], []
         prober = threading.Thread(target=lambda: under_burst.extend(
             probe(env, api, "scale-probe", "scale-probe", PROBES, stop)))
-        patcher = threading.Thread(target=lambda: patch_burst.extend(bare_patches(10 ** 6, stop)))
+        patcher = threading.Thread(target=lambda: patch_burst.extend(bare_patches(stop=stop)))
         t0, started = time.monotonic(), time.time()
         prober.start()
         patcher.start()

@@ -48,7 +48,7 @@ WORKER_RANGE_LOW, WORKER_RANGE_HIGH = 24000, 32000
 WORKER_SLOT = 5 * WORKER_PORTS
 # Ray Client's 23000-23999 in blocks of 50, one per head's proxy (harness/rayclient/sitecustomize.py); the first
 # block is left to a proxy with Ray's own bounds.
-CLIENT_BLOCK, CLIENT_LOW = 50, 23050
+CLIENT_BLOCK, CLIENT_LOW, CLIENT_HIGH = 50, 23050, 24000
 SITECUSTOMIZE = Path(__file__).parent / "rayclient"
 # What kuberay/base/raycluster.yaml sets on the head, for the same reason: Ray Client's proxy forks (Popen with a
 # preexec_fn) a server per client while its gRPC threads run, and grpcio's fork handlers then crash ~1 child in 10
@@ -217,7 +217,7 @@ class LocalRayHead:
             else:  # every slot held: a random base, which another head rarely shares
                 low = random.randrange(WORKER_RANGE_LOW + 4 * WORKER_PORTS, WORKER_RANGE_HIGH - WORKER_PORTS, 10)
             self.worker_ports = (low, low + WORKER_PORTS - 1)
-            if block := portblocks.claim("ray-client-ports", (24000 - CLIENT_LOW) // CLIENT_BLOCK):
+            if block := portblocks.claim("ray-client-ports", (CLIENT_HIGH - CLIENT_LOW) // CLIENT_BLOCK):
                 self._blocks.append(block)
                 low = CLIENT_LOW + block.index * CLIENT_BLOCK
                 self.client_server_ports = (low, low + CLIENT_BLOCK)
