@@ -106,6 +106,14 @@ class Kube:
         return self.wait_for("taskrun", name, lambda o: (o.get("status") or {}).get("phase") == phase,
                              timeout, what=phase)
 
+    def wait_ended(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        """Completed or Failed, with the operator's conditions: the phase is the actor's write, the conditions the
+        operator's, on the event that write causes. A test reading both waits for the second."""
+        agrees = {"Completed": "True", "Failed": "False"}[phase]
+        return self.wait_for("taskrun", name, lambda o: (status := o.get("status") or {}).get("phase") == phase and any(
+            c["type"] == "Succeeded" and c["status"] == agrees for c in status.get("conditions", [])),
+            timeout, what=f"{phase}, with the operator's conditions")
+
     def wait_ready(self, kind: str, name: str, ready: bool = True, timeout: float = 30) -> dict[str, Any]:
         return self.wait_for(kind, name, lambda o: (o.get("status") or {}).get("ready") is ready
                              and (ready or "message" in o["status"]), timeout, what=f"ready={ready}")

@@ -72,7 +72,7 @@ def test_a_long_run_over_its_namespaces_storage_cap_fails_and_the_next_waits_whi
     other.apply([secret(), llm("model", stack.llm.base_url, model), agent("greeter", "model")])
     other.wait_ready("agent", "greeter")
     kube.apply([task("long", "scribe", "Write forty notes.")])
-    failed = kube.wait_phase("long-run", "Failed", timeout=FIRST_ACTOR_SECONDS)
+    failed = kube.wait_ended("long-run", "Failed", timeout=FIRST_ACTOR_SECONDS)
     status = failed["status"]
     assert status["phaseHistory"][-1]["reason"] == "StorageQuotaExceeded"
     assert f"over its allowance of {CAP} bytes" in status["error"] \
