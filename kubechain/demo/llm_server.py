@@ -19,6 +19,7 @@ end of a script the last step repeats. Step format (dicts, loadable from YAML or
     "context_window": 6000                             # 400 context_length_exceeded past this many prompt tokens
     "stream_chunk": 4, "stream_delay": 0.01            # with `stream: true`: characters per chunk, seconds between
     "stream_break": {"after": 20, "times": 1}          # the first hit's stream drops after 20 chunks (no [DONE])
+    "stream_hold": {"after": 20, "gate": "g"}          # the stream pauses after 20 chunks until gate g opens
     "error": {"status": 429, "times": 2}               # first 2 hits of this step, per conversation,
                                                        # fail with that status, then reply normally
                                                        # (optional "message", "code", and what a provider
@@ -148,6 +149,8 @@ async def _stream(request: web.Request, state: ScriptState, body: dict[str, Any]
             entry["broken"] = True
             request.transport.close()  # the connection drops mid-answer
             return response
+        while (held := step.get("stream_hold")) and number == held["after"] and held["gate"] not in state.open_gates:
+            await asyncio.sleep(0.05)
         if delay and number:
             await asyncio.sleep(delay)
         entry["chunk_times"].append(time.time())

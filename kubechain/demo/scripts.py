@@ -19,7 +19,8 @@ from .rules import demo_step
 DEMO_MODEL = "demo"
 MAX_RECORDED_REQUESTS = 10_000
 _STEP_KEYS = {"content", "tool_calls", "latency", "error", "finish_reason", "refuse", "ignore", "context_window",
-              "stream_chunk", "stream_delay", "stream_break", "hold"}
+              "stream_chunk", "stream_delay", "stream_break", "hold",
+              "stream_hold"}
 
 
 def validate_steps(steps: Any) -> list[Step]:
@@ -40,6 +41,10 @@ def validate_steps(steps: Any) -> list[Step]:
             raise ValueError(f"step {i}: 'error' needs a 'status'")
         if "hold" in step and not (isinstance(step["hold"], str) and step["hold"]):
             raise ValueError(f"step {i}: 'hold' names the gate the reply waits for")
+        held = step.get("stream_hold")
+        if held is not None and not (isinstance(held, dict) and isinstance(held.get("after"), int)
+                                     and isinstance(held.get("gate"), str)):
+            raise ValueError(f"step {i}: 'stream_hold' needs 'after' (chunks sent first) and 'gate'")
         broken = step.get("stream_break")
         if broken is not None and not (isinstance(broken, dict) and isinstance(broken.get("after"), int)):
             raise ValueError(f"step {i}: 'stream_break' needs 'after' (chunks sent before the connection drops)")

@@ -333,16 +333,22 @@ def test_a_runs_page_shows_the_open_steps_answer_as_it_streams(kube, stack, ui, 
 
     model = f"{kube.namespace}-streamer"
     answer = " ".join(f"w{i:03d}" for i in range(1, 401))
-    stack.llm.set_script(model, [{"content": answer, "stream_chunk": 5, "stream_delay": 0.02}])  # ~8 s of stream
+    # the stream pauses after 20 chunks (the role, then w001..w019) until the page has shown it forming, however late the page connects
+    stack.llm.set_script(model, [{"content": answer, "stream_chunk": 5, "stream_delay": 0.02,
+                                  "stream_hold": {"after": 20, "gate": model}}])
     kube.apply([secret(), llm("streamer", stack.llm.base_url, model), agent("streamer", "streamer")])
     kube.wait_ready("agent", "streamer")
     page = sign_in(browser, ui, stack.controlplane.admin_token)
     kube.apply([task("live", "streamer", "stream to me")])
+    # Left for the next stop: a run page opened before its TaskRun exists gets the stream's `end` (404) and never
+    # follows the live step. The page opens once the operator has made the run.
+    kube.wait_for("taskrun", "live-run", lambda o: True, what="created")
     page.goto(f"{ui}/#/taskruns/{kube.namespace}/live-run")
     forming = page.locator("#live-text")
     expect(forming).to_contain_text("w010")  # the answer, as it forms, before any checkpoint has it
     assert "w400" not in forming.inner_text() and page.locator(".messages li[data-role=assistant]").count() == 0
     shot(page, "live-step")
+    stack.llm.open_gate(model)
     expect(page.locator("#summary h1 .phase")).to_have_text("Completed")
     expect(page.locator("#live-text")).to_have_count(0)  # the checkpointed transcript took its place
     message = page.locator(".messages li[data-role=assistant]").last

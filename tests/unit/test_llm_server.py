@@ -437,3 +437,28 @@ def test_a_held_reply_waits_for_its_gate_and_the_request_shows_meanwhile(server:
     assert answers == ["let go"]
     with pytest.raises(ValueError, match="'hold' names the gate"):
         server.set_script("held", [{"content": "x", "hold": 3}])
+
+
+def test_a_held_stream_pauses_after_its_chunks_until_the_gate_opens(server: ScriptedLLMServer) -> None:
+    import threading
+
+    server.set_script("held-stream", [{"content": "abcdefghij", "stream_chunk": 2,
+                                       "stream_hold": {"after": 3, "gate": "g2"}}])  # the role chunk, then 2
+    pieces: list[str] = []
+
+    def read() -> None:
+        for event in client(server).chat.completions.create(
+                model="held-stream", messages=[{"role": "user", "content": "hi"}], stream=True):
+            pieces.extend(c.delta.content or "" for c in event.choices)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while "".join(pieces) != "abcd":
+        assert time.monotonic() < deadline, f"the first two chunks never came: {pieces}"
+        time.sleep(0.05)
+    reader.join(0.5)
+    assert reader.is_alive() and "".join(pieces) == "abcd", "the stream went on before its gate opened"
+    server.open_gate("g2")
+    reader.join(10)
+    assert "".join(pieces) == "abcdefghij"
